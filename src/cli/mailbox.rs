@@ -1,0 +1,698 @@
+//! `sealpost mailbox ...`: create, list, show, passwd, reset-password,
+//! suspend, resume, update, delete, deliver, export.
+
+use std::fs;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::Path;
+use std::time::SystemTime;
+
+use getopts::{Matches, Options};
+use serde_json::json;
+
+use super::crlf::CrlfWriter;
+use super::password_input::{password_from, read_password_file};
+use super::{CliError, Context, EXIT_DAMAGED, context_with, parse_options};
+use crate::auth;
+use crate::config::Config;
+use crate::crypto::{self, KeyPair, Password};
+use crate::store::mailbox::message_error;
+use crate::store::{Mailbox, MailboxId, Metadata, Source, Status, StoreError};
+use crate::timestamp;
+
+const USAGE: &str = "\
+Usage: sealpost mailbox <command> [options]
+
+Commands:
+  create --name NAME [--description TEXT] [--password-file FILE] [--json]
+  list [--json]
+  show ID [--json]
+  passwd ID [--password-file OLD] [--new-password-file NEW]
+  reset-password ID --force [--new-password-file NEW]
+  suspend ID
+  resume ID
+  update ID [--name NAME] [--description TEXT]
+  delete ID [--force]
+  deliver ID [--from ADDR] < message
+  export ID [--password-file FILE] --out DIR
+
+Password files: the first line is the password; - reads standard input.
+Each command takes --help.";
+
+/// sysexits EX_NOUSER: Postfix bounces.
+const EX_NOUSER: i32 = 67;
+/// sysexits EX_TEMPFAIL: Postfix tries again later.
+const EX_TEMPFAIL: i32 = 75;
+
+/// Dispatches `mailbox <command>`.
+pub fn run(context: &Context, mut args: Vec<String>) -> Result<(), CliError> {
+    if args.is_empty() {
+        return Err(CliError::usage(format!(
+            "mailbox: no command given\n{USAGE}"
+        )));
+    }
+    let command = args.remove(0);
+    match command.as_str() {
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        "create" => create(context, &args),
+        "list" => list(context, &args),
+        "show" => show(context, &args),
+        "passwd" => passwd(context, &args),
+        "reset-password" => reset_password(context, &args),
+        "suspend" => set_status(context, &args, "suspend", Status::Suspended),
+        "resume" => set_status(context, &args, "resume", Status::Active),
+        "update" => update(context, &args),
+        "delete" => delete(context, &args),
+        "deliver" => deliver(context, &args),
+        "export" => export(context, &args),
+        other => Err(CliError::usage(format!(
+            "mailbox: unknown command {other:?} (see sealpost mailbox --help)"
+        ))),
+    }
+}
+
+/// Parses options for `mailbox <name>`; `None` when help was printed.
+fn options(
+    context: &Context,
+    name: &str,
+    summary: &str,
+    args: &[String],
+    define: impl FnOnce(&mut Options),
+) -> Result<Option<(Context, Matches)>, CliError> {
+    let mut opts = Options::new();
+    define(&mut opts);
+    let command = format!("mailbox {name}");
+    Ok(parse_options(&command, summary, &mut opts, args)?.map(|m| (context_with(context, &m), m)))
+}
+
+/// Exactly one positional argument: the mailbox id.
+fn one_id(name: &str, m: &Matches) -> Result<MailboxId, CliError> {
+    match m.free.as_slice() {
+        [id] => id
+            .parse()
+            .map_err(|e: String| CliError::usage(format!("mailbox {name}: {e}"))),
+        [] => Err(CliError::usage(format!(
+            "mailbox {name}: give the mailbox id (see sealpost mailbox {name} --help)"
+        ))),
+        [_, extra, ..] => Err(CliError::usage(format!(
+            "mailbox {name}: unexpected argument {extra:?}"
+        ))),
+    }
+}
+
+fn no_positional(name: &str, m: &Matches) -> Result<(), CliError> {
+    super::no_arguments(&format!("mailbox {name}"), m)
+}
+
+fn address(config: &Config, id: &MailboxId) -> String {
+    format!("{id}@{}", config.mailbox_domain)
+}
+
+fn print_json(value: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+const LOST_PASSWORD_WARNING: &str = "\
+Write this password down now: it is shown only once and cannot be recovered.
+Without it, the mail stored in this mailbox can never be read, by anyone.";
+
+/// A chosen password (checked) or a generated one (`generated = true`).
+fn new_password(
+    file: Option<String>,
+    context_words: &[&str],
+) -> Result<(Password, bool), CliError> {
+    match file {
+        Some(path) => {
+            let password = read_password_file(&path)?;
+            auth::check_password_strength(&password, context_words).map_err(CliError::failed)?;
+            Ok((password, false))
+        }
+        None => Ok((auth::generate_password(), true)),
+    }
+}
+
+fn create(context: &Context, args: &[String]) -> Result<(), CliError> {
+    let Some((context, m)) = options(
+        context,
+        "create",
+        "--name NAME [options]\n\nCreates a mailbox. A strong password is generated and shown once unless\n--password-file gives one (12+ characters, zxcvbn score 4).",
+        args,
+        |o| {
+            o.optopt(
+                "",
+                "name",
+                "a short name for the mailbox (required)",
+                "NAME",
+            );
+            o.optopt("", "description", "free text", "TEXT");
+            o.optopt(
+                "",
+                "password-file",
+                "read the password from FILE (- for standard input)",
+                "FILE",
+            );
+            o.optflag(
+                "",
+                "json",
+                "print {\"id\", \"address\", \"password\"} as JSON",
+            );
+        },
+    )?
+    else {
+        return Ok(());
+    };
+    no_positional("create", &m)?;
+    let name = m
+        .opt_str("name")
+        .ok_or_else(|| CliError::usage("mailbox create: --name is required"))?;
+    let description = m.opt_str("description").unwrap_or_default();
+    let (config, store) = context.open()?;
+    let (password, generated) = new_password(m.opt_str("password-file"), &[&name, &description])?;
+    let pair = KeyPair::generate().map_err(|e| CliError::failed(e.to_string()))?;
+    let wrapped = crypto::wrap_secret_key(&pair, &password, config.kdf.params())
+        .map_err(|e| CliError::failed(e.to_string()))?;
+    let mailbox = store.create_mailbox(&name, &description, pair.public().clone(), &wrapped)?;
+    let id = mailbox.id();
+    if m.opt_present("json") {
+        let mut out = json!({ "id": id.as_str(), "address": address(&config, id) });
+        if generated {
+            out["password"] = json!(password.expose());
+        }
+        print_json(&out);
+        if generated {
+            eprintln!("{LOST_PASSWORD_WARNING}");
+        }
+        return Ok(());
+    }
+    println!("Created mailbox {id}");
+    println!("  address:  {}", address(&config, id));
+    println!("  name:     {name}");
+    if generated {
+        println!("  password: {}", password.expose());
+        println!();
+        println!("{LOST_PASSWORD_WARNING}");
+    }
+    Ok(())
+}
+
+fn newest_text(stats: &crate::store::MailboxStats) -> String {
+    stats
+        .newest
+        .map(timestamp::rfc3339)
+        .unwrap_or_else(|| "-".into())
+}
+
+fn mailbox_json(config: &Config, mailbox: &Mailbox) -> Result<serde_json::Value, StoreError> {
+    let info = mailbox.info();
+    let stats = mailbox.stats()?;
+    Ok(json!({
+        "id": info.id.as_str(),
+        "address": address(config, &info.id),
+        "name": info.name,
+        "description": info.description,
+        "status": info.status.as_str(),
+        "created": info.created,
+        "messages": stats.messages,
+        "bytes": stats.bytes,
+        "newest": stats.newest.map(timestamp::rfc3339),
+    }))
+}
+
+fn list(context: &Context, args: &[String]) -> Result<(), CliError> {
+    let Some((context, m)) = options(
+        context,
+        "list",
+        "[--json]\n\nLists every mailbox.",
+        args,
+        |o| {
+            o.optflag("", "json", "print JSON");
+        },
+    )?
+    else {
+        return Ok(());
+    };
+    no_positional("list", &m)?;
+    let (config, store) = context.open()?;
+    let mut rows = Vec::new();
+    let mut broken = Vec::new();
+    for id in store.mailbox_ids()? {
+        match store.mailbox(&id).and_then(|mb| mailbox_json(&config, &mb)) {
+            Ok(row) => rows.push(row),
+            Err(e) => broken.push(e.to_string()),
+        }
+    }
+    if m.opt_present("json") {
+        print_json(&json!(rows));
+    } else if rows.is_empty() && broken.is_empty() {
+        println!("No mailboxes. Create one with: sealpost mailbox create --name NAME");
+    } else {
+        println!(
+            "{:<36}  {:<9}  {:>8}  {:>12}  {:<20}  {:<20}  ADDRESS",
+            "ID", "STATUS", "MESSAGES", "BYTES", "NEWEST", "NAME"
+        );
+        for row in &rows {
+            println!(
+                "{:<36}  {:<9}  {:>8}  {:>12}  {:<20}  {:<20}  {}",
+                row["id"].as_str().unwrap_or(""),
+                row["status"].as_str().unwrap_or(""),
+                row["messages"].as_u64().unwrap_or(0),
+                row["bytes"].as_u64().unwrap_or(0),
+                row["newest"].as_str().unwrap_or("-"),
+                row["name"].as_str().unwrap_or(""),
+                row["address"].as_str().unwrap_or(""),
+            );
+        }
+    }
+    if broken.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::failed(broken.join("\n")))
+    }
+}
+
+fn show(context: &Context, args: &[String]) -> Result<(), CliError> {
+    let Some((context, m)) = options(
+        context,
+        "show",
+        "ID [--json]\n\nShows one mailbox.",
+        args,
+        |o| {
+            o.optflag("", "json", "print JSON");
+        },
+    )?
+    else {
+        return Ok(());
+    };
+    let id = one_id("show", &m)?;
+    let (config, store) = context.open()?;
+    let mailbox = store.mailbox(&id)?;
+    let wrapped = mailbox.wrapped_key()?;
+    let mut out = mailbox_json(&config, &mailbox)?;
+    out["public_key"] = json!(crypto::base64_encode(mailbox.info().public_key.as_bytes()));
+    out["kdf"] =
+        json!({ "opslimit": wrapped.params.opslimit, "memlimit_bytes": wrapped.params.memlimit });
+    if m.opt_present("json") {
+        print_json(&out);
+        return Ok(());
+    }
+    let stats = mailbox.stats()?;
+    let info = mailbox.info();
+    println!("id:          {}", info.id);
+    println!("address:     {}", address(&config, &info.id));
+    println!("name:        {}", info.name);
+    println!("description: {}", info.description);
+    println!("status:      {}", info.status.as_str());
+    println!("created:     {}", info.created);
+    println!(
+        "messages:    {} ({} bytes on disk)",
+        stats.messages, stats.bytes
+    );
+    println!("newest:      {}", newest_text(&stats));
+    println!("public key:  {}", out["public_key"].as_str().unwrap_or(""));
+    println!(
+        "key wrap:    argon2id13, opslimit {}, memlimit {} bytes",
+        wrapped.params.opslimit, wrapped.params.memlimit
+    );
+    Ok(())
+}
+
+fn passwd(context: &Context, args: &[String]) -> Result<(), CliError> {
+    let Some((context, m)) = options(
+        context,
+        "passwd",
+        "ID [--password-file OLD] [--new-password-file NEW]\n\nChanges the password: the same key is wrapped again, no message is\nre-encrypted. Without --new-password-file a strong password is generated.",
+        args,
+        |o| {
+            o.optopt(
+                "",
+                "password-file",
+                "the current password (- for standard input)",
+                "OLD",
+            );
+            o.optopt(
+                "",
+                "new-password-file",
+                "the new password (- for standard input)",
+                "NEW",
+            );
+        },
+    )?
+    else {
+        return Ok(());
+    };
+    let id = one_id("passwd", &m)?;
+    let (old_file, new_file) = (m.opt_str("password-file"), m.opt_str("new-password-file"));
+    if old_file.as_deref() == Some("-") && new_file.as_deref() == Some("-") {
+        return Err(CliError::usage(
+            "mailbox passwd: only one password can come from standard input",
+        ));
+    }
+    let (config, store) = context.open()?;
+    let mailbox = store.mailbox(&id)?;
+    let old = password_from(
+        old_file,
+        "password-file",
+        &format!("Current password for {id}: "),
+    )?;
+    let pair = mailbox.unlock(&old)?;
+    let info = mailbox.info();
+    let (password, generated) = new_password(new_file, &[&info.name, &info.description])?;
+    let wrapped = crypto::wrap_secret_key(&pair, &password, config.kdf.params())
+        .map_err(|e| CliError::failed(e.to_string()))?;
+    mailbox.replace_wrapped_key(&wrapped)?;
+    println!("Password of mailbox {id} changed.");
+    if generated {
+        println!("  new password: {}", password.expose());
+        println!();
+        println!("{LOST_PASSWORD_WARNING}");
+    }
+    Ok(())
+}
+
+fn reset_password(context: &Context, args: &[String]) -> Result<(), CliError> {
+    let Some((context, m)) = options(
+        context,
+        "reset-password",
+        "ID --force [--new-password-file NEW]\n\nFor a lost password: creates a new key pair. Messages already stored\nwere sealed to the old key and can no longer be read.",
+        args,
+        |o| {
+            o.optflag(
+                "",
+                "force",
+                "go ahead although stored messages become unreadable",
+            );
+            o.optopt(
+                "",
+                "new-password-file",
+                "the new password (- for standard input)",
+                "NEW",
+            );
+        },
+    )?
+    else {
+        return Ok(());
+    };
+    let id = one_id("reset-password", &m)?;
+    let (config, store) = context.open()?;
+    let mut mailbox = store.mailbox(&id)?;
+    let count = mailbox.messages()?.len();
+    if !m.opt_present("force") {
+        return Err(CliError::failed(format!(
+            "reset-password makes a new key pair for mailbox {id}: the {count} message(s) stored in it\n\
+             were sealed to the old key and can then no longer be read with any password.\n\
+             If you only want a different password and know the current one, use mailbox passwd.\n\
+             Add --force to reset anyway."
+        )));
+    }
+    let info = mailbox.info().clone();
+    let (password, generated) = new_password(
+        m.opt_str("new-password-file"),
+        &[&info.name, &info.description],
+    )?;
+    let pair = KeyPair::generate().map_err(|e| CliError::failed(e.to_string()))?;
+    let wrapped = crypto::wrap_secret_key(&pair, &password, config.kdf.params())
+        .map_err(|e| CliError::failed(e.to_string()))?;
+    mailbox.reset_keys(pair.public().clone(), &wrapped)?;
+    println!("Mailbox {id} has a new key pair.");
+    println!(
+        "The {count} message(s) stored before now are unreadable with the new password; the old\n\
+         key file is kept in {} in case the old password turns up.",
+        mailbox.dir().join("retired-keys").display()
+    );
+    if generated {
+        println!("  new password: {}", password.expose());
+        println!();
+        println!("{LOST_PASSWORD_WARNING}");
+    }
+    Ok(())
+}
+
+fn set_status(
+    context: &Context,
+    args: &[String],
+    name: &str,
+    status: Status,
+) -> Result<(), CliError> {
+    let summary = match status {
+        Status::Suspended => {
+            "ID\n\nRefuses new mail for the mailbox (senders get a temporary error and retry);\nPOP3 retrieval still works."
+        }
+        Status::Active => "ID\n\nAccepts new mail again.",
+    };
+    let Some((context, m)) = options(context, name, summary, args, |_| {})? else {
+        return Ok(());
+    };
+    let id = one_id(name, &m)?;
+    let (_, store) = context.open()?;
+    let mut mailbox = store.mailbox(&id)?;
+    mailbox.set_status(status)?;
+    println!("Mailbox {id} is now {}.", status.as_str());
+    Ok(())
+}
+
+fn update(context: &Context, args: &[String]) -> Result<(), CliError> {
+    let Some((context, m)) = options(
+        context,
+        "update",
+        "ID [--name NAME] [--description TEXT]\n\nChanges the name or description.",
+        args,
+        |o| {
+            o.optopt("", "name", "new name", "NAME");
+            o.optopt("", "description", "new description", "TEXT");
+        },
+    )?
+    else {
+        return Ok(());
+    };
+    let id = one_id("update", &m)?;
+    let (name, description) = (m.opt_str("name"), m.opt_str("description"));
+    if name.is_none() && description.is_none() {
+        return Err(CliError::usage(
+            "mailbox update: give --name and/or --description",
+        ));
+    }
+    let (_, store) = context.open()?;
+    let mut mailbox = store.mailbox(&id)?;
+    mailbox.update(name, description)?;
+    println!("Mailbox {id} updated.");
+    Ok(())
+}
+
+fn delete(context: &Context, args: &[String]) -> Result<(), CliError> {
+    let Some((context, m)) = options(
+        context,
+        "delete",
+        "ID [--force]\n\nDeletes a mailbox. One that still holds messages needs --force.",
+        args,
+        |o| {
+            o.optflag("", "force", "delete the stored messages too");
+        },
+    )?
+    else {
+        return Ok(());
+    };
+    let id = one_id("delete", &m)?;
+    let (_, store) = context.open()?;
+    let removed = store.delete_mailbox(&id, m.opt_present("force"))?;
+    println!("Mailbox {id} deleted ({removed} message(s) removed).");
+    Ok(())
+}
+
+fn deliver(context: &Context, args: &[String]) -> Result<(), CliError> {
+    let Some((context, m)) = options(
+        context,
+        "deliver",
+        "ID [--from ADDR] < message\n\nStores one message read from standard input (LF or CRLF line endings).\nExit codes for a Postfix pipe transport: 67 no such mailbox, 75 try later.",
+        args,
+        |o| {
+            o.optopt(
+                "",
+                "from",
+                "envelope sender recorded in the metadata",
+                "ADDR",
+            );
+        },
+    )?
+    else {
+        return Ok(());
+    };
+    // A recipient that is not even a mailbox id is "no such user" to Postfix.
+    let id = one_id("deliver", &m).map_err(|e| CliError {
+        code: if m.free.len() == 1 { EX_NOUSER } else { e.code },
+        message: e.message,
+    })?;
+    let temporary = |e: StoreError| CliError {
+        code: EX_TEMPFAIL,
+        message: e.to_string(),
+    };
+    let (config, store) = context.open().map_err(|e| CliError {
+        code: EX_TEMPFAIL,
+        message: e.message,
+    })?;
+    let mailbox = store.mailbox(&id).map_err(|e| match e {
+        StoreError::NotFound(_) => CliError {
+            code: EX_NOUSER,
+            message: e.to_string(),
+        },
+        other => temporary(other),
+    })?;
+    if mailbox.info().status == Status::Suspended {
+        return Err(CliError {
+            code: EX_TEMPFAIL,
+            message: format!("mailbox {id} is suspended and does not take new mail"),
+        });
+    }
+    let spool = store.spool().map_err(temporary)?;
+    let mut writer = CrlfWriter::new(spool);
+    io::copy(&mut io::stdin().lock(), &mut writer).map_err(|e| CliError {
+        code: EX_TEMPFAIL,
+        message: format!("cannot store the message: {e}"),
+    })?;
+    let spool = writer
+        .finish()
+        .and_then(|s| s.finish())
+        .map_err(|e| CliError {
+            code: EX_TEMPFAIL,
+            message: format!("cannot store the message: {e}"),
+        })?;
+    let metadata = Metadata {
+        received: timestamp::rfc3339(SystemTime::now()),
+        source: Source::Cli,
+        mail_from: m.opt_str("from").unwrap_or_default(),
+        rcpt_to: vec![address(&config, &id)],
+        client_ip: None,
+        tls: None,
+        size: spool.size(),
+        upstream: None,
+    };
+    let names = store
+        .deliver(&spool, &metadata, &[&mailbox])
+        .map_err(temporary)?;
+    for name in names {
+        println!(
+            "Stored message {name} ({} bytes) in mailbox {id}.",
+            spool.size()
+        );
+    }
+    Ok(())
+}
+
+fn export(context: &Context, args: &[String]) -> Result<(), CliError> {
+    let Some((context, m)) = options(
+        context,
+        "export",
+        "ID [--password-file FILE] --out DIR\n\nDecrypts every message to DIR/<uidl>.eml, with its metadata in\nDIR/<uidl>.json. Damaged messages are reported and skipped (exit code 3).",
+        args,
+        |o| {
+            o.optopt(
+                "",
+                "password-file",
+                "the mailbox password (- for standard input)",
+                "FILE",
+            );
+            o.optopt(
+                "",
+                "out",
+                "directory to write to (created if missing)",
+                "DIR",
+            );
+        },
+    )?
+    else {
+        return Ok(());
+    };
+    let id = one_id("export", &m)?;
+    let out = m
+        .opt_str("out")
+        .ok_or_else(|| CliError::usage("mailbox export: --out DIR is required"))?;
+    let (_, store) = context.open()?;
+    let mailbox = store.mailbox(&id)?;
+    let password = password_from(
+        m.opt_str("password-file"),
+        "password-file",
+        &format!("Password for {id}: "),
+    )?;
+    let pair = mailbox.unlock(&password)?;
+    let out = Path::new(&out);
+    fs::create_dir_all(out)
+        .map_err(|e| CliError::failed(format!("{}: cannot create: {e}", out.display())))?;
+    let messages = mailbox.messages()?;
+    let mut damaged = 0;
+    for entry in &messages {
+        match export_one(&mailbox, &pair, &entry.name, out) {
+            Ok(()) => {}
+            Err(ExportError::Damaged(e)) => {
+                eprintln!("sealpost: skipped {e}");
+                damaged += 1;
+            }
+            Err(ExportError::Fatal(e)) => return Err(e),
+        }
+    }
+    println!(
+        "Exported {} of {} message(s) from mailbox {id} to {}.",
+        messages.len() - damaged,
+        messages.len(),
+        out.display()
+    );
+    if damaged > 0 {
+        return Err(CliError {
+            code: EXIT_DAMAGED,
+            message: format!("{damaged} damaged message(s) were skipped"),
+        });
+    }
+    Ok(())
+}
+
+enum ExportError {
+    Damaged(StoreError),
+    Fatal(CliError),
+}
+
+/// Writes one message via a `.part` file, so a damaged message (detected only
+/// at its end) leaves nothing behind.
+fn export_one(
+    mailbox: &Mailbox,
+    pair: &KeyPair,
+    name: &crate::store::MessageName,
+    out: &Path,
+) -> Result<(), ExportError> {
+    let reader = mailbox.open_message(name, pair);
+    let mut reader = match reader {
+        Ok(r) => r,
+        Err(e @ StoreError::Damaged { .. }) => return Err(ExportError::Damaged(e)),
+        Err(e) => return Err(ExportError::Fatal(e.into())),
+    };
+    let eml = out.join(format!("{name}.eml"));
+    let part = out.join(format!("{name}.eml.part"));
+    let fatal = |path: &Path, e: io::Error| {
+        ExportError::Fatal(CliError::failed(format!("{}: {e}", path.display())))
+    };
+    let file = fs::File::create(&part).map_err(|e| fatal(&part, e))?;
+    let mut writer = BufWriter::new(file);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                let _ = fs::remove_file(&part);
+                return match message_error(&mailbox.message_path(name), e) {
+                    damaged @ StoreError::Damaged { .. } => Err(ExportError::Damaged(damaged)),
+                    other => Err(ExportError::Fatal(other.into())),
+                };
+            }
+        };
+        writer.write_all(&buf[..n]).map_err(|e| fatal(&part, e))?;
+    }
+    writer.flush().map_err(|e| fatal(&part, e))?;
+    let meta = serde_json::to_vec_pretty(reader.metadata()).unwrap_or_default();
+    let json = out.join(format!("{name}.json"));
+    fs::write(&json, meta).map_err(|e| fatal(&json, e))?;
+    fs::rename(&part, &eml).map_err(|e| fatal(&eml, e))?;
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! The `sealpost` command line: parsing, dispatch and exit codes.
+//!
+//! Exit codes: 0 success, 1 the command failed, 2 usage error,
+//! 3 `mailbox export` finished but skipped damaged messages.
+//! `mailbox deliver` uses the sysexits codes a Postfix pipe transport
+//! understands (67 no such mailbox, 75 try again later).
+
+mod crlf;
+mod mailbox;
+mod password_input;
+
+use std::fmt;
+use std::path::PathBuf;
+
+use getopts::{Options, ParsingStyle};
+
+use crate::config::{self, Config};
+use crate::store::{Store, StoreError};
+
+/// A command's failure: what to print and the exit code.
+#[derive(Debug)]
+pub struct CliError {
+    /// Process exit code.
+    pub code: i32,
+    /// One or more lines for standard error.
+    pub message: String,
+}
+
+impl CliError {
+    /// A failed command (exit code 1).
+    pub fn failed(message: impl Into<String>) -> CliError {
+        CliError {
+            code: EXIT_FAILURE,
+            message: message.into(),
+        }
+    }
+
+    /// A usage error (exit code 2).
+    pub fn usage(message: impl Into<String>) -> CliError {
+        CliError {
+            code: EXIT_USAGE,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<StoreError> for CliError {
+    fn from(e: StoreError) -> CliError {
+        CliError::failed(e.to_string())
+    }
+}
+
+/// The command failed.
+pub const EXIT_FAILURE: i32 = 1;
+/// The command line was wrong.
+pub const EXIT_USAGE: i32 = 2;
+/// An export skipped damaged messages.
+pub const EXIT_DAMAGED: i32 = 3;
+
+const USAGE: &str = "\
+Usage: sealpost [-c FILE] <command> [options]
+
+An email archiving gateway: an SMTP journal receiver and a POP3 server in
+front of an encrypted mailbox store, plus recording SMTP and POP3 proxies.
+
+Commands:
+  serve            run the gateway
+  check-config     validate the configuration and print the effective values
+  mailbox ...      manage mailboxes (sealpost mailbox --help)
+  help             this text
+
+Global options:
+  -c, --config FILE   configuration file (default: gateway.json)
+  -h, --help          show help
+  -V, --version       show the version
+
+Every command takes --help. Logging follows RUST_LOG (default: info for serve).";
+
+/// Runs the command line `args` (without the program name); returns the exit code.
+pub fn run(args: Vec<String>) -> i32 {
+    match dispatch(args) {
+        Ok(()) => 0,
+        Err(e) => {
+            for line in e.message.lines() {
+                eprintln!("sealpost: {line}");
+            }
+            e.code
+        }
+    }
+}
+
+/// What every command gets: where the configuration is.
+pub struct Context {
+    config_file: PathBuf,
+}
+
+impl Context {
+    /// Loads and validates the configuration.
+    pub fn config(&self) -> Result<Config, CliError> {
+        Config::load(&self.config_file).map_err(|e| CliError::failed(e.to_string()))
+    }
+
+    /// Loads the configuration and opens the store it names.
+    pub fn open(&self) -> Result<(Config, Store), CliError> {
+        let config = self.config()?;
+        let store = Store::open(&config.data_dir)?;
+        Ok((config, store))
+    }
+}
+
+fn dispatch(args: Vec<String>) -> Result<(), CliError> {
+    let mut opts = Options::new();
+    opts.parsing_style(ParsingStyle::StopAtFirstFree);
+    opts.optopt("c", "config", "configuration file", "FILE");
+    opts.optflag("h", "help", "show help");
+    opts.optflag("V", "version", "show the version");
+    let matches = opts
+        .parse(&args)
+        .map_err(|e| CliError::usage(format!("{e} (see sealpost --help)")))?;
+    if matches.opt_present("V") {
+        println!("sealpost {}", env!("CARGO_PKG_VERSION"));
+        return Ok(());
+    }
+    let mut rest = matches.free.clone();
+    if matches.opt_present("h") || rest.is_empty() {
+        if rest.is_empty() && !matches.opt_present("h") {
+            return Err(CliError::usage(format!("no command given\n{USAGE}")));
+        }
+        println!("{USAGE}");
+        return Ok(());
+    }
+    let command = rest.remove(0);
+    let context = Context {
+        config_file: PathBuf::from(
+            matches
+                .opt_str("c")
+                .unwrap_or_else(|| config::DEFAULT_FILE.to_string()),
+        ),
+    };
+    match command.as_str() {
+        "help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        "check-config" => check_config(&context, rest),
+        "serve" => serve(&context, rest),
+        "mailbox" => mailbox::run(&context, rest),
+        other => Err(CliError::usage(format!(
+            "unknown command {other:?} (see sealpost --help)"
+        ))),
+    }
+}
+
+/// Parses a command's own options; `-c/--config` is accepted here too.
+pub(crate) fn parse_options(
+    command: &str,
+    summary: &str,
+    opts: &mut Options,
+    args: &[String],
+) -> Result<Option<getopts::Matches>, CliError> {
+    opts.optflag("h", "help", "show this help");
+    opts.optopt(
+        "c",
+        "config",
+        "configuration file (default: gateway.json)",
+        "FILE",
+    );
+    let matches = opts
+        .parse(args)
+        .map_err(|e| CliError::usage(format!("{command}: {e} (see sealpost {command} --help)")))?;
+    if matches.opt_present("h") {
+        println!(
+            "{}",
+            opts.usage(&format!("Usage: sealpost {command} {summary}"))
+        );
+        return Ok(None);
+    }
+    Ok(Some(matches))
+}
+
+/// The context to use, honouring a `-c` given after the command.
+pub(crate) fn context_with(context: &Context, matches: &getopts::Matches) -> Context {
+    Context {
+        config_file: matches
+            .opt_str("c")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| context.config_file.clone()),
+    }
+}
+
+fn check_config(context: &Context, args: Vec<String>) -> Result<(), CliError> {
+    let mut opts = Options::new();
+    let Some(m) = parse_options(
+        "check-config",
+        "\n\nValidates the configuration and prints the effective values as JSON.",
+        &mut opts,
+        &args,
+    )?
+    else {
+        return Ok(());
+    };
+    no_arguments("check-config", &m)?;
+    let context = context_with(context, &m);
+    let config = context.config()?;
+    println!("{}", config.to_pretty_json());
+    eprintln!("{}: configuration is valid", context.config_file.display());
+    Ok(())
+}
+
+fn serve(context: &Context, args: Vec<String>) -> Result<(), CliError> {
+    let mut opts = Options::new();
+    let Some(m) = parse_options("serve", "\n\nRuns the gateway.", &mut opts, &args)? else {
+        return Ok(());
+    };
+    no_arguments("serve", &m)?;
+    let context = context_with(context, &m);
+    let _config = context.config()?;
+    Err(CliError::failed(
+        "serve: the protocol services are not built yet; check-config and mailbox work",
+    ))
+}
+
+/// Refuses stray positional arguments.
+pub(crate) fn no_arguments(command: &str, m: &getopts::Matches) -> Result<(), CliError> {
+    match m.free.first() {
+        None => Ok(()),
+        Some(extra) => Err(CliError::usage(format!(
+            "{command}: unexpected argument {extra:?} (see sealpost {command} --help)"
+        ))),
+    }
+}

@@ -1,0 +1,14 @@
+//! Sealpost: an email archiving gateway. An SMTP journal receiver and a POP3
+//! server in front of an encrypted mailbox store, plus recording SMTP and POP3
+//! proxies. See DESIGN.md (shared) and README.md.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod net;
+pub mod store;
+pub mod timestamp;
+
+#[cfg(test)]
+pub(crate) mod testdir;

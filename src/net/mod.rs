@@ -1,0 +1,3 @@
+//! Networking shared by every service.
+
+pub mod cidr;

@@ -1,0 +1,116 @@
+//! The filesystem steps that make a write survive a crash: fsync the file,
+//! rename it into place, fsync the directory. Plus advisory locks that the
+//! kernel drops when the holder dies.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+
+/// Flushes a directory's entries (new, renamed or removed files) to disk.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Creates a directory readable only by its owner; an existing one is fine.
+pub fn create_private_dir(path: &Path) -> io::Result<()> {
+    match fs::DirBuilder::new().mode(0o700).create(path) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        other => other,
+    }
+}
+
+/// Creates `path` (which must not exist) readable only by its owner.
+pub fn create_new_private_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Replaces `dir/name` with `bytes` so that a reader sees the old or the new
+/// content, never a mixture, even across a crash.
+pub fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!(".{name}.new"));
+    let _ = fs::remove_file(&tmp);
+    let result = (|| {
+        let mut file = create_new_private_file(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, dir.join(name))?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Takes an exclusive advisory lock without waiting; `Ok(false)` if another
+/// open file description holds it.
+pub fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+    // SAFETY: flock only reads the descriptor, which `file` keeps open.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(err)
+    }
+}
+
+/// Removes the files in `dir` that no live writer holds locked: what a crashed
+/// process left behind. Files being written by a live process are kept.
+pub fn remove_unlocked_files(dir: &Path) -> io::Result<usize> {
+    let mut removed = 0;
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        if path.is_file() && try_lock_exclusive(&file)? {
+            fs::remove_file(&path)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testdir::TempDir;
+
+    #[test]
+    fn replace_file_leaves_only_the_new_content() {
+        let tmp = TempDir::new("durable");
+        let dir = tmp.path();
+        replace_file(dir, "a.json", b"one").unwrap();
+        replace_file(dir, "a.json", b"two").unwrap();
+        assert_eq!(fs::read(dir.join("a.json")).unwrap(), b"two");
+        assert_eq!(fs::read_dir(dir).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn only_unlocked_leftovers_are_removed() {
+        let tmp = TempDir::new("durable");
+        let dir = tmp.path();
+        let held = create_new_private_file(&dir.join("live")).unwrap();
+        assert!(try_lock_exclusive(&held).unwrap());
+        drop(create_new_private_file(&dir.join("dead")).unwrap());
+        assert_eq!(remove_unlocked_files(dir).unwrap(), 1);
+        assert!(dir.join("live").exists());
+        assert!(!dir.join("dead").exists());
+    }
+}

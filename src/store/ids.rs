@@ -1,0 +1,194 @@
+//! Names that become paths: they can only hold what their parser accepts, so no
+//! path is ever built from unchecked input.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::SystemTime;
+
+use crate::crypto;
+use crate::timestamp;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn is_lower_hex(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// A mailbox id: `mbx-` followed by 32 lowercase hex characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MailboxId(String);
+
+impl MailboxId {
+    /// A fresh random id (128 bits).
+    pub fn generate() -> MailboxId {
+        let mut bytes = [0u8; 16];
+        crypto::random_bytes(&mut bytes);
+        MailboxId(format!("mbx-{}", hex(&bytes)))
+    }
+
+    /// The id text, also its directory name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for MailboxId {
+    type Err = String;
+
+    /// Accepts the id in any letter case (addresses are case-insensitive) and
+    /// stores it in lowercase.
+    fn from_str(text: &str) -> Result<MailboxId, String> {
+        let lower = text.to_ascii_lowercase();
+        match lower.strip_prefix("mbx-") {
+            Some(rest) if rest.len() == 32 && is_lower_hex(rest) => Ok(MailboxId(lower)),
+            _ => Err(format!(
+                "{text:?} is not a mailbox id (expected mbx- followed by 32 hex digits)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for MailboxId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A message file name without `.msg`: `<unix_micros>-<16 hex>`; also the POP3 UIDL.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageName(String);
+
+impl MessageName {
+    /// A fresh name for a message stored now.
+    pub fn generate(now: SystemTime) -> MessageName {
+        let mut bytes = [0u8; 8];
+        crypto::random_bytes(&mut bytes);
+        // Zero-padded so that names sort in time order as plain strings.
+        MessageName(format!(
+            "{:016}-{}",
+            timestamp::unix_micros(now),
+            hex(&bytes)
+        ))
+    }
+
+    /// Parses a file name ending in `.msg`.
+    pub fn from_file_name(name: &str) -> Option<MessageName> {
+        name.strip_suffix(".msg")?.parse().ok()
+    }
+
+    /// The name with `.msg`.
+    pub fn file_name(&self) -> String {
+        format!("{}.msg", self.0)
+    }
+
+    /// The UIDL text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// When the message was stored, from the name.
+    pub fn stored_at(&self) -> SystemTime {
+        let micros = self
+            .0
+            .split('-')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0);
+        timestamp::from_unix_micros(micros)
+    }
+}
+
+impl FromStr for MessageName {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<MessageName, String> {
+        let valid = match text.split_once('-') {
+            Some((micros, random)) => {
+                !micros.is_empty()
+                    && micros.len() <= 20
+                    && micros.bytes().all(|b| b.is_ascii_digit())
+                    && random.len() == 16
+                    && is_lower_hex(random)
+            }
+            None => false,
+        };
+        if valid {
+            Ok(MessageName(text.to_string()))
+        } else {
+            Err(format!("{text:?} is not a message name"))
+        }
+    }
+}
+
+impl fmt::Display for MessageName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mailbox_ids_are_mbx_and_32_lowercase_hex() {
+        let id = MailboxId::generate();
+        assert!(id.as_str().starts_with("mbx-"));
+        assert_eq!(id.as_str().len(), 36);
+        assert_eq!(id.as_str().parse::<MailboxId>().unwrap(), id);
+        assert_ne!(MailboxId::generate(), id);
+    }
+
+    #[test]
+    fn mailbox_ids_parse_case_insensitively_to_lowercase() {
+        let id: MailboxId = "MBX-0123456789ABCDEF0123456789abcdef".parse().unwrap();
+        assert_eq!(id.as_str(), "mbx-0123456789abcdef0123456789abcdef");
+    }
+
+    #[test]
+    fn anything_else_is_not_a_mailbox_id() {
+        for bad in [
+            "../etc",
+            "mbx-",
+            "mbx-0123456789abcdef0123456789abcde",
+            "mbx-0123456789abcdef0123456789abcdef0",
+            "mbx-0123456789abcdef0123456789abcdeg",
+            "mbx-0123456789abcdef/123456789abcdef",
+            "box-0123456789abcdef0123456789abcdef",
+            "",
+        ] {
+            assert!(bad.parse::<MailboxId>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn message_names_sort_in_time_order_and_parse_back() {
+        let early = MessageName::generate(timestamp::from_unix_micros(999));
+        let late = MessageName::generate(timestamp::from_unix_micros(1_000_000_000_000_000));
+        assert!(early < late);
+        assert_eq!(
+            MessageName::from_file_name(&late.file_name()),
+            Some(late.clone())
+        );
+        assert_eq!(
+            timestamp::unix_micros(late.stored_at()),
+            1_000_000_000_000_000
+        );
+    }
+
+    #[test]
+    fn foreign_files_are_not_message_names() {
+        for bad in [
+            "x.msg",
+            "123.msg",
+            "123-abc.msg",
+            "../1-0123456789abcdef.msg",
+            "1-0123456789abcdef.tmp",
+        ] {
+            assert_eq!(MessageName::from_file_name(bad), None, "{bad}");
+        }
+    }
+}

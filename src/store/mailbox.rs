@@ -1,0 +1,530 @@
+//! One mailbox directory: `mailbox.json`, `secret-key.json`, `tmp/`, `messages/`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use super::ids::{MailboxId, MessageName};
+use super::message::{self, MessageReader, Metadata};
+use super::sealed::damage_of;
+use super::spool::Spool;
+use super::{StoreError, durable, io_error};
+use crate::crypto::{self, KdfParams, KeyPair, Password, PublicKey, WrappedKey};
+use crate::timestamp;
+
+pub(super) const INFO_FILE: &str = "mailbox.json";
+pub(super) const KEY_FILE: &str = "secret-key.json";
+pub(super) const TMP_DIR: &str = "tmp";
+pub(super) const MESSAGES_DIR: &str = "messages";
+const LOCK_FILE: &str = "lock";
+const RETIRED_DIR: &str = "retired-keys";
+
+/// Whether a mailbox takes new mail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Accepts mail.
+    Active,
+    /// Refuses new mail with a temporary error; POP3 retrieval still works.
+    Suspended,
+}
+
+impl Status {
+    /// `active` or `suspended`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::Suspended => "suspended",
+        }
+    }
+}
+
+/// What `mailbox.json` holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxInfo {
+    /// The id, equal to the directory name.
+    pub id: MailboxId,
+    /// A short human name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Active or suspended.
+    pub status: Status,
+    /// Creation time, RFC 3339.
+    pub created: String,
+    /// Messages are sealed to this key.
+    pub public_key: PublicKey,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InfoFile {
+    id: String,
+    name: String,
+    description: String,
+    status: Status,
+    created: String,
+    public_key: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyFile {
+    kdf: String,
+    opslimit: u64,
+    memlimit: u64,
+    salt: String,
+    nonce: String,
+    wrapped_key: String,
+}
+
+const KDF_NAME: &str = "argon2id13";
+
+/// Checks a mailbox name or description: printable, bounded.
+pub fn check_label(what: &str, text: &str, max: usize, required: bool) -> Result<(), StoreError> {
+    if required && text.trim().is_empty() {
+        return Err(StoreError::Invalid(format!("the {what} must not be empty")));
+    }
+    if text.chars().count() > max {
+        return Err(StoreError::Invalid(format!(
+            "the {what} is longer than {max} characters"
+        )));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(StoreError::Invalid(format!(
+            "the {what} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A message file in `messages/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageEntry {
+    /// File name without `.msg`; the UIDL.
+    pub name: MessageName,
+    /// Size of the encrypted file.
+    pub file_bytes: u64,
+}
+
+/// Totals for `mailbox list`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailboxStats {
+    /// Messages stored.
+    pub messages: usize,
+    /// Bytes on disk (encrypted files).
+    pub bytes: u64,
+    /// When the newest message was stored.
+    pub newest: Option<SystemTime>,
+}
+
+/// An open mailbox directory.
+#[derive(Debug, Clone)]
+pub struct Mailbox {
+    dir: PathBuf,
+    info: MailboxInfo,
+}
+
+impl Mailbox {
+    /// Writes a complete new mailbox into `dir` (which must be empty).
+    pub(super) fn initialise(
+        dir: &Path,
+        info: MailboxInfo,
+        wrapped: &WrappedKey,
+    ) -> Result<Mailbox, StoreError> {
+        for sub in [TMP_DIR, MESSAGES_DIR] {
+            let path = dir.join(sub);
+            durable::create_private_dir(&path)
+                .map_err(io_error(&path, "cannot create directory"))?;
+        }
+        let mailbox = Mailbox {
+            dir: dir.to_path_buf(),
+            info,
+        };
+        mailbox.write_key_file(wrapped)?;
+        mailbox.write_info()?;
+        Ok(mailbox)
+    }
+
+    /// Reads `dir/mailbox.json` and checks it belongs to `id`.
+    pub(super) fn load(dir: PathBuf, id: &MailboxId) -> Result<Mailbox, StoreError> {
+        let path = dir.join(INFO_FILE);
+        let text = fs::read(&path).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                StoreError::NotFound(id.clone())
+            } else {
+                io_error(&path, "cannot read")(e)
+            }
+        })?;
+        let corrupt = |reason: String| StoreError::Corrupt {
+            path: path.clone(),
+            reason,
+        };
+        let file: InfoFile = serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))?;
+        let file_id: MailboxId = file.id.parse().map_err(corrupt)?;
+        if &file_id != id {
+            return Err(corrupt(format!("it names mailbox {file_id}, not {id}")));
+        }
+        let key = crypto::base64_decode_exact::<32>(&file.public_key)
+            .map_err(|e| corrupt(format!("public_key: {e}")))?;
+        let info = MailboxInfo {
+            id: file_id,
+            name: file.name,
+            description: file.description,
+            status: file.status,
+            created: file.created,
+            public_key: PublicKey::from_bytes(&key).map_err(|e| corrupt(e.to_string()))?,
+        };
+        Ok(Mailbox { dir, info })
+    }
+
+    fn write_info(&self) -> Result<(), StoreError> {
+        let file = InfoFile {
+            id: self.info.id.to_string(),
+            name: self.info.name.clone(),
+            description: self.info.description.clone(),
+            status: self.info.status,
+            created: self.info.created.clone(),
+            public_key: crypto::base64_encode(self.info.public_key.as_bytes()),
+        };
+        let json =
+            serde_json::to_vec_pretty(&file).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        durable::replace_file(&self.dir, INFO_FILE, &json)
+            .map_err(io_error(&self.dir.join(INFO_FILE), "cannot write"))
+    }
+
+    fn write_key_file(&self, wrapped: &WrappedKey) -> Result<(), StoreError> {
+        let file = KeyFile {
+            kdf: KDF_NAME.into(),
+            opslimit: wrapped.params.opslimit,
+            memlimit: wrapped.params.memlimit,
+            salt: crypto::base64_encode(&wrapped.salt),
+            nonce: crypto::base64_encode(&wrapped.nonce),
+            wrapped_key: crypto::base64_encode(&wrapped.wrapped),
+        };
+        let json =
+            serde_json::to_vec_pretty(&file).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        durable::replace_file(&self.dir, KEY_FILE, &json)
+            .map_err(io_error(&self.dir.join(KEY_FILE), "cannot write"))
+    }
+
+    /// The contents of `mailbox.json`.
+    pub fn info(&self) -> &MailboxInfo {
+        &self.info
+    }
+
+    /// The mailbox id.
+    pub fn id(&self) -> &MailboxId {
+        &self.info.id
+    }
+
+    /// The mailbox directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Changes the name and/or description.
+    pub fn update(
+        &mut self,
+        name: Option<String>,
+        description: Option<String>,
+    ) -> Result<(), StoreError> {
+        if let Some(name) = &name {
+            check_label("name", name, 200, true)?;
+        }
+        if let Some(description) = &description {
+            check_label("description", description, 2000, false)?;
+        }
+        let mut info = self.info.clone();
+        info.name = name.unwrap_or(info.name);
+        info.description = description.unwrap_or(info.description);
+        self.replace_info(info)
+    }
+
+    /// Suspends or resumes the mailbox.
+    pub fn set_status(&mut self, status: Status) -> Result<(), StoreError> {
+        let info = MailboxInfo {
+            status,
+            ..self.info.clone()
+        };
+        self.replace_info(info)
+    }
+
+    fn replace_info(&mut self, info: MailboxInfo) -> Result<(), StoreError> {
+        let old = std::mem::replace(&mut self.info, info);
+        self.write_info().inspect_err(|_| self.info = old)
+    }
+
+    /// Reads `secret-key.json`.
+    pub fn wrapped_key(&self) -> Result<WrappedKey, StoreError> {
+        let path = self.dir.join(KEY_FILE);
+        let text = fs::read(&path).map_err(io_error(&path, "cannot read"))?;
+        let corrupt = |reason: String| StoreError::Corrupt {
+            path: path.clone(),
+            reason,
+        };
+        let file: KeyFile = serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))?;
+        if file.kdf != KDF_NAME {
+            return Err(corrupt(format!(
+                "unknown kdf {:?} (expected {KDF_NAME})",
+                file.kdf
+            )));
+        }
+        let field = |name: &str, e: crypto::CryptoError| corrupt(format!("{name}: {e}"));
+        Ok(WrappedKey {
+            params: KdfParams {
+                opslimit: file.opslimit,
+                memlimit: file.memlimit,
+            },
+            salt: crypto::base64_decode_exact(&file.salt).map_err(|e| field("salt", e))?,
+            nonce: crypto::base64_decode_exact(&file.nonce).map_err(|e| field("nonce", e))?,
+            wrapped: crypto::base64_decode_exact(&file.wrapped_key)
+                .map_err(|e| field("wrapped_key", e))?,
+        })
+    }
+
+    /// Unwraps the secret key with the mailbox password.
+    pub fn unlock(&self, password: &Password) -> Result<KeyPair, StoreError> {
+        let wrapped = self.wrapped_key()?;
+        crypto::unwrap_secret_key(&wrapped, password, &self.info.public_key).map_err(|e| match e {
+            crypto::CryptoError::WrongPassword => StoreError::WrongPassword(self.info.id.clone()),
+            crypto::CryptoError::KeyMismatch => StoreError::Corrupt {
+                path: self.dir.join(KEY_FILE),
+                reason: "the secret key does not belong to the public key in mailbox.json".into(),
+            },
+            other => StoreError::Crypto(other),
+        })
+    }
+
+    /// Stores the same secret key wrapped under a new password.
+    pub fn replace_wrapped_key(&self, wrapped: &WrappedKey) -> Result<(), StoreError> {
+        self.write_key_file(wrapped)
+    }
+
+    /// Installs a new key pair. The old key file is kept under `retired-keys/`
+    /// so that messages sealed to it stay readable should the old password turn up.
+    pub fn reset_keys(
+        &mut self,
+        public: PublicKey,
+        wrapped: &WrappedKey,
+    ) -> Result<(), StoreError> {
+        let retired = self.dir.join(RETIRED_DIR);
+        durable::create_private_dir(&retired)
+            .map_err(io_error(&retired, "cannot create directory"))?;
+        let old = self.dir.join(KEY_FILE);
+        let stamp = timestamp::unix_micros(SystemTime::now());
+        fs::copy(&old, retired.join(format!("{stamp}.json")))
+            .map_err(io_error(&old, "cannot retire"))?;
+        durable::sync_dir(&retired).map_err(io_error(&retired, "cannot sync"))?;
+        self.write_key_file(wrapped)?;
+        let info = MailboxInfo {
+            public_key: public,
+            ..self.info.clone()
+        };
+        self.replace_info(info)
+    }
+
+    /// The stored messages, oldest first.
+    pub fn messages(&self) -> Result<Vec<MessageEntry>, StoreError> {
+        let dir = self.dir.join(MESSAGES_DIR);
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_error(&dir, "cannot list"))? {
+            let entry = entry.map_err(io_error(&dir, "cannot list"))?;
+            let Some(name) = entry
+                .file_name()
+                .to_str()
+                .and_then(MessageName::from_file_name)
+            else {
+                continue;
+            };
+            let meta = entry
+                .metadata()
+                .map_err(io_error(&entry.path(), "cannot stat"))?;
+            out.push(MessageEntry {
+                name,
+                file_bytes: meta.len(),
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Count, bytes and newest time of the stored messages.
+    pub fn stats(&self) -> Result<MailboxStats, StoreError> {
+        let messages = self.messages()?;
+        Ok(MailboxStats {
+            messages: messages.len(),
+            bytes: messages.iter().map(|m| m.file_bytes).sum(),
+            newest: messages.last().map(|m| m.name.stored_at()),
+        })
+    }
+
+    /// The path of a stored message.
+    pub fn message_path(&self, name: &MessageName) -> PathBuf {
+        self.dir.join(MESSAGES_DIR).join(name.file_name())
+    }
+
+    /// Opens a stored message for reading; damage is reported with the file name.
+    pub fn open_message(
+        &self,
+        name: &MessageName,
+        pair: &KeyPair,
+    ) -> Result<MessageReader<File>, StoreError> {
+        let path = self.message_path(name);
+        let file = File::open(&path).map_err(io_error(&path, "cannot open"))?;
+        MessageReader::open(file, pair).map_err(|e| message_error(&path, e))
+    }
+
+    /// Encrypts a received message from the spool into `tmp/` and fsyncs it;
+    /// it becomes visible only when the returned message is committed.
+    pub fn prepare(
+        &self,
+        spool: &Spool,
+        metadata: &Metadata,
+    ) -> Result<PendingMessage, StoreError> {
+        let name = MessageName::generate(SystemTime::now());
+        let tmp = self.dir.join(TMP_DIR).join(name.file_name());
+        let file =
+            durable::create_new_private_file(&tmp).map_err(io_error(&tmp, "cannot create"))?;
+        let pending = PendingMessage {
+            tmp,
+            messages_dir: self.dir.join(MESSAGES_DIR),
+            name,
+            file,
+            committed: false,
+        };
+        durable::try_lock_exclusive(&pending.file)
+            .map_err(io_error(&pending.tmp, "cannot lock"))?;
+        let metadata = Metadata {
+            size: spool.size(),
+            ..metadata.clone()
+        };
+        let write = || -> io::Result<()> {
+            let out = BufWriter::with_capacity(128 * 1024, &pending.file);
+            let mut body = spool.reader()?;
+            message::write_message(out, &self.info.public_key, &metadata, &mut body)?.flush()?;
+            pending.file.sync_all()
+        };
+        write().map_err(io_error(&pending.tmp, "cannot write"))?;
+        Ok(pending)
+    }
+
+    /// Removes messages (a POP3 QUIT) and makes the removal durable.
+    pub fn remove_messages(&self, names: &[MessageName]) -> Result<(), StoreError> {
+        for name in names {
+            let path = self.message_path(name);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error(&path, "cannot remove")(e)),
+            }
+        }
+        let dir = self.dir.join(MESSAGES_DIR);
+        durable::sync_dir(&dir).map_err(io_error(&dir, "cannot sync"))
+    }
+
+    /// Takes the mailbox's exclusive lock (one POP3 session, or a deletion).
+    /// The kernel releases it if the process dies.
+    pub fn try_lock(&self) -> Result<MailboxLock, StoreError> {
+        let path = self.dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_error(&path, "cannot open"))?;
+        match durable::try_lock_exclusive(&file) {
+            Ok(true) => Ok(MailboxLock { _file: file }),
+            Ok(false) => Err(StoreError::InUse(self.info.id.clone())),
+            Err(e) => Err(io_error(&path, "cannot lock")(e)),
+        }
+    }
+}
+
+/// Maps an error from reading a message file to damage or plain I/O.
+pub fn message_error(path: &Path, e: io::Error) -> StoreError {
+    match damage_of(&e) {
+        Some(damage) => StoreError::Damaged {
+            path: path.to_path_buf(),
+            reason: damage.to_string(),
+        },
+        None => io_error(path, "cannot read")(e),
+    }
+}
+
+/// Held while a session owns the mailbox.
+#[derive(Debug)]
+pub struct MailboxLock {
+    _file: File,
+}
+
+/// A message written and fsynced in `tmp/`, not yet visible. Dropping it
+/// without committing removes the file.
+pub struct PendingMessage {
+    tmp: PathBuf,
+    messages_dir: PathBuf,
+    name: MessageName,
+    file: File,
+    committed: bool,
+}
+
+impl PendingMessage {
+    /// The name it will have.
+    pub fn name(&self) -> &MessageName {
+        &self.name
+    }
+
+    /// Renames it into `messages/` and fsyncs the directory.
+    pub fn commit(mut self) -> Result<CommittedMessage, StoreError> {
+        let dest = self.messages_dir.join(self.name.file_name());
+        fs::rename(&self.tmp, &dest).map_err(io_error(&self.tmp, "cannot move into messages/"))?;
+        self.committed = true;
+        let committed = CommittedMessage {
+            path: dest,
+            name: self.name.clone(),
+        };
+        if let Err(e) = durable::sync_dir(&self.messages_dir) {
+            committed.revoke();
+            return Err(io_error(&self.messages_dir, "cannot sync")(e));
+        }
+        Ok(committed)
+    }
+}
+
+impl Drop for PendingMessage {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// A message made visible by [`PendingMessage::commit`].
+#[derive(Debug)]
+pub struct CommittedMessage {
+    path: PathBuf,
+    name: MessageName,
+}
+
+impl CommittedMessage {
+    /// Its name (the UIDL).
+    pub fn name(&self) -> &MessageName {
+        &self.name
+    }
+
+    /// Takes it back when a multi-mailbox delivery fails half-way, so the
+    /// sender's retry does not leave a duplicate.
+    pub fn revoke(self) {
+        if fs::remove_file(&self.path).is_ok()
+            && let Some(dir) = self.path.parent()
+        {
+            let _ = durable::sync_dir(dir);
+        }
+    }
+}

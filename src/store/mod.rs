@@ -1,0 +1,539 @@
+//! The encrypted mailbox store. It knows directories, files and the message
+//! format; it knows nothing of protocols.
+//!
+//! ```text
+//! <data_dir>/mailboxes/<id>/mailbox.json
+//! <data_dir>/mailboxes/<id>/secret-key.json
+//! <data_dir>/mailboxes/<id>/tmp/         files being written; leftovers removed at open
+//! <data_dir>/mailboxes/<id>/messages/    one immutable file per message
+//! <data_dir>/spool/                      messages being received (anonymous files)
+//! ```
+
+pub mod durable;
+pub mod ids;
+pub mod mailbox;
+pub mod message;
+pub mod sealed;
+pub mod spool;
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+pub use ids::{MailboxId, MessageName};
+pub use mailbox::{Mailbox, MailboxInfo, MailboxLock, MailboxStats, MessageEntry, Status};
+pub use message::{Metadata, Source};
+pub use spool::{Spool, SpoolWriter};
+
+use crate::crypto::{CryptoError, PublicKey, WrappedKey};
+use crate::timestamp;
+
+/// Everything the store can fail with, worded for a mail administrator.
+#[derive(Debug)]
+pub enum StoreError {
+    /// No mailbox with this id.
+    NotFound(MailboxId),
+    /// The password does not unlock the mailbox key.
+    WrongPassword(MailboxId),
+    /// A file or directory operation failed.
+    Io {
+        /// What it was done to.
+        path: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// The system's reason.
+        source: io::Error,
+    },
+    /// A mailbox or key file cannot be understood.
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A message file cannot be read to its end.
+    Damaged {
+        /// The message file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The mailbox still holds messages.
+    NotEmpty(MailboxId, usize),
+    /// Another session holds the mailbox.
+    InUse(MailboxId),
+    /// A value given by the user is not acceptable.
+    Invalid(String),
+    /// A cryptographic operation failed.
+    Crypto(CryptoError),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::NotFound(id) => write!(f, "mailbox {id} does not exist"),
+            StoreError::WrongPassword(id) => write!(f, "wrong password for mailbox {id}"),
+            StoreError::Io { path, op, source } => write!(f, "{}: {op}: {source}", path.display()),
+            StoreError::Corrupt { path, reason } => {
+                write!(f, "{}: the file is not valid: {reason}", path.display())
+            }
+            StoreError::Damaged { path, reason } => {
+                write!(f, "{}: damaged message file: {reason}", path.display())
+            }
+            StoreError::NotEmpty(id, n) => write!(
+                f,
+                "mailbox {id} still holds {n} message(s); add --force to delete them with it"
+            ),
+            StoreError::InUse(id) => write!(f, "mailbox {id} is in use by another session"),
+            StoreError::Invalid(why) => f.write_str(why),
+            StoreError::Crypto(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Wraps an I/O error with its path and operation.
+pub(crate) fn io_error(
+    path: &Path,
+    op: &'static str,
+) -> impl FnOnce(io::Error) -> StoreError + use<> {
+    let path = path.to_path_buf();
+    move |source| StoreError::Io { path, op, source }
+}
+
+const MAILBOXES_DIR: &str = "mailboxes";
+const SPOOL_DIR: &str = "spool";
+const CREATING: &str = ".creating";
+const DELETING: &str = ".deleting";
+/// A half-created mailbox older than this is a crash leftover.
+const STALE_STAGING: Duration = Duration::from_secs(600);
+
+/// The data directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store under `data_dir` and removes
+    /// what crashed writers left behind.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        let store = Store {
+            root: data_dir.to_path_buf(),
+        };
+        for dir in [
+            store.root.clone(),
+            store.mailboxes_dir(),
+            store.root.join(SPOOL_DIR),
+        ] {
+            fs::create_dir_all(&dir).map_err(io_error(&dir, "cannot create directory"))?;
+        }
+        store.remove_leftovers()?;
+        Ok(store)
+    }
+
+    /// The data directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn mailboxes_dir(&self) -> PathBuf {
+        self.root.join(MAILBOXES_DIR)
+    }
+
+    fn remove_leftovers(&self) -> Result<(), StoreError> {
+        let spool = self.root.join(SPOOL_DIR);
+        durable::remove_unlocked_files(&spool).map_err(io_error(&spool, "cannot clean up"))?;
+        let dir = self.mailboxes_dir();
+        for entry in fs::read_dir(&dir).map_err(io_error(&dir, "cannot list"))? {
+            let entry = entry.map_err(io_error(&dir, "cannot list"))?;
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(DELETING)
+                || (name.ends_with(CREATING) && is_older_than(&path, STALE_STAGING))
+            {
+                let _ = fs::remove_dir_all(&path);
+            } else if name.parse::<MailboxId>().is_ok() {
+                let tmp = path.join(mailbox::TMP_DIR);
+                durable::remove_unlocked_files(&tmp).map_err(io_error(&tmp, "cannot clean up"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a mailbox. It appears whole or not at all.
+    pub fn create_mailbox(
+        &self,
+        name: &str,
+        description: &str,
+        public_key: PublicKey,
+        wrapped: &WrappedKey,
+    ) -> Result<Mailbox, StoreError> {
+        mailbox::check_label("name", name, 200, true)?;
+        mailbox::check_label("description", description, 2000, false)?;
+        let id = MailboxId::generate();
+        let staging = self.mailboxes_dir().join(format!("{id}{CREATING}"));
+        durable::create_private_dir(&staging)
+            .map_err(io_error(&staging, "cannot create directory"))?;
+        let info = MailboxInfo {
+            id: id.clone(),
+            name: name.to_string(),
+            description: description.to_string(),
+            status: Status::Active,
+            created: timestamp::rfc3339(SystemTime::now()),
+            public_key,
+        };
+        let result = Mailbox::initialise(&staging, info, wrapped).and_then(|_| {
+            let dest = self.mailboxes_dir().join(id.as_str());
+            fs::rename(&staging, &dest).map_err(io_error(&dest, "cannot create"))?;
+            let dir = self.mailboxes_dir();
+            durable::sync_dir(&dir).map_err(io_error(&dir, "cannot sync"))?;
+            Mailbox::load(dest, &id)
+        });
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&staging);
+        }
+        result
+    }
+
+    /// Opens a mailbox by id.
+    pub fn mailbox(&self, id: &MailboxId) -> Result<Mailbox, StoreError> {
+        Mailbox::load(self.mailboxes_dir().join(id.as_str()), id)
+    }
+
+    /// The ids of all mailboxes, sorted.
+    pub fn mailbox_ids(&self) -> Result<Vec<MailboxId>, StoreError> {
+        let dir = self.mailboxes_dir();
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_error(&dir, "cannot list"))? {
+            let entry = entry.map_err(io_error(&dir, "cannot list"))?;
+            if let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<MailboxId>().ok())
+            {
+                ids.push(id);
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Deletes a mailbox; one holding messages only with `force`. Refused
+    /// while a session holds the mailbox.
+    pub fn delete_mailbox(&self, id: &MailboxId, force: bool) -> Result<usize, StoreError> {
+        let mailbox = self.mailbox(id)?;
+        let _lock = mailbox.try_lock()?;
+        let count = mailbox.messages()?.len();
+        if count > 0 && !force {
+            return Err(StoreError::NotEmpty(id.clone(), count));
+        }
+        // Renamed first so that the mailbox disappears at once, whole.
+        let doomed = self.mailboxes_dir().join(format!("{id}{DELETING}"));
+        fs::rename(mailbox.dir(), &doomed).map_err(io_error(mailbox.dir(), "cannot delete"))?;
+        let dir = self.mailboxes_dir();
+        durable::sync_dir(&dir).map_err(io_error(&dir, "cannot sync"))?;
+        fs::remove_dir_all(&doomed).map_err(io_error(&doomed, "cannot remove"))?;
+        Ok(count)
+    }
+
+    /// Starts receiving a message.
+    pub fn spool(&self) -> Result<SpoolWriter, StoreError> {
+        let dir = self.root.join(SPOOL_DIR);
+        SpoolWriter::create(&dir).map_err(io_error(&dir, "cannot create a spool file"))
+    }
+
+    /// Stores one received message into every mailbox given, each copy sealed
+    /// to its own key. Either every copy is durable and visible, or none is.
+    pub fn deliver(
+        &self,
+        spool: &Spool,
+        metadata: &Metadata,
+        mailboxes: &[&Mailbox],
+    ) -> Result<Vec<MessageName>, StoreError> {
+        let pending = mailboxes
+            .iter()
+            .map(|m| m.prepare(spool, metadata))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut committed = Vec::with_capacity(pending.len());
+        for message in pending {
+            match message.commit() {
+                Ok(c) => committed.push(c),
+                Err(e) => {
+                    committed
+                        .into_iter()
+                        .for_each(mailbox::CommittedMessage::revoke);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(committed.iter().map(|c| c.name().clone()).collect())
+    }
+}
+
+fn is_older_than(path: &Path, age: Duration) -> bool {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|elapsed| elapsed > age)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+    use crate::crypto::{self, KdfParams, KeyPair, Password};
+    use crate::testdir::TempDir;
+
+    const FAST: KdfParams = KdfParams {
+        opslimit: 1,
+        memlimit: 8 * 1024 * 1024,
+    };
+
+    fn new_mailbox(store: &Store, password: &str) -> (Mailbox, KeyPair) {
+        let pair = KeyPair::generate().unwrap();
+        let wrapped =
+            crypto::wrap_secret_key(&pair, &Password::new(password.into()), FAST).unwrap();
+        let mailbox = store
+            .create_mailbox("Journal", "", pair.public().clone(), &wrapped)
+            .unwrap();
+        (mailbox, pair)
+    }
+
+    fn metadata() -> Metadata {
+        Metadata {
+            received: "2026-11-22T19:20:32Z".into(),
+            source: Source::Cli,
+            mail_from: "a@example.com".into(),
+            rcpt_to: vec![],
+            client_ip: None,
+            tls: None,
+            size: 0,
+            upstream: None,
+        }
+    }
+
+    fn spool_of(store: &Store, body: &[u8]) -> Spool {
+        let mut w = store.spool().unwrap();
+        w.write_all(body).unwrap();
+        w.finish().unwrap()
+    }
+
+    fn read_back(mailbox: &Mailbox, pair: &KeyPair, name: &MessageName) -> (Metadata, Vec<u8>) {
+        let mut reader = mailbox.open_message(name, pair).unwrap();
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out).unwrap();
+        (reader.metadata().clone(), out)
+    }
+
+    #[test]
+    fn a_created_mailbox_has_the_documented_layout() {
+        let dir = TempDir::new("store");
+        let store = Store::open(dir.path()).unwrap();
+        let (mailbox, _) = new_mailbox(&store, "pw");
+        let root = dir.path().join("mailboxes").join(mailbox.id().as_str());
+        for file in ["mailbox.json", "secret-key.json"] {
+            assert!(root.join(file).is_file(), "{file}");
+        }
+        assert!(root.join("tmp").is_dir() && root.join("messages").is_dir());
+        let info: serde_json::Value =
+            serde_json::from_slice(&fs::read(root.join("mailbox.json")).unwrap()).unwrap();
+        assert_eq!(info["status"], "active");
+        assert_eq!(info["id"], mailbox.id().as_str());
+        let key: serde_json::Value =
+            serde_json::from_slice(&fs::read(root.join("secret-key.json")).unwrap()).unwrap();
+        assert_eq!(key["kdf"], "argon2id13");
+        assert_eq!(key["memlimit"], 8 * 1024 * 1024);
+        assert_eq!(
+            crypto::base64_decode_exact::<48>(key["wrapped_key"].as_str().unwrap())
+                .unwrap()
+                .len(),
+            48
+        );
+        assert_eq!(store.mailbox_ids().unwrap(), vec![mailbox.id().clone()]);
+    }
+
+    #[test]
+    fn delivery_to_several_mailboxes_seals_one_copy_to_each_key() {
+        let dir = TempDir::new("store");
+        let store = Store::open(dir.path()).unwrap();
+        let (a, pair_a) = new_mailbox(&store, "a");
+        let (b, pair_b) = new_mailbox(&store, "b");
+        let body = b"Subject: x\r\n\r\nhello\r\n";
+        let names = store
+            .deliver(&spool_of(&store, body), &metadata(), &[&a, &b])
+            .unwrap();
+        let (meta, bytes) = read_back(&a, &pair_a, &names[0]);
+        assert_eq!(bytes, body);
+        assert_eq!(meta.size, body.len() as u64);
+        assert_eq!(read_back(&b, &pair_b, &names[1]).1, body);
+        assert!(b.open_message(&names[1], &pair_a).is_err());
+        assert!(fs::read_dir(a.dir().join("tmp")).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn a_failed_delivery_leaves_nothing_visible_anywhere() {
+        let dir = TempDir::new("store");
+        let store = Store::open(dir.path()).unwrap();
+        let (a, _) = new_mailbox(&store, "a");
+        let (b, _) = new_mailbox(&store, "b");
+        // The second mailbox's tmp/ cannot take files.
+        fs::remove_dir(b.dir().join("tmp")).unwrap();
+        let result = store.deliver(&spool_of(&store, b"x\r\n"), &metadata(), &[&a, &b]);
+        assert!(matches!(result, Err(StoreError::Io { .. })));
+        assert!(a.messages().unwrap().is_empty());
+        assert!(fs::read_dir(a.dir().join("tmp")).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn leftovers_in_tmp_are_removed_when_the_store_opens() {
+        let dir = TempDir::new("store");
+        let store = Store::open(dir.path()).unwrap();
+        let (a, _) = new_mailbox(&store, "a");
+        fs::write(a.dir().join("tmp").join("1-0123456789abcdef.msg"), b"half").unwrap();
+        Store::open(dir.path()).unwrap();
+        assert!(fs::read_dir(a.dir().join("tmp")).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn the_password_unlocks_and_a_wrong_one_is_refused() {
+        let dir = TempDir::new("store");
+        let store = Store::open(dir.path()).unwrap();
+        let (a, pair) = new_mailbox(&store, "right");
+        let unlocked = a.unlock(&Password::new("right".into())).unwrap();
+        assert_eq!(unlocked.public(), pair.public());
+        assert!(matches!(
+            a.unlock(&Password::new("wrong".into())),
+            Err(StoreError::WrongPassword(_))
+        ));
+    }
+
+    #[test]
+    fn a_corrupt_key_file_is_reported_as_such() {
+        let dir = TempDir::new("store");
+        let store = Store::open(dir.path()).unwrap();
+        let (a, _) = new_mailbox(&store, "pw");
+        fs::write(a.dir().join("secret-key.json"), b"{\"kdf\": 1}").unwrap();
+        let err = a.unlock(&Password::new("pw".into())).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("secret-key.json"));
+    }
+
+    #[test]
+    fn deleting_a_mailbox_with_messages_needs_force() {
+        let dir = TempDir::new("store");
+        let store = Store::open(dir.path()).unwrap();
+        let (a, _) = new_mailbox(&store, "pw");
+        store
+            .deliver(&spool_of(&store, b"x\r\n"), &metadata(), &[&a])
+            .unwrap();
+        assert!(matches!(
+            store.delete_mailbox(a.id(), false),
+            Err(StoreError::NotEmpty(_, 1))
+        ));
+        assert_eq!(store.delete_mailbox(a.id(), true).unwrap(), 1);
+        assert!(matches!(
+            store.mailbox(a.id()),
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(store.mailbox_ids().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_locked_mailbox_is_in_use() {
+        let dir = TempDir::new("store");
+        let store = Store::open(dir.path()).unwrap();
+        let (a, _) = new_mailbox(&store, "pw");
+        let lock = a.try_lock().unwrap();
+        assert!(matches!(a.try_lock(), Err(StoreError::InUse(_))));
+        assert!(matches!(
+            store.delete_mailbox(a.id(), true),
+            Err(StoreError::InUse(_))
+        ));
+        drop(lock);
+        assert!(a.try_lock().is_ok());
+    }
+
+    #[test]
+    fn a_damaged_message_does_not_affect_the_others() {
+        let dir = TempDir::new("store");
+        let store = Store::open(dir.path()).unwrap();
+        let (a, pair) = new_mailbox(&store, "pw");
+        let mut names = Vec::new();
+        for body in [&b"one\r\n"[..], b"two\r\n", b"three\r\n"] {
+            names.extend(
+                store
+                    .deliver(&spool_of(&store, body), &metadata(), &[&a])
+                    .unwrap(),
+            );
+        }
+        let victim = a.message_path(&names[1]);
+        let mut bytes = fs::read(&victim).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        fs::write(&victim, bytes).unwrap();
+        assert_eq!(read_back(&a, &pair, &names[0]).1, b"one\r\n");
+        assert_eq!(read_back(&a, &pair, &names[2]).1, b"three\r\n");
+        let mut reader = a.open_message(&names[1], &pair).unwrap();
+        let err = reader.read_to_end(&mut Vec::new()).unwrap_err();
+        let err = mailbox::message_error(&victim, err);
+        assert!(matches!(err, StoreError::Damaged { .. }), "{err}");
+    }
+
+    #[test]
+    fn suspend_and_update_are_stored() {
+        let dir = TempDir::new("store");
+        let store = Store::open(dir.path()).unwrap();
+        let (mut a, _) = new_mailbox(&store, "pw");
+        a.set_status(Status::Suspended).unwrap();
+        a.update(Some("Archive".into()), Some("all mail".into()))
+            .unwrap();
+        let again = store.mailbox(a.id()).unwrap();
+        assert_eq!(again.info().status, Status::Suspended);
+        assert_eq!(again.info().name, "Archive");
+        assert!(a.update(Some(" ".into()), None).is_err());
+        assert!(a.update(None, Some("tab\tin".into())).is_err());
+    }
+
+    #[test]
+    fn no_plaintext_of_a_message_lands_on_disk() {
+        let dir = TempDir::new("store");
+        let store = Store::open(dir.path()).unwrap();
+        let (a, _) = new_mailbox(&store, "pw");
+        let body = b"From: secret-sender@example.org\r\nSubject: Quarterly secret plans\r\n\r\nThe body is secret too.\r\n";
+        let mut meta = metadata();
+        meta.mail_from = "secret-sender@example.org".into();
+        store
+            .deliver(&spool_of(&store, body), &meta, &[&a])
+            .unwrap();
+        for needle in [&b"secret-sender"[..], b"Quarterly", b"body is secret"] {
+            for file in walk(dir.path()) {
+                let bytes = fs::read(&file).unwrap();
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle),
+                    "{} in {}",
+                    String::from_utf8_lossy(needle),
+                    file.display()
+                );
+            }
+        }
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+        out
+    }
+}

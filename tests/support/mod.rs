@@ -1,0 +1,263 @@
+//! Shared pieces of the integration tests: a sandbox directory with its own
+//! configuration, the real `sealpost` binary, and real peers found on the machine.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The binary under test.
+pub fn sealpost_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sealpost"))
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fixture message from tests/fixtures.
+pub fn fixture(name: &str) -> Vec<u8> {
+    fs::read(repo().join("tests/fixtures").join(name)).expect("fixture")
+}
+
+/// Whether we run under CI, where a missing peer is a failure, not a skip.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Returns the path of a required external program, or `None` after saying
+/// the test is skipped. Under CI a missing peer fails the test.
+pub fn peer(program: &str, candidates: &[&str]) -> Option<PathBuf> {
+    for candidate in candidates {
+        let path = PathBuf::from(candidate);
+        if path.is_absolute() && path.is_file() {
+            return Some(path);
+        }
+        if let Ok(out) = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {candidate}"))
+            .output()
+        {
+            let found = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if out.status.success() && !found.is_empty() {
+                return Some(PathBuf::from(found));
+            }
+        }
+    }
+    let msg = format!("{program} is not installed (run scripts/test, which installs it)");
+    if under_ci() {
+        panic!("CI=true and a required test peer is missing: {msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+/// Python with PyNaCl: the virtualenv scripts/test creates.
+pub fn python_with_nacl() -> Option<PathBuf> {
+    let venv = repo().join("target/pyenv/bin/python3");
+    let candidates: Vec<String> = std::env::var("SEALPOST_PYTHON")
+        .into_iter()
+        .chain([venv.display().to_string()])
+        .collect();
+    for c in &candidates {
+        let ok = Command::new(c)
+            .args(["-c", "import nacl.bindings"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return Some(PathBuf::from(c));
+        }
+    }
+    let msg = "Python with PyNaCl is not available (run scripts/test, which creates target/pyenv)";
+    if under_ci() {
+        panic!("CI=true and a required test peer is missing: {msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+/// A throwaway directory with a `gateway.json` using cheap key derivation.
+pub struct Sandbox {
+    pub dir: PathBuf,
+}
+
+impl Sandbox {
+    /// A sandbox whose configuration is `{"kdf": cheap}` merged with `extra`
+    /// (top-level keys of `extra` replace the defaults).
+    pub fn new(label: &str, extra: serde_json::Value) -> Sandbox {
+        let mut bytes = [0u8; 8];
+        getrandom(&mut bytes);
+        let dir = std::env::temp_dir().join(format!(
+            "sealpost-it-{label}-{:016x}",
+            u64::from_le_bytes(bytes)
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        let mut config = serde_json::json!({
+            "kdf": { "opslimit": 1, "memlimit_bytes": 8 * 1024 * 1024 },
+        });
+        if let serde_json::Value::Object(map) = extra {
+            for (k, v) in map {
+                config[k] = v;
+            }
+        }
+        fs::write(
+            dir.join("gateway.json"),
+            serde_json::to_vec_pretty(&config).unwrap(),
+        )
+        .unwrap();
+        Sandbox { dir }
+    }
+
+    /// The configuration file.
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("gateway.json")
+    }
+
+    /// `data/` of the sandbox.
+    pub fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// Runs `sealpost -c gateway.json <args>` with `stdin` as input.
+    pub fn run_with_input(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let mut child = Command::new(sealpost_bin())
+            .arg("-c")
+            .arg(self.config())
+            .args(args)
+            .current_dir(&self.dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run sealpost");
+        let mut input = child.stdin.take().unwrap();
+        let stdin = stdin.to_vec();
+        let feeder = std::thread::spawn(move || {
+            let _ = input.write_all(&stdin);
+        });
+        let out = child.wait_with_output().unwrap();
+        feeder.join().unwrap();
+        out
+    }
+
+    /// Runs `sealpost -c gateway.json <args>` with empty input.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_with_input(args, b"")
+    }
+
+    /// Creates a mailbox; returns its id and generated password.
+    pub fn create_mailbox(&self, name: &str) -> (String, String) {
+        let out = self.run(&["mailbox", "create", "--name", name, "--json"]);
+        assert!(out.status.success(), "create failed: {}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (
+            v["id"].as_str().unwrap().to_string(),
+            v["password"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// Writes `password` to a file and returns its path.
+    pub fn password_file(&self, password: &str) -> PathBuf {
+        let mut bytes = [0u8; 8];
+        getrandom(&mut bytes);
+        let path = self
+            .dir
+            .join(format!("pw-{:016x}", u64::from_le_bytes(bytes)));
+        fs::write(&path, format!("{password}\n")).unwrap();
+        path
+    }
+
+    /// The directory of a mailbox.
+    pub fn mailbox_dir(&self, id: &str) -> PathBuf {
+        self.data().join("mailboxes").join(id)
+    }
+
+    /// Message files of a mailbox, sorted.
+    pub fn message_files(&self, id: &str) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = fs::read_dir(self.mailbox_dir(id).join("messages"))
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+    }
+
+    /// Exports a mailbox and returns (uidl, message bytes, metadata) per message.
+    pub fn export(&self, id: &str, password: &str) -> Vec<(String, Vec<u8>, serde_json::Value)> {
+        let out_dir = self
+            .dir
+            .join(format!("export-{id}-{}", self.message_files(id).len()));
+        let _ = fs::remove_dir_all(&out_dir);
+        let pw = self.password_file(password);
+        let out = self.run(&[
+            "mailbox",
+            "export",
+            id,
+            "--password-file",
+            pw.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "export failed: {}", stderr(&out));
+        let mut result = Vec::new();
+        let mut names: Vec<String> = fs::read_dir(&out_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter_map(|n| n.strip_suffix(".eml").map(str::to_string))
+            .collect();
+        names.sort();
+        for name in names {
+            let body = fs::read(out_dir.join(format!("{name}.eml"))).unwrap();
+            let meta =
+                serde_json::from_slice(&fs::read(out_dir.join(format!("{name}.json"))).unwrap())
+                    .unwrap();
+            result.push((name, body, meta));
+        }
+        result
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Standard error as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Standard output as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Random bytes from the kernel (tests must not depend on the library's own RNG).
+pub fn getrandom(buf: &mut [u8]) {
+    let mut f = fs::File::open("/dev/urandom").unwrap();
+    std::io::Read::read_exact(&mut f, buf).unwrap();
+}
+
+/// Whether `haystack` contains `needle`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Every file below `dir`.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}

@@ -300,7 +300,12 @@ impl Config {
 
     fn check_listeners_unique(&self, file: &Path) -> Result<(), ConfigError> {
         let mut seen: HashMap<SocketAddr, String> = HashMap::new();
-        for (key, addr) in self.all_listeners() {
+        // Port 0 (any free port, for tests) never collides.
+        for (key, addr) in self
+            .all_listeners()
+            .into_iter()
+            .filter(|(_, a)| a.port() != 0)
+        {
             if let Some(first) = seen.get(&addr) {
                 return Err(ConfigError {
                     file: file.to_path_buf(),

@@ -6,7 +6,9 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod gateway;
 pub mod net;
+pub mod smtp;
 pub mod store;
 pub mod timestamp;
 

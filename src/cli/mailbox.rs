@@ -571,7 +571,7 @@ fn deliver(context: &Context, args: &[String]) -> Result<(), CliError> {
         upstream: None,
     };
     let names = store
-        .deliver(&spool, &metadata, &[&mailbox])
+        .deliver(&spool, &[(&mailbox, metadata)])
         .map_err(temporary)?;
     for name in names {
         println!(

@@ -220,10 +220,8 @@ fn serve(context: &Context, args: Vec<String>) -> Result<(), CliError> {
     };
     no_arguments("serve", &m)?;
     let context = context_with(context, &m);
-    let _config = context.config()?;
-    Err(CliError::failed(
-        "serve: the protocol services are not built yet; check-config and mailbox work",
-    ))
+    let config = context.config()?;
+    crate::gateway::serve(config).map_err(CliError::failed)
 }
 
 /// Refuses stray positional arguments.

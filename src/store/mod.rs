@@ -247,16 +247,16 @@ impl Store {
     }
 
     /// Stores one received message into every mailbox given, each copy sealed
-    /// to its own key. Either every copy is durable and visible, or none is.
+    /// to its own key with its own metadata. Either every copy is durable and
+    /// visible, or none is.
     pub fn deliver(
         &self,
         spool: &Spool,
-        metadata: &Metadata,
-        mailboxes: &[&Mailbox],
+        copies: &[(&Mailbox, Metadata)],
     ) -> Result<Vec<MessageName>, StoreError> {
-        let pending = mailboxes
+        let pending = copies
             .iter()
-            .map(|m| m.prepare(spool, metadata))
+            .map(|(mailbox, metadata)| mailbox.prepare(spool, metadata))
             .collect::<Result<Vec<_>, _>>()?;
         let mut committed = Vec::with_capacity(pending.len());
         for message in pending {
@@ -366,7 +366,10 @@ mod tests {
         let (b, pair_b) = new_mailbox(&store, "b");
         let body = b"Subject: x\r\n\r\nhello\r\n";
         let names = store
-            .deliver(&spool_of(&store, body), &metadata(), &[&a, &b])
+            .deliver(
+                &spool_of(&store, body),
+                &[(&a, metadata()), (&b, metadata())],
+            )
             .unwrap();
         let (meta, bytes) = read_back(&a, &pair_a, &names[0]);
         assert_eq!(bytes, body);
@@ -384,7 +387,10 @@ mod tests {
         let (b, _) = new_mailbox(&store, "b");
         // The second mailbox's tmp/ cannot take files.
         fs::remove_dir(b.dir().join("tmp")).unwrap();
-        let result = store.deliver(&spool_of(&store, b"x\r\n"), &metadata(), &[&a, &b]);
+        let result = store.deliver(
+            &spool_of(&store, b"x\r\n"),
+            &[(&a, metadata()), (&b, metadata())],
+        );
         assert!(matches!(result, Err(StoreError::Io { .. })));
         assert!(a.messages().unwrap().is_empty());
         assert!(fs::read_dir(a.dir().join("tmp")).unwrap().next().is_none());
@@ -430,7 +436,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let (a, _) = new_mailbox(&store, "pw");
         store
-            .deliver(&spool_of(&store, b"x\r\n"), &metadata(), &[&a])
+            .deliver(&spool_of(&store, b"x\r\n"), &[(&a, metadata())])
             .unwrap();
         assert!(matches!(
             store.delete_mailbox(a.id(), false),
@@ -468,7 +474,7 @@ mod tests {
         for body in [&b"one\r\n"[..], b"two\r\n", b"three\r\n"] {
             names.extend(
                 store
-                    .deliver(&spool_of(&store, body), &metadata(), &[&a])
+                    .deliver(&spool_of(&store, body), &[(&a, metadata())])
                     .unwrap(),
             );
         }
@@ -509,7 +515,7 @@ mod tests {
         let mut meta = metadata();
         meta.mail_from = "secret-sender@example.org".into();
         store
-            .deliver(&spool_of(&store, body), &meta, &[&a])
+            .deliver(&spool_of(&store, body), &[(&a, meta)])
             .unwrap();
         for needle in [&b"secret-sender"[..], b"Quarterly", b"body is secret"] {
             for file in walk(dir.path()) {

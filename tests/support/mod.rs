@@ -2,6 +2,8 @@
 //! configuration, the real `sealpost` binary, and real peers found on the machine.
 #![allow(dead_code)]
 
+pub mod gateway;
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -85,8 +87,22 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// A sandbox whose configuration is `{"kdf": cheap}` merged with `extra`
-    /// (top-level keys of `extra` replace the defaults).
+    /// A sandbox for a running gateway: every implemented service listens on
+    /// 127.0.0.1 port 0 (a free port, logged at start-up).
+    pub fn for_gateway(label: &str, extra: serde_json::Value) -> Sandbox {
+        let any = serde_json::json!(["127.0.0.1:0"]);
+        let none = serde_json::json!([]);
+        let mut config = serde_json::json!({
+            "smtp": { "listen": any, "listen_tls": any },
+            "pop3": { "listen": none, "listen_tls": none },
+            "smtp_proxy": { "listen": none, "listen_tls": none },
+            "pop3_proxy": { "listen": none, "listen_tls": none },
+        });
+        merge(&mut config, extra);
+        Sandbox::new(label, config)
+    }
+
+    /// A sandbox whose configuration is `{"kdf": cheap}` deep-merged with `extra`.
     pub fn new(label: &str, extra: serde_json::Value) -> Sandbox {
         let mut bytes = [0u8; 8];
         getrandom(&mut bytes);
@@ -98,11 +114,7 @@ impl Sandbox {
         let mut config = serde_json::json!({
             "kdf": { "opslimit": 1, "memlimit_bytes": 8 * 1024 * 1024 },
         });
-        if let serde_json::Value::Object(map) = extra {
-            for (k, v) in map {
-                config[k] = v;
-            }
-        }
+        merge(&mut config, extra);
         fs::write(
             dir.join("gateway.json"),
             serde_json::to_vec_pretty(&config).unwrap(),
@@ -222,6 +234,18 @@ impl Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Merges `extra` into `base`: objects key by key, anything else replaced.
+pub fn merge(base: &mut serde_json::Value, extra: serde_json::Value) {
+    match (base, extra) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(e)) => {
+            for (k, v) in e {
+                merge(b.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (b, e) => *b = e,
     }
 }
 

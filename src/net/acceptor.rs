@@ -1,0 +1,216 @@
+//! One thread polls every listening socket (mio) and hands each accepted
+//! connection to a thread of its own. A `Waker` lets the signal thread stop
+//! the acceptor or ask it to reload the certificate.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use log::{error, info, warn};
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use super::limits::{ConnectionGuard, ConnectionLimits, LimitHit};
+
+/// Stack size of a session thread: sessions stream, they hold no large buffers.
+pub const SESSION_STACK_BYTES: usize = 256 * 1024;
+
+const WAKER: Token = Token(usize::MAX);
+
+/// A connection handed to a service.
+pub struct Accepted {
+    /// The socket, in blocking mode.
+    pub tcp: TcpStream,
+    /// The client.
+    pub peer: SocketAddr,
+    /// Frees the connection slot when dropped.
+    pub guard: ConnectionGuard,
+}
+
+/// What runs behind a listener.
+pub struct Service {
+    /// For logs and thread names: `smtp`, `smtps`, `pop3`, …
+    pub name: &'static str,
+    /// Written (best effort) before closing a connection over the limits;
+    /// empty for implicit-TLS listeners, which cannot speak before the handshake.
+    pub busy_reply: Vec<u8>,
+    /// Runs the session on its own thread.
+    pub handler: Arc<dyn Fn(Accepted) + Send + Sync>,
+}
+
+/// Flags shared with the signal thread.
+#[derive(Default)]
+pub struct Control {
+    /// Stop accepting and let sessions finish.
+    pub shutdown: Arc<AtomicBool>,
+    /// Reload the certificate.
+    pub reload: AtomicBool,
+}
+
+/// A listener that could not be opened, with the configuration key it came from.
+#[derive(Debug)]
+pub struct BindError {
+    /// `smtp.listen[0]` and so on.
+    pub key: String,
+    /// The address.
+    pub addr: SocketAddr,
+    /// The system's reason.
+    pub source: io::Error,
+}
+
+impl fmt::Display for BindError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}: cannot listen: {}",
+            self.key, self.addr, self.source
+        )?;
+        if self.source.kind() == io::ErrorKind::PermissionDenied {
+            write!(f, " (ports below 1024 need root or CAP_NET_BIND_SERVICE)")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for BindError {}
+
+/// The bound listeners, ready to run.
+pub struct Acceptor {
+    poll: Poll,
+    waker: Arc<Waker>,
+    listeners: Vec<(TcpListener, usize)>,
+    services: Vec<Service>,
+    limits: Arc<ConnectionLimits>,
+}
+
+impl Acceptor {
+    /// Binds every `(key, address, service index)`; logs the bound address
+    /// (useful with port 0).
+    pub fn bind(
+        bindings: &[(String, SocketAddr, usize)],
+        services: Vec<Service>,
+        limits: Arc<ConnectionLimits>,
+    ) -> Result<Acceptor, BindError> {
+        let poll = Poll::new().map_err(|source| BindError {
+            key: "acceptor".into(),
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            source,
+        })?;
+        let waker = Arc::new(
+            Waker::new(poll.registry(), WAKER).map_err(|source| BindError {
+                key: "acceptor".into(),
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                source,
+            })?,
+        );
+        let mut listeners = Vec::new();
+        for (i, (key, addr, service)) in bindings.iter().enumerate() {
+            let fail = |source| BindError {
+                key: key.clone(),
+                addr: *addr,
+                source,
+            };
+            let mut listener = TcpListener::bind(*addr).map_err(fail)?;
+            poll.registry()
+                .register(&mut listener, Token(i), Interest::READABLE)
+                .map_err(fail)?;
+            let local = listener.local_addr().map_err(fail)?;
+            info!("listening on {key} {local} ({})", services[*service].name);
+            listeners.push((listener, *service));
+        }
+        Ok(Acceptor {
+            poll,
+            waker,
+            listeners,
+            services,
+            limits,
+        })
+    }
+
+    /// Wakes the acceptor from another thread.
+    pub fn waker(&self) -> Arc<Waker> {
+        Arc::clone(&self.waker)
+    }
+
+    /// Accepts until `control.shutdown` is set; `reload` runs on request.
+    /// Listeners are closed when this returns.
+    pub fn run(mut self, control: &Control, reload: impl Fn()) -> io::Result<()> {
+        let mut events = Events::with_capacity(64);
+        loop {
+            if let Err(e) = self.poll.poll(&mut events, None) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for event in events.iter() {
+                if event.token() == WAKER {
+                    continue;
+                }
+                self.accept_all(event.token().0);
+            }
+            if control.reload.swap(false, Ordering::SeqCst) {
+                reload();
+            }
+            if control.shutdown.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+        }
+    }
+
+    fn accept_all(&mut self, index: usize) {
+        let Some((listener, service)) = self.listeners.get(index) else {
+            return;
+        };
+        let service = &self.services[*service];
+        loop {
+            let (stream, peer) = match listener.accept() {
+                Ok(pair) => pair,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off a little.
+                    warn!("{}: accept failed: {e}", service.name);
+                    std::thread::sleep(Duration::from_millis(50));
+                    return;
+                }
+            };
+            // SAFETY: the descriptor comes from a socket we own and give up here.
+            let tcp = unsafe { TcpStream::from_raw_fd(stream.into_raw_fd()) };
+            let guard = match self.limits.try_acquire(peer.ip()) {
+                Ok(guard) => guard,
+                Err(hit) => {
+                    let which = match hit {
+                        LimitHit::Total => "limits.max_connections",
+                        LimitHit::PerIp => "limits.max_connections_per_ip",
+                    };
+                    info!("{}: refused {peer}: {which} reached", service.name);
+                    let mut tcp = tcp;
+                    let _ = tcp.set_nonblocking(true);
+                    let _ = tcp.write(&service.busy_reply);
+                    continue;
+                }
+            };
+            if let Err(e) = tcp.set_nonblocking(false) {
+                warn!("{}: {peer}: {e}", service.name);
+                continue;
+            }
+            let handler = Arc::clone(&service.handler);
+            let accepted = Accepted { tcp, peer, guard };
+            let spawned = std::thread::Builder::new()
+                .name(format!("{} {peer}", service.name))
+                .stack_size(SESSION_STACK_BYTES)
+                .spawn(move || handler(accepted));
+            if let Err(e) = spawned {
+                error!(
+                    "{}: cannot start a session thread for {peer}: {e}",
+                    service.name
+                );
+            }
+        }
+    }
+}

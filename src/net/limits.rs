@@ -1,0 +1,149 @@
+//! Connection counting: over all listeners and per client address.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::cidr::canonical;
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// Which limit a new connection hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitHit {
+    /// `limits.max_connections`
+    Total,
+    /// `limits.max_connections_per_ip`
+    PerIp,
+}
+
+/// Counts open connections and refuses new ones beyond the limits.
+pub struct ConnectionLimits {
+    max_total: usize,
+    max_per_ip: usize,
+    counts: Mutex<Counts>,
+    closed: Condvar,
+}
+
+/// Held by a session; its drop frees the slot.
+pub struct ConnectionGuard {
+    limits: Arc<ConnectionLimits>,
+    ip: IpAddr,
+}
+
+impl ConnectionLimits {
+    /// Limits of `max_total` connections, `max_per_ip` from one address.
+    pub fn new(max_total: usize, max_per_ip: usize) -> Arc<ConnectionLimits> {
+        Arc::new(ConnectionLimits {
+            max_total,
+            max_per_ip,
+            counts: Mutex::new(Counts::default()),
+            closed: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a slot for a connection from `ip`.
+    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionGuard, LimitHit> {
+        let ip = canonical(ip);
+        let mut counts = self.lock();
+        if counts.total >= self.max_total {
+            return Err(LimitHit::Total);
+        }
+        let from_ip = counts.per_ip.entry(ip).or_insert(0);
+        if *from_ip >= self.max_per_ip {
+            return Err(LimitHit::PerIp);
+        }
+        *from_ip += 1;
+        counts.total += 1;
+        Ok(ConnectionGuard {
+            limits: Arc::clone(self),
+            ip,
+        })
+    }
+
+    /// Open connections.
+    pub fn active(&self) -> usize {
+        self.lock().total
+    }
+
+    /// Waits until no connection is open or `timeout` passed; true if none is open.
+    pub fn wait_until_idle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut counts = self.lock();
+        while counts.total > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            counts = match self.closed.wait_timeout(counts, left) {
+                Ok((guard, _)) => guard,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        true
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        let mut counts = self.limits.lock();
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(n) = counts.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.per_ip.remove(&self.ip);
+            }
+        }
+        self.limits.closed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn per_ip_and_total_limits_are_enforced_and_released() {
+        let limits = ConnectionLimits::new(3, 2);
+        let a1 = limits.try_acquire(ip("192.0.2.1")).unwrap();
+        let _a2 = limits.try_acquire(ip("::ffff:192.0.2.1")).unwrap();
+        assert_eq!(
+            limits.try_acquire(ip("192.0.2.1")).err(),
+            Some(LimitHit::PerIp)
+        );
+        let _b = limits.try_acquire(ip("192.0.2.2")).unwrap();
+        assert_eq!(
+            limits.try_acquire(ip("192.0.2.3")).err(),
+            Some(LimitHit::Total)
+        );
+        drop(a1);
+        assert!(limits.try_acquire(ip("192.0.2.1")).is_ok());
+        assert_eq!(limits.active(), 3);
+    }
+
+    #[test]
+    fn waiting_for_idle_returns_when_the_last_connection_closes() {
+        let limits = ConnectionLimits::new(10, 10);
+        let guard = limits.try_acquire(ip("192.0.2.1")).unwrap();
+        assert!(!limits.wait_until_idle(Duration::from_millis(10)));
+        let handle = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(guard);
+        });
+        assert!(limits.wait_until_idle(Duration::from_secs(5)));
+        handle.join().unwrap();
+    }
+}

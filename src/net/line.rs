@@ -1,0 +1,137 @@
+//! Assembling command lines from arbitrarily split input, with a length cap
+//! enforced while the bytes arrive (a client cannot make us buffer more than
+//! the cap, however long its line).
+
+/// One command line, or the news that it was too long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line {
+    /// The line without its line ending.
+    Complete(Vec<u8>),
+    /// The line exceeded the cap; its bytes up to the line end were discarded.
+    TooLong,
+}
+
+/// Collects bytes until LF. A CR before the LF is removed; command lines
+/// (unlike message data) accept a bare LF as the line end, as most servers do.
+#[derive(Debug)]
+pub struct LineAssembler {
+    buf: Vec<u8>,
+    max: usize,
+    discarding: bool,
+}
+
+impl LineAssembler {
+    /// `max` counts the whole line including CRLF.
+    pub fn new(max: usize) -> LineAssembler {
+        LineAssembler {
+            buf: Vec::new(),
+            max,
+            discarding: false,
+        }
+    }
+
+    /// Consumes bytes from the front of `input` until a line is complete;
+    /// `None` when `input` ran out first (the partial line is kept).
+    pub fn next_line(&mut self, input: &mut &[u8]) -> Option<Line> {
+        let newline = input.iter().position(|&b| b == b'\n');
+        let take = newline.map_or(input.len(), |i| i + 1);
+        let (piece, rest) = input.split_at(take);
+        *input = rest;
+        if !self.discarding {
+            if self.buf.len() + piece.len() > self.max {
+                self.discarding = true;
+                self.buf = Vec::new();
+            } else {
+                self.buf.extend_from_slice(piece);
+            }
+        }
+        newline?;
+        if std::mem::take(&mut self.discarding) {
+            return Some(Line::TooLong);
+        }
+        let mut line = std::mem::take(&mut self.buf);
+        line.pop();
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        Some(Line::Complete(line))
+    }
+
+    /// Whether no partial line is pending.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty() && !self.discarding
+    }
+
+    /// Forgets any partial line (after STARTTLS/STLS every buffered byte is dropped).
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.discarding = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `input` in pieces of `size` bytes and collects the lines.
+    pub fn lines_at_split(input: &[u8], size: usize, max: usize) -> Vec<Line> {
+        let mut assembler = LineAssembler::new(max);
+        let mut out = Vec::new();
+        for piece in input.chunks(size) {
+            let mut rest = piece;
+            while let Some(line) = assembler.next_line(&mut rest) {
+                out.push(line);
+            }
+            assert!(rest.is_empty());
+        }
+        out
+    }
+
+    fn complete(s: &str) -> Line {
+        Line::Complete(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn lines_end_at_crlf_or_lf_at_every_split() {
+        let input = b"EHLO a\r\nNOOP\nQUIT\r\n";
+        for size in 1..=input.len() {
+            assert_eq!(
+                lines_at_split(input, size, 512),
+                vec![complete("EHLO a"), complete("NOOP"), complete("QUIT")],
+                "split {size}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_over_long_line_is_reported_once_and_the_next_line_is_intact() {
+        let mut input = vec![b'x'; 2000];
+        input.extend_from_slice(b"\r\nNOOP\r\n");
+        for size in [1, 7, 100, 511, 512, 513, 4096] {
+            assert_eq!(
+                lines_at_split(&input, size, 512),
+                vec![Line::TooLong, complete("NOOP")],
+                "split {size}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_cap_counts_the_line_ending() {
+        let mut exact = vec![b'a'; 10];
+        exact.extend_from_slice(b"\r\n");
+        assert_eq!(lines_at_split(&exact, 3, 12), vec![complete("aaaaaaaaaa")]);
+        assert_eq!(lines_at_split(&exact, 3, 11), vec![Line::TooLong]);
+    }
+
+    #[test]
+    fn clear_drops_a_partial_line() {
+        let mut a = LineAssembler::new(100);
+        let mut input: &[u8] = b"MAIL FR";
+        assert_eq!(a.next_line(&mut input), None);
+        assert!(!a.is_empty());
+        a.clear();
+        let mut input: &[u8] = b"NOOP\r\n";
+        assert_eq!(a.next_line(&mut input), Some(complete("NOOP")));
+    }
+}

@@ -1,0 +1,317 @@
+//! Message data after DATA (RFC 5321 section 4.5.2) and after BDAT (RFC 3030).
+//!
+//! Only `CRLF . CRLF` ends DATA. A bare LF or bare CR anywhere (the SMTP
+//! smuggling vectors `\n.\n`, `\n.\r\n`, `\r.\r`, `\r\n.\n` among them) never
+//! ends the message; it is passed through intact and flagged, and the session
+//! rejects such a message as a whole. So a client and the gateway can never
+//! disagree on where a message ends.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// At the start of a line (after CRLF, or at the start of the data).
+    LineStart,
+    /// A line started with `.`.
+    Dot,
+    /// A line started with `.` CR.
+    DotCr,
+    /// Inside a line.
+    Middle,
+    /// Inside a line, just after CR.
+    Cr,
+}
+
+/// Reads DATA: removes dot-stuffing, finds the end, flags bare CR/LF.
+#[derive(Debug)]
+pub struct DataReceiver {
+    state: State,
+    bare: bool,
+}
+
+impl Default for DataReceiver {
+    fn default() -> Self {
+        DataReceiver::new()
+    }
+}
+
+impl DataReceiver {
+    /// A receiver positioned at the start of the message.
+    pub fn new() -> DataReceiver {
+        DataReceiver {
+            state: State::LineStart,
+            bare: false,
+        }
+    }
+
+    /// Whether a bare CR or LF has been seen.
+    pub fn saw_bare_line_ending(&self) -> bool {
+        self.bare
+    }
+
+    /// Consumes bytes from the front of `input`, appending message bytes to
+    /// `out`. Returns `true` once the terminating `.CRLF` has been consumed;
+    /// `input` then holds whatever follows it (pipelined commands).
+    pub fn feed(&mut self, input: &mut &[u8], out: &mut Vec<u8>) -> bool {
+        let bytes = *input;
+        let mut i = 0;
+        while i < bytes.len() {
+            if self.state == State::Middle {
+                // Fast path: copy up to the next CR or LF in one go.
+                let run = bytes[i..]
+                    .iter()
+                    .position(|&b| b == b'\r' || b == b'\n')
+                    .unwrap_or(bytes.len() - i);
+                out.extend_from_slice(&bytes[i..i + run]);
+                i += run;
+                if i == bytes.len() {
+                    break;
+                }
+            }
+            let b = bytes[i];
+            i += 1;
+            match (self.state, b) {
+                (State::LineStart, b'.') => self.state = State::Dot,
+                (State::LineStart | State::Middle, b'\r') => self.state = State::Cr,
+                (State::LineStart | State::Middle, b'\n') => self.bare_byte(b'\n', out),
+                (State::LineStart | State::Middle, _) => {
+                    out.push(b);
+                    self.state = State::Middle;
+                }
+                (State::Dot, b'\r') => self.state = State::DotCr,
+                // A dot followed by more text: the first dot is stuffing (4.5.2).
+                (State::Dot, _) => {
+                    self.state = State::Middle;
+                    i -= 1;
+                }
+                (State::DotCr, b'\n') => {
+                    *input = &bytes[i..];
+                    self.state = State::LineStart;
+                    return true;
+                }
+                (State::DotCr, _) => {
+                    self.bare_byte(b'\r', out);
+                    i -= 1;
+                }
+                (State::Cr, b'\n') => {
+                    out.extend_from_slice(b"\r\n");
+                    self.state = State::LineStart;
+                }
+                (State::Cr, b'\r') => {
+                    self.bare = true;
+                    out.push(b'\r');
+                }
+                (State::Cr, _) => {
+                    self.bare_byte(b'\r', out);
+                    i -= 1;
+                }
+            }
+        }
+        *input = &[];
+        false
+    }
+
+    fn bare_byte(&mut self, b: u8, out: &mut Vec<u8>) {
+        self.bare = true;
+        out.push(b);
+        self.state = State::Middle;
+    }
+}
+
+/// Watches BDAT chunks (which carry no dot-stuffing) for bare CR or LF,
+/// across chunk boundaries.
+#[derive(Debug, Default)]
+pub struct LineEndingCheck {
+    pending_cr: bool,
+    bare: bool,
+}
+
+impl LineEndingCheck {
+    /// Looks at the next bytes of the message.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            match (self.pending_cr, b) {
+                (true, b'\n') => self.pending_cr = false,
+                (true, b'\r') => self.bare = true,
+                (true, _) => {
+                    self.bare = true;
+                    self.pending_cr = false;
+                }
+                (false, b'\r') => self.pending_cr = true,
+                (false, b'\n') => self.bare = true,
+                (false, _) => {}
+            }
+        }
+    }
+
+    /// Whether the whole message had a bare CR or LF (a CR at the very end counts).
+    pub fn finish(&self) -> bool {
+        self.bare || self.pending_cr
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `input` in pieces of `size`; returns the message, whether the
+    /// end was found, what followed it, and the bare flag.
+    fn receive(input: &[u8], size: usize) -> (Vec<u8>, bool, Vec<u8>, bool) {
+        let mut r = DataReceiver::new();
+        let mut out = Vec::new();
+        let mut rest = Vec::new();
+        let mut done = false;
+        for piece in input.chunks(size) {
+            if done {
+                rest.extend_from_slice(piece);
+                continue;
+            }
+            let mut slice = piece;
+            if r.feed(&mut slice, &mut out) {
+                done = true;
+                rest.extend_from_slice(slice);
+            }
+        }
+        (out, done, rest, r.saw_bare_line_ending())
+    }
+
+    /// Runs `check` for every split size from 1 to the input length.
+    fn at_every_split(input: &[u8], check: impl Fn(&[u8], bool, &[u8], bool, usize)) {
+        for size in 1..=input.len() {
+            let (out, done, rest, bare) = receive(input, size);
+            check(&out, done, &rest, bare, size);
+        }
+    }
+
+    #[test]
+    fn dot_line_ends_data_only_after_crlf() {
+        at_every_split(
+            b"Subject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n",
+            |out, done, rest, bare, size| {
+                assert!(done, "split {size}");
+                assert_eq!(out, b"Subject: x\r\n\r\nbody\r\n", "split {size}");
+                assert_eq!(rest, b"QUIT\r\n", "split {size}");
+                assert!(!bare);
+            },
+        );
+    }
+
+    #[test]
+    fn an_empty_message_ends_at_once() {
+        at_every_split(b".\r\n", |out, done, _, _, _| {
+            assert!(done);
+            assert!(out.is_empty());
+        });
+    }
+
+    #[test]
+    fn leading_dots_are_unstuffed() {
+        at_every_split(
+            b"..hidden\r\n...\r\n. x\r\n.\r\n",
+            |out, done, _, bare, size| {
+                assert!(done);
+                assert_eq!(out, b".hidden\r\n..\r\n x\r\n", "split {size}");
+                assert!(!bare);
+            },
+        );
+    }
+
+    #[test]
+    fn a_dot_inside_a_line_is_not_stuffing() {
+        at_every_split(b"a.b\r\nend.\r\n.\r\n", |out, done, _, _, _| {
+            assert!(done);
+            assert_eq!(out, b"a.b\r\nend.\r\n");
+        });
+    }
+
+    #[test]
+    fn smuggling_vectors_never_end_the_message() {
+        for vector in [
+            &b"\n.\n"[..],
+            b"\n.\r\n",
+            b"\r.\r",
+            b"\r\n.\n",
+            b"\r.\r\n",
+            b"\n.\r",
+        ] {
+            let mut input = b"Subject: first\r\n\r\nbody".to_vec();
+            input.extend_from_slice(vector);
+            input.extend_from_slice(
+                b"MAIL FROM:<evil@example.com>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\n",
+            );
+            let before_end = input.clone();
+            input.extend_from_slice(b"\r\n.\r\n");
+            at_every_split(&input, |out, done, rest, bare, size| {
+                assert!(done, "{vector:?} split {size}");
+                assert!(
+                    rest.is_empty(),
+                    "{vector:?} split {size}: ended early, left {rest:?}"
+                );
+                assert!(bare, "{vector:?} must be flagged");
+                assert!(
+                    out.len() >= before_end.len() - 1,
+                    "{vector:?}: the smuggled part stays inside the one message"
+                );
+            });
+        }
+    }
+
+    #[test]
+    fn bare_bytes_are_passed_through_intact() {
+        let (out, done, _, bare) = receive(b"a\nb\rc\r\n.\r\n", 1);
+        assert!(done && bare);
+        assert_eq!(out, b"a\nb\rc\r\n");
+    }
+
+    #[test]
+    fn a_clean_message_with_long_lines_is_not_flagged() {
+        let mut input = vec![b'x'; 10_000];
+        input.extend_from_slice(b"\r\n.\r\n");
+        let (out, done, _, bare) = receive(&input, 4096);
+        assert!(done && !bare);
+        assert_eq!(out.len(), 10_002);
+    }
+
+    #[test]
+    fn the_fixtures_come_through_unchanged_after_stuffing() {
+        for name in [
+            "utf8-headers.eml",
+            "m365-journal-report.eml",
+            "long-lines.eml",
+        ] {
+            let message = std::fs::read(format!(
+                "{}/tests/fixtures/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap();
+            let mut wire = Vec::new();
+            for line in message.split_inclusive(|&b| b == b'\n') {
+                if line.starts_with(b".") {
+                    wire.push(b'.');
+                }
+                wire.extend_from_slice(line);
+            }
+            wire.extend_from_slice(b".\r\n");
+            for size in [1, 2, 3, 64, 1000] {
+                let (out, done, _, bare) = receive(&wire, size);
+                assert!(done && !bare, "{name}");
+                assert_eq!(out, message, "{name} split {size}");
+            }
+        }
+    }
+
+    #[test]
+    fn bdat_check_flags_bare_line_endings_across_chunks() {
+        let check = |chunks: &[&[u8]]| {
+            let mut c = LineEndingCheck::default();
+            for chunk in chunks {
+                c.feed(chunk);
+            }
+            c.finish()
+        };
+        assert!(!check(&[b"a\r", b"\nb\r\n"]));
+        assert!(check(&[b"a\n"]));
+        assert!(check(&[b"a\r", b"b\r\n"]));
+        assert!(check(&[b"a\r\n", b"b\r"]));
+        assert!(check(&[b"a\r\r\n"]));
+        assert!(!check(&[b""]));
+    }
+}

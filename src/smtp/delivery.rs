@@ -1,0 +1,114 @@
+//! The journal receiver's [`Backend`]: recipients are mailboxes of the
+//! store, messages go through the spool into every recipient mailbox.
+
+use std::io::{self, Write};
+use std::time::SystemTime;
+
+use log::warn;
+
+use super::command::Path;
+use super::server::{Backend, Envelope, MessageSink, RecipientCheck};
+use crate::store::{Mailbox, MailboxId, Metadata, Source, SpoolWriter, Status, Store, StoreError};
+use crate::timestamp;
+
+/// Looks recipients up in the store and delivers into it.
+pub struct StoreBackend {
+    store: Store,
+    mailbox_domain: String,
+}
+
+impl StoreBackend {
+    /// Recipients must be `<mailbox id>@<mailbox_domain>`.
+    pub fn new(store: Store, mailbox_domain: &str) -> StoreBackend {
+        StoreBackend {
+            store,
+            mailbox_domain: mailbox_domain.to_string(),
+        }
+    }
+}
+
+impl Backend for StoreBackend {
+    fn recipient(&mut self, address: &Path) -> RecipientCheck {
+        let Some((local, domain)) = address.split() else {
+            return RecipientCheck::NotLocal;
+        };
+        if !domain.eq_ignore_ascii_case(&self.mailbox_domain) {
+            return RecipientCheck::NotLocal;
+        }
+        let Ok(id) = local.parse::<MailboxId>() else {
+            return RecipientCheck::Unknown;
+        };
+        match self.store.mailbox(&id) {
+            Ok(m) if m.info().status == Status::Active => RecipientCheck::Accept(id),
+            Ok(_) => RecipientCheck::Suspended,
+            Err(StoreError::NotFound(_)) => RecipientCheck::Unknown,
+            Err(e) => {
+                warn!("recipient lookup for {id} failed: {e}");
+                RecipientCheck::Unavailable
+            }
+        }
+    }
+
+    fn start_message(&mut self) -> Result<Box<dyn MessageSink>, String> {
+        let spool = self.store.spool().map_err(|e| e.to_string())?;
+        Ok(Box::new(StoreSink {
+            spool,
+            store: self.store.clone(),
+        }))
+    }
+}
+
+struct StoreSink {
+    spool: SpoolWriter,
+    store: Store,
+}
+
+impl Write for StoreSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.spool.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.spool.flush()
+    }
+}
+
+impl MessageSink for StoreSink {
+    fn deliver(self: Box<Self>, envelope: &Envelope) -> Result<Vec<String>, String> {
+        let spool = self.spool.finish().map_err(|e| format!("spool: {e}"))?;
+        // One copy per mailbox, listing only that mailbox's recipient
+        // addresses: a copy never reveals the other mailboxes of the message.
+        let mut copies: Vec<(Mailbox, Vec<String>)> = Vec::new();
+        for (id, address) in &envelope.recipients {
+            match copies.iter_mut().find(|(m, _)| m.id() == id) {
+                Some((_, addresses)) => addresses.push(address.clone()),
+                None => {
+                    let mailbox = self.store.mailbox(id).map_err(|e| e.to_string())?;
+                    copies.push((mailbox, vec![address.clone()]));
+                }
+            }
+        }
+        let received = timestamp::rfc3339(SystemTime::now());
+        let copies: Vec<(&Mailbox, Metadata)> = copies
+            .iter()
+            .map(|(mailbox, addresses)| {
+                let metadata = Metadata {
+                    received: received.clone(),
+                    source: Source::Smtp,
+                    mail_from: envelope.mail_from.clone(),
+                    rcpt_to: addresses.clone(),
+                    client_ip: Some(envelope.client_ip.to_string()),
+                    tls: envelope.tls.clone(),
+                    size: spool.size(),
+                    upstream: None,
+                };
+                (mailbox, metadata)
+            })
+            .collect();
+        let names = self
+            .store
+            .deliver(&spool, &copies)
+            .map_err(|e| e.to_string())?;
+        Ok(names.iter().map(|n| n.to_string()).collect())
+    }
+}

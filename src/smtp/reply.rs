@@ -1,0 +1,85 @@
+//! SMTP replies: a code, an enhanced status code (RFC 3463, advertised with
+//! ENHANCEDSTATUSCODES, RFC 2034) and one or more lines of text.
+
+use std::fmt;
+
+/// One reply, possibly multi-line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The three-digit code.
+    pub code: u16,
+    /// The enhanced status code, empty for greeting and EHLO/HELO replies.
+    pub status: &'static str,
+    /// The text lines (at least one).
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    /// A one-line reply with an enhanced status code.
+    pub fn new(code: u16, status: &'static str, text: impl Into<String>) -> Reply {
+        Reply {
+            code,
+            status,
+            lines: vec![text.into()],
+        }
+    }
+
+    /// A reply without enhanced status code (greeting, EHLO, HELO).
+    pub fn plain(code: u16, lines: Vec<String>) -> Reply {
+        Reply {
+            code,
+            status: "",
+            lines,
+        }
+    }
+
+    /// Whether this is a positive completion or intermediate reply.
+    pub fn is_positive(&self) -> bool {
+        self.code < 400
+    }
+
+    /// The wire form: `250-first\r\n250 last\r\n`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        let last = self.lines.len().saturating_sub(1);
+        for (i, line) in self.lines.iter().enumerate() {
+            let sep = if i == last { ' ' } else { '-' };
+            let text = if self.status.is_empty() {
+                format!("{}{sep}{line}\r\n", self.code)
+            } else {
+                format!("{}{sep}{} {line}\r\n", self.code, self.status)
+            };
+            out.extend_from_slice(text.as_bytes());
+        }
+    }
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = Vec::new();
+        self.write_to(&mut out);
+        f.write_str(String::from_utf8_lossy(&out).trim_end())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_line_replies_use_dashes_until_the_last_line() {
+        let mut out = Vec::new();
+        Reply::plain(
+            250,
+            vec!["host".into(), "SIZE 10".into(), "8BITMIME".into()],
+        )
+        .write_to(&mut out);
+        assert_eq!(out, b"250-host\r\n250-SIZE 10\r\n250 8BITMIME\r\n");
+    }
+
+    #[test]
+    fn enhanced_codes_follow_the_code() {
+        let mut out = Vec::new();
+        Reply::new(550, "5.1.1", "No such mailbox").write_to(&mut out);
+        assert_eq!(out, b"550 5.1.1 No such mailbox\r\n");
+    }
+}

@@ -1,0 +1,313 @@
+//! A running `sealpost serve`, and clients that talk to it over real sockets
+//! and real TLS (rustls, trusting the gateway's generated certificate).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject;
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+
+use super::{Sandbox, sealpost_bin};
+
+/// The gateway process of a sandbox.
+pub struct Gateway {
+    child: Option<Child>,
+    addrs: HashMap<String, SocketAddr>,
+    log: Arc<Mutex<String>>,
+    /// The certificate clients must trust.
+    pub cert: PathBuf,
+}
+
+impl Gateway {
+    /// Starts `sealpost serve` and waits until every listener is bound.
+    pub fn start(sb: &Sandbox) -> Gateway {
+        let mut child = Command::new(sealpost_bin())
+            .arg("-c")
+            .arg(sb.config())
+            .arg("serve")
+            .env("RUST_LOG", "info")
+            .current_dir(&sb.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sealpost serve");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var("SEALPOST_TEST_LOG").is_ok() {
+                    eprintln!("gateway: {line}");
+                }
+                let ready = line.contains(" ready (data in ");
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+                drop(log);
+                if ready {
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
+        if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            let _ = child.kill();
+            panic!("the gateway did not start:\n{}", log.lock().unwrap());
+        }
+        let mut addrs = HashMap::new();
+        for line in log.lock().unwrap().lines() {
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let mut words = rest.split_whitespace();
+                if let (Some(key), Some(addr)) = (words.next(), words.next()) {
+                    addrs.insert(key.to_string(), addr.parse().unwrap());
+                }
+            }
+        }
+        Gateway {
+            child: Some(child),
+            addrs,
+            log,
+            cert: sb.data().join("tls/cert.pem"),
+        }
+    }
+
+    /// The bound address of a listener, by configuration key (`smtp.listen[0]`).
+    pub fn addr(&self, key: &str) -> SocketAddr {
+        *self
+            .addrs
+            .get(key)
+            .unwrap_or_else(|| panic!("no listener {key}: {:?}", self.addrs))
+    }
+
+    /// Everything the gateway logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle` (or panics after `timeout`).
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{needle:?} never appeared in the log:\n{}", self.log());
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Peak resident memory so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill with our own child's pid.
+        unsafe { libc::kill(self.pid() as i32, signal) };
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn stop(mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait(Duration::from_secs(30))
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the gateway did not exit:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A TLS client configuration trusting exactly the certificate in `cert`.
+pub fn client_config(cert: &Path) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(cert).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    Arc::new(
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// A byte stream that is plain TCP or TLS.
+pub trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
+/// Starts TLS as the client on `tcp`, verifying the gateway as `localhost`.
+pub fn tls(tcp: TcpStream, cert: &Path) -> StreamOwned<ClientConnection, TcpStream> {
+    let conn = ClientConnection::new(
+        client_config(cert),
+        ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let mut stream = StreamOwned::new(conn, tcp);
+    while stream.conn.is_handshaking() {
+        stream
+            .conn
+            .complete_io(&mut stream.sock)
+            .expect("TLS handshake");
+    }
+    stream
+}
+
+/// A line-protocol client (SMTP or POP3) over plain TCP or TLS.
+pub struct LineClient {
+    stream: Box<dyn Stream>,
+    tcp: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl LineClient {
+    /// Connects over plain TCP.
+    pub fn plain(addr: SocketAddr) -> LineClient {
+        let tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        LineClient {
+            stream: Box::new(tcp.try_clone().unwrap()),
+            tcp,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Connects with implicit TLS.
+    pub fn implicit_tls(addr: SocketAddr, cert: &Path) -> LineClient {
+        let tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let clone = tcp.try_clone().unwrap();
+        LineClient {
+            stream: Box::new(tls(tcp, cert)),
+            tcp: clone,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Upgrades a plain connection after STARTTLS/STLS was accepted. Any
+    /// unread plaintext the server sent is an error.
+    pub fn start_tls(self, cert: &Path) -> LineClient {
+        assert!(
+            self.buf.is_empty(),
+            "the server sent more before the handshake: {:?}",
+            self.buf
+        );
+        let clone = self.tcp.try_clone().unwrap();
+        LineClient {
+            stream: Box::new(tls(self.tcp, cert)),
+            tcp: clone,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Sets how long reads wait.
+    pub fn set_timeout(&self, timeout: Duration) {
+        self.tcp.set_read_timeout(Some(timeout)).unwrap();
+    }
+
+    /// Writes raw bytes.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+        self.stream.flush().unwrap();
+    }
+
+    /// Writes raw bytes, reporting failure instead of panicking.
+    pub fn try_send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)?;
+        self.stream.flush()
+    }
+
+    /// Reads one line (with its CRLF); `None` at end of stream.
+    pub fn read_line(&mut self) -> Option<String> {
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                return Some(String::from_utf8_lossy(&line).into_owned());
+            }
+            let mut chunk = [0u8; 16384];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Reads one whole SMTP reply (all its lines); empty at end of stream.
+    pub fn smtp_reply(&mut self) -> String {
+        let mut reply = String::new();
+        while let Some(line) = self.read_line() {
+            reply.push_str(&line);
+            if line.as_bytes().get(3) != Some(&b'-') {
+                break;
+            }
+        }
+        reply
+    }
+
+    /// Sends an SMTP command line and returns the reply.
+    pub fn smtp(&mut self, line: &str) -> String {
+        self.send_raw(format!("{line}\r\n").as_bytes());
+        self.smtp_reply()
+    }
+
+    /// Whether the server closed the connection (reads end of stream).
+    pub fn closed(&mut self) -> bool {
+        self.read_line().is_none()
+    }
+}
+
+/// The three-digit code of a reply.
+pub fn code(reply: &str) -> u16 {
+    reply.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// Asserts a reply starts with `expected` (such as `"250 2.1.5"`).
+#[track_caller]
+pub fn expect(reply: &str, expected: &str) {
+    let last = reply.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with(expected),
+        "expected {expected:?}, got {reply:?}"
+    );
+}

@@ -184,12 +184,7 @@ fn a_strong_chosen_password_from_standard_input_works() {
 fn deliver_and_export_round_trip_the_fixtures_byte_for_byte() {
     let sb = Sandbox::new("roundtrip", json!({}));
     let (id, password) = sb.create_mailbox("Journal");
-    let names = [
-        "m365-journal-report.eml",
-        "utf8-headers.eml",
-        "long-lines.eml",
-        "attachment-3mb.eml",
-    ];
+    let names = support::FIXTURES;
     for name in names {
         let out = sb.run_with_input(
             &[

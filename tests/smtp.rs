@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::gateway::{Gateway, LineClient, code, expect};
-use support::{Sandbox, fixture, stderr};
+use support::{Sandbox, fixture, stderr, without_first_headers};
 
 /// A gateway with one mailbox: (sandbox, gateway, id, password).
 fn journal(label: &str, extra: serde_json::Value) -> (Sandbox, Gateway, String, String) {
@@ -69,20 +69,9 @@ fn send(c: &mut LineClient, from: &str, to: &[&str], message: &[u8]) -> String {
     c.smtp_reply()
 }
 
-/// The message with the gateway's `Received:` header (the first header) removed.
+/// The message with the gateway's `Received:` header removed.
 fn without_received(stored: &[u8]) -> &[u8] {
-    assert!(
-        stored.starts_with(b"Received: from "),
-        "no Received header first"
-    );
-    let mut i = 0;
-    while i + 2 < stored.len() {
-        if &stored[i..i + 2] == b"\r\n" && stored[i + 2] != b'\t' && stored[i + 2] != b' ' {
-            return &stored[i + 2..];
-        }
-        i += 1;
-    }
-    panic!("unterminated header");
+    without_first_headers(stored, 1)
 }
 
 #[test]
@@ -626,4 +615,29 @@ fn a_full_disk_is_a_temporary_451_and_leaves_nothing_behind() {
     assert_eq!(sb.export(&id, &password).len(), 1);
     drop(c);
     drop(gw);
+}
+
+#[test]
+fn a_transfer_in_progress_at_sigterm_completes_within_the_grace_period() {
+    let (sb, mut gw, id, password) = journal(
+        "smtp-grace",
+        json!({ "limits": { "shutdown_grace_secs": 20 } }),
+    );
+    let mut c = implicit_client(&gw);
+    expect(&c.smtp("MAIL FROM:<a@example.org>"), "250 2.1.0");
+    expect(&c.smtp(&format!("RCPT TO:<{id}@localhost>")), "250 2.1.5");
+    expect(&c.smtp("DATA"), "354");
+    c.send_raw(b"Subject: in flight\r\n\r\nfirst half, ");
+    gw.signal(libc::SIGTERM);
+    gw.wait_for_log(
+        "open sessions get the grace period",
+        Duration::from_secs(10),
+    );
+    c.send_raw(b"second half\r\n.\r\n");
+    expect(&c.smtp_reply(), "250 2.0.0");
+    // Idle again: the session is told the gateway is going away.
+    expect(&c.smtp_reply(), "421 4.3.2");
+    assert_eq!(gw.wait(Duration::from_secs(30)).code(), Some(0));
+    let exported = sb.export(&id, &password);
+    assert!(without_received(&exported[0].1).ends_with(b"first half, second half\r\n"));
 }

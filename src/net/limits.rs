@@ -130,8 +130,11 @@ mod tests {
             Some(LimitHit::Total)
         );
         drop(a1);
-        assert!(limits.try_acquire(ip("192.0.2.1")).is_ok());
+        let again = limits.try_acquire(ip("192.0.2.1"));
+        assert!(again.is_ok());
         assert_eq!(limits.active(), 3);
+        drop(again);
+        assert_eq!(limits.active(), 2);
     }
 
     #[test]

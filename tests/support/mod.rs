@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod gateway;
+pub mod postfix;
 
 use std::fs;
 use std::io::Write;
@@ -18,6 +19,15 @@ pub fn sealpost_bin() -> PathBuf {
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// Every fixture message: an M365 journal report, UTF-8 headers, over-long
+/// lines, a 3 MB attachment.
+pub const FIXTURES: [&str; 4] = [
+    "m365-journal-report.eml",
+    "utf8-headers.eml",
+    "long-lines.eml",
+    "attachment-3mb.eml",
+];
 
 /// A fixture message from tests/fixtures.
 pub fn fixture(name: &str) -> Vec<u8> {
@@ -284,4 +294,32 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// The message with its first `n` header fields (each with its folded
+/// continuation lines) removed: the `Received:` headers added on the way.
+pub fn without_first_headers(message: &[u8], n: usize) -> &[u8] {
+    let mut rest = message;
+    for _ in 0..n {
+        assert!(
+            rest.starts_with(b"Received: "),
+            "expected a Received header, found {:?}",
+            String::from_utf8_lossy(&rest[..rest.len().min(60)])
+        );
+        let mut i = 0;
+        loop {
+            let end = rest[i..]
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .expect("unterminated header")
+                + i
+                + 2;
+            if !matches!(rest.get(end), Some(b' ' | b'\t')) {
+                rest = &rest[end..];
+                break;
+            }
+            i = end;
+        }
+    }
+    rest
 }

@@ -1,0 +1,157 @@
+//! A throwaway Postfix instance with its own configuration directory, queue
+//! and log, listening only on loopback, stopped when dropped. Needs root
+//! (Postfix's master runs as root and drops to the postfix user).
+
+use std::fs;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::peer;
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running private Postfix.
+pub struct Postfix {
+    dir: PathBuf,
+    conf: PathBuf,
+}
+
+const MASTER_CF: &str = "\
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+local     unix  -       n       n       -       -       local
+virtual   unix  -       n       n       -       -       virtual
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+";
+
+impl Postfix {
+    /// Starts Postfix in `dir` with `main_extra` appended to main.cf and
+    /// `services` (smtpd listeners) prepended to master.cf. `None` after
+    /// saying why when Postfix or root is missing (a failure under CI).
+    pub fn start(dir: &Path, main_extra: &str, services: &str) -> Option<Postfix> {
+        peer("postfix", &["/usr/sbin/postfix"])?;
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(!super::under_ci(), "CI=true: the Postfix tests need root");
+            eprintln!("SKIPPED: a private Postfix instance needs root");
+            return None;
+        }
+        let conf = dir.join("conf");
+        for sub in ["conf", "queue", "data"] {
+            fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        let status = Command::new("chown")
+            .arg("postfix")
+            .arg(dir.join("data"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let main_cf = format!(
+            "compatibility_level = 3.6
+queue_directory = {dir}/queue
+data_directory = {dir}/data
+command_directory = /usr/sbin
+daemon_directory = /usr/lib/postfix/sbin
+meta_directory = /etc/postfix
+shlib_directory = /usr/lib/postfix
+mail_owner = postfix
+setgid_group = postdrop
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = postfix-test.localdomain
+mydomain = localdomain
+myorigin = $myhostname
+mydestination =
+local_recipient_maps =
+alias_maps =
+alias_database =
+mynetworks = 127.0.0.0/8
+maillog_file = {dir}/maillog
+maillog_file_prefixes = {dir}
+message_size_limit = 0
+smtp_line_length_limit = 0
+{main_extra}
+",
+            dir = dir.display()
+        );
+        fs::write(conf.join("main.cf"), main_cf).unwrap();
+        fs::write(conf.join("master.cf"), format!("{services}\n{MASTER_CF}")).unwrap();
+        let out = Command::new("postfix")
+            .arg("-c")
+            .arg(&conf)
+            .arg("start")
+            .output()
+            .unwrap();
+        let postfix = Postfix {
+            dir: dir.to_path_buf(),
+            conf,
+        };
+        assert!(
+            out.status.success(),
+            "postfix start failed: {:?}\n{}",
+            out,
+            postfix.log()
+        );
+        Some(postfix)
+    }
+
+    /// The Postfix log.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("maillog")).unwrap_or_default()
+    }
+
+    /// Waits until `addr` accepts connections.
+    pub fn wait_listening(&self, addr: SocketAddr) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "postfix never listened on {addr}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let _ = Command::new("postfix")
+            .arg("-c")
+            .arg(&self.conf)
+            .arg("stop")
+            .output();
+        // postfix stop returns before every daemon is gone.
+        let pid_file = self.dir.join("queue/pid/master.pid");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pid_file.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

@@ -147,6 +147,8 @@ pub struct Limits {
     pub max_failed_logins: u64,
     /// Seconds a lockout lasts.
     pub lockout_secs: u64,
+    /// Milliseconds every failed login waits before its answer.
+    pub failed_login_delay_ms: u64,
     /// Key derivations allowed to run at once.
     pub max_concurrent_kdf: u64,
     /// Seconds open sessions get to finish after SIGTERM.
@@ -248,6 +250,7 @@ impl Config {
             max_line_bytes: l.number("max_line_bytes", 4096, 512, 1 << 20)?,
             max_failed_logins: l.number("max_failed_logins", 5, 1, 1_000_000)?,
             lockout_secs: l.number("lockout_secs", 300, 0, 86_400 * 30)?,
+            failed_login_delay_ms: l.number("failed_login_delay_ms", 2000, 0, 60_000)?,
             max_concurrent_kdf: l.number("max_concurrent_kdf", 2, 1, 256)?,
             shutdown_grace_secs: l.number("shutdown_grace_secs", 30, 0, 3600)?,
         };

@@ -361,11 +361,17 @@ pub fn base64_encode(data: &[u8]) -> String {
     utils::bin2base64(data, utils::BASE64_VARIANT_ORIGINAL)
 }
 
+/// Decodes standard padded base64 (SASL responses, key files). The result
+/// may hold a password: callers that know it does wrap it in `Zeroizing`.
+pub fn base64_decode(text: &str) -> Result<Vec<u8>, CryptoError> {
+    let _ = init();
+    utils::base642bin(text, utils::BASE64_VARIANT_ORIGINAL)
+        .map_err(|_| CryptoError::Encoding("not valid base64".into()))
+}
+
 /// Decodes standard padded base64 and checks the length.
 pub fn base64_decode_exact<const N: usize>(text: &str) -> Result<[u8; N], CryptoError> {
-    let _ = init();
-    let bytes = utils::base642bin(text, utils::BASE64_VARIANT_ORIGINAL)
-        .map_err(|_| CryptoError::Encoding("not valid base64".into()))?;
+    let bytes = base64_decode(text)?;
     bytes
         .as_slice()
         .try_into()

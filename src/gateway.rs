@@ -6,14 +6,59 @@ use std::time::Duration;
 
 use log::{info, warn};
 
-use crate::config::Config;
-use crate::net::acceptor::{Acceptor, Control, Service};
+use crate::auth::{KdfSlots, LoginThrottle};
+use crate::config::{Config, Listeners};
+use crate::net::acceptor::{Accepted, Acceptor, Control, Service};
+use crate::net::driver::{SessionEnv, Timeouts};
 use crate::net::limits::ConnectionLimits;
 use crate::net::signals;
 use crate::net::tls::TlsServer;
-use crate::smtp::server::Settings;
+use crate::pop3::maildrop::LoginContext;
+use crate::pop3::server::Settings as Pop3Settings;
+use crate::pop3::session::Pop3Service;
+use crate::smtp::server::Settings as SmtpSettings;
 use crate::smtp::session::SmtpService;
 use crate::store::Store;
+
+/// The services behind the listeners, with their bindings.
+#[derive(Default)]
+struct Services {
+    services: Vec<Service>,
+    bindings: Vec<(String, std::net::SocketAddr, usize)>,
+}
+
+impl Services {
+    /// Adds a service's two listener kinds: `run(accepted, implicit_tls)`.
+    /// `busy` is what a plain listener says when the connection limits are reached.
+    fn add<F>(
+        &mut self,
+        section: &str,
+        names: [&'static str; 2],
+        listeners: &Listeners,
+        busy: Vec<u8>,
+        run: Arc<F>,
+    ) where
+        F: Fn(Accepted, bool) + Send + Sync + 'static,
+    {
+        let kinds = [
+            (&listeners.listen, false, busy),
+            (&listeners.listen_tls, true, Vec::new()),
+        ];
+        for ((addrs, implicit, busy_reply), name) in kinds.into_iter().zip(names) {
+            let key = if implicit { "listen_tls" } else { "listen" };
+            for (i, addr) in addrs.iter().enumerate() {
+                self.bindings
+                    .push((format!("{section}.{key}[{i}]"), *addr, self.services.len()));
+            }
+            let run = Arc::clone(&run);
+            self.services.push(Service {
+                name,
+                busy_reply,
+                handler: Arc::new(move |accepted| run(accepted, implicit)),
+            });
+        }
+    }
+}
 
 /// Runs the gateway until a stop signal; returns after the grace period.
 pub fn serve(config: Config) -> Result<(), String> {
@@ -26,50 +71,68 @@ pub fn serve(config: Config) -> Result<(), String> {
         config.limits.max_connections as usize,
         config.limits.max_connections_per_ip as usize,
     );
+    let timeouts = Timeouts {
+        command: Duration::from_secs(config.limits.command_timeout_secs),
+        data: Duration::from_secs(config.limits.data_timeout_secs),
+        handshake: Duration::from_secs(config.limits.tls_handshake_timeout_secs),
+    };
+    let max_line_bytes = config.limits.max_line_bytes as usize;
+    let env = SessionEnv {
+        tls: Arc::clone(&tls),
+        timeouts,
+        shutdown: Arc::clone(&control.shutdown),
+    };
 
     let smtp = Arc::new(SmtpService {
-        settings: Settings {
+        settings: SmtpSettings {
             hostname: config.hostname.clone(),
             max_message_bytes: config.smtp.max_message_bytes,
             max_recipients: config.smtp.max_recipients as usize,
             require_tls: config.smtp.require_tls,
-            max_line_bytes: config.limits.max_line_bytes as usize,
+            max_line_bytes,
         },
         store: store.clone(),
         mailbox_domain: config.mailbox_domain.clone(),
-        tls: Arc::clone(&tls),
         allowed_clients: config.smtp.allowed_clients.clone(),
-        command_timeout: Duration::from_secs(config.limits.command_timeout_secs),
-        data_timeout: Duration::from_secs(config.limits.data_timeout_secs),
-        handshake_timeout: Duration::from_secs(config.limits.tls_handshake_timeout_secs),
-        shutdown: Arc::clone(&control.shutdown),
+        env: env.clone(),
     });
+    let logins = Arc::new(LoginContext {
+        store: store.clone(),
+        mailbox_domain: config.mailbox_domain.clone(),
+        throttle: Arc::new(LoginThrottle::new(
+            config.limits.max_failed_logins,
+            Duration::from_secs(config.limits.lockout_secs),
+            Duration::from_millis(config.limits.failed_login_delay_ms),
+        )),
+        kdf_slots: Arc::new(KdfSlots::new(config.limits.max_concurrent_kdf as usize)),
+        kdf: config.kdf.params(),
+    });
+    let pop3 = Arc::new(Pop3Service {
+        settings: Pop3Settings { max_line_bytes },
+        logins,
+        env: env.clone(),
+    });
+
+    let mut services = Services::default();
     let busy = format!(
         "421 4.7.0 {} Too many connections, try again later\r\n",
         config.hostname
     );
-    let (plain, implicit) = (Arc::clone(&smtp), Arc::clone(&smtp));
-    let services = vec![
-        Service {
-            name: "smtp",
-            busy_reply: busy.into_bytes(),
-            handler: Arc::new(move |a| plain.run(a, false)),
-        },
-        Service {
-            name: "smtps",
-            busy_reply: Vec::new(),
-            handler: Arc::new(move |a| implicit.run(a, true)),
-        },
-    ];
-    let mut bindings = Vec::new();
-    for (i, addr) in config.smtp.listen.iter().enumerate() {
-        bindings.push((format!("smtp.listen[{i}]"), *addr, 0));
-    }
-    for (i, addr) in config.smtp.listen_tls.iter().enumerate() {
-        bindings.push((format!("smtp.listen_tls[{i}]"), *addr, 1));
-    }
+    services.add(
+        "smtp",
+        ["smtp", "smtps"],
+        &config.smtp.listeners(),
+        busy.into_bytes(),
+        Arc::new(move |a, implicit| smtp.run(a, implicit)),
+    );
+    services.add(
+        "pop3",
+        ["pop3", "pop3s"],
+        &config.pop3,
+        b"-ERR [SYS/TEMP] Too many connections, try again later\r\n".to_vec(),
+        Arc::new(move |a, implicit| pop3.run(a, implicit)),
+    );
     for (section, listeners) in [
-        ("pop3", &config.pop3),
         ("smtp_proxy", &config.smtp_proxy),
         ("pop3_proxy", &config.pop3_proxy),
     ] {
@@ -79,12 +142,12 @@ pub fn serve(config: Config) -> Result<(), String> {
             );
         }
     }
-    if bindings.is_empty() {
+    if services.bindings.is_empty() {
         return Err("no listener is configured (every listen list is empty)".into());
     }
 
-    let acceptor =
-        Acceptor::bind(&bindings, services, Arc::clone(&limits)).map_err(|e| e.to_string())?;
+    let acceptor = Acceptor::bind(&services.bindings, services.services, Arc::clone(&limits))
+        .map_err(|e| e.to_string())?;
     signals::spawn_handler(Arc::clone(&control), acceptor.waker())
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
     info!(

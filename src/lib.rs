@@ -8,6 +8,7 @@ pub mod config;
 pub mod crypto;
 pub mod gateway;
 pub mod net;
+pub mod pop3;
 pub mod smtp;
 pub mod store;
 pub mod timestamp;

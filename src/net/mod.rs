@@ -3,6 +3,7 @@
 pub mod acceptor;
 pub mod cidr;
 pub mod conn;
+pub mod driver;
 pub mod limits;
 pub mod line;
 pub mod signals;

@@ -204,7 +204,15 @@ pub struct LineClient {
 impl LineClient {
     /// Connects over plain TCP.
     pub fn plain(addr: SocketAddr) -> LineClient {
-        let tcp = TcpStream::connect(addr).unwrap();
+        LineClient::plain_from(addr, None)
+    }
+
+    /// Connects over plain TCP from a chosen loopback address (127.0.0.x).
+    pub fn plain_from(addr: SocketAddr, source: Option<&str>) -> LineClient {
+        let tcp = match source {
+            None => TcpStream::connect(addr).unwrap(),
+            Some(ip) => connect_from(addr, ip),
+        };
         tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         LineClient {
             stream: Box::new(tcp.try_clone().unwrap()),
@@ -260,17 +268,8 @@ impl LineClient {
 
     /// Reads one line (with its CRLF); `None` at end of stream.
     pub fn read_line(&mut self) -> Option<String> {
-        loop {
-            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=i).collect();
-                return Some(String::from_utf8_lossy(&line).into_owned());
-            }
-            let mut chunk = [0u8; 16384];
-            match self.stream.read(&mut chunk) {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-            }
-        }
+        self.read_raw_line()
+            .map(|line| String::from_utf8_lossy(&line).into_owned())
     }
 
     /// Reads one whole SMTP reply (all its lines); empty at end of stream.
@@ -289,6 +288,50 @@ impl LineClient {
     pub fn smtp(&mut self, line: &str) -> String {
         self.send_raw(format!("{line}\r\n").as_bytes());
         self.smtp_reply()
+    }
+
+    /// Sends a POP3 command and returns its status line.
+    pub fn pop3(&mut self, line: &str) -> String {
+        self.send_raw(format!("{line}\r\n").as_bytes());
+        self.read_line().unwrap_or_default()
+    }
+
+    /// Reads the body of a multi-line POP3 response up to `.CRLF`, with the
+    /// dot-stuffing removed.
+    pub fn pop3_body(&mut self) -> Vec<u8> {
+        let mut body = Vec::new();
+        loop {
+            let line = self.read_raw_line().expect("the response ended early");
+            if line == b".\r\n" {
+                return body;
+            }
+            let line = line.strip_prefix(b".").unwrap_or(&line);
+            body.extend_from_slice(line);
+        }
+    }
+
+    /// Sends a POP3 command with a multi-line answer; returns status and body.
+    pub fn pop3_multi(&mut self, line: &str) -> (String, Vec<u8>) {
+        let status = self.pop3(line);
+        if status.starts_with("+OK") {
+            (status, self.pop3_body())
+        } else {
+            (status, Vec::new())
+        }
+    }
+
+    /// Reads one line as raw bytes (with its CRLF).
+    pub fn read_raw_line(&mut self) -> Option<Vec<u8>> {
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                return Some(self.buf.drain(..=i).collect());
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
     }
 
     /// Whether the server closed the connection (reads end of stream).
@@ -310,4 +353,41 @@ pub fn expect(reply: &str, expected: &str) {
         last.starts_with(expected),
         "expected {expected:?}, got {reply:?}"
     );
+}
+
+/// A TCP connection from `source` (another loopback address, to look like
+/// another client) to `addr`.
+pub fn connect_from(addr: SocketAddr, source: &str) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let source: std::net::Ipv4Addr = source.parse().unwrap();
+    let std::net::SocketAddr::V4(target) = addr else {
+        panic!("IPv4 only")
+    };
+    // SAFETY: plain socket calls on a descriptor we own and hand to TcpStream.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(ip).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let local = sockaddr(source, 0);
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        assert_eq!(
+            libc::bind(fd, &local as *const _ as *const libc::sockaddr, len),
+            0,
+            "bind {source}"
+        );
+        let remote = sockaddr(*target.ip(), target.port());
+        assert_eq!(
+            libc::connect(fd, &remote as *const _ as *const libc::sockaddr, len),
+            0,
+            "connect {addr}"
+        );
+        TcpStream::from_raw_fd(fd)
+    }
 }

@@ -103,8 +103,9 @@ impl Sandbox {
         let any = serde_json::json!(["127.0.0.1:0"]);
         let none = serde_json::json!([]);
         let mut config = serde_json::json!({
+            "limits": { "failed_login_delay_ms": 0 },
             "smtp": { "listen": any, "listen_tls": any },
-            "pop3": { "listen": none, "listen_tls": none },
+            "pop3": { "listen": any, "listen_tls": any },
             "smtp_proxy": { "listen": none, "listen_tls": none },
             "pop3_proxy": { "listen": none, "listen_tls": none },
         });

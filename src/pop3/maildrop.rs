@@ -1,0 +1,235 @@
+//! The POP3 server's [`Backend`] over the store: logins unwrap the mailbox
+//! key (throttled, capped, constant-time for unknown mailboxes), and the
+//! maildrop serves and deletes the messages of the snapshot taken at login.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use log::{info, warn};
+
+use super::server::{Backend, Listing, LoginError, Maildrop, MessageError};
+use crate::auth::{KdfSlots, LoginThrottle};
+use crate::crypto::{self, KdfParams, KeyPair, Password};
+use crate::store::mailbox::message_error;
+use crate::store::message::MessageReader;
+use crate::store::{Mailbox, MailboxId, MailboxLock, MessageName, Store, StoreError};
+
+/// Shared by every POP3 login.
+pub struct LoginContext {
+    /// The store.
+    pub store: Store,
+    /// `mailbox_domain`: a login name may carry it.
+    pub mailbox_domain: String,
+    /// Failure delays and lockouts.
+    pub throttle: Arc<LoginThrottle>,
+    /// The cap on concurrent key derivations.
+    pub kdf_slots: Arc<KdfSlots>,
+    /// Cost of the stand-in derivation for unknown mailboxes.
+    pub kdf: KdfParams,
+}
+
+/// The login name as a mailbox id: `mbx-…` or `mbx-…@<mailbox_domain>`.
+pub fn mailbox_of(login: &str, mailbox_domain: &str) -> Option<MailboxId> {
+    let local = match login.rsplit_once('@') {
+        Some((local, domain)) if domain.eq_ignore_ascii_case(mailbox_domain) => local,
+        Some(_) => return None,
+        None => login,
+    };
+    local.parse().ok()
+}
+
+/// Logs a client in through [`LoginContext`].
+pub struct StoreLogin {
+    context: Arc<LoginContext>,
+    client: IpAddr,
+}
+
+impl StoreLogin {
+    /// Logins of a client at `client`.
+    pub fn new(context: Arc<LoginContext>, client: IpAddr) -> StoreLogin {
+        StoreLogin { context, client }
+    }
+}
+
+impl Backend for StoreLogin {
+    type Maildrop = StoreMaildrop;
+
+    fn login(&mut self, user: &str, password: Password) -> Result<StoreMaildrop, LoginError> {
+        let ctx = &self.context;
+        let id = mailbox_of(user, &ctx.mailbox_domain);
+        if let Err(why) = ctx.throttle.check(self.client, id.as_ref()) {
+            info!(
+                "pop3 {}: login for {user:?} refused: locked out ({why:?})",
+                self.client
+            );
+            return Err(LoginError::LockedOut);
+        }
+        let mailbox = match id.as_ref().map(|id| ctx.store.mailbox(id)) {
+            Some(Ok(mailbox)) => Some(mailbox),
+            None | Some(Err(StoreError::NotFound(_))) => None,
+            Some(Err(e)) => {
+                warn!("pop3 {}: cannot open mailbox {user:?}: {e}", self.client);
+                return Err(LoginError::Unavailable);
+            }
+        };
+        // An unknown mailbox costs the same derivation as a real one, so the
+        // answer's timing does not tell whether the mailbox exists.
+        let unlocked = ctx.kdf_slots.run(|| match &mailbox {
+            Some(m) => m.unlock(&password).map(Some),
+            None => {
+                crypto::burn_key_derivation(&password, ctx.kdf);
+                Ok(None)
+            }
+        });
+        drop(password);
+        let (mailbox, pair) = match (mailbox, unlocked) {
+            (Some(mailbox), Ok(Some(pair))) => (mailbox, pair),
+            (_, Ok(_)) | (_, Err(StoreError::WrongPassword(_))) => {
+                info!("pop3 {}: failed login for {user:?}", self.client);
+                ctx.throttle.failed(self.client, id.as_ref());
+                return Err(LoginError::Failed);
+            }
+            (_, Err(e)) => {
+                warn!("pop3 {}: cannot unlock {user:?}: {e}", self.client);
+                return Err(LoginError::Unavailable);
+            }
+        };
+        ctx.throttle.succeeded(self.client, mailbox.id());
+        let lock = match mailbox.try_lock() {
+            Ok(lock) => lock,
+            Err(StoreError::InUse(_)) => return Err(LoginError::InUse),
+            Err(e) => {
+                warn!("pop3 {}: cannot lock {}: {e}", self.client, mailbox.id());
+                return Err(LoginError::Unavailable);
+            }
+        };
+        StoreMaildrop::snapshot(mailbox, pair, lock).map_err(|e| {
+            warn!("pop3 {}: cannot list mailbox: {e}", self.client);
+            LoginError::Unavailable
+        })
+    }
+}
+
+/// A logged-in mailbox. The secret key is zeroized when this is dropped.
+pub struct StoreMaildrop {
+    mailbox: Mailbox,
+    pair: KeyPair,
+    names: Vec<MessageName>,
+    listing: Vec<Listing>,
+    _lock: MailboxLock,
+}
+
+impl StoreMaildrop {
+    /// The messages present now; later arrivals show in the next session.
+    fn snapshot(
+        mailbox: Mailbox,
+        pair: KeyPair,
+        lock: MailboxLock,
+    ) -> Result<StoreMaildrop, StoreError> {
+        let entries = mailbox.messages()?;
+        let mut names = Vec::with_capacity(entries.len());
+        let mut listing = Vec::with_capacity(entries.len());
+        for entry in entries {
+            // The size is in the metadata record; a message whose metadata
+            // cannot be read is listed with its file size and refused at RETR.
+            let size = match mailbox.open_message(&entry.name, &pair) {
+                Ok(reader) => reader.metadata().size,
+                Err(e) => {
+                    warn!("pop3 {}: {e}", mailbox.id());
+                    entry.file_bytes
+                }
+            };
+            listing.push(Listing {
+                uidl: entry.name.to_string(),
+                size,
+            });
+            names.push(entry.name);
+        }
+        Ok(StoreMaildrop {
+            mailbox,
+            pair,
+            names,
+            listing,
+            _lock: lock,
+        })
+    }
+
+    fn reader(&self, index: usize) -> Result<MessageReader<File>, MessageError> {
+        self.mailbox
+            .open_message(&self.names[index], &self.pair)
+            .map_err(|e| self.classify(e))
+    }
+
+    fn classify(&self, e: StoreError) -> MessageError {
+        warn!("pop3 {}: {e}", self.mailbox.id());
+        match e {
+            StoreError::Damaged { .. } => MessageError::Damaged,
+            _ => MessageError::Unavailable,
+        }
+    }
+}
+
+impl Maildrop for StoreMaildrop {
+    fn listing(&self) -> &[Listing] {
+        &self.listing
+    }
+
+    fn verify(&mut self, index: usize) -> Result<(), MessageError> {
+        let mut reader = self.reader(index)?;
+        let expected = reader.metadata().size;
+        let path = self.mailbox.message_path(&self.names[index]);
+        let result = match io::copy(&mut reader, &mut io::sink()) {
+            Ok(n) if n == expected => Ok(()),
+            Ok(n) => Err(StoreError::Damaged {
+                path,
+                reason: format!("it holds {n} bytes but its metadata says {expected}"),
+            }),
+            Err(e) => Err(message_error(&path, e)),
+        };
+        result.map_err(|e| self.classify(e))
+    }
+
+    fn open(&mut self, index: usize) -> Result<Box<dyn Read>, MessageError> {
+        Ok(Box::new(self.reader(index)?))
+    }
+
+    fn delete(&mut self, indexes: &[usize]) -> Result<(), String> {
+        let names: Vec<MessageName> = indexes.iter().map(|&i| self.names[i].clone()).collect();
+        self.mailbox
+            .remove_messages(&names)
+            .map_err(|e| e.to_string())?;
+        if !names.is_empty() {
+            info!(
+                "pop3 {}: deleted {} message(s)",
+                self.mailbox.id(),
+                names.len()
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_names_are_the_id_with_or_without_the_mailbox_domain() {
+        let id = "mbx-0123456789abcdef0123456789abcdef";
+        assert_eq!(mailbox_of(id, "archive.example").unwrap().as_str(), id);
+        assert_eq!(
+            mailbox_of(&format!("{id}@Archive.Example"), "archive.example")
+                .unwrap()
+                .as_str(),
+            id
+        );
+        assert_eq!(
+            mailbox_of(&format!("{id}@elsewhere.example"), "archive.example"),
+            None
+        );
+        assert_eq!(mailbox_of("journal", "archive.example"), None);
+        assert_eq!(mailbox_of("../etc/passwd", "archive.example"), None);
+    }
+}

@@ -1,0 +1,529 @@
+//! The POP3 server as an I/O-free state machine (RFC 1939 with RFC 2449
+//! CAPA and response codes, RFC 2595 STLS, RFC 5034 AUTH). Mailboxes are
+//! reached through [`Backend`] and [`Maildrop`]; message bodies leave as a
+//! [`Step::Stream`] so that they never sit in memory whole.
+
+use std::io::{self, Read};
+
+use log::info;
+
+use super::command::{self, Command, CommandError};
+use super::dot_stuffer::DotStuffer;
+use crate::auth;
+use crate::crypto::Password;
+use crate::net::conn::TlsInfo;
+use crate::net::driver::{Outgoing, Protocol, Step};
+use crate::net::line::{Line, LineAssembler};
+
+/// One message of the snapshot taken at login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    /// The unique id (RFC 1939 UIDL).
+    pub uidl: String,
+    /// Exact octets RETR sends, before dot-stuffing.
+    pub size: u64,
+}
+
+/// Why a message cannot be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageError {
+    /// The file is damaged (`-ERR [SYS/PERM]`).
+    Damaged,
+    /// It could not be read just now (`-ERR [SYS/TEMP]`).
+    Unavailable,
+}
+
+/// Why a login failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginError {
+    /// Unknown mailbox or wrong password: the client cannot tell which.
+    Failed,
+    /// Too many failures from this address or for this mailbox.
+    LockedOut,
+    /// Another session holds the mailbox.
+    InUse,
+    /// The store could not be read.
+    Unavailable,
+}
+
+/// A mailbox opened by a login: its snapshot, its messages, its deletions.
+pub trait Maildrop {
+    /// The messages as they were at login.
+    fn listing(&self) -> &[Listing];
+    /// Decrypts message `index` (0-based) to its end, checking every record,
+    /// so that a damaged message is refused before `+OK` is sent.
+    fn verify(&mut self, index: usize) -> Result<(), MessageError>;
+    /// Opens message `index` for sending.
+    fn open(&mut self, index: usize) -> Result<Box<dyn Read>, MessageError>;
+    /// Removes these messages durably (the UPDATE state).
+    fn delete(&mut self, indexes: &[usize]) -> Result<(), String>;
+}
+
+/// Logs mailboxes in.
+pub trait Backend {
+    /// What a successful login opens.
+    type Maildrop: Maildrop;
+    /// Checks a login name and password and opens the mailbox.
+    fn login(&mut self, user: &str, password: Password) -> Result<Self::Maildrop, LoginError>;
+}
+
+/// Protocol settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Longest command line, CRLF included.
+    pub max_line_bytes: usize,
+}
+
+enum State<M> {
+    Authorization {
+        user: Option<String>,
+    },
+    /// `AUTH PLAIN` sent without initial response; the next line is the response.
+    AuthPlain,
+    Transaction {
+        maildrop: M,
+        deleted: Vec<bool>,
+    },
+    Closed,
+}
+
+/// One POP3 connection's protocol state.
+pub struct Session<B: Backend> {
+    backend: B,
+    tls: Option<TlsInfo>,
+    lines: LineAssembler,
+    pending: Vec<u8>,
+    state: State<B::Maildrop>,
+    user: Option<String>,
+}
+
+fn ok(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(format!("+OK {text}\r\n").as_bytes());
+}
+
+fn err(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(format!("-ERR {text}\r\n").as_bytes());
+}
+
+const TLS_REQUIRED: &str =
+    "[AUTH] TLS is required before logging in: use STLS, or the implicit-TLS port";
+const NO_SUCH_MESSAGE: &str = "No such message";
+
+impl<B: Backend> Session<B> {
+    /// A session; `tls` is set on implicit-TLS listeners.
+    pub fn new(settings: Settings, backend: B, tls: Option<TlsInfo>) -> Session<B> {
+        Session {
+            lines: LineAssembler::new(settings.max_line_bytes),
+            backend,
+            tls,
+            pending: Vec::new(),
+            state: State::Authorization { user: None },
+            user: None,
+        }
+    }
+
+    /// The mailbox logged in, once there is one (for logs).
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    fn capabilities(&self, out: &mut Vec<u8>) {
+        let mut caps = vec!["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"];
+        if matches!(self.state, State::Authorization { .. }) {
+            // Login commands are advertised only where they can succeed (RFC 2595 section 4).
+            if self.tls.is_some() {
+                caps.extend(["USER", "SASL PLAIN"]);
+            } else {
+                caps.push("STLS");
+            }
+        }
+        caps.push("IMPLEMENTATION Sealpost");
+        ok(out, "Capability list follows");
+        for cap in caps {
+            out.extend_from_slice(cap.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+    }
+
+    fn command(&mut self, line: &[u8], out: &mut Vec<u8>) -> Step {
+        if matches!(self.state, State::AuthPlain) {
+            return self.auth_plain_response(line, out);
+        }
+        let command = match command::parse(line) {
+            Ok(c) => c,
+            Err(CommandError::Unknown) => {
+                err(out, "Unknown command");
+                return Step::Continue;
+            }
+            Err(CommandError::BadCharacters) => {
+                err(out, "Command line is not valid UTF-8 text");
+                return Step::Continue;
+            }
+            Err(CommandError::Syntax(usage)) => {
+                err(out, &format!("Syntax: {usage}"));
+                return Step::Continue;
+            }
+        };
+        match command {
+            Command::Capa => self.capabilities(out),
+            Command::Quit => return self.quit(out),
+            Command::Stls => return self.stls(out),
+            Command::Apop => err(
+                out,
+                "APOP is not supported; use USER/PASS or AUTH PLAIN over TLS",
+            ),
+            Command::User(name) => self.user_command(name, out),
+            Command::Pass(password) => self.pass(Password::new(password), out),
+            Command::Auth { mechanism, initial } => self.auth(mechanism, initial, out),
+            other => return self.transaction(other, out),
+        }
+        Step::Continue
+    }
+
+    fn stls(&mut self, out: &mut Vec<u8>) -> Step {
+        if self.tls.is_some() {
+            err(out, "TLS is already active");
+            return Step::Continue;
+        }
+        if !matches!(self.state, State::Authorization { .. }) {
+            err(out, "STLS is only allowed before login");
+            return Step::Continue;
+        }
+        ok(out, "Begin TLS negotiation");
+        Step::StartTls
+    }
+
+    /// The pending USER name when login commands may be used now (before
+    /// login, over TLS); otherwise writes why not.
+    fn login_slot(&mut self, out: &mut Vec<u8>) -> Option<&mut Option<String>> {
+        let State::Authorization { user } = &mut self.state else {
+            err(out, "Already logged in");
+            return None;
+        };
+        if self.tls.is_none() {
+            err(out, TLS_REQUIRED);
+            return None;
+        }
+        Some(user)
+    }
+
+    fn user_command(&mut self, name: String, out: &mut Vec<u8>) {
+        if let Some(user) = self.login_slot(out) {
+            *user = Some(name);
+            // The same answer for every name: nothing about mailboxes is revealed.
+            ok(out, "Send your password");
+        }
+    }
+
+    fn pass(&mut self, password: Password, out: &mut Vec<u8>) {
+        let Some(user) = self.login_slot(out) else {
+            return;
+        };
+        match user.take() {
+            Some(name) => self.login(&name, password, out),
+            None => err(out, "Send USER first"),
+        }
+    }
+
+    fn auth(&mut self, mechanism: Option<String>, initial: Option<String>, out: &mut Vec<u8>) {
+        if !matches!(self.state, State::Authorization { .. }) {
+            err(out, "Already logged in");
+            return;
+        }
+        match mechanism.as_deref() {
+            None => {
+                ok(out, "Supported mechanisms follow");
+                out.extend_from_slice(b"PLAIN\r\n.\r\n");
+            }
+            Some(_) if self.tls.is_none() => err(out, TLS_REQUIRED),
+            Some("PLAIN") => match initial {
+                // RFC 5034 section 4: "=" is an empty initial response.
+                Some(response) if response != "=" => self.auth_plain(&response, out),
+                _ => {
+                    self.state = State::AuthPlain;
+                    out.extend_from_slice(b"+ \r\n");
+                }
+            },
+            Some(other) => err(out, &format!("Unsupported mechanism {other}; use PLAIN")),
+        }
+    }
+
+    fn auth_plain_response(&mut self, line: &[u8], out: &mut Vec<u8>) -> Step {
+        self.state = State::Authorization { user: None };
+        if line == b"*" {
+            err(out, "Authentication cancelled");
+        } else {
+            self.auth_plain(&String::from_utf8_lossy(line), out);
+        }
+        Step::Continue
+    }
+
+    fn auth_plain(&mut self, response: &str, out: &mut Vec<u8>) {
+        match auth::sasl_plain(response) {
+            Some((user, password)) => self.login(&user, password, out),
+            None => err(out, "[AUTH] Malformed PLAIN response"),
+        }
+    }
+
+    fn login(&mut self, user: &str, password: Password, out: &mut Vec<u8>) {
+        match self.backend.login(user, password) {
+            Ok(maildrop) => {
+                let count = maildrop.listing().len();
+                let octets: u64 = maildrop.listing().iter().map(|l| l.size).sum();
+                ok(
+                    out,
+                    &format!("Logged in: {count} messages ({octets} octets)"),
+                );
+                self.user = Some(user.to_string());
+                self.state = State::Transaction {
+                    deleted: vec![false; count],
+                    maildrop,
+                };
+            }
+            Err(e) => {
+                self.state = State::Authorization { user: None };
+                err(
+                    out,
+                    match e {
+                        LoginError::Failed => "[AUTH] Invalid login",
+                        LoginError::LockedOut => {
+                            "[LOGIN-DELAY] Too many failed logins; try again later"
+                        }
+                        LoginError::InUse => "[IN-USE] The mailbox is in use by another session",
+                        LoginError::Unavailable => {
+                            "[SYS/TEMP] The mailbox cannot be opened right now; try again later"
+                        }
+                    },
+                );
+            }
+        }
+    }
+
+    fn quit(&mut self, out: &mut Vec<u8>) -> Step {
+        match std::mem::replace(&mut self.state, State::Closed) {
+            State::Transaction {
+                mut maildrop,
+                deleted,
+            } => {
+                let marked: Vec<usize> = (0..deleted.len()).filter(|&i| deleted[i]).collect();
+                // RFC 1939 section 6: the UPDATE state; +OK only once the removal is durable.
+                match maildrop.delete(&marked) {
+                    Ok(()) => ok(
+                        out,
+                        &format!("Sealpost signing off ({} messages deleted)", marked.len()),
+                    ),
+                    Err(e) => {
+                        info!(
+                            "pop3 {}: deleting at QUIT failed: {e}",
+                            self.user.as_deref().unwrap_or("?")
+                        );
+                        err(out, "[SYS/TEMP] Some deleted messages were not removed");
+                    }
+                }
+            }
+            _ => ok(out, "Sealpost signing off"),
+        }
+        Step::Close
+    }
+
+    /// Resolves a message number to an index of a message not deleted.
+    fn message(deleted: &[bool], number: u64) -> Option<usize> {
+        let index = usize::try_from(number).ok()?.checked_sub(1)?;
+        (index < deleted.len() && !deleted[index]).then_some(index)
+    }
+
+    fn transaction(&mut self, command: Command, out: &mut Vec<u8>) -> Step {
+        let State::Transaction { maildrop, deleted } = &mut self.state else {
+            err(out, "Log in first (USER/PASS or AUTH PLAIN)");
+            return Step::Continue;
+        };
+        match command {
+            Command::Stat => {
+                let live = maildrop
+                    .listing()
+                    .iter()
+                    .zip(deleted.iter())
+                    .filter(|(_, d)| !**d);
+                let (count, octets) = live.fold((0, 0), |(c, o), (l, _)| (c + 1, o + l.size));
+                ok(out, &format!("{count} {octets}"));
+            }
+            Command::List(None) | Command::Uidl(None) => {
+                let uidl = matches!(command, Command::Uidl(_));
+                ok(
+                    out,
+                    if uidl {
+                        "Unique ids follow"
+                    } else {
+                        "Scan listing follows"
+                    },
+                );
+                for (i, listing) in maildrop
+                    .listing()
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !deleted[*i])
+                {
+                    let value = if uidl {
+                        listing.uidl.clone()
+                    } else {
+                        listing.size.to_string()
+                    };
+                    out.extend_from_slice(format!("{} {value}\r\n", i + 1).as_bytes());
+                }
+                out.extend_from_slice(b".\r\n");
+            }
+            Command::List(Some(n)) | Command::Uidl(Some(n)) => match Self::message(deleted, n) {
+                Some(i) => {
+                    let listing = &maildrop.listing()[i];
+                    match command {
+                        Command::Uidl(_) => ok(out, &format!("{n} {}", listing.uidl)),
+                        _ => ok(out, &format!("{n} {}", listing.size)),
+                    }
+                }
+                None => err(out, NO_SUCH_MESSAGE),
+            },
+            Command::Retr(n) | Command::Top(n, _) => {
+                let Some(i) = Self::message(deleted, n) else {
+                    err(out, NO_SUCH_MESSAGE);
+                    return Step::Continue;
+                };
+                let stuffer = match command {
+                    Command::Top(_, lines) => DotStuffer::top(lines),
+                    _ => DotStuffer::whole(),
+                };
+                let opened = maildrop.verify(i).and_then(|()| maildrop.open(i));
+                match opened {
+                    Ok(reader) => {
+                        let size = maildrop.listing()[i].size;
+                        ok(out, &format!("{size} octets"));
+                        return Step::Stream(Box::new(MessageStream {
+                            reader,
+                            stuffer,
+                            buf: vec![0u8; 64 * 1024],
+                            finished: false,
+                        }));
+                    }
+                    Err(MessageError::Damaged) => err(
+                        out,
+                        &format!("[SYS/PERM] Message {n} is damaged and cannot be read"),
+                    ),
+                    Err(MessageError::Unavailable) => err(
+                        out,
+                        &format!("[SYS/TEMP] Message {n} cannot be read right now"),
+                    ),
+                }
+            }
+            Command::Dele(n) => match Self::message(deleted, n) {
+                Some(i) => {
+                    deleted[i] = true;
+                    ok(out, &format!("Message {n} deleted"));
+                }
+                None if usize::try_from(n).is_ok_and(|n| n >= 1 && n <= deleted.len()) => {
+                    err(out, &format!("Message {n} already deleted"))
+                }
+                None => err(out, NO_SUCH_MESSAGE),
+            },
+            Command::Rset => {
+                deleted.iter_mut().for_each(|d| *d = false);
+                let octets: u64 = maildrop.listing().iter().map(|l| l.size).sum();
+                ok(
+                    out,
+                    &format!("{} messages ({octets} octets)", deleted.len()),
+                );
+            }
+            Command::Noop => ok(out, ""),
+            _ => err(out, "Not allowed after login"),
+        }
+        Step::Continue
+    }
+}
+
+/// RETR/TOP output: decrypted, dot-stuffed and sent a piece at a time.
+struct MessageStream {
+    reader: Box<dyn Read>,
+    stuffer: DotStuffer,
+    buf: Vec<u8>,
+    finished: bool,
+}
+
+impl Outgoing for MessageStream {
+    fn next_chunk(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
+        if self.finished {
+            return Ok(false);
+        }
+        let n = loop {
+            match self.reader.read(&mut self.buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
+        if n == 0 || !self.stuffer.push(&self.buf[..n], out) {
+            self.stuffer.finish(out);
+            self.finished = true;
+        }
+        Ok(true)
+    }
+}
+
+impl<B: Backend> Protocol for Session<B> {
+    fn greeting(&mut self, out: &mut Vec<u8>) {
+        ok(out, "Sealpost POP3 server ready");
+    }
+
+    fn receive(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step {
+        self.pending.extend_from_slice(input);
+        let data = std::mem::take(&mut self.pending);
+        let mut rest: &[u8] = &data;
+        loop {
+            if matches!(self.state, State::Closed) {
+                return Step::Close;
+            }
+            let step = match self.lines.next_line(&mut rest) {
+                None => return Step::Continue,
+                Some(Line::TooLong) => {
+                    err(out, "Line too long");
+                    Step::Continue
+                }
+                Some(Line::Complete(line)) => self.command(&line, out),
+            };
+            if !matches!(step, Step::Continue) {
+                // Pipelined commands after this one wait until it is done.
+                self.pending = rest.to_vec();
+                return step;
+            }
+        }
+    }
+
+    fn has_pending_input(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    fn tls_started(&mut self, tls: TlsInfo) {
+        // RFC 2595 section 4: discard everything from before the handshake.
+        self.tls = Some(tls);
+        self.pending.clear();
+        self.lines.clear();
+        self.state = State::Authorization { user: None };
+    }
+
+    fn is_idle(&self) -> bool {
+        self.lines.is_empty() && self.pending.is_empty()
+    }
+
+    fn expecting_data(&self) -> bool {
+        false
+    }
+
+    fn timed_out(&mut self, out: &mut Vec<u8>) {
+        err(out, "[SYS/TEMP] Idle too long; closing");
+    }
+
+    fn shutting_down(&mut self, out: &mut Vec<u8>) {
+        err(out, "[SYS/TEMP] Server shutting down; try again later");
+    }
+}
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;

@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 
 use crate::crypto::{KdfParams, MEMLIMIT_MIN, OPSLIMIT_MIN};
 use crate::net::cidr::Cidr;
+use crate::proxy::target::TargetPattern;
 
 /// The default configuration file name, looked up in the working directory.
 pub const DEFAULT_FILE: &str = "gateway.json";
@@ -58,7 +59,7 @@ pub struct Config {
     /// The POP3 server.
     pub pop3: Listeners,
     /// The recording SMTP proxy.
-    pub smtp_proxy: Listeners,
+    pub smtp_proxy: SmtpProxyConfig,
     /// The recording POP3 proxy.
     pub pop3_proxy: Listeners,
     /// Upstream rules shared by both proxies.
@@ -115,17 +116,43 @@ impl SmtpConfig {
     }
 }
 
+/// The `smtp_proxy` section.
+#[derive(Debug, Clone, Serialize)]
+pub struct SmtpProxyConfig {
+    /// Plain listeners that upgrade with STARTTLS (like port 587).
+    pub listen: Vec<SocketAddr>,
+    /// Implicit-TLS listeners (like port 465).
+    pub listen_tls: Vec<SocketAddr>,
+    /// Largest message a client may send through the proxy, in bytes.
+    pub max_message_bytes: u64,
+    /// Most recipients per message.
+    pub max_recipients: u64,
+}
+
+impl SmtpProxyConfig {
+    /// The listener pair of this section.
+    pub fn listeners(&self) -> Listeners {
+        Listeners {
+            listen: self.listen.clone(),
+            listen_tls: self.listen_tls.clone(),
+        }
+    }
+}
+
 /// The `proxy` section.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProxyConfig {
     /// Host patterns (`mail.example.com`, `*.example.com`, optional `:port`) a login may name.
-    pub allowed_targets: Vec<String>,
+    pub allowed_targets: Vec<TargetPattern>,
     /// Allow upstream addresses in loopback, private and other internal ranges.
     pub allow_private_targets: bool,
     /// Extra PEM CA certificates trusted for upstream servers.
     pub extra_ca_file: Option<PathBuf>,
     /// Seconds allowed for connecting to the upstream and completing TLS.
     pub connect_timeout_secs: u64,
+    /// Upstream ports spoken with implicit TLS; any other port must offer
+    /// STARTTLS (SMTP) or STLS (POP3).
+    pub implicit_tls_ports: Vec<u16>,
 }
 
 /// The `limits` section.
@@ -228,15 +255,23 @@ impl Config {
         s.finish()?;
 
         let pop3 = top.listeners("pop3", "127.0.0.1:10110", "127.0.0.1:10995")?;
-        let smtp_proxy = top.listeners("smtp_proxy", "127.0.0.1:20587", "127.0.0.1:20465")?;
+        let mut sp = top.section("smtp_proxy")?;
+        let smtp_proxy = SmtpProxyConfig {
+            listen: sp.addrs("listen", &["127.0.0.1:20587"])?,
+            listen_tls: sp.addrs("listen_tls", &["127.0.0.1:20465"])?,
+            max_message_bytes: sp.number("max_message_bytes", 104_857_600, 1024, 1 << 40)?,
+            max_recipients: sp.number("max_recipients", 100, 1, 100_000)?,
+        };
+        sp.finish()?;
         let pop3_proxy = top.listeners("pop3_proxy", "127.0.0.1:20110", "127.0.0.1:20995")?;
 
         let mut p = top.section("proxy")?;
         let proxy = ProxyConfig {
-            allowed_targets: p.strings("allowed_targets")?,
+            allowed_targets: p.patterns("allowed_targets")?,
             allow_private_targets: p.bool("allow_private_targets", false)?,
             extra_ca_file: p.opt_path("extra_ca_file", base)?,
             connect_timeout_secs: p.number("connect_timeout_secs", 30, 1, 3600)?,
+            implicit_tls_ports: p.ports("implicit_tls_ports", &[465, 995])?,
         };
         p.finish()?;
 
@@ -286,7 +321,7 @@ impl Config {
         let sections = [
             ("smtp", self.smtp.listeners()),
             ("pop3", self.pop3.clone()),
-            ("smtp_proxy", self.smtp_proxy.clone()),
+            ("smtp_proxy", self.smtp_proxy.listeners()),
             ("pop3_proxy", self.pop3_proxy.clone()),
         ];
         let mut out = Vec::new();
@@ -324,6 +359,12 @@ impl Config {
     /// The effective configuration as pretty JSON, in the file's own key names.
     pub fn to_pretty_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+}
+
+impl Serialize for TargetPattern {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -429,16 +470,7 @@ impl<'a> Section<'a> {
 
     fn host_name(&mut self, key: &'static str, default: &str) -> Result<String, ConfigError> {
         let name = self.string(key, default)?;
-        let valid = name.len() <= 253
-            && name.split('.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && !label.starts_with('-')
-                    && !label.ends_with('-')
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            });
+        let valid = crate::net::is_dns_name(&name);
         if valid {
             Ok(name.to_ascii_lowercase())
         } else {
@@ -532,6 +564,35 @@ impl<'a> Section<'a> {
                         format!("{text:?} is not an address:port such as \"127.0.0.1:25\" or \"[::]:25\""),
                     )
                 })
+            })
+            .collect()
+    }
+
+    fn ports(&mut self, key: &'static str, default: &[u16]) -> Result<Vec<u16>, ConfigError> {
+        let Some(items) = self.array(key)? else {
+            return Ok(default.to_vec());
+        };
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| match item.as_u64() {
+                Some(n @ 1..=65535) => Ok(n as u16),
+                _ => Err(self.error(
+                    &format!("{key}[{i}]"),
+                    format!("expected a port from 1 to 65535, found {item}"),
+                )),
+            })
+            .collect()
+    }
+
+    fn patterns(&mut self, key: &'static str) -> Result<Vec<TargetPattern>, ConfigError> {
+        let texts = self.strings(key)?;
+        texts
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                text.parse::<TargetPattern>()
+                    .map_err(|e| self.error(&format!("{key}[{i}]"), e))
             })
             .collect()
     }
@@ -678,6 +739,21 @@ mod tests {
             e.contains("pop3.listen[0]: 127.0.0.1:10025 is already used by smtp.listen[0]"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn allowed_targets_are_patterns_and_bad_ones_name_their_entry() {
+        let config =
+            parse(r#"{"proxy": {"allowed_targets": ["*.example.com", "smtp.office365.com:587"]}}"#)
+                .unwrap();
+        assert!(config.proxy.allowed_targets[0].matches("mail.example.com", 25));
+        assert!(
+            config
+                .to_pretty_json()
+                .contains("\"smtp.office365.com:587\"")
+        );
+        let e = error_of(r#"{"proxy": {"allowed_targets": ["ok.example.com", "bad host"]}}"#);
+        assert!(e.contains("proxy.allowed_targets[1]"), "{e}");
     }
 
     #[test]

@@ -16,8 +16,13 @@ use crate::net::tls::TlsServer;
 use crate::pop3::maildrop::LoginContext;
 use crate::pop3::server::Settings as Pop3Settings;
 use crate::pop3::session::Pop3Service;
+use crate::proxy::target::TargetPolicy;
+use crate::proxy::upstream::UpstreamTls;
+use crate::smtp::proxy::Settings as ProxySettings;
+use crate::smtp::proxy_service::{ProxyContext, SmtpProxyService};
 use crate::smtp::server::Settings as SmtpSettings;
 use crate::smtp::session::SmtpService;
+use crate::smtp::upstream::UpstreamSetup;
 use crate::store::Store;
 
 /// The services behind the listeners, with their bindings.
@@ -107,11 +112,46 @@ pub fn serve(config: Config) -> Result<(), String> {
         kdf_slots: Arc::new(KdfSlots::new(config.limits.max_concurrent_kdf as usize)),
         kdf: config.kdf.params(),
     });
+    let throttle = Arc::clone(&logins.throttle);
     let pop3 = Arc::new(Pop3Service {
         settings: Pop3Settings { max_line_bytes },
         logins,
         env: env.clone(),
     });
+    let upstream_tls =
+        UpstreamTls::new(config.proxy.extra_ca_file.as_deref()).map_err(|e| e.to_string())?;
+    let upstream = UpstreamSetup {
+        policy: TargetPolicy {
+            allowed: config.proxy.allowed_targets.clone(),
+            allow_private: config.proxy.allow_private_targets,
+        },
+        tls: upstream_tls,
+        hostname: config.hostname.clone(),
+        connect_timeout: Duration::from_secs(config.proxy.connect_timeout_secs),
+        io_timeout: timeouts.command,
+        implicit_tls_ports: config.proxy.implicit_tls_ports.clone(),
+    };
+    let smtp_proxy = Arc::new(SmtpProxyService {
+        settings: ProxySettings {
+            hostname: config.hostname.clone(),
+            max_message_bytes: config.smtp_proxy.max_message_bytes,
+            max_recipients: config.smtp_proxy.max_recipients as usize,
+            max_line_bytes,
+        },
+        context: Arc::new(ProxyContext {
+            store: store.clone(),
+            upstream,
+            throttle,
+        }),
+        env: env.clone(),
+    });
+    if config.proxy.allowed_targets.is_empty()
+        && (!config.smtp_proxy.listen.is_empty() || !config.smtp_proxy.listen_tls.is_empty())
+    {
+        warn!(
+            "proxy.allowed_targets is empty: every proxy login will be refused until targets are allowed"
+        );
+    }
 
     let mut services = Services::default();
     let busy = format!(
@@ -122,7 +162,7 @@ pub fn serve(config: Config) -> Result<(), String> {
         "smtp",
         ["smtp", "smtps"],
         &config.smtp.listeners(),
-        busy.into_bytes(),
+        busy.clone().into_bytes(),
         Arc::new(move |a, implicit| smtp.run(a, implicit)),
     );
     services.add(
@@ -132,15 +172,18 @@ pub fn serve(config: Config) -> Result<(), String> {
         b"-ERR [SYS/TEMP] Too many connections, try again later\r\n".to_vec(),
         Arc::new(move |a, implicit| pop3.run(a, implicit)),
     );
-    for (section, listeners) in [
-        ("smtp_proxy", &config.smtp_proxy),
-        ("pop3_proxy", &config.pop3_proxy),
-    ] {
-        if !listeners.listen.is_empty() || !listeners.listen_tls.is_empty() {
-            warn!(
-                "{section}: this service is not available in this version; its listeners are not opened"
-            );
-        }
+    services.add(
+        "smtp_proxy",
+        ["smtp-proxy", "smtps-proxy"],
+        &config.smtp_proxy.listeners(),
+        busy.clone().into_bytes(),
+        Arc::new(move |a, implicit| smtp_proxy.run(a, implicit)),
+    );
+    let pop3_proxy = &config.pop3_proxy;
+    if !pop3_proxy.listen.is_empty() || !pop3_proxy.listen_tls.is_empty() {
+        warn!(
+            "pop3_proxy: this service is not available in this version; its listeners are not opened"
+        );
     }
     if services.bindings.is_empty() {
         return Err("no listener is configured (every listen list is empty)".into());

@@ -9,6 +9,7 @@ pub mod crypto;
 pub mod gateway;
 pub mod net;
 pub mod pop3;
+pub mod proxy;
 pub mod smtp;
 pub mod store;
 pub mod timestamp;

@@ -32,10 +32,11 @@ fn smtplib(python: &Path, mode: &str, port: u16, cert: &Path, to: &str, file: &P
     cmd.arg(repo().join("tests/python/smtp_send.py"))
         .args([mode, "localhost", &port.to_string()])
         .arg(cert)
-        .args(["sender@example.org", to])
-        .arg(file);
+        .arg("sender@example.org")
+        .arg(file)
+        .args(["--to", to]);
     if utf8 {
-        cmd.arg("smtputf8");
+        cmd.arg("--smtputf8");
     }
     let out = cmd.output().unwrap();
     assert!(
@@ -99,8 +100,9 @@ fn python_smtplib_without_tls_is_refused_when_tls_is_required() {
             &gw.addr("smtp.listen[0]").port().to_string(),
         ])
         .arg(&gw.cert)
-        .args(["sender@example.org", &format!("{id}@localhost")])
+        .arg("sender@example.org")
         .arg(&file)
+        .args(["--to", &format!("{id}@localhost")])
         .output()
         .unwrap();
     assert!(!out.status.success());

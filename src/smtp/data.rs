@@ -2,9 +2,12 @@
 //!
 //! Only `CRLF . CRLF` ends DATA. A bare LF or bare CR anywhere (the SMTP
 //! smuggling vectors `\n.\n`, `\n.\r\n`, `\r.\r`, `\r\n.\n` among them) never
-//! ends the message; it is passed through intact and flagged, and the session
-//! rejects such a message as a whole. So a client and the gateway can never
-//! disagree on where a message ends.
+//! ends the message. The journal receiver passes such bytes through intact,
+//! flagged, and rejects the message as a whole; the proxy reads in
+//! normalising mode, where each bare CR or LF becomes CRLF (without starting
+//! a line for end detection), so that the copy and what the upstream gets are
+//! the same CRLF text. Either way a client and the gateway can never disagree
+//! on where a message ends.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -25,6 +28,7 @@ enum State {
 pub struct DataReceiver {
     state: State,
     bare: bool,
+    normalize: bool,
 }
 
 impl Default for DataReceiver {
@@ -39,6 +43,15 @@ impl DataReceiver {
         DataReceiver {
             state: State::LineStart,
             bare: false,
+            normalize: false,
+        }
+    }
+
+    /// A receiver that writes every bare CR or LF as CRLF.
+    pub fn normalizing() -> DataReceiver {
+        DataReceiver {
+            normalize: true,
+            ..DataReceiver::new()
         }
     }
 
@@ -96,8 +109,8 @@ impl DataReceiver {
                     self.state = State::LineStart;
                 }
                 (State::Cr, b'\r') => {
-                    self.bare = true;
-                    out.push(b'\r');
+                    self.bare_byte(b'\r', out);
+                    self.state = State::Cr;
                 }
                 (State::Cr, _) => {
                     self.bare_byte(b'\r', out);
@@ -109,9 +122,15 @@ impl DataReceiver {
         false
     }
 
+    /// A CR or LF that is not part of a CRLF. It never starts a line, so a
+    /// dot after it can never end the data.
     fn bare_byte(&mut self, b: u8, out: &mut Vec<u8>) {
         self.bare = true;
-        out.push(b);
+        if self.normalize {
+            out.extend_from_slice(b"\r\n");
+        } else {
+            out.push(b);
+        }
         self.state = State::Middle;
     }
 }
@@ -251,6 +270,34 @@ mod tests {
                     "{vector:?}: the smuggled part stays inside the one message"
                 );
             });
+        }
+    }
+
+    #[test]
+    fn the_normalising_reader_turns_bare_line_ends_into_crlf_and_still_never_ends_early() {
+        for (input, expected) in [
+            (&b"a\nb\rc\r\n.\r\n"[..], &b"a\r\nb\r\nc\r\n"[..]),
+            (b"body\n.\nmore\r\n.\r\n", b"body\r\n.\r\nmore\r\n"),
+            (b"body\n.\r\nmore\r\n.\r\n", b"body\r\n.\r\nmore\r\n"),
+            (b"x\r\r\n.\r\n", b"x\r\n\r\n"),
+        ] {
+            for size in 1..=input.len() {
+                let mut r = DataReceiver::normalizing();
+                let mut out = Vec::new();
+                let mut done = false;
+                let mut rest = Vec::new();
+                for piece in input.chunks(size) {
+                    let mut slice = piece;
+                    if done {
+                        rest.extend_from_slice(piece);
+                    } else if r.feed(&mut slice, &mut out) {
+                        done = true;
+                        rest.extend_from_slice(slice);
+                    }
+                }
+                assert!(done && rest.is_empty(), "{input:?} split {size}");
+                assert_eq!(out, expected, "{input:?} split {size}");
+            }
         }
     }
 

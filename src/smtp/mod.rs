@@ -3,6 +3,9 @@
 pub mod command;
 pub mod data;
 pub mod delivery;
+pub mod proxy;
+pub mod proxy_service;
 pub mod reply;
 pub mod server;
 pub mod session;
+pub mod upstream;

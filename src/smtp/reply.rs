@@ -1,7 +1,10 @@
 //! SMTP replies: a code, an enhanced status code (RFC 3463, advertised with
 //! ENHANCEDSTATUSCODES, RFC 2034) and one or more lines of text.
 
+use std::borrow::Cow;
 use std::fmt;
+
+use super::command::CommandError;
 
 /// One reply, possibly multi-line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -9,17 +12,17 @@ pub struct Reply {
     /// The three-digit code.
     pub code: u16,
     /// The enhanced status code, empty for greeting and EHLO/HELO replies.
-    pub status: &'static str,
+    pub status: Cow<'static, str>,
     /// The text lines (at least one).
     pub lines: Vec<String>,
 }
 
 impl Reply {
     /// A one-line reply with an enhanced status code.
-    pub fn new(code: u16, status: &'static str, text: impl Into<String>) -> Reply {
+    pub fn new(code: u16, status: impl Into<Cow<'static, str>>, text: impl Into<String>) -> Reply {
         Reply {
             code,
-            status,
+            status: status.into(),
             lines: vec![text.into()],
         }
     }
@@ -28,7 +31,7 @@ impl Reply {
     pub fn plain(code: u16, lines: Vec<String>) -> Reply {
         Reply {
             code,
-            status: "",
+            status: Cow::Borrowed(""),
             lines,
         }
     }
@@ -49,6 +52,25 @@ impl Reply {
                 format!("{}{sep}{} {line}\r\n", self.code, self.status)
             };
             out.extend_from_slice(text.as_bytes());
+        }
+    }
+}
+
+impl From<CommandError> for Reply {
+    /// The reply to a line that is not a valid command.
+    fn from(e: CommandError) -> Reply {
+        match e {
+            CommandError::Unrecognized => Reply::new(500, "5.5.2", "Command not recognized"),
+            CommandError::BadCharacters => {
+                Reply::new(500, "5.5.2", "Command line is not valid UTF-8 text")
+            }
+            CommandError::Syntax(usage) => Reply::new(501, "5.5.4", format!("Syntax: {usage}")),
+            CommandError::BadAddress(why) => {
+                Reply::new(501, "5.1.7", format!("Bad address syntax: {why}"))
+            }
+            CommandError::UnsupportedParameter(p) => {
+                Reply::new(555, "5.5.4", format!("Unsupported parameter {p}"))
+            }
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use log::{info, warn};
 
-use super::command::{self, Body, Command, CommandError, MailParams, Path};
+use super::command::{self, Body, Command, MailParams, Path};
 use super::data::{DataReceiver, LineEndingCheck};
 use super::reply::Reply;
 use crate::net::line::{Line, LineAssembler};
@@ -308,7 +308,7 @@ impl<B: Backend> Session<B> {
     fn command(&mut self, line: &[u8]) -> (Option<Reply>, Signal) {
         let command = match command::parse(line) {
             Ok(c) => c,
-            Err(e) => return (Some(error_reply(e)), Signal::Continue),
+            Err(e) => return (Some(Reply::from(e)), Signal::Continue),
         };
         let host = &self.settings.hostname;
         let reply = match command {
@@ -345,7 +345,7 @@ impl<B: Backend> Session<B> {
             Command::Expn => Reply::new(502, "5.5.1", "EXPN is not available"),
             Command::Help => Reply {
                 code: 214,
-                status: "2.0.0",
+                status: "2.0.0".into(),
                 lines: vec![
                     "Sealpost journal receiver (RFC 5321). Commands:".into(),
                     "EHLO HELO MAIL RCPT DATA BDAT RSET NOOP VRFY HELP QUIT STARTTLS".into(),
@@ -747,22 +747,6 @@ impl<B: Backend> Session<B> {
             tx.queue_id,
             timestamp::rfc5322(SystemTime::now())
         )
-    }
-}
-
-fn error_reply(e: CommandError) -> Reply {
-    match e {
-        CommandError::Unrecognized => Reply::new(500, "5.5.2", "Command not recognized"),
-        CommandError::BadCharacters => {
-            Reply::new(500, "5.5.2", "Command line is not valid UTF-8 text")
-        }
-        CommandError::Syntax(usage) => Reply::new(501, "5.5.4", format!("Syntax: {usage}")),
-        CommandError::BadAddress(why) => {
-            Reply::new(501, "5.1.7", format!("Bad address syntax: {why}"))
-        }
-        CommandError::UnsupportedParameter(p) => {
-            Reply::new(555, "5.5.4", format!("Unsupported parameter {p}"))
-        }
     }
 }
 

@@ -2,6 +2,8 @@
 //! configuration, the real `sealpost` binary, and real peers found on the machine.
 #![allow(dead_code)]
 
+pub mod ca;
+pub mod dovecot;
 pub mod gateway;
 pub mod postfix;
 
@@ -106,7 +108,7 @@ impl Sandbox {
             "limits": { "failed_login_delay_ms": 0 },
             "smtp": { "listen": any, "listen_tls": any },
             "pop3": { "listen": any, "listen_tls": any },
-            "smtp_proxy": { "listen": none, "listen_tls": none },
+            "smtp_proxy": { "listen": any, "listen_tls": any },
             "pop3_proxy": { "listen": none, "listen_tls": none },
         });
         merge(&mut config, extra);

@@ -5,7 +5,7 @@
 use std::fs;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::peer;
@@ -146,12 +146,10 @@ impl Drop for Postfix {
             .arg("-c")
             .arg(&self.conf)
             .arg("stop")
-            .output();
-        // postfix stop returns before every daemon is gone.
-        let pid_file = self.dir.join("queue/pid/master.pid");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while pid_file.exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        // The master exits about a second later; not waited for: every
+        // instance has its own directory and ports.
     }
 }

@@ -1,0 +1,6 @@
+//! What the SMTP and POP3 recording proxies share: the login name that
+//! chooses the upstream, the target policy, and the TLS client.
+
+pub mod login_name;
+pub mod target;
+pub mod upstream;

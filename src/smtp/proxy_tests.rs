@@ -1,0 +1,601 @@
+//! Rules of the recording SMTP proxy's client side, one test per rule, with
+//! a fake upstream and fake copies (no sockets).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use super::*;
+
+const MAILBOX: &str = "mbx-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+#[derive(Default)]
+struct World {
+    logins: Vec<(String, String)>,
+    login_result: Option<LoginFailure>,
+    commands: Vec<String>,
+    /// Replies by command prefix; anything else is 250.
+    refuse: Vec<(String, u16, Option<String>)>,
+    lose_on: Option<String>,
+    sent: Vec<Vec<u8>>,
+    send_outcome: Option<&'static str>,
+    copies_started: usize,
+    fail_start: bool,
+    fail_prepare: bool,
+    prepared: Vec<(Vec<u8>, Metadata)>,
+    committed: usize,
+}
+
+#[derive(Clone, Default)]
+struct Fake(Rc<RefCell<World>>);
+
+struct FakeUp(Fake);
+
+impl Upstream for FakeUp {
+    fn supports(&self, keyword: &str) -> bool {
+        matches!(keyword, "SIZE" | "8BITMIME")
+    }
+
+    fn command(&mut self, line: &str) -> Result<UpReply, String> {
+        let mut w = self.0.0.borrow_mut();
+        w.commands.push(line.to_string());
+        if w.lose_on.as_deref().is_some_and(|p| line.starts_with(p)) {
+            return Err("connection reset".into());
+        }
+        for (prefix, code, enhanced) in &w.refuse {
+            if line.starts_with(prefix.as_str()) {
+                return Ok(UpReply {
+                    code: *code,
+                    enhanced: enhanced.clone(),
+                    text: "secret upstream text".into(),
+                });
+            }
+        }
+        Ok(UpReply {
+            code: 250,
+            enhanced: Some("2.0.0".into()),
+            text: "fine".into(),
+        })
+    }
+
+    fn send_message(&mut self, message: &mut dyn Read) -> SendOutcome {
+        let mut bytes = Vec::new();
+        message.read_to_end(&mut bytes).unwrap();
+        let mut w = self.0.0.borrow_mut();
+        w.commands.push("DATA".into());
+        w.sent.push(bytes);
+        match w.send_outcome {
+            Some("refuse") => SendOutcome::Reply(UpReply {
+                code: 554,
+                enhanced: Some("5.7.1".into()),
+                text: "spam".into(),
+            }),
+            Some("lost-before") => SendOutcome::LostBeforeEnd("reset".into()),
+            Some("lost-after") => SendOutcome::LostAfterEnd("reset".into()),
+            _ => SendOutcome::Reply(UpReply {
+                code: 250,
+                enhanced: Some("2.0.0".into()),
+                text: "queued as X".into(),
+            }),
+        }
+    }
+}
+
+struct FakeCopy {
+    world: Fake,
+    bytes: Vec<u8>,
+}
+
+impl Write for FakeCopy {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CopySink for FakeCopy {
+    fn prepare(self: Box<Self>, metadata: Metadata) -> Result<Box<dyn PreparedCopy>, String> {
+        if self.world.0.borrow().fail_prepare {
+            return Err("disk full".into());
+        }
+        self.world
+            .0
+            .borrow_mut()
+            .prepared
+            .push((self.bytes.clone(), metadata));
+        Ok(Box::new(FakePrepared {
+            world: self.world,
+            bytes: self.bytes,
+        }))
+    }
+}
+
+struct FakePrepared {
+    world: Fake,
+    bytes: Vec<u8>,
+}
+
+impl PreparedCopy for FakePrepared {
+    fn message(&self) -> io::Result<Box<dyn Read>> {
+        Ok(Box::new(io::Cursor::new(self.bytes.clone())))
+    }
+
+    fn commit(self: Box<Self>) -> Result<String, String> {
+        self.world.0.borrow_mut().committed += 1;
+        Ok("copy-1".into())
+    }
+}
+
+impl Relay for Fake {
+    type Up = FakeUp;
+
+    fn login(
+        &mut self,
+        name: &str,
+        password: Password,
+    ) -> Result<(MailboxId, FakeUp), LoginFailure> {
+        let mut w = self.0.borrow_mut();
+        w.logins
+            .push((name.to_string(), password.expose().to_string()));
+        match w.login_result {
+            Some(failure) => Err(failure),
+            None => Ok((MAILBOX.parse().unwrap(), FakeUp(self.clone()))),
+        }
+    }
+
+    fn start_copy(&mut self, _mailbox: &MailboxId) -> Result<Box<dyn CopySink>, String> {
+        let mut w = self.0.borrow_mut();
+        if w.fail_start {
+            return Err("spool unwritable".into());
+        }
+        w.copies_started += 1;
+        Ok(Box::new(FakeCopy {
+            world: self.clone(),
+            bytes: Vec::new(),
+        }))
+    }
+}
+
+struct Harness {
+    session: ProxySession<Fake>,
+    world: Fake,
+    last: &'static str,
+}
+
+fn settings() -> Settings {
+    Settings {
+        hostname: "gw.example".into(),
+        max_message_bytes: 1000,
+        max_recipients: 3,
+        max_line_bytes: 1000,
+    }
+}
+
+fn tls() -> TlsInfo {
+    TlsInfo {
+        version: "TLSv1.3".into(),
+        cipher: "TLS13_AES_256_GCM_SHA384".into(),
+    }
+}
+
+impl Harness {
+    fn new(tls: Option<TlsInfo>) -> Harness {
+        let world = Fake::default();
+        Harness {
+            session: ProxySession::new(
+                settings(),
+                world.clone(),
+                "192.0.2.9".parse().unwrap(),
+                tls,
+            ),
+            world,
+            last: "continue",
+        }
+    }
+
+    fn ingest(&mut self, input: &[u8]) -> String {
+        let mut out = Vec::new();
+        self.last = match self.session.receive(input, &mut out) {
+            Step::Continue => "continue",
+            Step::StartTls => "starttls",
+            Step::Close => "close",
+            Step::Stream(_) => "stream",
+        };
+        String::from_utf8(out).unwrap()
+    }
+
+    /// EHLO and AUTH PLAIN over TLS.
+    fn logged_in() -> Harness {
+        let mut h = Harness::new(Some(tls()));
+        h.ingest(b"EHLO client\r\n");
+        let token = crate::crypto::base64_encode(
+            format!("\0anna@example.com%mail.example.com%{MAILBOX}\0pw").as_bytes(),
+        );
+        let r = h.ingest(format!("AUTH PLAIN {token}\r\n").as_bytes());
+        assert_eq!(r, "235 2.7.0 Authentication successful\r\n");
+        h
+    }
+
+    fn world(&self) -> std::cell::Ref<'_, World> {
+        self.world.0.borrow()
+    }
+}
+
+fn last_code(replies: &str) -> String {
+    replies
+        .lines()
+        .last()
+        .unwrap_or("")
+        .chars()
+        .take(9)
+        .collect()
+}
+
+#[test]
+fn ehlo_before_tls_offers_starttls_and_no_auth() {
+    let mut h = Harness::new(None);
+    let r = h.ingest(b"EHLO client\r\n");
+    assert!(r.contains("STARTTLS") && !r.contains("AUTH"), "{r}");
+}
+
+#[test]
+fn ehlo_after_tls_offers_auth_size_8bitmime_enhancedstatuscodes_pipelining() {
+    let mut h = Harness::new(Some(tls()));
+    let r = h.ingest(b"EHLO client\r\n");
+    for ext in [
+        "AUTH PLAIN LOGIN",
+        "SIZE 1000",
+        "8BITMIME",
+        "ENHANCEDSTATUSCODES",
+        "PIPELINING",
+    ] {
+        assert!(r.contains(ext), "{ext} in {r}");
+    }
+    assert!(!r.contains("STARTTLS"));
+}
+
+#[test]
+fn auth_before_tls_is_538_and_the_password_is_never_read() {
+    let mut h = Harness::new(None);
+    h.ingest(b"EHLO client\r\n");
+    assert_eq!(
+        h.ingest(b"AUTH PLAIN AGEAYg==\r\n"),
+        "538 5.7.11 Encryption required for requested authentication mechanism\r\n"
+    );
+    assert_eq!(last_code(&h.ingest(b"AUTH LOGIN\r\n")), "538 5.7.1");
+    assert!(h.world().logins.is_empty());
+}
+
+#[test]
+fn mail_before_tls_or_auth_is_530() {
+    let mut h = Harness::new(None);
+    h.ingest(b"EHLO client\r\n");
+    assert_eq!(
+        last_code(&h.ingest(b"MAIL FROM:<a@b.example>\r\n")),
+        "530 5.7.0"
+    );
+    let mut h = Harness::new(Some(tls()));
+    h.ingest(b"EHLO client\r\n");
+    assert_eq!(
+        h.ingest(b"MAIL FROM:<a@b.example>\r\n"),
+        "530 5.7.0 Authentication required\r\n"
+    );
+}
+
+#[test]
+fn auth_plain_with_a_continuation() {
+    let mut h = Harness::new(Some(tls()));
+    h.ingest(b"EHLO client\r\n");
+    assert_eq!(h.ingest(b"AUTH PLAIN\r\n"), "334 \r\n");
+    let token = crate::crypto::base64_encode(b"\0u%h%mbx-1\0secret");
+    assert_eq!(
+        last_code(&h.ingest(format!("{token}\r\n").as_bytes())),
+        "235 2.7.0"
+    );
+    assert_eq!(
+        h.world().logins,
+        [("u%h%mbx-1".to_string(), "secret".to_string())]
+    );
+}
+
+#[test]
+fn auth_login_asks_for_user_then_password() {
+    let mut h = Harness::new(Some(tls()));
+    h.ingest(b"EHLO client\r\n");
+    assert_eq!(h.ingest(b"AUTH LOGIN\r\n"), "334 VXNlcm5hbWU6\r\n");
+    let user = crate::crypto::base64_encode(b"anna%mail.example.com%mbx-x");
+    assert_eq!(
+        h.ingest(format!("{user}\r\n").as_bytes()),
+        "334 UGFzc3dvcmQ6\r\n"
+    );
+    let pw = crate::crypto::base64_encode(b"pass word");
+    assert_eq!(
+        last_code(&h.ingest(format!("{pw}\r\n").as_bytes())),
+        "235 2.7.0"
+    );
+    assert_eq!(
+        h.world().logins,
+        [(
+            "anna%mail.example.com%mbx-x".to_string(),
+            "pass word".to_string()
+        )]
+    );
+}
+
+#[test]
+fn auth_can_be_cancelled() {
+    let mut h = Harness::new(Some(tls()));
+    h.ingest(b"EHLO client\r\n");
+    h.ingest(b"AUTH LOGIN\r\n");
+    assert_eq!(last_code(&h.ingest(b"*\r\n")), "501 5.0.0");
+    h.ingest(b"AUTH PLAIN\r\n");
+    assert_eq!(last_code(&h.ingest(b"*\r\n")), "501 5.0.0");
+    assert!(h.world().logins.is_empty());
+}
+
+#[test]
+fn refused_logins_get_a_generic_535_and_temporary_ones_454() {
+    let mut h = Harness::new(Some(tls()));
+    h.ingest(b"EHLO client\r\n");
+    h.world.0.borrow_mut().login_result = Some(LoginFailure::Refused);
+    let token = crate::crypto::base64_encode(b"\0x%y%z\0pw");
+    assert_eq!(
+        h.ingest(format!("AUTH PLAIN {token}\r\n").as_bytes()),
+        "535 5.7.8 Authentication credentials invalid\r\n"
+    );
+    h.world.0.borrow_mut().login_result = Some(LoginFailure::Temporary);
+    assert_eq!(
+        last_code(&h.ingest(format!("AUTH PLAIN {token}\r\n").as_bytes())),
+        "454 4.7.0"
+    );
+}
+
+#[test]
+fn mail_and_rcpt_are_relayed_with_supported_parameters() {
+    let mut h = Harness::logged_in();
+    assert_eq!(
+        last_code(&h.ingest(b"MAIL FROM:<anna@example.com> SIZE=200 BODY=8BITMIME\r\n")),
+        "250 2.0.0"
+    );
+    assert_eq!(
+        last_code(&h.ingest(b"RCPT TO:<ben@example.org>\r\n")),
+        "250 2.0.0"
+    );
+    assert_eq!(
+        h.world().commands,
+        [
+            "MAIL FROM:<anna@example.com> SIZE=200 BODY=8BITMIME",
+            "RCPT TO:<ben@example.org>"
+        ]
+    );
+}
+
+#[test]
+fn upstream_refusals_pass_their_codes_but_never_their_text() {
+    let mut h = Harness::logged_in();
+    h.world
+        .0
+        .borrow_mut()
+        .refuse
+        .push(("RCPT TO:<nobody".into(), 550, Some("5.1.1".into())));
+    h.ingest(b"MAIL FROM:<anna@example.com>\r\n");
+    let r = h.ingest(b"RCPT TO:<nobody@example.org>\r\n");
+    assert!(r.starts_with("550 5.1.1 "), "{r}");
+    assert!(!r.contains("secret upstream text"), "{r}");
+    h.world
+        .0
+        .borrow_mut()
+        .refuse
+        .push(("RCPT TO:<later".into(), 451, None));
+    assert_eq!(
+        last_code(&h.ingest(b"RCPT TO:<later@example.org>\r\n")),
+        "451 4.0.0"
+    );
+}
+
+#[test]
+fn a_message_is_copied_before_it_is_sent_and_kept_on_250() {
+    let mut h = Harness::logged_in();
+    h.world
+        .0
+        .borrow_mut()
+        .refuse
+        .push(("RCPT TO:<refused".into(), 550, Some("5.1.1".into())));
+    let r = h.ingest(
+        b"MAIL FROM:<anna@example.com>\r\nRCPT TO:<to@example.org>\r\nRCPT TO:<refused@example.org>\r\nRCPT TO:<bcc@example.org>\r\nDATA\r\n",
+    );
+    assert!(
+        r.ends_with("354 End data with <CR><LF>.<CR><LF>\r\n"),
+        "{r}"
+    );
+    let r = h.ingest(b"Subject: hi\r\n\r\n..dotted\r\n.\r\n");
+    assert_eq!(r, "250 2.0.0 Ok: sent, and a copy archived\r\n");
+    let w = h.world();
+    assert_eq!(w.prepared.len(), 1);
+    let (copy, meta) = &w.prepared[0];
+    assert_eq!(copy, b"Subject: hi\r\n\r\n.dotted\r\n");
+    assert_eq!(
+        w.sent,
+        std::slice::from_ref(copy),
+        "the upstream got exactly the copy"
+    );
+    assert_eq!(w.committed, 1);
+    assert_eq!(meta.source, Source::SmtpProxy);
+    assert_eq!(meta.mail_from, "anna@example.com");
+    assert_eq!(
+        meta.rcpt_to,
+        ["to@example.org", "bcc@example.org"],
+        "accepted recipients only, Bcc included"
+    );
+    assert_eq!(meta.client_ip.as_deref(), Some("192.0.2.9"));
+    assert_eq!(meta.tls.as_deref(), Some("TLSv1.3"));
+}
+
+#[test]
+fn a_message_the_upstream_refuses_leaves_no_copy() {
+    let mut h = Harness::logged_in();
+    h.world.0.borrow_mut().send_outcome = Some("refuse");
+    h.ingest(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
+    assert_eq!(last_code(&h.ingest(b"spam\r\n.\r\n")), "554 5.7.1");
+    assert_eq!(h.world().committed, 0);
+}
+
+#[test]
+fn a_copy_that_cannot_be_written_means_451_and_nothing_sent() {
+    let mut h = Harness::logged_in();
+    h.world.0.borrow_mut().fail_prepare = true;
+    h.ingest(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
+    assert_eq!(
+        h.ingest(b"body\r\n.\r\n"),
+        "451 4.3.0 Cannot archive the message right now; try again later\r\n"
+    );
+    let w = h.world();
+    assert!(w.sent.is_empty(), "nothing went upstream");
+    assert_eq!(
+        w.commands.last().map(String::as_str),
+        Some("RSET"),
+        "the upstream envelope is cleared"
+    );
+}
+
+#[test]
+fn a_copy_that_cannot_even_start_refuses_data() {
+    let mut h = Harness::logged_in();
+    h.world.0.borrow_mut().fail_start = true;
+    let r = h.ingest(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
+    assert_eq!(last_code(&r), "451 4.3.0");
+}
+
+#[test]
+fn an_oversize_message_is_read_to_its_end_and_refused() {
+    let mut h = Harness::logged_in();
+    h.ingest(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
+    let mut body = Vec::new();
+    for _ in 0..30 {
+        body.extend_from_slice(&[b'x'; 60]);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b".\r\nNOOP\r\n");
+    let r = h.ingest(&body);
+    assert!(r.starts_with("552 5.3.4 "), "{r}");
+    assert!(r.ends_with("250 2.0.0 NOOP: ok\r\n"), "{r}");
+    assert!(h.world().sent.is_empty());
+    assert!(h.world().prepared.is_empty());
+}
+
+#[test]
+fn smuggling_sequences_stay_inside_one_message() {
+    let mut h = Harness::logged_in();
+    h.ingest(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
+    let r = h.ingest(b"Subject: one\r\n\r\nbody\n.\nMAIL FROM:<evil@example.com>\r\nRCPT TO:<x@example.org>\r\nDATA\r\nsmuggled\r\n.\r\n");
+    assert_eq!(r, "250 2.0.0 Ok: sent, and a copy archived\r\n");
+    let w = h.world();
+    assert_eq!(w.sent.len(), 1, "exactly one message upstream");
+    assert_eq!(w.sent[0], w.prepared[0].0, "matching the copy");
+    assert!(w.sent[0].windows(9).any(|x| x == b"MAIL FROM"));
+    assert!(
+        !w.sent[0]
+            .iter()
+            .zip(w.sent[0].iter().skip(1))
+            .any(|(&a, &b)| b == b'\n' && a != b'\r'),
+        "CRLF only"
+    );
+    assert!(
+        !w.commands.iter().any(|c| c.contains("evil")),
+        "the smuggled MAIL was never a command"
+    );
+}
+
+#[test]
+fn losing_the_upstream_mid_session_closes_with_421() {
+    let mut h = Harness::logged_in();
+    h.world.0.borrow_mut().lose_on = Some("MAIL".into());
+    assert_eq!(
+        last_code(&h.ingest(b"MAIL FROM:<a@example.com>\r\n")),
+        "421 4.4.2"
+    );
+    assert_eq!(h.last, "close");
+}
+
+#[test]
+fn losing_the_upstream_after_the_final_dot_keeps_the_copy() {
+    let mut h = Harness::logged_in();
+    h.world.0.borrow_mut().send_outcome = Some("lost-after");
+    h.ingest(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
+    assert_eq!(last_code(&h.ingest(b"x\r\n.\r\n")), "421 4.4.2");
+    assert_eq!(
+        h.world().committed,
+        1,
+        "it may have been sent: the copy stays"
+    );
+    let mut h = Harness::logged_in();
+    h.world.0.borrow_mut().send_outcome = Some("lost-before");
+    h.ingest(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
+    assert_eq!(last_code(&h.ingest(b"x\r\n.\r\n")), "421 4.4.2");
+    assert_eq!(h.world().committed, 0, "not sent: no copy");
+}
+
+#[test]
+fn pipelined_commands_are_answered_in_order() {
+    let mut h = Harness::logged_in();
+    let r = h.ingest(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nRCPT TO:<c@example.org>\r\nDATA\r\nx\r\n.\r\nRSET\r\nNOOP\r\nQUIT\r\n");
+    let codes: Vec<&str> = r.lines().map(|l| &l[..3]).collect();
+    assert_eq!(
+        codes,
+        ["250", "250", "250", "354", "250", "250", "250", "221"]
+    );
+    assert_eq!(h.last, "close");
+    assert_eq!(h.world().commands.last().map(String::as_str), Some("QUIT"));
+}
+
+#[test]
+fn data_without_recipients_and_too_many_recipients() {
+    let mut h = Harness::logged_in();
+    assert_eq!(last_code(&h.ingest(b"DATA\r\n")), "503 5.5.1");
+    h.world
+        .0
+        .borrow_mut()
+        .refuse
+        .push(("RCPT".into(), 550, None));
+    h.ingest(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<x@example.org>\r\n");
+    assert_eq!(last_code(&h.ingest(b"DATA\r\n")), "554 5.5.1");
+    let mut h = Harness::logged_in();
+    h.ingest(b"MAIL FROM:<a@example.com>\r\n");
+    for _ in 0..3 {
+        h.ingest(b"RCPT TO:<x@example.org>\r\n");
+    }
+    assert_eq!(
+        last_code(&h.ingest(b"RCPT TO:<y@example.org>\r\n")),
+        "452 4.5.3"
+    );
+}
+
+#[test]
+fn commands_after_starttls_in_the_same_packet_are_discarded() {
+    let mut h = Harness::new(None);
+    h.ingest(b"EHLO client\r\n");
+    let token = crate::crypto::base64_encode(b"\0a%b%c\0pw");
+    let r = h.ingest(format!("STARTTLS\r\nAUTH PLAIN {token}\r\n").as_bytes());
+    assert_eq!(r, "220 2.0.0 Ready to start TLS\r\n");
+    assert_eq!(h.last, "starttls");
+    h.session.tls_started(tls());
+    assert!(h.world().logins.is_empty());
+    assert_eq!(
+        last_code(&h.ingest(b"MAIL FROM:<a@example.com>\r\n")),
+        "503 5.5.1",
+        "EHLO is needed again"
+    );
+}
+
+#[test]
+fn bdat_and_smtputf8_are_not_offered() {
+    let mut h = Harness::logged_in();
+    assert_eq!(last_code(&h.ingest(b"BDAT 0 LAST\r\n")), "502 5.5.1");
+    assert_eq!(
+        last_code(&h.ingest("MAIL FROM:<jürgen@bücher.example> SMTPUTF8\r\n".as_bytes())),
+        "553 5.6.7"
+    );
+}

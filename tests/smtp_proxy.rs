@@ -1,0 +1,648 @@
+//! The recording SMTP proxy against a real upstream started by the test:
+//! Postfix as a submission server (STARTTLS on one port, implicit TLS on
+//! another, certificates from a test CA, SASL through Dovecot's auth service
+//! with a passwd-file user, mail delivered to a Maildir). Clients are
+//! Python's smtplib, swaks and a raw TLS socket.
+
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::ca::TestCa;
+use support::dovecot::Dovecot;
+use support::gateway::{Gateway, LineClient, expect};
+use support::postfix::{Postfix, free_port};
+use support::{Sandbox, fixture, peer, repo, stderr, stdout};
+
+const UPSTREAM_USER: &str = "anna@example.test";
+const UPSTREAM_PASSWORD: &str = "upstream-secret-1";
+
+/// A submission server: Postfix + Dovecot SASL, delivering to one Maildir.
+struct Upstream {
+    _dovecot: Dovecot,
+    postfix: Postfix,
+    /// STARTTLS submission port.
+    starttls: u16,
+    /// Implicit-TLS port.
+    implicit: u16,
+    /// A port that offers no STARTTLS at all.
+    no_tls: u16,
+    ca: TestCa,
+    maildir: PathBuf,
+}
+
+impl Upstream {
+    fn start(dir: &Path) -> Option<Upstream> {
+        fs::create_dir_all(dir).unwrap();
+        let ca = TestCa::new(dir, "upstream");
+        let (cert, key) = ca.issue(dir, "localhost", &["localhost"]);
+        let auth_port = free_port();
+        let dovecot = Dovecot::start(
+            &dir.join("dovecot"),
+            &[(UPSTREAM_USER, UPSTREAM_PASSWORD)],
+            &format!(
+                "protocols =\nssl = no\nservice auth {{\n  inet_listener {{\n    address = 127.0.0.1\n    port = {auth_port}\n  }}\n}}\n"
+            ),
+        )?;
+        dovecot.wait_listening(format!("127.0.0.1:{auth_port}").parse().unwrap());
+        let maildir = dir.join("maildir");
+        fs::create_dir_all(&maildir).unwrap();
+        assert!(
+            Command::new("chown")
+                .arg("nobody")
+                .arg(&maildir)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let main_extra = format!(
+            "smtpd_tls_cert_file = {cert}
+smtpd_tls_key_file = {key}
+smtpd_tls_security_level = may
+smtpd_tls_auth_only = yes
+smtpd_sasl_auth_enable = yes
+smtpd_sasl_type = dovecot
+smtpd_sasl_path = inet:127.0.0.1:{auth_port}
+smtpd_relay_restrictions = permit_sasl_authenticated, reject
+smtpd_recipient_restrictions = permit_sasl_authenticated, reject
+virtual_mailbox_domains = static:all
+virtual_mailbox_base = {dir}
+virtual_mailbox_maps = static:maildir/
+virtual_uid_maps = static:65534
+virtual_gid_maps = static:65534
+virtual_minimum_uid = 100
+virtual_mailbox_limit = 0
+",
+            cert = cert.display(),
+            key = key.display(),
+            dir = dir.display()
+        );
+        let (starttls, implicit, no_tls) = (free_port(), free_port(), free_port());
+        let services = format!(
+            "127.0.0.1:{starttls} inet n - n - - smtpd -o smtpd_tls_security_level=encrypt
+127.0.0.1:{implicit} inet n - n - - smtpd -o smtpd_tls_wrappermode=yes
+127.0.0.1:{no_tls} inet n - n - - smtpd -o smtpd_tls_security_level=none -o smtpd_tls_auth_only=no"
+        );
+        let postfix = Postfix::start(&dir.join("postfix"), &main_extra, &services)?;
+        for port in [starttls, implicit, no_tls] {
+            postfix.wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
+        }
+        Some(Upstream {
+            _dovecot: dovecot,
+            postfix,
+            starttls,
+            implicit,
+            no_tls,
+            ca,
+            maildir,
+        })
+    }
+
+    /// The messages delivered so far.
+    fn delivered(&self) -> Vec<Vec<u8>> {
+        let mut out: Vec<Vec<u8>> = fs::read_dir(self.maildir.join("new"))
+            .map(|d| d.map(|e| fs::read(e.unwrap().path()).unwrap()).collect())
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+
+    /// Waits until `count` messages have been delivered.
+    fn wait_for(&self, count: usize) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let delivered = self.delivered();
+            if delivered.len() >= count {
+                return delivered;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the upstream delivered {} of {count}:\n{}",
+                delivered.len(),
+                self.postfix.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The gateway with one mailbox, and an upstream.
+struct Setup {
+    sb: Sandbox,
+    gw: Gateway,
+    upstream: Upstream,
+    id: String,
+    password: String,
+}
+
+fn setup(label: &str, proxy: serde_json::Value) -> Option<Setup> {
+    let sb = Sandbox::for_gateway(label, json!({}));
+    let upstream = Upstream::start(&sb.dir.join("upstream"))?;
+    let mut proxy_config = json!({
+        "allowed_targets": ["localhost"],
+        "allow_private_targets": true,
+        "extra_ca_file": upstream.ca.cert_file.to_str().unwrap(),
+        "connect_timeout_secs": 10,
+        "implicit_tls_ports": [465, upstream.implicit],
+    });
+    support::merge(&mut proxy_config, proxy);
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&fs::read(sb.config()).unwrap()).unwrap();
+    config["proxy"] = proxy_config;
+    fs::write(sb.config(), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    let (id, password) = sb.create_mailbox("Office");
+    let gw = Gateway::start(&sb);
+    Some(Setup {
+        sb,
+        gw,
+        upstream,
+        id,
+        password,
+    })
+}
+
+fn login_name(port: u16, id: &str) -> String {
+    format!("{UPSTREAM_USER}%localhost:{port}%{id}")
+}
+
+/// Sends with smtplib through the proxy; returns (success, printed output).
+fn smtplib_through(
+    sb: &Sandbox,
+    gw: &Gateway,
+    listener: (&str, &str),
+    login: &str,
+    password: &str,
+    to: &[&str],
+    message: &[u8],
+) -> (bool, String) {
+    let python = peer("python3", &["python3"]).unwrap();
+    let file = sb.dir.join("outgoing.eml");
+    fs::write(&file, message).unwrap();
+    let pw = sb.password_file(password);
+    let mut cmd = Command::new(python);
+    cmd.arg(repo().join("tests/python/smtp_send.py"))
+        .args([
+            listener.1,
+            "localhost",
+            &gw.addr(listener.0).port().to_string(),
+        ])
+        .arg(&gw.cert)
+        .arg("anna@example.test")
+        .arg(&file)
+        .args(["--login", login])
+        .arg("--password-file")
+        .arg(&pw);
+    for t in to {
+        cmd.args(["--to", t]);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        format!("{}{}", stdout(&out), stderr(&out)),
+    )
+}
+
+fn message_with(subject: &str) -> Vec<u8> {
+    format!(
+        "From: Anna <anna@example.test>\r\nTo: Ben <ben@example.org>\r\nSubject: {subject}\r\nDate: Sun, 22 Nov 2026 10:00:00 +0000\r\nMessage-ID: <{subject}@example.test>\r\n\r\nHello Ben,\r\n.a line with a leading dot\r\n\r\nAnna\r\n"
+    )
+    .into_bytes()
+}
+
+/// Postfix stores with LF line ends and its own headers on top.
+fn upstream_holds(delivered: &[u8], sent: &[u8]) -> bool {
+    let sent_lf: Vec<u8> = String::from_utf8_lossy(sent)
+        .replace("\r\n", "\n")
+        .into_bytes();
+    delivered.ends_with(&sent_lf)
+}
+
+#[test]
+fn smtplib_through_the_proxy_to_a_starttls_upstream_keeps_a_copy_with_the_bcc() {
+    let Some(Setup {
+        sb,
+        gw,
+        upstream,
+        id,
+        password,
+    }) = setup("proxy-587", json!({}))
+    else {
+        return;
+    };
+    let message = message_with("via-587");
+    let (ok, out) = smtplib_through(
+        &sb,
+        &gw,
+        ("smtp_proxy.listen[0]", "starttls"),
+        &login_name(upstream.starttls, &id),
+        UPSTREAM_PASSWORD,
+        &["ben@example.org", "hidden-bcc@example.org"],
+        &message,
+    );
+    assert!(ok, "{out}\n{}", gw.log());
+    let delivered = upstream.wait_for(2);
+    assert!(
+        delivered.iter().all(|d| upstream_holds(d, &message)),
+        "the upstream got something else"
+    );
+    let copies = sb.export(&id, &password);
+    assert_eq!(copies.len(), 1);
+    let (_, body, meta) = &copies[0];
+    assert!(body == &message, "the copy is the message exactly");
+    assert_eq!(meta["source"], "smtp-proxy");
+    assert_eq!(meta["mail_from"], "anna@example.test");
+    assert_eq!(
+        meta["rcpt_to"],
+        json!(["ben@example.org", "hidden-bcc@example.org"]),
+        "Bcc kept"
+    );
+    assert_eq!(meta["tls"], "TLSv1.3");
+}
+
+#[test]
+fn swaks_through_the_implicit_tls_proxy_to_an_implicit_tls_upstream() {
+    let Some(swaks) = peer("swaks", &["swaks"]) else {
+        return;
+    };
+    let Some(Setup {
+        sb,
+        gw,
+        upstream,
+        id,
+        password,
+    }) = setup("proxy-465", json!({}))
+    else {
+        return;
+    };
+    let message = fixture("attachment-3mb.eml");
+    let file = sb.dir.join("att.eml");
+    fs::write(&file, &message).unwrap();
+    let out = Command::new(swaks)
+        .args([
+            "--server",
+            &gw.addr("smtp_proxy.listen_tls[0]").to_string(),
+            "--tlsc",
+        ])
+        .args([
+            "--auth",
+            "LOGIN",
+            "--auth-user",
+            &login_name(upstream.implicit, &id),
+            "--auth-password",
+            UPSTREAM_PASSWORD,
+        ])
+        .args([
+            "--from",
+            "anna@example.test",
+            "--to",
+            "ben@example.org,bcc-two@example.org",
+        ])
+        .arg("--data")
+        .arg(format!("@{}", file.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}\n{}",
+        stdout(&out),
+        stderr(&out),
+        gw.log()
+    );
+    // swaks ends --data with one more CRLF.
+    let mut sent = message.clone();
+    sent.extend_from_slice(b"\r\n");
+    let delivered = upstream.wait_for(2);
+    assert!(delivered.iter().all(|d| upstream_holds(d, &sent)));
+    let copies = sb.export(&id, &password);
+    assert!(copies[0].1 == sent);
+    assert_eq!(
+        copies[0].2["rcpt_to"],
+        json!(["ben@example.org", "bcc-two@example.org"])
+    );
+}
+
+#[test]
+fn a_wrong_password_is_535_and_nothing_is_stored() {
+    let Some(Setup {
+        sb,
+        gw,
+        upstream,
+        id,
+        ..
+    }) = setup("proxy-wrongpw", json!({}))
+    else {
+        return;
+    };
+    let (ok, out) = smtplib_through(
+        &sb,
+        &gw,
+        ("smtp_proxy.listen_tls[0]", "ssl"),
+        &login_name(upstream.starttls, &id),
+        "wrong",
+        &["ben@example.org"],
+        &message_with("x"),
+    );
+    assert!(!ok);
+    assert!(out.starts_with("535 "), "{out}");
+    assert!(
+        !out.contains("Dovecot") && !out.contains("Postfix"),
+        "upstream texts never reach the client: {out}"
+    );
+    assert!(sb.message_files(&id).is_empty());
+    assert!(upstream.delivered().is_empty());
+}
+
+/// AUTH over a raw TLS connection to the proxy; returns the reply.
+fn raw_login(gw: &Gateway, login: &str, password: &str) -> String {
+    let mut c = LineClient::implicit_tls(gw.addr("smtp_proxy.listen_tls[0]"), &gw.cert);
+    c.smtp_reply();
+    c.smtp("EHLO client.example");
+    let token = sealpost::crypto::base64_encode(format!("\0{login}\0{password}").as_bytes());
+    c.smtp(&format!("AUTH PLAIN {token}"))
+}
+
+#[test]
+fn policy_and_tls_failures_are_refused_with_a_generic_535_and_logged() {
+    let Some(Setup {
+        sb: _sb,
+        gw,
+        upstream,
+        id,
+        ..
+    }) = setup(
+        "proxy-refusals",
+        json!({ "allowed_targets": ["localhost", "127.0.0.1"] }),
+    )
+    else {
+        return;
+    };
+    // A certificate for another name: the upstream is reached as 127.0.0.1 but its certificate says localhost.
+    let reply = raw_login(
+        &gw,
+        &format!("{UPSTREAM_USER}%127.0.0.1:{}%{id}", upstream.starttls),
+        UPSTREAM_PASSWORD,
+    );
+    expect(&reply, "535 5.7.8");
+    gw.wait_for_log("upstream TLS refused", Duration::from_secs(10));
+    // Not in the allow-list.
+    let reply = raw_login(
+        &gw,
+        &format!("{UPSTREAM_USER}%smtp.example.net:587%{id}"),
+        UPSTREAM_PASSWORD,
+    );
+    expect(&reply, "535 5.7.8");
+    gw.wait_for_log(
+        "smtp.example.net:587 is not in proxy.allowed_targets",
+        Duration::from_secs(10),
+    );
+    // An upstream without STARTTLS never sees the credentials.
+    let reply = raw_login(&gw, &login_name(upstream.no_tls, &id), UPSTREAM_PASSWORD);
+    expect(&reply, "535 5.7.8");
+    gw.wait_for_log("offers no STARTTLS", Duration::from_secs(10));
+    assert!(
+        !upstream.postfix.log().contains("sasl_username"),
+        "no login reached the upstream"
+    );
+    // Unknown mailbox and malformed names.
+    expect(
+        &raw_login(
+            &gw,
+            &login_name(upstream.starttls, "mbx-00000000000000000000000000000000"),
+            UPSTREAM_PASSWORD,
+        ),
+        "535 5.7.8",
+    );
+    expect(
+        &raw_login(&gw, "no-percent-signs", UPSTREAM_PASSWORD),
+        "535 5.7.8",
+    );
+}
+
+/// With the proxy configured by `proxy`, a login to the STARTTLS upstream
+/// gets `reply`, and the gateway logs `log` as the reason.
+fn assert_login_refused(label: &str, proxy: serde_json::Value, reply: &str, log: &str) {
+    let Some(s) = setup(label, proxy) else { return };
+    let login = login_name(s.upstream.starttls, &s.id);
+    expect(&raw_login(&s.gw, &login, UPSTREAM_PASSWORD), reply);
+    s.gw.wait_for_log(log, Duration::from_secs(10));
+}
+
+#[test]
+fn an_untrusted_ca_is_refused() {
+    assert_login_refused(
+        "proxy-untrusted",
+        json!({ "extra_ca_file": null }),
+        "535 5.7.8",
+        "upstream TLS refused",
+    );
+}
+
+#[test]
+fn a_private_address_is_refused_unless_allowed() {
+    assert_login_refused(
+        "proxy-private",
+        json!({ "allow_private_targets": false }),
+        "535 5.7.8",
+        "127.0.0.1 is in 127.0.0.0/8",
+    );
+}
+
+#[test]
+fn an_upstream_that_is_down_is_a_temporary_454() {
+    let Some(Setup {
+        sb: _sb,
+        gw,
+        upstream: _upstream,
+        id,
+        ..
+    }) = setup("proxy-down", json!({}))
+    else {
+        return;
+    };
+    expect(
+        &raw_login(&gw, &login_name(free_port(), &id), UPSTREAM_PASSWORD),
+        "454 4.7.0",
+    );
+}
+
+#[test]
+fn auth_before_tls_is_538_and_a_suspended_mailbox_is_535() {
+    let Some(Setup {
+        sb,
+        gw,
+        upstream,
+        id,
+        ..
+    }) = setup("proxy-538", json!({}))
+    else {
+        return;
+    };
+    let mut c = LineClient::plain(gw.addr("smtp_proxy.listen[0]"));
+    c.smtp_reply();
+    c.smtp("EHLO client.example");
+    expect(&c.smtp("AUTH PLAIN AGFubmEAc2VjcmV0"), "538 5.7.11");
+    sb.run(&["mailbox", "suspend", &id]);
+    expect(
+        &raw_login(&gw, &login_name(upstream.starttls, &id), UPSTREAM_PASSWORD),
+        "535 5.7.8",
+    );
+}
+
+#[test]
+fn smuggling_sequences_reach_the_upstream_as_one_message_matching_the_copy() {
+    let Some(Setup {
+        sb,
+        gw,
+        upstream,
+        id,
+        password,
+    }) = setup("proxy-smuggle", json!({}))
+    else {
+        return;
+    };
+    let mut c = LineClient::implicit_tls(gw.addr("smtp_proxy.listen_tls[0]"), &gw.cert);
+    c.smtp_reply();
+    c.smtp("EHLO client.example");
+    let token = sealpost::crypto::base64_encode(
+        format!(
+            "\0{}\0{UPSTREAM_PASSWORD}",
+            login_name(upstream.starttls, &id)
+        )
+        .as_bytes(),
+    );
+    expect(&c.smtp(&format!("AUTH PLAIN {token}")), "235 2.7.0");
+    expect(&c.smtp("MAIL FROM:<anna@example.test>"), "250 ");
+    expect(&c.smtp("RCPT TO:<ben@example.org>"), "250 ");
+    expect(&c.smtp("DATA"), "354");
+    // Complete headers, so that the submission server adds none of its own.
+    c.send_raw(b"From: anna@example.test\r\nTo: ben@example.org\r\nDate: Sun, 22 Nov 2026 10:00:00 +0000\r\nMessage-ID: <one@example.test>\r\nSubject: one\r\n\r\nbody\n.\nMAIL FROM:<evil@example.test>\r\nRCPT TO:<victim@example.org>\r\nDATA\r\nSubject: smuggled\r\n\r\nsecond\r\n.\r\n");
+    expect(&c.smtp_reply(), "250 2.0.0");
+    expect(&c.smtp("QUIT"), "221");
+    let delivered = upstream.wait_for(1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        upstream.delivered().len(),
+        1,
+        "exactly one message upstream"
+    );
+    let copy = &sb.export(&id, &password)[0].1;
+    assert!(
+        upstream_holds(&delivered[0], copy),
+        "the upstream message matches the copy:\n{:?}\n{:?}",
+        String::from_utf8_lossy(&delivered[0]),
+        String::from_utf8_lossy(copy)
+    );
+    assert!(
+        String::from_utf8_lossy(copy).contains("Subject: smuggled"),
+        "the smuggled part is content"
+    );
+    assert!(
+        !upstream.postfix.log().contains("victim@example.org"),
+        "the smuggled RCPT never reached the upstream as a command"
+    );
+}
+
+#[test]
+fn a_copy_that_cannot_be_written_gets_451_and_nothing_reaches_the_upstream() {
+    let sb = Sandbox::for_gateway("proxy-full", json!({}));
+    let Some(upstream) = Upstream::start(&sb.dir.join("upstream")) else {
+        return;
+    };
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: mounting a tmpfs needs root");
+        return;
+    }
+    let data = sb.data();
+    fs::create_dir_all(&data).unwrap();
+    assert!(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+            .arg(&data)
+            .status()
+            .unwrap()
+            .success()
+    );
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(data.clone());
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&fs::read(sb.config()).unwrap()).unwrap();
+    config["proxy"] = json!({
+        "allowed_targets": ["localhost"], "allow_private_targets": true,
+        "extra_ca_file": upstream.ca.cert_file.to_str().unwrap(),
+        "implicit_tls_ports": [465, upstream.implicit],
+    });
+    fs::write(sb.config(), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    let (id, _) = sb.create_mailbox("Office");
+    let gw = Gateway::start(&sb);
+    let (ok, out) = smtplib_through(
+        &sb,
+        &gw,
+        ("smtp_proxy.listen_tls[0]", "ssl"),
+        &login_name(upstream.starttls, &id),
+        UPSTREAM_PASSWORD,
+        &["ben@example.org"],
+        &fixture("attachment-3mb.eml"),
+    );
+    assert!(!ok);
+    assert!(out.starts_with("451 "), "{out}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        upstream.delivered().is_empty(),
+        "nothing was sent without a copy"
+    );
+    assert!(sb.message_files(&id).is_empty());
+    drop(gw);
+}
+
+/// The 50 MiB benchmark: run by scripts/bench, which quotes the figure.
+#[test]
+#[ignore = "benchmark: scripts/bench proxy"]
+fn bench_a_50_mib_message_through_the_proxy() {
+    let Some(Setup {
+        sb,
+        gw,
+        upstream,
+        id,
+        ..
+    }) = setup("proxy-bench", json!({}))
+    else {
+        return;
+    };
+    let mut message =
+        b"From: anna@example.test\r\nTo: ben@example.org\r\nSubject: big\r\n\r\n".to_vec();
+    let line = [b'z'; 76];
+    while message.len() < 50 * 1024 * 1024 {
+        message.extend_from_slice(&line);
+        message.extend_from_slice(b"\r\n");
+    }
+    let started = Instant::now();
+    let (ok, out) = smtplib_through(
+        &sb,
+        &gw,
+        ("smtp_proxy.listen_tls[0]", "ssl"),
+        &login_name(upstream.implicit, &id),
+        UPSTREAM_PASSWORD,
+        &["ben@example.org"],
+        &message,
+    );
+    assert!(ok, "{out}");
+    let elapsed = started.elapsed();
+    upstream.wait_for(1);
+    println!(
+        "BENCH proxy: {} bytes through the SMTP proxy in {:.2} s; gateway peak RSS {} MiB",
+        message.len(),
+        elapsed.as_secs_f64(),
+        gw.peak_rss_kib() / 1024
+    );
+    assert_eq!(sb.message_files(&id).len(), 1);
+}

@@ -1,0 +1,128 @@
+//! A throwaway Dovecot instance (its own configuration, state and log),
+//! listening only on loopback, stopped when dropped. Needs root.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use std::time::{Duration, Instant};
+
+use super::peer;
+
+/// A running private Dovecot.
+pub struct Dovecot {
+    dir: PathBuf,
+    conf: PathBuf,
+}
+
+impl Dovecot {
+    /// Starts Dovecot in `dir` with passwd-file users `(name, password)`,
+    /// mail in `dir/home/<user>/Maildir`, and `extra` appended to the
+    /// configuration (protocols and listeners). `None` after saying why
+    /// when Dovecot or root is missing (a failure under CI).
+    pub fn start(dir: &Path, users: &[(&str, &str)], extra: &str) -> Option<Dovecot> {
+        peer("dovecot", &["/usr/sbin/dovecot"])?;
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(!super::under_ci(), "CI=true: the Dovecot tests need root");
+            eprintln!("SKIPPED: a private Dovecot instance needs root");
+            return None;
+        }
+        for sub in ["run", "state", "home"] {
+            fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        let passwd: String = users
+            .iter()
+            .map(|(u, p)| format!("{u}:{{PLAIN}}{p}::::::\n"))
+            .collect();
+        fs::write(dir.join("passwd"), passwd).unwrap();
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let conf = dir.join("dovecot.conf");
+        fs::write(
+            &conf,
+            format!(
+                "base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+instance_name = {name}
+listen = 127.0.0.1
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+default_internal_user = dovecot
+default_login_user = dovenull
+mail_location = maildir:{d}/home/%u/Maildir
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {d}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid=nobody gid=nogroup home={d}/home/%u
+}}
+{extra}
+",
+                d = dir.display()
+            ),
+        )
+        .unwrap();
+        // Dovecot daemonises: its output goes to a file, never to a pipe we
+        // would wait on forever.
+        let output = fs::File::create(dir.join("start.out")).unwrap();
+        let status = Command::new("dovecot")
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(output.try_clone().unwrap())
+            .stderr(output)
+            .status()
+            .unwrap();
+        let dovecot = Dovecot {
+            dir: dir.to_path_buf(),
+            conf,
+        };
+        assert!(
+            status.success(),
+            "dovecot failed to start: {}\n{}",
+            fs::read_to_string(dir.join("start.out")).unwrap_or_default(),
+            dovecot.log()
+        );
+        Some(dovecot)
+    }
+
+    /// The Dovecot log.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("dovecot.log")).unwrap_or_default()
+    }
+
+    /// The home of `user` (its Maildir is below it).
+    pub fn home(&self, user: &str) -> PathBuf {
+        self.dir.join("home").join(user)
+    }
+
+    /// Waits until `addr` accepts connections.
+    pub fn wait_listening(&self, addr: std::net::SocketAddr) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "dovecot never listened on {addr}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        // SIGTERM to the master; its children follow it. Not waited for:
+        // every instance has its own directory and ports.
+        if let Some(pid) = fs::read_to_string(self.dir.join("run/master.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            // SAFETY: a signal to the pid our own dovecot wrote.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+    }
+}

@@ -16,13 +16,14 @@ use crate::net::tls::TlsServer;
 use crate::pop3::maildrop::LoginContext;
 use crate::pop3::server::Settings as Pop3Settings;
 use crate::pop3::session::Pop3Service;
+use crate::proxy::relay::ProxyContext;
 use crate::proxy::target::TargetPolicy;
-use crate::proxy::upstream::UpstreamTls;
+use crate::proxy::upstream::{UpstreamSetup, UpstreamTls};
 use crate::smtp::proxy::Settings as ProxySettings;
-use crate::smtp::proxy_service::{ProxyContext, SmtpProxyService};
+use crate::smtp::proxy_service::SmtpProxyService;
 use crate::smtp::server::Settings as SmtpSettings;
 use crate::smtp::session::SmtpService;
-use crate::smtp::upstream::UpstreamSetup;
+
 use crate::store::Store;
 
 /// The services behind the listeners, with their bindings.

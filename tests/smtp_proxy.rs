@@ -15,7 +15,7 @@ use serde_json::json;
 use support::ca::TestCa;
 use support::dovecot::Dovecot;
 use support::gateway::{Gateway, LineClient, expect};
-use support::postfix::{Postfix, free_port};
+use support::postfix::{Postfix, free_port, refused_port};
 use support::{Sandbox, fixture, peer, repo, stderr, stdout};
 
 const UPSTREAM_USER: &str = "anna@example.test";
@@ -453,6 +453,7 @@ fn a_private_address_is_refused_unless_allowed() {
 
 #[test]
 fn an_upstream_that_is_down_is_a_temporary_454() {
+    let (_held, closed) = refused_port();
     let Some(Setup {
         sb: _sb,
         gw,
@@ -464,7 +465,7 @@ fn an_upstream_that_is_down_is_a_temporary_454() {
         return;
     };
     expect(
-        &raw_login(&gw, &login_name(free_port(), &id), UPSTREAM_PASSWORD),
+        &raw_login(&gw, &login_name(closed, &id), UPSTREAM_PASSWORD),
         "454 4.7.0",
     );
 }

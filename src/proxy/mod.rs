@@ -2,5 +2,6 @@
 //! chooses the upstream, the target policy, and the TLS client.
 
 pub mod login_name;
+pub mod relay;
 pub mod target;
 pub mod upstream;

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
+use super::login_name::Target;
+use super::target::{TargetError, TargetPolicy};
 use crate::net::conn::TlsInfo;
 use crate::net::tls::{TlsError, load_certs, provider, version_name};
 
@@ -71,6 +73,67 @@ impl fmt::Display for UpstreamError {
 impl From<io::Error> for UpstreamError {
     fn from(e: io::Error) -> UpstreamError {
         UpstreamError::Unreachable(e.to_string())
+    }
+}
+
+/// Why an upstream session could not be opened, as the client will see it.
+#[derive(Debug)]
+pub enum OpenError {
+    /// Policy, TLS or capability refusal (a permanent authentication failure).
+    Refused(String),
+    /// The upstream refused the credentials.
+    AuthFailed(String),
+    /// Network or temporary upstream trouble.
+    Unavailable(String),
+}
+
+impl From<UpstreamError> for OpenError {
+    fn from(e: UpstreamError) -> OpenError {
+        match e {
+            UpstreamError::Tls(_) => OpenError::Refused(e.to_string()),
+            _ => OpenError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+/// Everything needed to reach upstream servers, shared by both proxies.
+#[derive(Clone)]
+pub struct UpstreamSetup {
+    /// Allow-list and address policy.
+    pub policy: TargetPolicy,
+    /// TLS client configuration.
+    pub tls: UpstreamTls,
+    /// Our name (SMTP EHLO).
+    pub hostname: String,
+    /// Connect and handshake timeout.
+    pub connect_timeout: Duration,
+    /// Timeout of each later exchange.
+    pub io_timeout: Duration,
+    /// Ports spoken with implicit TLS (`proxy.implicit_tls_ports`).
+    pub implicit_tls_ports: Vec<u16>,
+}
+
+impl UpstreamSetup {
+    /// Checks the target against the policy, resolves it once, connects to a
+    /// checked address and, on an implicit-TLS port, completes the verified
+    /// handshake. Returns the connection and the port used.
+    pub fn connect(&self, target: &Target, default_port: u16) -> Result<UpstreamConn, OpenError> {
+        let port = target.port.unwrap_or(default_port);
+        let addrs = self.policy.resolve(target, port).map_err(|e| match e {
+            TargetError::Unresolvable(_) => OpenError::Unavailable(e.to_string()),
+            _ => OpenError::Refused(e.to_string()),
+        })?;
+        let mut conn = UpstreamConn::connect(&addrs, self.connect_timeout)?;
+        if self.implicit_tls_ports.contains(&port) {
+            conn.start_tls(&self.tls, &target.host, self.connect_timeout)?;
+        }
+        Ok(conn)
+    }
+
+    /// After the opening exchange: later reads and writes get `io_timeout`.
+    pub fn settle(&self, conn: &UpstreamConn) -> Result<(), OpenError> {
+        conn.set_timeout(self.io_timeout)
+            .map_err(|e| OpenError::Unavailable(e.to_string()))
     }
 }
 
@@ -215,6 +278,12 @@ impl UpstreamConn {
                 ));
             }
         }
+    }
+
+    /// Puts bytes back in front of what is still to be read (a reader took
+    /// more than it needed).
+    pub fn unread(&mut self, bytes: &[u8]) {
+        self.buf.splice(0..0, bytes.iter().copied());
     }
 
     /// Reads up to `buf.len()` bytes of a message body (after a line-based

@@ -8,7 +8,7 @@
 //! then is the message sent upstream. The copy becomes visible when the
 //! upstream answers 250 and is discarded otherwise.
 
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::time::SystemTime;
 
@@ -23,18 +23,9 @@ use crate::crypto::Password;
 use crate::net::conn::TlsInfo;
 use crate::net::driver::{Protocol, Step};
 use crate::net::line::{Line, LineAssembler};
+pub use crate::proxy::relay::{CopySink, LoginFailure, PreparedCopy};
 use crate::store::{MailboxId, Metadata, Source};
 use crate::timestamp;
-
-/// Why a proxy login failed, as the client will see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LoginFailure {
-    /// `535 5.7.8`: bad name, unknown or suspended mailbox, target refused,
-    /// upstream refused the credentials.
-    Refused,
-    /// `454 4.7.0`: the upstream is unreachable, or too many failures.
-    Temporary,
-}
 
 /// An authenticated upstream session.
 pub trait Upstream {
@@ -44,20 +35,6 @@ pub trait Upstream {
     fn command(&mut self, line: &str) -> Result<UpReply, String>;
     /// DATA, the message, the final dot, the final reply.
     fn send_message(&mut self, message: &mut dyn Read) -> SendOutcome;
-}
-
-/// A copy being written: the message goes in through `Write`.
-pub trait CopySink: Write {
-    /// Completes the copy in the mailbox's `tmp/` and makes it durable.
-    fn prepare(self: Box<Self>, metadata: Metadata) -> Result<Box<dyn PreparedCopy>, String>;
-}
-
-/// A durable copy not yet visible.
-pub trait PreparedCopy {
-    /// The message, to send upstream.
-    fn message(&self) -> io::Result<Box<dyn Read>>;
-    /// Makes the copy visible; returns its name.
-    fn commit(self: Box<Self>) -> Result<String, String>;
 }
 
 /// Logins and copies.

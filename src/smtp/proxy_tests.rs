@@ -2,6 +2,7 @@
 //! a fake upstream and fake copies (no sockets).
 
 use std::cell::RefCell;
+use std::io;
 use std::rc::Rc;
 
 use super::*;

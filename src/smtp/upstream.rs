@@ -3,15 +3,13 @@
 //! with the client's credentials, then commands relayed one at a time.
 
 use std::io::{self, Read};
-use std::time::Duration;
 
 use log::debug;
 use zeroize::Zeroizing;
 
 use crate::crypto::{self, Password};
 use crate::proxy::login_name::ProxyLogin;
-use crate::proxy::target::{TargetError, TargetPolicy};
-use crate::proxy::upstream::{UpstreamConn, UpstreamError, UpstreamTls};
+use crate::proxy::upstream::{OpenError, UpstreamConn, UpstreamError, UpstreamSetup};
 
 /// The SMTP submission port used when a login names none.
 pub const DEFAULT_PORT: u16 = 587;
@@ -37,26 +35,6 @@ impl UpReply {
     }
 }
 
-/// Why the upstream session could not be opened, mapped to what the client sees.
-#[derive(Debug)]
-pub enum OpenError {
-    /// Policy, TLS or capability refusal (`535`).
-    Refused(String),
-    /// The upstream refused the credentials (`535`).
-    AuthFailed(String),
-    /// Network or temporary upstream trouble (`454`).
-    Unavailable(String),
-}
-
-impl From<UpstreamError> for OpenError {
-    fn from(e: UpstreamError) -> OpenError {
-        match e {
-            UpstreamError::Tls(_) => OpenError::Refused(e.to_string()),
-            _ => OpenError::Unavailable(e.to_string()),
-        }
-    }
-}
-
 /// How the message transfer ended.
 #[derive(Debug)]
 pub enum SendOutcome {
@@ -75,23 +53,6 @@ pub enum Mechanism {
     Plain,
     /// The de-facto LOGIN mechanism.
     Login,
-}
-
-/// Everything needed to open upstream sessions.
-#[derive(Clone)]
-pub struct UpstreamSetup {
-    /// Allow-list and address policy.
-    pub policy: TargetPolicy,
-    /// TLS client configuration.
-    pub tls: UpstreamTls,
-    /// Our name in EHLO.
-    pub hostname: String,
-    /// Connect and handshake timeout.
-    pub connect_timeout: Duration,
-    /// Timeout of each later exchange.
-    pub io_timeout: Duration,
-    /// Ports spoken with implicit TLS (`proxy.implicit_tls_ports`).
-    pub implicit_tls_ports: Vec<u16>,
 }
 
 /// An authenticated upstream SMTP session.
@@ -212,19 +173,8 @@ impl SmtpUpstream {
         login: &ProxyLogin,
         password: &Password,
     ) -> Result<SmtpUpstream, OpenError> {
-        let port = login.target.port.unwrap_or(DEFAULT_PORT);
-        let addrs = setup
-            .policy
-            .resolve(&login.target, port)
-            .map_err(|e| match e {
-                TargetError::Unresolvable(_) => OpenError::Unavailable(e.to_string()),
-                _ => OpenError::Refused(e.to_string()),
-            })?;
-        let mut conn = UpstreamConn::connect(&addrs, setup.connect_timeout)?;
+        let mut conn = setup.connect(&login.target, DEFAULT_PORT)?;
         let host = &login.target.host;
-        if setup.implicit_tls_ports.contains(&port) {
-            conn.start_tls(&setup.tls, host, setup.connect_timeout)?;
-        }
         expect(read_reply(&mut conn)?, 220, "greeting")?;
         let mut extensions = ehlo(&mut conn, &setup.hostname)?;
         if conn.tls().is_none() {
@@ -239,8 +189,7 @@ impl SmtpUpstream {
             conn.start_tls(&setup.tls, host, setup.connect_timeout)?;
             extensions = ehlo(&mut conn, &setup.hostname)?;
         }
-        conn.set_timeout(setup.io_timeout)
-            .map_err(UpstreamError::from)?;
+        setup.settle(&conn)?;
         let mut upstream = SmtpUpstream { conn, extensions };
         upstream.authenticate(&login.remote_user, password)?;
         debug!(

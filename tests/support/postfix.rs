@@ -19,6 +19,37 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A loopback port held by a socket that is bound but not listening, so
+/// that connections to it are refused for as long as the guard lives and no
+/// other test can take the port meanwhile.
+pub fn refused_port() -> (std::os::fd::OwnedFd, u16) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a descriptor we own and hand to OwnedFd.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let owned = std::os::fd::OwnedFd::from_raw_fd(fd);
+        let mut addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        assert_eq!(
+            libc::bind(fd, &addr as *const _ as *const libc::sockaddr, len),
+            0
+        );
+        assert_eq!(
+            libc::getsockname(fd, &mut addr as *mut _ as *mut libc::sockaddr, &mut len),
+            0
+        );
+        (owned, u16::from_be(addr.sin_port))
+    }
+}
+
 /// A running private Postfix.
 pub struct Postfix {
     dir: PathBuf,

@@ -349,6 +349,23 @@ pub fn random_below(upper: u32) -> u32 {
     random::uniform(upper)
 }
 
+/// A 32-byte BLAKE2b hash of `parts` keyed with a mailbox's public key: an
+/// index entry that says "this was archived" without holding the parts in
+/// plaintext (used for the POP3 proxy's account, host and UIDL).
+pub fn index_hash(public: &PublicKey, parts: &[&str]) -> [u8; 32] {
+    let _ = init();
+    let mut state = libsodium_rs::crypto_generichash::State::new(Some(public.as_bytes()), 32)
+        .expect("BLAKE2b accepts a 32-byte key and 32-byte output");
+    for part in parts {
+        state.update(&(part.len() as u64).to_be_bytes());
+        state.update(part.as_bytes());
+    }
+    let out = state.finalize();
+    let mut hash = [0u8; 32];
+    hash.copy_from_slice(&out[..32]);
+    hash
+}
+
 /// SHA-256 of `data`, for certificate fingerprints.
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     let _ = init();
@@ -506,6 +523,30 @@ mod tests {
         assert_eq!(base64_decode_exact::<2>("//4=").unwrap(), [0xff, 0xfe]);
         assert!(base64_decode_exact::<3>("//4=").is_err());
         assert!(base64_decode_exact::<2>("not base64!").is_err());
+    }
+
+    #[test]
+    fn index_hashes_depend_on_every_part_and_the_key() {
+        let a = KeyPair::generate().unwrap();
+        let b = KeyPair::generate().unwrap();
+        let h = index_hash(a.public(), &["anna", "mail.example.com:995", "UID1"]);
+        assert_eq!(
+            h,
+            index_hash(a.public(), &["anna", "mail.example.com:995", "UID1"])
+        );
+        assert_ne!(
+            h,
+            index_hash(b.public(), &["anna", "mail.example.com:995", "UID1"])
+        );
+        assert_ne!(
+            h,
+            index_hash(a.public(), &["anna", "mail.example.com:995", "UID2"])
+        );
+        // Lengths are part of the input: moving a character between parts changes the hash.
+        assert_ne!(
+            index_hash(a.public(), &["ab", "c"]),
+            index_hash(a.public(), &["a", "bc"])
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::net::limits::ConnectionLimits;
 use crate::net::signals;
 use crate::net::tls::TlsServer;
 use crate::pop3::maildrop::LoginContext;
+use crate::pop3::proxy_service::Pop3ProxyService;
 use crate::pop3::server::Settings as Pop3Settings;
 use crate::pop3::session::Pop3Service;
 use crate::proxy::relay::ProxyContext;
@@ -132,6 +133,11 @@ pub fn serve(config: Config) -> Result<(), String> {
         io_timeout: timeouts.command,
         implicit_tls_ports: config.proxy.implicit_tls_ports.clone(),
     };
+    let proxy_context = Arc::new(ProxyContext {
+        store: store.clone(),
+        upstream,
+        throttle,
+    });
     let smtp_proxy = Arc::new(SmtpProxyService {
         settings: ProxySettings {
             hostname: config.hostname.clone(),
@@ -139,15 +145,19 @@ pub fn serve(config: Config) -> Result<(), String> {
             max_recipients: config.smtp_proxy.max_recipients as usize,
             max_line_bytes,
         },
-        context: Arc::new(ProxyContext {
-            store: store.clone(),
-            upstream,
-            throttle,
-        }),
+        context: Arc::clone(&proxy_context),
         env: env.clone(),
     });
+    let pop3_proxy = Arc::new(Pop3ProxyService {
+        max_line_bytes,
+        context: proxy_context,
+        env: env.clone(),
+    });
+    let proxy_listeners = [config.smtp_proxy.listeners(), config.pop3_proxy.clone()];
     if config.proxy.allowed_targets.is_empty()
-        && (!config.smtp_proxy.listen.is_empty() || !config.smtp_proxy.listen_tls.is_empty())
+        && proxy_listeners
+            .iter()
+            .any(|l| !l.listen.is_empty() || !l.listen_tls.is_empty())
     {
         warn!(
             "proxy.allowed_targets is empty: every proxy login will be refused until targets are allowed"
@@ -180,12 +190,13 @@ pub fn serve(config: Config) -> Result<(), String> {
         busy.clone().into_bytes(),
         Arc::new(move |a, implicit| smtp_proxy.run(a, implicit)),
     );
-    let pop3_proxy = &config.pop3_proxy;
-    if !pop3_proxy.listen.is_empty() || !pop3_proxy.listen_tls.is_empty() {
-        warn!(
-            "pop3_proxy: this service is not available in this version; its listeners are not opened"
-        );
-    }
+    services.add(
+        "pop3_proxy",
+        ["pop3-proxy", "pop3s-proxy"],
+        &config.pop3_proxy,
+        b"-ERR [SYS/TEMP] Too many connections, try again later\r\n".to_vec(),
+        Arc::new(move |a, implicit| pop3_proxy.run(a, implicit)),
+    );
     if services.bindings.is_empty() {
         return Err("no listener is configured (every listen list is empty)".into());
     }

@@ -539,45 +539,10 @@ fn a_port_in_use_is_a_clear_error_naming_the_key() {
     );
 }
 
-/// Mounts a tmpfs of `size` on `dir`; `None` (after saying why) when that is not possible.
-fn small_tmpfs(dir: &std::path::Path, size: &str) -> Option<TmpfsGuard> {
-    fs::create_dir_all(dir).unwrap();
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: mounting a tmpfs needs root");
-        return None;
-    }
-    let status = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-        .arg(dir)
-        .status()
-        .unwrap();
-    if !status.success() {
-        assert!(
-            !support::under_ci(),
-            "CI=true, running as root, and a tmpfs cannot be mounted"
-        );
-        eprintln!("SKIPPED: mount -t tmpfs failed");
-        return None;
-    }
-    Some(TmpfsGuard(dir.to_path_buf()))
-}
-
-struct TmpfsGuard(std::path::PathBuf);
-
-impl Drop for TmpfsGuard {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 #[test]
 fn a_full_disk_is_a_temporary_451_and_leaves_nothing_behind() {
     let sb = Sandbox::for_gateway("smtp-full", json!({}));
-    let Some(_mount) = small_tmpfs(&sb.data(), "2m") else {
+    let Some(_mount) = support::small_tmpfs(&sb.data(), "2m") else {
         return;
     };
     let (id, password) = sb.create_mailbox("Journal");

@@ -118,6 +118,25 @@ impl SessionEnv {
     pub fn drive(&self, conn: &mut Connection, protocol: &mut dyn Protocol) -> String {
         drive(conn, protocol, &|| self.tls.current(), self.timeouts)
     }
+
+    /// A whole session: opens the connection, builds the protocol for the
+    /// client (address, TLS if implicit), runs it, closes, and logs why it ended.
+    /// Returns the protocol, for anything else the caller wants to log.
+    pub fn serve<P: Protocol>(
+        &self,
+        accepted: Accepted,
+        implicit_tls: bool,
+        service: &str,
+        make: impl FnOnce(std::net::SocketAddr, Option<TlsInfo>) -> P,
+    ) -> Option<P> {
+        let mut opened = self.open(accepted, implicit_tls, service)?;
+        let peer = opened.conn.peer();
+        let mut protocol = make(peer, opened.tls.take());
+        let end = self.drive(&mut opened.conn, &mut protocol);
+        opened.conn.close();
+        info!("{service} {peer}: {end}");
+        Some(protocol)
+    }
 }
 
 /// Runs a protocol over a connection until either side ends it; returns why

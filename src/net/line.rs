@@ -69,6 +69,54 @@ impl LineAssembler {
     }
 }
 
+/// Command lines waiting to be handled one at a time: what a client
+/// pipelined after a command whose answer is still streaming stays here.
+#[derive(Debug)]
+pub struct CommandQueue {
+    lines: LineAssembler,
+    pending: Vec<u8>,
+}
+
+impl CommandQueue {
+    /// Lines of at most `max` bytes, CRLF included.
+    pub fn new(max: usize) -> CommandQueue {
+        CommandQueue {
+            lines: LineAssembler::new(max),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Adds bytes from the client.
+    pub fn push(&mut self, input: &[u8]) {
+        self.pending.extend_from_slice(input);
+    }
+
+    /// The next complete line, if there is one.
+    pub fn next_line(&mut self) -> Option<Line> {
+        let mut rest: &[u8] = &self.pending;
+        let line = self.lines.next_line(&mut rest);
+        let consumed = self.pending.len() - rest.len();
+        self.pending.drain(..consumed);
+        line
+    }
+
+    /// Whether bytes are waiting that have not been looked at.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Whether nothing at all is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty() && self.lines.is_empty()
+    }
+
+    /// Drops everything buffered (after STLS).
+    pub fn clear(&mut self) {
+        self.pending.clear();
+        self.lines.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +170,23 @@ mod tests {
         exact.extend_from_slice(b"\r\n");
         assert_eq!(lines_at_split(&exact, 3, 12), vec![complete("aaaaaaaaaa")]);
         assert_eq!(lines_at_split(&exact, 3, 11), vec![Line::TooLong]);
+    }
+
+    #[test]
+    fn a_command_queue_hands_out_one_line_at_a_time_and_keeps_the_rest() {
+        let mut q = CommandQueue::new(100);
+        q.push(b"STAT\r\nRETR 1\r\nNO");
+        assert_eq!(q.next_line(), Some(complete("STAT")));
+        assert!(q.has_pending());
+        assert_eq!(q.next_line(), Some(complete("RETR 1")));
+        assert_eq!(q.next_line(), None);
+        assert!(!q.has_pending() && !q.is_empty(), "a partial line is kept");
+        q.push(b"OP\r\n");
+        assert_eq!(q.next_line(), Some(complete("NOOP")));
+        assert!(q.is_empty());
+        q.push(b"QUIT\r\n");
+        q.clear();
+        assert_eq!(q.next_line(), None);
     }
 
     #[test]

@@ -3,5 +3,8 @@
 pub mod command;
 pub mod dot_stuffer;
 pub mod maildrop;
+pub mod proxy;
+pub mod proxy_service;
 pub mod server;
 pub mod session;
+pub mod upstream;

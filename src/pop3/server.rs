@@ -13,7 +13,7 @@ use crate::auth;
 use crate::crypto::Password;
 use crate::net::conn::TlsInfo;
 use crate::net::driver::{Outgoing, Protocol, Step};
-use crate::net::line::{Line, LineAssembler};
+use crate::net::line::{CommandQueue, Line};
 
 /// One message of the snapshot taken at login.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,8 +91,7 @@ enum State<M> {
 pub struct Session<B: Backend> {
     backend: B,
     tls: Option<TlsInfo>,
-    lines: LineAssembler,
-    pending: Vec<u8>,
+    input: CommandQueue,
     state: State<B::Maildrop>,
     user: Option<String>,
 }
@@ -113,10 +112,9 @@ impl<B: Backend> Session<B> {
     /// A session; `tls` is set on implicit-TLS listeners.
     pub fn new(settings: Settings, backend: B, tls: Option<TlsInfo>) -> Session<B> {
         Session {
-            lines: LineAssembler::new(settings.max_line_bytes),
+            input: CommandQueue::new(settings.max_line_bytes),
             backend,
             tls,
-            pending: Vec::new(),
             state: State::Authorization { user: None },
             user: None,
         }
@@ -472,14 +470,9 @@ impl<B: Backend> Protocol for Session<B> {
     }
 
     fn receive(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step {
-        self.pending.extend_from_slice(input);
-        let data = std::mem::take(&mut self.pending);
-        let mut rest: &[u8] = &data;
-        loop {
-            if matches!(self.state, State::Closed) {
-                return Step::Close;
-            }
-            let step = match self.lines.next_line(&mut rest) {
+        self.input.push(input);
+        while !matches!(self.state, State::Closed) {
+            let step = match self.input.next_line() {
                 None => return Step::Continue,
                 Some(Line::TooLong) => {
                     err(out, "Line too long");
@@ -487,28 +480,27 @@ impl<B: Backend> Protocol for Session<B> {
                 }
                 Some(Line::Complete(line)) => self.command(&line, out),
             };
+            // Pipelined commands after this one wait until it is done.
             if !matches!(step, Step::Continue) {
-                // Pipelined commands after this one wait until it is done.
-                self.pending = rest.to_vec();
                 return step;
             }
         }
+        Step::Close
     }
 
     fn has_pending_input(&self) -> bool {
-        !self.pending.is_empty()
+        self.input.has_pending()
     }
 
     fn tls_started(&mut self, tls: TlsInfo) {
         // RFC 2595 section 4: discard everything from before the handshake.
         self.tls = Some(tls);
-        self.pending.clear();
-        self.lines.clear();
+        self.input.clear();
         self.state = State::Authorization { user: None };
     }
 
     fn is_idle(&self) -> bool {
-        self.lines.is_empty() && self.pending.is_empty()
+        self.input.is_empty()
     }
 
     fn expecting_data(&self) -> bool {

@@ -22,17 +22,16 @@ pub struct Pop3Service {
 impl Pop3Service {
     /// Runs one connection to its end. `implicit_tls` for `listen_tls` listeners.
     pub fn run(&self, accepted: Accepted, implicit_tls: bool) {
-        let Some(mut opened) = self.env.open(accepted, implicit_tls, "pop3") else {
-            return;
-        };
-        let peer = opened.conn.peer();
-        let backend = StoreLogin::new(Arc::clone(&self.logins), peer.ip());
-        let mut session = Session::new(self.settings.clone(), backend, opened.tls);
-        let end = self.env.drive(&mut opened.conn, &mut session);
-        info!(
-            "pop3 {peer}: {} ({end})",
-            session.user().unwrap_or("not logged in")
-        );
-        opened.conn.close();
+        let logins = Arc::clone(&self.logins);
+        let served = self.env.serve(accepted, implicit_tls, "pop3", |peer, tls| {
+            Session::new(
+                self.settings.clone(),
+                StoreLogin::new(logins, peer.ip()),
+                tls,
+            )
+        });
+        if let Some(user) = served.as_ref().and_then(|s| s.user()) {
+            info!("pop3: session of {user} ended");
+        }
     }
 }

@@ -6,8 +6,6 @@ use std::io::Read;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use log::info;
-
 use super::proxy::{ProxySession, Relay, Settings, Upstream};
 use super::upstream::{SendOutcome, SmtpUpstream, UpReply};
 use crate::crypto::Password;
@@ -72,17 +70,13 @@ pub struct SmtpProxyService {
 impl SmtpProxyService {
     /// Runs one client connection to its end.
     pub fn run(&self, accepted: Accepted, implicit_tls: bool) {
-        let Some(mut opened) = self.env.open(accepted, implicit_tls, SERVICE) else {
-            return;
-        };
-        let peer = opened.conn.peer();
-        let relay = StoreRelay {
-            ctx: Arc::clone(&self.context),
-            client: peer.ip(),
-        };
-        let mut session = ProxySession::new(self.settings.clone(), relay, peer.ip(), opened.tls);
-        let end = self.env.drive(&mut opened.conn, &mut session);
-        info!("{SERVICE} {peer}: {end}");
-        opened.conn.close();
+        self.env
+            .serve(accepted, implicit_tls, SERVICE, |peer, tls| {
+                let relay = StoreRelay {
+                    ctx: Arc::clone(&self.context),
+                    client: peer.ip(),
+                };
+                ProxySession::new(self.settings.clone(), relay, peer.ip(), tls)
+            });
     }
 }

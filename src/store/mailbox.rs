@@ -22,6 +22,7 @@ pub(super) const TMP_DIR: &str = "tmp";
 pub(super) const MESSAGES_DIR: &str = "messages";
 const LOCK_FILE: &str = "lock";
 const RETIRED_DIR: &str = "retired-keys";
+const POP3_INDEX_DIR: &str = "pop3-index";
 
 /// Whether a mailbox takes new mail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -424,6 +425,31 @@ impl Mailbox {
             }
         }
         let dir = self.dir.join(MESSAGES_DIR);
+        durable::sync_dir(&dir).map_err(io_error(&dir, "cannot sync"))
+    }
+
+    fn index_entry(&self, parts: &[&str]) -> PathBuf {
+        let hash = crypto::index_hash(&self.info.public_key, parts);
+        let name: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+        self.dir.join(POP3_INDEX_DIR).join(name)
+    }
+
+    /// Whether a message identified by `parts` (upstream account, host, UIDL)
+    /// was archived by the POP3 proxy. The index holds only keyed hashes.
+    pub fn is_indexed(&self, parts: &[&str]) -> bool {
+        self.index_entry(parts).exists()
+    }
+
+    /// Records durably that the message identified by `parts` is archived.
+    pub fn add_to_index(&self, parts: &[&str]) -> Result<(), StoreError> {
+        let dir = self.dir.join(POP3_INDEX_DIR);
+        durable::create_private_dir(&dir).map_err(io_error(&dir, "cannot create directory"))?;
+        let entry = self.index_entry(parts);
+        match durable::create_new_private_file(&entry) {
+            Ok(file) => file.sync_all().map_err(io_error(&entry, "cannot sync"))?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+            Err(e) => return Err(io_error(&entry, "cannot create")(e)),
+        }
         durable::sync_dir(&dir).map_err(io_error(&dir, "cannot sync"))
     }
 

@@ -492,6 +492,38 @@ mod tests {
     }
 
     #[test]
+    fn the_pop3_index_remembers_hashes_not_uidls() {
+        let dir = TempDir::new("store");
+        let store = Store::open(dir.path()).unwrap();
+        let (a, _) = new_mailbox(&store, "pw");
+        let parts = [
+            "anna@example.com",
+            "pop.example.com:995",
+            "UID-visible-1234",
+        ];
+        assert!(!a.is_indexed(&parts));
+        a.add_to_index(&parts).unwrap();
+        a.add_to_index(&parts).unwrap();
+        assert!(a.is_indexed(&parts));
+        assert!(!a.is_indexed(&["anna@example.com", "pop.example.com:995", "UID-other"]));
+        let reopened = store.mailbox(a.id()).unwrap();
+        assert!(reopened.is_indexed(&parts), "the index survives");
+        for file in walk(dir.path()) {
+            let name = file.to_string_lossy().into_owned();
+            assert!(
+                !name.contains("UID-visible") && !name.contains("pop.example.com"),
+                "{name}"
+            );
+            assert!(
+                !fs::read(&file)
+                    .unwrap()
+                    .windows(11)
+                    .any(|w| w == b"UID-visible")
+            );
+        }
+    }
+
+    #[test]
     fn suspend_and_update_are_stored() {
         let dir = TempDir::new("store");
         let store = Store::open(dir.path()).unwrap();

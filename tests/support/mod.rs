@@ -326,3 +326,41 @@ pub fn without_first_headers(message: &[u8], n: usize) -> &[u8] {
     }
     rest
 }
+
+/// A small tmpfs mounted on a directory, unmounted when dropped.
+pub struct Tmpfs(PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Mounts a tmpfs of `size` (such as `2m`) on `dir`: a disk that fills up.
+/// `None` after saying why when that is not possible (not root).
+pub fn small_tmpfs(dir: &Path, size: &str) -> Option<Tmpfs> {
+    fs::create_dir_all(dir).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            !under_ci(),
+            "CI=true: the full-disk tests need root to mount a tmpfs"
+        );
+        eprintln!("SKIPPED: mounting a tmpfs needs root");
+        return None;
+    }
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .status()
+        .unwrap();
+    if !status.success() {
+        assert!(
+            !under_ci(),
+            "CI=true, running as root, and a tmpfs cannot be mounted"
+        );
+        eprintln!("SKIPPED: mount -t tmpfs failed");
+        return None;
+    }
+    Some(Tmpfs(dir.to_path_buf()))
+}

@@ -1,0 +1,528 @@
+//! Rules of the recording POP3 proxy, one test per rule, with a scripted
+//! upstream POP3 server and an in-memory archive (no sockets).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use super::*;
+use crate::proxy::relay::PreparedCopy;
+
+const MAILBOX: &str = "mbx-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+/// The upstream mailbox and everything that happened, shared by fakes.
+#[derive(Default)]
+struct World {
+    messages: Vec<(String, Vec<u8>)>,
+    deleted: Vec<u64>,
+    commands: Vec<String>,
+    lose_on: Option<String>,
+    no_uidl: bool,
+    logins: Vec<(String, String)>,
+    login_result: Option<LoginFailure>,
+    archived: HashSet<(String, String, String)>,
+    copies: Vec<(Vec<u8>, Metadata)>,
+    fail_copy: bool,
+}
+
+#[derive(Clone, Default)]
+struct Fake(Rc<RefCell<World>>);
+
+struct FakeUp {
+    world: Fake,
+    wire: Vec<u8>,
+}
+
+/// Dot-stuffs as a strict server does: only lines that follow a CRLF.
+fn stuffed(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut line_start = true;
+    for (i, &b) in body.iter().enumerate() {
+        if line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        line_start = b == b'\n' && i > 0 && body[i - 1] == b'\r';
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+impl Upstream for FakeUp {
+    fn command(&mut self, line: &str) -> Result<String, String> {
+        let mut w = self.world.0.borrow_mut();
+        w.commands.push(line.to_string());
+        if w.lose_on.as_deref().is_some_and(|p| line.starts_with(p)) {
+            return Err("connection reset".into());
+        }
+        let mut words = line.split_whitespace();
+        let verb = words.next().unwrap_or_default();
+        let n: Option<usize> = words.next().and_then(|n| n.parse().ok());
+        let message = n.and_then(|n| w.messages.get(n.wrapping_sub(1)).cloned());
+        Ok(match (verb, message) {
+            ("UIDL", None) if n.is_none() && !w.no_uidl => {
+                let listing: String = w
+                    .messages
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (u, _))| format!("{} {u}\r\n", i + 1))
+                    .collect();
+                self.wire.extend_from_slice(listing.as_bytes());
+                self.wire.extend_from_slice(b".\r\n");
+                "+OK".into()
+            }
+            ("UIDL", None) if w.no_uidl => "-ERR no UIDL here".into(),
+            ("LIST", None) if n.is_none() => {
+                let listing: String = w
+                    .messages
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, b))| format!("{} {}\r\n", i + 1, b.len()))
+                    .collect();
+                self.wire.extend_from_slice(listing.as_bytes());
+                self.wire.extend_from_slice(b".\r\n");
+                "+OK scan listing".into()
+            }
+            ("RETR", Some((_, body))) => {
+                self.wire.extend_from_slice(&stuffed(&body));
+                format!("+OK {} octets", body.len())
+            }
+            ("TOP", Some((_, body))) => {
+                let head = body
+                    .split(|&b| b == b'\n')
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(&b'\n');
+                self.wire
+                    .extend_from_slice(&stuffed(&[head.as_slice(), b"\n"].concat()));
+                "+OK top".into()
+            }
+            ("DELE", Some(_)) => {
+                w.deleted.push(n.unwrap() as u64);
+                "+OK deleted".into()
+            }
+            ("STAT", _) => format!("+OK {} 0", w.messages.len()),
+            ("NOOP" | "RSET" | "QUIT", _) => "+OK".into(),
+            _ => "-ERR no such message".into(),
+        })
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, String> {
+        // A few bytes at a time, as a slow network would deliver them.
+        let n = buf.len().min(self.wire.len()).min(7);
+        buf[..n].copy_from_slice(&self.wire[..n]);
+        self.wire.drain(..n);
+        Ok(n)
+    }
+
+    fn unread(&mut self, bytes: &[u8]) {
+        self.wire.splice(0..0, bytes.iter().copied());
+    }
+}
+
+struct FakeCopy {
+    world: Fake,
+    bytes: Vec<u8>,
+}
+
+impl Write for FakeCopy {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.world.0.borrow().fail_copy {
+            return Err(io::Error::other("disk full"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CopySink for FakeCopy {
+    fn prepare(self: Box<Self>, metadata: Metadata) -> Result<Box<dyn PreparedCopy>, String> {
+        self.world
+            .0
+            .borrow_mut()
+            .copies
+            .push((self.bytes.clone(), metadata));
+        Ok(Box::new(Committed))
+    }
+}
+
+struct Committed;
+
+impl PreparedCopy for Committed {
+    fn message(&self) -> io::Result<Box<dyn io::Read>> {
+        Ok(Box::new(io::empty()))
+    }
+
+    fn commit(self: Box<Self>) -> Result<String, String> {
+        Ok("copy".into())
+    }
+}
+
+impl Relay for Fake {
+    type Up = FakeUp;
+
+    fn login(&mut self, name: &str, password: Password) -> Result<(Account, FakeUp), LoginFailure> {
+        let mut w = self.0.borrow_mut();
+        w.logins
+            .push((name.to_string(), password.expose().to_string()));
+        if let Some(failure) = w.login_result {
+            return Err(failure);
+        }
+        let account = Account {
+            mailbox: MAILBOX.parse().unwrap(),
+            user: "anna".into(),
+            host: "pop.example.com:995".into(),
+        };
+        Ok((
+            account,
+            FakeUp {
+                world: self.clone(),
+                wire: Vec::new(),
+            },
+        ))
+    }
+
+    fn is_archived(&mut self, account: &Account, uidl: &str) -> bool {
+        self.0.borrow().archived.contains(&(
+            account.user.clone(),
+            account.host.clone(),
+            uidl.to_string(),
+        ))
+    }
+
+    fn start_copy(&mut self, _mailbox: &MailboxId) -> Result<Box<dyn CopySink>, String> {
+        Ok(Box::new(FakeCopy {
+            world: self.clone(),
+            bytes: Vec::new(),
+        }))
+    }
+
+    fn mark_archived(&mut self, account: &Account, uidl: &str) -> Result<(), String> {
+        self.0.borrow_mut().archived.insert((
+            account.user.clone(),
+            account.host.clone(),
+            uidl.to_string(),
+        ));
+        Ok(())
+    }
+}
+
+fn tls() -> TlsInfo {
+    TlsInfo {
+        version: "TLSv1.3".into(),
+        cipher: "TLS13_AES_128_GCM_SHA256".into(),
+    }
+}
+
+struct Harness {
+    session: Pop3ProxySession<Fake>,
+    world: Fake,
+    last: &'static str,
+}
+
+const ONE: &[u8] = b"Subject: one\r\n\r\n.leading dot\r\nbody\r\n";
+const TWO: &[u8] = b"Subject: two\r\n\r\nsecond\r\n";
+
+impl Harness {
+    fn with(world: Fake, tls: Option<TlsInfo>) -> Harness {
+        Harness {
+            session: Pop3ProxySession::new(world.clone(), 512, "192.0.2.5".parse().unwrap(), tls),
+            world,
+            last: "continue",
+        }
+    }
+
+    fn world_with_mail() -> Fake {
+        let world = Fake::default();
+        world.0.borrow_mut().messages = vec![
+            ("UID-1".into(), ONE.to_vec()),
+            ("UID-2".into(), TWO.to_vec()),
+        ];
+        world
+    }
+
+    fn logged_in() -> Harness {
+        Harness::logged_in_to(Harness::world_with_mail())
+    }
+
+    fn logged_in_to(world: Fake) -> Harness {
+        let mut h = Harness::with(world, Some(tls()));
+        assert_eq!(
+            h.ingest(b"USER anna%pop.example.com:995%mbx-x\r\nPASS secret\r\n"),
+            "+OK Send your password\r\n+OK Logged in\r\n"
+        );
+        h
+    }
+
+    /// Feeds bytes; streams and pending commands run to completion.
+    fn ingest(&mut self, input: &[u8]) -> String {
+        let mut out = Vec::new();
+        let mut step = self.session.receive(input, &mut out);
+        loop {
+            match step {
+                Step::Stream(mut job) => {
+                    while job.next_chunk(&mut out).unwrap() {}
+                    self.last = "continue";
+                }
+                Step::Continue => self.last = "continue",
+                Step::StartTls => {
+                    self.last = "starttls";
+                    break;
+                }
+                Step::Close => {
+                    self.last = "close";
+                    break;
+                }
+            }
+            if !self.session.has_pending_input() {
+                break;
+            }
+            step = self.session.receive(&[], &mut out);
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    fn world(&self) -> std::cell::Ref<'_, World> {
+        self.world.0.borrow()
+    }
+}
+
+#[test]
+fn capa_before_tls_offers_stls_and_no_login() {
+    let mut h = Harness::with(Fake::default(), None);
+    let capa = h.ingest(b"CAPA\r\n");
+    assert!(
+        capa.contains("STLS\r\n") && !capa.contains("USER"),
+        "{capa}"
+    );
+    let mut h = Harness::with(Fake::default(), Some(tls()));
+    let capa = h.ingest(b"CAPA\r\n");
+    assert!(
+        capa.contains("USER\r\n") && capa.contains("SASL PLAIN\r\n") && !capa.contains("STLS"),
+        "{capa}"
+    );
+}
+
+#[test]
+fn login_commands_before_tls_are_refused_and_never_relayed() {
+    let mut h = Harness::with(Fake::default(), None);
+    for line in [
+        "USER a%b%c\r\n",
+        "PASS secret\r\n",
+        "AUTH PLAIN AGEAYg==\r\n",
+    ] {
+        assert!(
+            h.ingest(line.as_bytes())
+                .starts_with("-ERR [AUTH] TLS is required"),
+            "{line}"
+        );
+    }
+    assert!(h.world().logins.is_empty());
+}
+
+#[test]
+fn login_fetches_the_uidl_list_once() {
+    let h = Harness::logged_in();
+    assert_eq!(
+        h.world().logins,
+        [(
+            "anna%pop.example.com:995%mbx-x".to_string(),
+            "secret".to_string()
+        )]
+    );
+    assert_eq!(h.world().commands, ["UIDL"]);
+}
+
+#[test]
+fn auth_plain_logs_in_too() {
+    let mut h = Harness::with(Harness::world_with_mail(), Some(tls()));
+    let token = crate::crypto::base64_encode(b"\0anna%pop.example.com%mbx-x\0secret");
+    assert_eq!(
+        h.ingest(format!("AUTH PLAIN {token}\r\n").as_bytes()),
+        "+OK Logged in\r\n"
+    );
+}
+
+#[test]
+fn refused_and_temporary_logins_have_generic_answers() {
+    let world = Fake::default();
+    world.0.borrow_mut().login_result = Some(LoginFailure::Refused);
+    let mut h = Harness::with(world.clone(), Some(tls()));
+    assert_eq!(
+        h.ingest(b"USER x\r\nPASS y\r\n"),
+        "+OK Send your password\r\n-ERR [AUTH] Invalid login\r\n"
+    );
+    world.0.borrow_mut().login_result = Some(LoginFailure::Temporary);
+    assert_eq!(
+        h.ingest(b"USER x\r\nPASS y\r\n"),
+        "+OK Send your password\r\n-ERR [SYS/TEMP] Temporary failure; try again later\r\n"
+    );
+}
+
+#[test]
+fn retr_passes_the_message_and_archives_it_once() {
+    let mut h = Harness::logged_in();
+    let r = h.ingest(b"RETR 1\r\n");
+    assert_eq!(
+        r.as_bytes(),
+        [b"+OK 36 octets\r\n".as_slice(), &stuffed(ONE)].concat()
+    );
+    let (copy, meta) = h.world().copies[0].clone();
+    assert_eq!(copy, ONE);
+    assert_eq!(meta.source, Source::Pop3Proxy);
+    assert_eq!(meta.size, ONE.len() as u64);
+    let origin = meta.upstream.unwrap();
+    assert_eq!(
+        (
+            origin.user.as_str(),
+            origin.host.as_str(),
+            origin.uidl.as_str()
+        ),
+        ("anna", "pop.example.com:995", "UID-1")
+    );
+    h.ingest(b"RETR 1\r\n");
+    assert_eq!(
+        h.world().copies.len(),
+        1,
+        "a second RETR stores nothing new"
+    );
+}
+
+#[test]
+fn a_later_session_does_not_archive_the_same_message_again() {
+    let world = Harness::world_with_mail();
+    let mut first = Harness::logged_in_to(world.clone());
+    first.ingest(b"RETR 1\r\nRETR 2\r\nQUIT\r\n");
+    let mut second = Harness::logged_in_to(world.clone());
+    second.ingest(b"RETR 1\r\nRETR 2\r\n");
+    assert_eq!(world.0.borrow().copies.len(), 2, "one copy each");
+}
+
+#[test]
+fn top_is_passed_but_not_archived() {
+    let mut h = Harness::logged_in();
+    let r = h.ingest(b"TOP 1 0\r\n");
+    assert!(r.starts_with("+OK top\r\n"), "{r}");
+    assert!(h.world().copies.is_empty());
+}
+
+#[test]
+fn dele_of_a_message_never_retrieved_archives_it_first() {
+    let mut h = Harness::logged_in();
+    assert_eq!(h.ingest(b"DELE 2\r\n"), "+OK deleted\r\n");
+    let w = h.world();
+    assert_eq!(w.copies.len(), 1);
+    assert_eq!(w.copies[0].0, TWO);
+    assert_eq!(w.commands, ["UIDL", "RETR 2", "DELE 2"]);
+}
+
+#[test]
+fn dele_of_an_archived_message_is_forwarded_at_once() {
+    let mut h = Harness::logged_in();
+    h.ingest(b"RETR 1\r\n");
+    h.ingest(b"DELE 1\r\n");
+    assert_eq!(h.world().commands, ["UIDL", "RETR 1", "DELE 1"]);
+    assert_eq!(h.world().copies.len(), 1);
+}
+
+#[test]
+fn a_failing_copy_blocks_the_dele() {
+    let mut h = Harness::logged_in();
+    h.world.0.borrow_mut().fail_copy = true;
+    assert_eq!(
+        h.ingest(b"DELE 1\r\n"),
+        "-ERR [SYS/TEMP] Message 1 could not be archived, so it was not deleted\r\n"
+    );
+    assert!(h.world().deleted.is_empty(), "DELE was never forwarded");
+    assert!(!h.world().commands.iter().any(|c| c.starts_with("DELE")));
+}
+
+#[test]
+fn a_failing_copy_does_not_stop_retr_but_the_next_dele_retries() {
+    let mut h = Harness::logged_in();
+    h.world.0.borrow_mut().fail_copy = true;
+    assert!(h.ingest(b"RETR 1\r\n").starts_with("+OK 36 octets"));
+    h.world.0.borrow_mut().fail_copy = false;
+    assert_eq!(h.ingest(b"DELE 1\r\n"), "+OK deleted\r\n");
+    assert_eq!(h.world().copies.len(), 1, "archived by the DELE");
+}
+
+#[test]
+fn without_uidl_every_message_is_archived_before_its_dele() {
+    let world = Harness::world_with_mail();
+    world.0.borrow_mut().no_uidl = true;
+    let mut h = Harness::logged_in_to(world);
+    h.ingest(b"RETR 1\r\nDELE 1\r\nDELE 2\r\n");
+    assert_eq!(h.world().copies.len(), 2);
+    assert_eq!(h.world().deleted, [1, 2]);
+}
+
+#[test]
+fn listings_and_single_line_commands_are_relayed() {
+    let mut h = Harness::logged_in();
+    assert_eq!(
+        h.ingest(b"LIST\r\n"),
+        format!(
+            "+OK scan listing\r\n1 {}\r\n2 {}\r\n.\r\n",
+            ONE.len(),
+            TWO.len()
+        )
+    );
+    assert_eq!(h.ingest(b"UIDL\r\n"), "+OK\r\n1 UID-1\r\n2 UID-2\r\n.\r\n");
+    assert_eq!(h.ingest(b"STAT\r\n"), "+OK 2 0\r\n");
+    assert_eq!(h.ingest(b"NOOP\r\n"), "+OK\r\n");
+    assert_eq!(h.ingest(b"RETR 9\r\n"), "-ERR no such message\r\n");
+}
+
+#[test]
+fn losing_the_upstream_is_an_error_and_closes() {
+    let mut h = Harness::logged_in();
+    h.world.0.borrow_mut().lose_on = Some("STAT".into());
+    assert_eq!(
+        h.ingest(b"STAT\r\n"),
+        "-ERR [SYS/TEMP] Connection to the upstream server lost\r\n"
+    );
+    assert_eq!(h.last, "close");
+}
+
+#[test]
+fn quit_is_relayed_and_closes() {
+    let mut h = Harness::logged_in();
+    assert_eq!(h.ingest(b"DELE 1\r\nQUIT\r\n"), "+OK deleted\r\n+OK\r\n");
+    assert_eq!(h.last, "close");
+    assert_eq!(h.world().commands.last().map(String::as_str), Some("QUIT"));
+}
+
+#[test]
+fn commands_after_stls_in_the_same_packet_are_discarded() {
+    let mut h = Harness::with(Harness::world_with_mail(), None);
+    assert_eq!(
+        h.ingest(b"STLS\r\nUSER a%b%c\r\nPASS x\r\n"),
+        "+OK Begin TLS negotiation\r\n"
+    );
+    assert_eq!(h.last, "starttls");
+    h.session.tls_started(tls());
+    assert!(!h.session.has_pending_input());
+    assert_eq!(h.ingest(b"PASS x\r\n"), "-ERR Send USER first\r\n");
+    assert!(h.world().logins.is_empty());
+}
+
+#[test]
+fn bare_line_ends_from_the_upstream_reach_the_client_and_the_copy_as_crlf() {
+    let world = Fake::default();
+    world.0.borrow_mut().messages =
+        vec![("UID-X".into(), b"Subject: x\n\nline\n.\nend\r\n".to_vec())];
+    let mut h = Harness::logged_in_to(world);
+    let r = h.ingest(b"RETR 1\r\n");
+    assert!(
+        r.ends_with("Subject: x\r\n\r\nline\r\n..\r\nend\r\n.\r\n"),
+        "{r:?}"
+    );
+    assert_eq!(
+        h.world().copies[0].0,
+        b"Subject: x\r\n\r\nline\r\n.\r\nend\r\n"
+    );
+}

@@ -1,0 +1,535 @@
+//! The recording POP3 proxy against a real upstream started by the test:
+//! Dovecot's POP3 server with a certificate from a test CA, a passwd-file
+//! user and a Maildir filled by the test, on an implicit-TLS port and an STLS
+//! port. Clients are Python's poplib, fetchmail and raw TLS sockets.
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+use support::ca::TestCa;
+use support::dovecot::Dovecot;
+use support::gateway::{Gateway, LineClient};
+use support::postfix::{free_port, refused_port};
+use support::{FIXTURES, Sandbox, fixture, peer, repo, stderr, stdout, without_first_headers};
+
+const USER: &str = "anna@example.test";
+const PASSWORD: &str = "upstream-secret-2";
+
+/// A Dovecot POP3 server holding the fixtures for `USER`.
+struct Upstream {
+    dovecot: Dovecot,
+    /// Implicit-TLS port (like 995).
+    implicit: u16,
+    /// STLS port (like 110).
+    stls: u16,
+    ca: TestCa,
+}
+
+impl Upstream {
+    fn start(dir: &Path, tls: bool) -> Option<Upstream> {
+        fs::create_dir_all(dir).unwrap();
+        let ca = TestCa::new(dir, "pop-upstream");
+        let (cert, key) = ca.issue(dir, "localhost", &["localhost"]);
+        let (implicit, stls) = (free_port(), free_port());
+        let ssl = if tls {
+            format!(
+                "ssl = yes\nssl_cert = <{}\nssl_key = <{}\ndisable_plaintext_auth = yes\n",
+                cert.display(),
+                key.display()
+            )
+        } else {
+            "ssl = no\n".to_string()
+        };
+        let pop3s = if tls {
+            format!(
+                "  inet_listener pop3s {{\n    address = 127.0.0.1\n    port = {implicit}\n    ssl = yes\n  }}\n"
+            )
+        } else {
+            String::new()
+        };
+        let extra = format!(
+            "protocols = pop3\n{ssl}service pop3-login {{\n  inet_listener pop3 {{\n    address = 127.0.0.1\n    port = {stls}\n  }}\n{pop3s}}}\n"
+        );
+        let dovecot = Dovecot::start(&dir.join("dovecot"), &[(USER, PASSWORD)], &extra)?;
+        let maildir = dovecot.home(USER).join("Maildir");
+        for sub in ["cur", "new", "tmp"] {
+            fs::create_dir_all(maildir.join(sub)).unwrap();
+        }
+        for (i, name) in FIXTURES.iter().enumerate() {
+            fs::write(
+                maildir.join("new").join(format!("1795000000.M{i}P1.test")),
+                fixture(name),
+            )
+            .unwrap();
+        }
+        assert!(
+            Command::new("chown")
+                .args(["-R", "nobody"])
+                .arg(dovecot.home(USER))
+                .status()
+                .unwrap()
+                .success()
+        );
+        dovecot.wait_listening(format!("127.0.0.1:{stls}").parse().unwrap());
+        Some(Upstream {
+            dovecot,
+            implicit,
+            stls,
+            ca,
+        })
+    }
+
+    /// Messages left in the upstream Maildir.
+    fn stored(&self) -> usize {
+        let maildir = self.dovecot.home(USER).join("Maildir");
+        ["cur", "new"]
+            .iter()
+            .map(|d| {
+                fs::read_dir(maildir.join(d))
+                    .map(|r| r.count())
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+}
+
+struct Setup {
+    sb: Sandbox,
+    gw: Gateway,
+    upstream: Upstream,
+    id: String,
+    password: String,
+}
+
+fn setup(label: &str, proxy: serde_json::Value) -> Option<Setup> {
+    let sb = Sandbox::for_gateway(
+        label,
+        json!({ "pop3_proxy": { "listen": ["127.0.0.1:0"], "listen_tls": ["127.0.0.1:0"] } }),
+    );
+    let upstream = Upstream::start(&sb.dir.join("upstream"), true)?;
+    configure_proxy(&sb, &upstream, proxy);
+    let (id, password) = sb.create_mailbox("Office");
+    let gw = Gateway::start(&sb);
+    Some(Setup {
+        sb,
+        gw,
+        upstream,
+        id,
+        password,
+    })
+}
+
+fn configure_proxy(sb: &Sandbox, upstream: &Upstream, overrides: serde_json::Value) {
+    let mut proxy = json!({
+        "allowed_targets": ["localhost"],
+        "allow_private_targets": true,
+        "extra_ca_file": upstream.ca.cert_file.to_str().unwrap(),
+        "connect_timeout_secs": 10,
+        "implicit_tls_ports": [995, upstream.implicit],
+    });
+    support::merge(&mut proxy, overrides);
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&fs::read(sb.config()).unwrap()).unwrap();
+    config["proxy"] = proxy;
+    fs::write(sb.config(), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+}
+
+fn login_name(port: u16, id: &str) -> String {
+    format!("{USER}%localhost:{port}%{id}")
+}
+
+/// poplib against `addr` (`ssl` or `stls`); returns the messages retrieved.
+fn poplib(
+    sb: &Sandbox,
+    mode: &str,
+    port: u16,
+    cafile: &Path,
+    user: &str,
+    password: &str,
+    delete: bool,
+) -> Vec<Vec<u8>> {
+    let python = peer("python3", &["python3"]).unwrap();
+    let out_dir = sb.dir.join(format!("poplib-{}", free_port()));
+    let pw = sb.password_file(password);
+    let mut cmd = Command::new(python);
+    cmd.arg(repo().join("tests/python/pop3_fetch.py"))
+        .args([mode, "localhost", &port.to_string()])
+        .arg(cafile)
+        .arg(user)
+        .arg(&pw)
+        .arg(&out_dir);
+    if delete {
+        cmd.arg("delete");
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "poplib: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let mut files: Vec<PathBuf> = fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort_by_key(|p| {
+        p.file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .parse::<u32>()
+            .unwrap()
+    });
+    files.iter().map(|p| fs::read(p).unwrap()).collect()
+}
+
+fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    v.sort();
+    v
+}
+
+fn copies(s: &Setup) -> Vec<(Vec<u8>, serde_json::Value)> {
+    s.sb.export(&s.id, &s.password)
+        .into_iter()
+        .map(|(_, body, meta)| (body, meta))
+        .collect()
+}
+
+#[test]
+fn poplib_through_the_proxy_gets_the_originals_and_each_is_archived() {
+    let Some(s) = setup("pop3proxy-poplib", json!({})) else {
+        return;
+    };
+    let direct = poplib(
+        &s.sb,
+        "ssl",
+        s.upstream.implicit,
+        &s.upstream.ca.cert_file,
+        USER,
+        PASSWORD,
+        false,
+    );
+    assert_eq!(direct.len(), FIXTURES.len());
+    let port = s.gw.addr("pop3_proxy.listen[0]").port();
+    let via_proxy = poplib(
+        &s.sb,
+        "stls",
+        port,
+        &s.gw.cert,
+        &login_name(s.upstream.implicit, &s.id),
+        PASSWORD,
+        false,
+    );
+    assert!(via_proxy == direct, "the proxy changed a message");
+    let copies = copies(&s);
+    assert!(
+        sorted(copies.iter().map(|(b, _)| b.clone()).collect()) == sorted(direct.clone()),
+        "the copies are the originals"
+    );
+    for (_, meta) in &copies {
+        assert_eq!(meta["source"], "pop3-proxy");
+        assert_eq!(meta["upstream"]["user"], USER);
+        assert_eq!(
+            meta["upstream"]["host"],
+            format!("localhost:{}", s.upstream.implicit)
+        );
+        assert!(!meta["upstream"]["uidl"].as_str().unwrap().is_empty());
+    }
+}
+
+#[test]
+fn retrieving_the_same_messages_twice_stores_one_copy_each() {
+    let Some(s) = setup("pop3proxy-dedupe", json!({})) else {
+        return;
+    };
+    let port = s.gw.addr("pop3_proxy.listen_tls[0]").port();
+    for _ in 0..2 {
+        poplib(
+            &s.sb,
+            "ssl",
+            port,
+            &s.gw.cert,
+            &login_name(s.upstream.implicit, &s.id),
+            PASSWORD,
+            false,
+        );
+    }
+    assert_eq!(s.sb.message_files(&s.id).len(), FIXTURES.len());
+    // The index holds hashes, never the UIDLs.
+    let index = s.sb.mailbox_dir(&s.id).join("pop3-index");
+    assert_eq!(fs::read_dir(&index).unwrap().count(), FIXTURES.len());
+}
+
+#[test]
+fn a_deleting_client_through_the_stls_upstream_leaves_copies_and_an_empty_upstream() {
+    let Some(s) = setup("pop3proxy-delete", json!({})) else {
+        return;
+    };
+    let port = s.gw.addr("pop3_proxy.listen_tls[0]").port();
+    let fetched = poplib(
+        &s.sb,
+        "ssl",
+        port,
+        &s.gw.cert,
+        &login_name(s.upstream.stls, &s.id),
+        PASSWORD,
+        true,
+    );
+    assert_eq!(fetched.len(), FIXTURES.len());
+    assert_eq!(s.upstream.stored(), 0, "QUIT made the upstream delete them");
+    assert!(sorted(copies(&s).into_iter().map(|(b, _)| b).collect()) == sorted(fetched));
+}
+
+#[test]
+fn fetchmail_through_the_proxy() {
+    let Some(fetchmail) = peer("fetchmail", &["fetchmail"]) else {
+        return;
+    };
+    let Some(s) = setup("pop3proxy-fetchmail", json!({})) else {
+        return;
+    };
+    let direct = sorted(poplib(
+        &s.sb,
+        "ssl",
+        s.upstream.implicit,
+        &s.upstream.ca.cert_file,
+        USER,
+        PASSWORD,
+        false,
+    ));
+    let home = s.sb.dir.join("fetchmail");
+    let out_dir = home.join("out");
+    fs::create_dir_all(&out_dir).unwrap();
+    let mda = home.join("deliver.sh");
+    fs::write(&mda, "#!/bin/sh\ncat > \"$1/$(date +%s%N).eml\"\n").unwrap();
+    fs::set_permissions(&mda, fs::Permissions::from_mode(0o755)).unwrap();
+    let rc = home.join("fetchmailrc");
+    fs::write(
+        &rc,
+        format!(
+            "set no syslog\npoll 127.0.0.1 service {port} protocol pop3 auth password\n  \
+             user \"{user}\" password \"{PASSWORD}\" ssl sslcertfile \"{cert}\" sslcertck sslcommonname localhost\n  \
+             keep no rewrite no stripcr mda \"{mda} {out}\"\n",
+            port = s.gw.addr("pop3_proxy.listen_tls[0]").port(),
+            user = login_name(s.upstream.stls, &s.id),
+            cert = s.gw.cert.display(),
+            mda = mda.display(),
+            out = out_dir.display(),
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&rc, fs::Permissions::from_mode(0o600)).unwrap();
+    let out = Command::new(fetchmail)
+        .arg("-f")
+        .arg(&rc)
+        .args(["--nodetach", "-v"])
+        .env("FETCHMAILHOME", &home)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "fetchmail:\n{}{}\n{}",
+        stdout(&out),
+        stderr(&out),
+        s.gw.log()
+    );
+    let got: Vec<Vec<u8>> = fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| without_first_headers(&fs::read(e.unwrap().path()).unwrap(), 1).to_vec())
+        .collect();
+    assert!(
+        sorted(got) == direct,
+        "fetchmail got something other than the originals"
+    );
+    assert!(sorted(copies(&s).into_iter().map(|(b, _)| b).collect()) == direct);
+}
+
+/// Logs in over TLS to the proxy; returns the client and the PASS answer.
+fn proxy_login(gw: &Gateway, login: &str, password: &str) -> (LineClient, String) {
+    let mut c = LineClient::implicit_tls(gw.addr("pop3_proxy.listen_tls[0]"), &gw.cert);
+    c.read_line();
+    c.pop3(&format!("USER {login}"));
+    let answer = c.pop3(&format!("PASS {password}"));
+    (c, answer)
+}
+
+#[test]
+fn dele_without_retrieving_still_leaves_a_copy() {
+    let Some(s) = setup("pop3proxy-dele", json!({})) else {
+        return;
+    };
+    let (mut c, answer) = proxy_login(&s.gw, &login_name(s.upstream.implicit, &s.id), PASSWORD);
+    assert!(answer.starts_with("+OK"), "{answer}");
+    assert!(c.pop3("DELE 1").starts_with("+OK"));
+    assert!(c.pop3("QUIT").starts_with("+OK"));
+    assert_eq!(s.upstream.stored(), FIXTURES.len() - 1);
+    let copies = copies(&s);
+    assert_eq!(copies.len(), 1);
+    assert!(
+        copies[0].0 == fixture(FIXTURES[0]),
+        "the deleted message is in the archive"
+    );
+}
+
+#[test]
+fn a_copy_that_cannot_be_written_blocks_the_dele_and_the_message_stays_upstream() {
+    let sb = Sandbox::for_gateway(
+        "pop3proxy-full",
+        json!({ "pop3_proxy": { "listen": [], "listen_tls": ["127.0.0.1:0"] } }),
+    );
+    let Some(upstream) = Upstream::start(&sb.dir.join("upstream"), true) else {
+        return;
+    };
+    let Some(_full) = support::small_tmpfs(&sb.data(), "2m") else {
+        return;
+    };
+    configure_proxy(&sb, &upstream, json!({}));
+    let (id, _) = sb.create_mailbox("Office");
+    let gw = Gateway::start(&sb);
+    let (mut c, answer) = proxy_login(&gw, &login_name(upstream.implicit, &id), PASSWORD);
+    assert!(answer.starts_with("+OK"), "{answer}");
+    // Message 4 is the 3 MB attachment: it cannot fit in 2 MiB.
+    let refused = c.pop3("DELE 4");
+    assert!(refused.starts_with("-ERR [SYS/TEMP]"), "{refused}");
+    assert!(c.pop3("QUIT").starts_with("+OK"));
+    assert_eq!(
+        upstream.stored(),
+        FIXTURES.len(),
+        "nothing was deleted upstream"
+    );
+    assert!(sb.message_files(&id).is_empty());
+}
+
+#[test]
+fn failures_are_generic_errors_with_logged_reasons() {
+    let Some(s) = setup(
+        "pop3proxy-failures",
+        json!({ "allowed_targets": ["localhost", "127.0.0.1"] }),
+    ) else {
+        return;
+    };
+    let id = &s.id;
+    let cases = [
+        (
+            format!("{USER}%localhost:{}%{id}", s.upstream.implicit),
+            "wrong-password",
+            "-ERR [AUTH]",
+            "refused the credentials",
+        ),
+        (
+            format!("{USER}%127.0.0.1:{}%{id}", s.upstream.implicit),
+            PASSWORD,
+            "-ERR [AUTH]",
+            "upstream TLS refused",
+        ),
+        (
+            format!("{USER}%pop.example.net:995%{id}"),
+            PASSWORD,
+            "-ERR [AUTH]",
+            "pop.example.net:995 is not in proxy.allowed_targets",
+        ),
+        (
+            format!(
+                "{USER}%localhost:{}%mbx-00000000000000000000000000000000",
+                s.upstream.implicit
+            ),
+            PASSWORD,
+            "-ERR [AUTH]",
+            "no such mailbox",
+        ),
+    ];
+    for (login, password, answer, log) in cases {
+        let (_, got) = proxy_login(&s.gw, &login, password);
+        assert!(got.starts_with(answer), "{login}: {got}");
+        s.gw.wait_for_log(log, Duration::from_secs(10));
+    }
+    let (_held, closed) = refused_port();
+    let (_, got) = proxy_login(&s.gw, &format!("{USER}%localhost:{closed}%{id}"), PASSWORD);
+    assert!(got.starts_with("-ERR [SYS/TEMP]"), "upstream down: {got}");
+    assert_eq!(s.sb.message_files(id).len(), 0);
+}
+
+#[test]
+fn an_untrusted_ca_and_a_private_address_are_refused() {
+    let Some(s) = setup("pop3proxy-untrusted", json!({ "extra_ca_file": null })) else {
+        return;
+    };
+    let (_, got) = proxy_login(&s.gw, &login_name(s.upstream.implicit, &s.id), PASSWORD);
+    assert!(got.starts_with("-ERR [AUTH]"), "{got}");
+    s.gw.wait_for_log("upstream TLS refused", Duration::from_secs(10));
+    let Some(p) = setup(
+        "pop3proxy-private",
+        json!({ "allow_private_targets": false }),
+    ) else {
+        return;
+    };
+    let (_, got) = proxy_login(&p.gw, &login_name(p.upstream.implicit, &p.id), PASSWORD);
+    assert!(got.starts_with("-ERR [AUTH]"), "{got}");
+    p.gw.wait_for_log("127.0.0.1 is in 127.0.0.0/8", Duration::from_secs(10));
+}
+
+#[test]
+fn an_upstream_without_stls_never_sees_the_password() {
+    let sb = Sandbox::for_gateway(
+        "pop3proxy-nostls",
+        json!({ "pop3_proxy": { "listen": [], "listen_tls": ["127.0.0.1:0"] } }),
+    );
+    let Some(upstream) = Upstream::start(&sb.dir.join("upstream"), false) else {
+        return;
+    };
+    configure_proxy(&sb, &upstream, json!({}));
+    let (id, _) = sb.create_mailbox("Office");
+    let gw = Gateway::start(&sb);
+    let (_, got) = proxy_login(&gw, &login_name(upstream.stls, &id), PASSWORD);
+    assert!(got.starts_with("-ERR [AUTH]"), "{got}");
+    gw.wait_for_log("offers no STLS", Duration::from_secs(10));
+    assert!(
+        !upstream.dovecot.log().contains(USER),
+        "no login reached the upstream"
+    );
+}
+
+/// The 50 MiB benchmark: run by scripts/bench, which quotes the figure.
+#[test]
+#[ignore = "benchmark: scripts/bench pop3proxy"]
+fn bench_a_50_mib_message_through_the_pop3_proxy() {
+    let Some(s) = setup("pop3proxy-bench", json!({})) else {
+        return;
+    };
+    let mut message = b"From: big@example.org\r\nSubject: big\r\n\r\n".to_vec();
+    while message.len() < 50 * 1024 * 1024 {
+        message.extend_from_slice(&[b'q'; 76]);
+        message.extend_from_slice(b"\r\n");
+    }
+    let maildir = s.upstream.dovecot.home(USER).join("Maildir/new");
+    fs::write(maildir.join("1795000099.M9P1.big"), &message).unwrap();
+    Command::new("chown")
+        .args(["-R", "nobody"])
+        .arg(s.upstream.dovecot.home(USER))
+        .status()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let port = s.gw.addr("pop3_proxy.listen_tls[0]").port();
+    let got = poplib(
+        &s.sb,
+        "ssl",
+        port,
+        &s.gw.cert,
+        &login_name(s.upstream.implicit, &s.id),
+        PASSWORD,
+        false,
+    );
+    let elapsed = started.elapsed();
+    assert!(got.iter().any(|m| m == &message));
+    println!(
+        "BENCH pop3 proxy: {} bytes (plus the fixtures) retrieved and archived in {:.2} s; gateway peak RSS {} MiB",
+        message.len(),
+        elapsed.as_secs_f64(),
+        s.gw.peak_rss_kib() / 1024
+    );
+}

@@ -12,7 +12,8 @@ use super::peer;
 /// A running private Dovecot.
 pub struct Dovecot {
     dir: PathBuf,
-    conf: PathBuf,
+    /// The master's pid, read at start: the directory may be gone at drop.
+    pid: Option<i32>,
 }
 
 impl Dovecot {
@@ -78,7 +79,7 @@ userdb {{
             .unwrap();
         let dovecot = Dovecot {
             dir: dir.to_path_buf(),
-            conf,
+            pid: super::daemon_pid(&dir.join("run/master.pid")),
         };
         assert!(
             status.success(),
@@ -115,14 +116,7 @@ userdb {{
 
 impl Drop for Dovecot {
     fn drop(&mut self) {
-        // SIGTERM to the master; its children follow it. Not waited for:
-        // every instance has its own directory and ports.
-        if let Some(pid) = fs::read_to_string(self.dir.join("run/master.pid"))
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok())
-        {
-            // SAFETY: a signal to the pid our own dovecot wrote.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
+        // Its children follow the master.
+        super::terminate(self.pid);
     }
 }

@@ -364,3 +364,29 @@ pub fn small_tmpfs(dir: &Path, size: &str) -> Option<Tmpfs> {
     }
     Some(Tmpfs(dir.to_path_buf()))
 }
+
+/// Waits (up to 10 s) for a daemon to write its pid file; the pid, if it did.
+pub fn daemon_pid(pid_file: &Path) -> Option<i32> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(pid) = fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            return Some(pid);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Sends SIGTERM to a daemon started by a test (not waited for: every
+/// instance has its own directory and ports).
+pub fn terminate(pid: Option<i32>) {
+    if let Some(pid) = pid {
+        // SAFETY: a signal to a pid our own test daemon wrote.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+}

@@ -53,7 +53,8 @@ pub fn refused_port() -> (std::os::fd::OwnedFd, u16) {
 /// A running private Postfix.
 pub struct Postfix {
     dir: PathBuf,
-    conf: PathBuf,
+    /// The master's pid, read at start: the directory may be gone at drop.
+    pid: Option<i32>,
 }
 
 const MASTER_CF: &str = "\
@@ -133,22 +134,21 @@ smtp_line_length_limit = 0
         );
         fs::write(conf.join("main.cf"), main_cf).unwrap();
         fs::write(conf.join("master.cf"), format!("{services}\n{MASTER_CF}")).unwrap();
-        let out = Command::new("postfix")
+        // The master daemonises: never wait on a pipe it might keep open.
+        let status = Command::new("postfix")
             .arg("-c")
             .arg(&conf)
             .arg("start")
-            .output()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
             .unwrap();
         let postfix = Postfix {
             dir: dir.to_path_buf(),
-            conf,
+            pid: super::daemon_pid(&dir.join("queue/pid/master.pid")),
         };
-        assert!(
-            out.status.success(),
-            "postfix start failed: {:?}\n{}",
-            out,
-            postfix.log()
-        );
+        assert!(status.success(), "postfix start failed:\n{}", postfix.log());
         Some(postfix)
     }
 
@@ -173,14 +173,7 @@ smtp_line_length_limit = 0
 
 impl Drop for Postfix {
     fn drop(&mut self) {
-        let _ = Command::new("postfix")
-            .arg("-c")
-            .arg(&self.conf)
-            .arg("stop")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        // The master exits about a second later; not waited for: every
-        // instance has its own directory and ports.
+        // SIGTERM is how `postfix stop` stops the master; its children follow.
+        super::terminate(self.pid);
     }
 }

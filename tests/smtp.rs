@@ -606,3 +606,30 @@ fn a_transfer_in_progress_at_sigterm_completes_within_the_grace_period() {
     let exported = sb.export(&id, &password);
     assert!(without_received(&exported[0].1).ends_with(b"first half, second half\r\n"));
 }
+
+#[test]
+fn a_client_that_never_starts_its_tls_handshake_is_dropped() {
+    let (_sb, gw, _, _) = journal(
+        "smtp-handshake",
+        json!({ "limits": { "tls_handshake_timeout_secs": 1 } }),
+    );
+    let mut silent = std::net::TcpStream::connect(gw.addr("smtp.listen_tls[0]")).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = std::io::Read::read(&mut silent, &mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the gateway closes the connection");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    gw.wait_for_log("TLS handshake failed", Duration::from_secs(5));
+}

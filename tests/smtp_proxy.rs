@@ -628,3 +628,28 @@ fn bench_a_50_mib_message_through_the_proxy() {
     );
     assert_eq!(sb.message_files(&id).len(), 1);
 }
+
+#[test]
+fn an_upstream_that_never_answers_times_out_with_454() {
+    // Accepts the connection (the kernel does) but never says a word.
+    let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = mute.local_addr().unwrap().port();
+    let sb = Sandbox::for_gateway(
+        "proxy-mute",
+        json!({ "proxy": { "allowed_targets": ["localhost"], "allow_private_targets": true, "connect_timeout_secs": 1 } }),
+    );
+    let (id, _) = sb.create_mailbox("Office");
+    let gw = Gateway::start(&sb);
+    let started = Instant::now();
+    expect(
+        &raw_login(&gw, &login_name(port, &id), UPSTREAM_PASSWORD),
+        "454 4.7.0",
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    gw.wait_for_log("upstream unreachable", Duration::from_secs(5));
+    drop(mute);
+}

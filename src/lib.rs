@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod dot_stuffing;
 pub mod gateway;
 pub mod net;
 pub mod pop3;

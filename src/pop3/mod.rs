@@ -1,7 +1,6 @@
 //! POP3: the server archivers retrieve mail from.
 
 pub mod command;
-pub mod dot_stuffer;
 pub mod maildrop;
 pub mod proxy;
 pub mod proxy_service;

@@ -17,14 +17,13 @@ use std::time::SystemTime;
 use log::{info, warn};
 
 use super::command::{self, Command, CommandError};
-use super::dot_stuffer::DotStuffer;
 use crate::auth;
 use crate::crypto::Password;
+use crate::dot_stuffing::{DataReceiver, DotStuffer};
 use crate::net::conn::TlsInfo;
 use crate::net::driver::{Outgoing, Protocol, Step};
 use crate::net::line::{CommandQueue, Line};
 use crate::proxy::relay::{CopySink, LoginFailure};
-use crate::smtp::data::DataReceiver;
 use crate::store::message::UpstreamOrigin;
 use crate::store::{MailboxId, Metadata, Source};
 use crate::timestamp;

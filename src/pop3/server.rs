@@ -8,9 +8,9 @@ use std::io::{self, Read};
 use log::info;
 
 use super::command::{self, Command, CommandError};
-use super::dot_stuffer::DotStuffer;
 use crate::auth;
 use crate::crypto::Password;
+use crate::dot_stuffing::DotStuffer;
 use crate::net::conn::TlsInfo;
 use crate::net::driver::{Outgoing, Protocol, Step};
 use crate::net::line::{CommandQueue, Line};

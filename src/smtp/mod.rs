@@ -1,7 +1,7 @@
 //! SMTP: the journal receiver (and the proxy's client side).
 
+pub mod bdat;
 pub mod command;
-pub mod data;
 pub mod delivery;
 pub mod proxy;
 pub mod proxy_service;

@@ -15,11 +15,11 @@ use std::time::SystemTime;
 use log::{info, warn};
 
 use super::command::{self, Body, Command, MailParams, Path};
-use super::data::DataReceiver;
 use super::reply::Reply;
 use super::upstream::{SendOutcome, UpReply};
 use crate::auth;
 use crate::crypto::Password;
+use crate::dot_stuffing::DataReceiver;
 use crate::net::conn::TlsInfo;
 use crate::net::driver::{Protocol, Step};
 use crate::net::line::{Line, LineAssembler};

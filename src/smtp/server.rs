@@ -8,9 +8,10 @@ use std::time::SystemTime;
 
 use log::{info, warn};
 
+use super::bdat::LineEndingCheck;
 use super::command::{self, Body, Command, MailParams, Path};
-use super::data::{DataReceiver, LineEndingCheck};
 use super::reply::Reply;
+use crate::dot_stuffing::DataReceiver;
 use crate::net::line::{Line, LineAssembler};
 use crate::store::MailboxId;
 use crate::timestamp;

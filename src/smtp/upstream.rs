@@ -8,6 +8,7 @@ use log::debug;
 use zeroize::Zeroizing;
 
 use crate::crypto::{self, Password};
+use crate::dot_stuffing::DotStuffer;
 use crate::proxy::login_name::ProxyLogin;
 use crate::proxy::upstream::{OpenError, UpstreamConn, UpstreamError, UpstreamSetup};
 
@@ -274,7 +275,7 @@ impl SmtpUpstream {
         }
         let mut buf = vec![0u8; 64 * 1024];
         let mut out = Vec::with_capacity(buf.len() + 1024);
-        let mut line_start = true;
+        let mut stuffer = DotStuffer::whole();
         loop {
             let n = match message.read(&mut buf) {
                 Ok(0) => break,
@@ -283,19 +284,14 @@ impl SmtpUpstream {
                 Err(e) => return SendOutcome::LostBeforeEnd(format!("reading the copy: {e}")),
             };
             out.clear();
-            for &b in &buf[..n] {
-                if line_start && b == b'.' {
-                    out.push(b'.');
-                }
-                out.push(b);
-                line_start = b == b'\n';
-            }
+            stuffer.push(&buf[..n], &mut out);
             if let Err(e) = self.conn.send(&out) {
                 return SendOutcome::LostBeforeEnd(e.to_string());
             }
         }
-        let end: &[u8] = if line_start { b".\r\n" } else { b"\r\n.\r\n" };
-        if let Err(e) = self.conn.send(end) {
+        out.clear();
+        stuffer.finish(&mut out);
+        if let Err(e) = self.conn.send(&out) {
             return SendOutcome::LostAfterEnd(e.to_string());
         }
         match read_reply(&mut self.conn) {

@@ -1,13 +1,18 @@
-//! Message data after DATA (RFC 5321 section 4.5.2) and after BDAT (RFC 3030).
+//! Dot-stuffing, the transparency procedure of SMTP DATA (RFC 5321 section
+//! 4.5.2) and of POP3 multi-line responses (RFC 1939 section 3): a line that
+//! begins with `.` gets one more, and `CRLF . CRLF` ends the data.
 //!
-//! Only `CRLF . CRLF` ends DATA. A bare LF or bare CR anywhere (the SMTP
-//! smuggling vectors `\n.\n`, `\n.\r\n`, `\r.\r`, `\r\n.\n` among them) never
-//! ends the message. The journal receiver passes such bytes through intact,
-//! flagged, and rejects the message as a whole; the proxy reads in
-//! normalising mode, where each bare CR or LF becomes CRLF (without starting
-//! a line for end detection), so that the copy and what the upstream gets are
-//! the same CRLF text. Either way a client and the gateway can never disagree
-//! on where a message ends.
+//! [`DataReceiver`] reads the stuffed form. Only `CRLF . CRLF` ends it. A bare
+//! LF or bare CR anywhere (the SMTP smuggling vectors `\n.\n`, `\n.\r\n`,
+//! `\r.\r`, `\r\n.\n` among them) never ends the data. The journal receiver
+//! passes such bytes through intact, flagged, and rejects the message as a
+//! whole; the proxies read in normalising mode, where each bare CR or LF
+//! becomes CRLF (without starting a line for end detection), so that a copy
+//! and what the other side gets are the same CRLF text. Either way the two
+//! ends of a connection can never disagree on where a message ends.
+//!
+//! [`DotStuffer`] writes the stuffed form, whole or (POP3 TOP) cut after the
+//! header and n body lines.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -23,7 +28,7 @@ enum State {
     Cr,
 }
 
-/// Reads DATA: removes dot-stuffing, finds the end, flags bare CR/LF.
+/// Reads dot-stuffed data: removes the stuffing, finds the end, flags bare CR/LF.
 #[derive(Debug)]
 pub struct DataReceiver {
     state: State,
@@ -135,35 +140,85 @@ impl DataReceiver {
     }
 }
 
-/// Watches BDAT chunks (which carry no dot-stuffing) for bare CR or LF,
-/// across chunk boundaries.
-#[derive(Debug, Default)]
-pub struct LineEndingCheck {
-    pending_cr: bool,
-    bare: bool,
+/// Writes the dot-stuffed form of a message arriving in pieces; I/O-free.
+#[derive(Debug)]
+pub struct DotStuffer {
+    line_start: bool,
+    line_bytes: usize,
+    first_byte: u8,
+    in_header: bool,
+    body_lines_left: Option<u64>,
+    done: bool,
 }
 
-impl LineEndingCheck {
-    /// Looks at the next bytes of the message.
-    pub fn feed(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            match (self.pending_cr, b) {
-                (true, b'\n') => self.pending_cr = false,
-                (true, b'\r') => self.bare = true,
-                (true, _) => {
-                    self.bare = true;
-                    self.pending_cr = false;
-                }
-                (false, b'\r') => self.pending_cr = true,
-                (false, b'\n') => self.bare = true,
-                (false, _) => {}
-            }
+impl DotStuffer {
+    /// The whole message (SMTP DATA, POP3 RETR).
+    pub fn whole() -> DotStuffer {
+        DotStuffer {
+            line_start: true,
+            line_bytes: 0,
+            first_byte: 0,
+            in_header: true,
+            body_lines_left: None,
+            done: false,
         }
     }
 
-    /// Whether the whole message had a bare CR or LF (a CR at the very end counts).
-    pub fn finish(&self) -> bool {
-        self.bare || self.pending_cr
+    /// The header, the blank line and `n` body lines (POP3 `TOP msg n`).
+    pub fn top(lines: u64) -> DotStuffer {
+        DotStuffer {
+            body_lines_left: Some(lines),
+            ..DotStuffer::whole()
+        }
+    }
+
+    /// Appends the stuffed form of `input` to `out`; `false` once a `top`
+    /// stuffer has written enough (the rest of the message is not needed).
+    pub fn push(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> bool {
+        while !input.is_empty() && !self.done {
+            if self.line_start && input[0] == b'.' {
+                out.push(b'.');
+            }
+            // A bare LF ends a line too, so a lenient client can never read a
+            // dot line as the end of the response.
+            let (piece, ends_line) = match input.iter().position(|&b| b == b'\n') {
+                Some(i) => (&input[..=i], true),
+                None => (input, false),
+            };
+            out.extend_from_slice(piece);
+            if self.line_bytes == 0 {
+                self.first_byte = piece[0];
+            }
+            input = &input[piece.len()..];
+            if !ends_line {
+                self.line_start = false;
+                self.line_bytes += piece.len();
+                continue;
+            }
+            let content = self.line_bytes + piece.len() - 1;
+            let empty = content == 0 || (content == 1 && self.first_byte == b'\r');
+            self.line_start = true;
+            self.line_bytes = 0;
+            if self.in_header {
+                if empty {
+                    self.in_header = false;
+                    self.done = self.body_lines_left == Some(0);
+                }
+            } else if let Some(left) = &mut self.body_lines_left {
+                *left -= 1;
+                self.done = *left == 0;
+            }
+        }
+        !self.done
+    }
+
+    /// Ends the response: a CRLF if the message did not end with one, then `.CRLF`.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if !self.line_start {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+        self.done = true;
     }
 }
 
@@ -318,7 +373,7 @@ mod tests {
     }
 
     #[test]
-    fn the_fixtures_come_through_unchanged_after_stuffing() {
+    fn the_fixtures_round_trip_through_the_stuffer_and_the_reader() {
         for name in [
             "utf8-headers.eml",
             "m365-journal-report.eml",
@@ -329,14 +384,7 @@ mod tests {
                 env!("CARGO_MANIFEST_DIR")
             ))
             .unwrap();
-            let mut wire = Vec::new();
-            for line in message.split_inclusive(|&b| b == b'\n') {
-                if line.starts_with(b".") {
-                    wire.push(b'.');
-                }
-                wire.extend_from_slice(line);
-            }
-            wire.extend_from_slice(b".\r\n");
+            let wire = stuff(DotStuffer::whole(), &message, 4096);
             for size in [1, 2, 3, 64, 1000] {
                 let (out, done, _, bare) = receive(&wire, size);
                 assert!(done && !bare, "{name}");
@@ -345,20 +393,72 @@ mod tests {
         }
     }
 
-    #[test]
-    fn bdat_check_flags_bare_line_endings_across_chunks() {
-        let check = |chunks: &[&[u8]]| {
-            let mut c = LineEndingCheck::default();
-            for chunk in chunks {
-                c.feed(chunk);
+    fn stuff(mut stuffer: DotStuffer, input: &[u8], size: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for piece in input.chunks(size) {
+            if !stuffer.push(piece, &mut out) {
+                break;
             }
-            c.finish()
-        };
-        assert!(!check(&[b"a\r", b"\nb\r\n"]));
-        assert!(check(&[b"a\n"]));
-        assert!(check(&[b"a\r", b"b\r\n"]));
-        assert!(check(&[b"a\r\n", b"b\r"]));
-        assert!(check(&[b"a\r\r\n"]));
-        assert!(!check(&[b""]));
+        }
+        stuffer.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn lines_starting_with_a_dot_get_another_at_every_split() {
+        let message = b"Subject: x\r\n\r\n.hidden\r\n..two\r\n.\r\nend\r\n";
+        for size in 1..=message.len() {
+            assert_eq!(
+                stuff(DotStuffer::whole(), message, size),
+                b"Subject: x\r\n\r\n..hidden\r\n...two\r\n..\r\nend\r\n.\r\n",
+                "split {size}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_message_without_a_final_crlf_still_ends_cleanly() {
+        assert_eq!(
+            stuff(DotStuffer::whole(), b"Subject: x\r\n\r\nno newline", 4),
+            b"Subject: x\r\n\r\nno newline\r\n.\r\n"
+        );
+        assert_eq!(stuff(DotStuffer::whole(), b"", 1), b".\r\n");
+    }
+
+    #[test]
+    fn a_dot_after_a_bare_lf_is_stuffed() {
+        assert_eq!(
+            stuff(DotStuffer::whole(), b"a\n.\r\n", 1),
+            b"a\n..\r\n.\r\n"
+        );
+    }
+
+    #[test]
+    fn top_sends_the_header_the_blank_line_and_n_body_lines() {
+        let message = b"A: 1\r\nB: 2\r\n\r\nline 1\r\n.line 2\r\nline 3\r\n";
+        for size in 1..=message.len() {
+            assert_eq!(
+                stuff(DotStuffer::top(0), message, size),
+                b"A: 1\r\nB: 2\r\n\r\n.\r\n",
+                "split {size}"
+            );
+            assert_eq!(
+                stuff(DotStuffer::top(2), message, size),
+                b"A: 1\r\nB: 2\r\n\r\nline 1\r\n..line 2\r\n.\r\n",
+                "split {size}"
+            );
+            assert_eq!(
+                stuff(DotStuffer::top(99), message, size),
+                stuff(DotStuffer::whole(), message, size)
+            );
+        }
+    }
+
+    #[test]
+    fn top_of_a_message_without_a_body_sends_everything() {
+        assert_eq!(
+            stuff(DotStuffer::top(0), b"A: 1\r\nB: 2\r\n", 3),
+            b"A: 1\r\nB: 2\r\n.\r\n"
+        );
     }
 }

@@ -757,6 +757,17 @@ mod tests {
     }
 
     #[test]
+    fn implicit_tls_ports_are_ports_and_bad_ones_name_their_entry() {
+        let config = parse(r#"{"proxy": {"implicit_tls_ports": [465, 2465]}}"#).unwrap();
+        assert_eq!(config.proxy.implicit_tls_ports, [465, 2465]);
+        assert_eq!(parse("{}").unwrap().proxy.implicit_tls_ports, [465, 995]);
+        for bad in ["[0]", "[70000]", "[\"465\"]", "465"] {
+            let e = error_of(&format!(r#"{{"proxy": {{"implicit_tls_ports": {bad}}}}}"#));
+            assert!(e.contains("proxy.implicit_tls_ports"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn certificate_and_key_come_together() {
         let e = error_of(r#"{"tls": {"cert_file": "cert.pem"}}"#);
         assert!(

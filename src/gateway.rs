@@ -165,36 +165,39 @@ pub fn serve(config: Config) -> Result<(), String> {
     }
 
     let mut services = Services::default();
-    let busy = format!(
+    // What plain listeners say before closing when the connection limits are reached.
+    let smtp_busy = format!(
         "421 4.7.0 {} Too many connections, try again later\r\n",
         config.hostname
-    );
+    )
+    .into_bytes();
+    let pop3_busy = b"-ERR [SYS/TEMP] Too many connections, try again later\r\n".to_vec();
     services.add(
         "smtp",
         ["smtp", "smtps"],
         &config.smtp.listeners(),
-        busy.clone().into_bytes(),
+        smtp_busy.clone(),
         Arc::new(move |a, implicit| smtp.run(a, implicit)),
     );
     services.add(
         "pop3",
         ["pop3", "pop3s"],
         &config.pop3,
-        b"-ERR [SYS/TEMP] Too many connections, try again later\r\n".to_vec(),
+        pop3_busy.clone(),
         Arc::new(move |a, implicit| pop3.run(a, implicit)),
     );
     services.add(
         "smtp_proxy",
         ["smtp-proxy", "smtps-proxy"],
         &config.smtp_proxy.listeners(),
-        busy.clone().into_bytes(),
+        smtp_busy,
         Arc::new(move |a, implicit| smtp_proxy.run(a, implicit)),
     );
     services.add(
         "pop3_proxy",
         ["pop3-proxy", "pop3s-proxy"],
         &config.pop3_proxy,
-        b"-ERR [SYS/TEMP] Too many connections, try again later\r\n".to_vec(),
+        pop3_busy,
         Arc::new(move |a, implicit| pop3_proxy.run(a, implicit)),
     );
     if services.bindings.is_empty() {

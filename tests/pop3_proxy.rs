@@ -113,7 +113,7 @@ fn setup(label: &str, proxy: serde_json::Value) -> Option<Setup> {
         json!({ "pop3_proxy": { "listen": ["127.0.0.1:0"], "listen_tls": ["127.0.0.1:0"] } }),
     );
     let upstream = Upstream::start(&sb.dir.join("upstream"), true)?;
-    configure_proxy(&sb, &upstream, proxy);
+    sb.configure_proxy(&upstream.ca.cert_file, upstream.implicit, proxy);
     let (id, password) = sb.create_mailbox("Office");
     let gw = Gateway::start(&sb);
     Some(Setup {
@@ -123,21 +123,6 @@ fn setup(label: &str, proxy: serde_json::Value) -> Option<Setup> {
         id,
         password,
     })
-}
-
-fn configure_proxy(sb: &Sandbox, upstream: &Upstream, overrides: serde_json::Value) {
-    let mut proxy = json!({
-        "allowed_targets": ["localhost"],
-        "allow_private_targets": true,
-        "extra_ca_file": upstream.ca.cert_file.to_str().unwrap(),
-        "connect_timeout_secs": 10,
-        "implicit_tls_ports": [995, upstream.implicit],
-    });
-    support::merge(&mut proxy, overrides);
-    let mut config: serde_json::Value =
-        serde_json::from_slice(&fs::read(sb.config()).unwrap()).unwrap();
-    config["proxy"] = proxy;
-    fs::write(sb.config(), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
 }
 
 fn login_name(port: u16, id: &str) -> String {
@@ -388,7 +373,7 @@ fn a_copy_that_cannot_be_written_blocks_the_dele_and_the_message_stays_upstream(
     let Some(_full) = support::small_tmpfs(&sb.data(), "2m") else {
         return;
     };
-    configure_proxy(&sb, &upstream, json!({}));
+    sb.configure_proxy(&upstream.ca.cert_file, upstream.implicit, json!({}));
     let (id, _) = sb.create_mailbox("Office");
     let gw = Gateway::start(&sb);
     let (mut c, answer) = proxy_login(&gw, &login_name(upstream.implicit, &id), PASSWORD);
@@ -482,7 +467,7 @@ fn an_upstream_without_stls_never_sees_the_password() {
     let Some(upstream) = Upstream::start(&sb.dir.join("upstream"), false) else {
         return;
     };
-    configure_proxy(&sb, &upstream, json!({}));
+    sb.configure_proxy(&upstream.ca.cert_file, upstream.implicit, json!({}));
     let (id, _) = sb.create_mailbox("Office");
     let gw = Gateway::start(&sb);
     let (_, got) = proxy_login(&gw, &login_name(upstream.stls, &id), PASSWORD);

@@ -36,7 +36,12 @@ struct Upstream {
 }
 
 impl Upstream {
+    /// A submission server whose SASL offers `mechanisms` (such as `plain login`).
     fn start(dir: &Path) -> Option<Upstream> {
+        Upstream::with_mechanisms(dir, "plain login")
+    }
+
+    fn with_mechanisms(dir: &Path, mechanisms: &str) -> Option<Upstream> {
         fs::create_dir_all(dir).unwrap();
         let ca = TestCa::new(dir, "upstream");
         let (cert, key) = ca.issue(dir, "localhost", &["localhost"]);
@@ -45,7 +50,7 @@ impl Upstream {
             &dir.join("dovecot"),
             &[(UPSTREAM_USER, UPSTREAM_PASSWORD)],
             &format!(
-                "protocols =\nssl = no\nservice auth {{\n  inet_listener {{\n    address = 127.0.0.1\n    port = {auth_port}\n  }}\n}}\n"
+                "protocols =\nssl = no\nauth_mechanisms = {mechanisms}\nservice auth {{\n  inet_listener {{\n    address = 127.0.0.1\n    port = {auth_port}\n  }}\n}}\n"
             ),
         )?;
         dovecot.wait_listening(format!("127.0.0.1:{auth_port}").parse().unwrap());
@@ -142,18 +147,7 @@ struct Setup {
 fn setup(label: &str, proxy: serde_json::Value) -> Option<Setup> {
     let sb = Sandbox::for_gateway(label, json!({}));
     let upstream = Upstream::start(&sb.dir.join("upstream"))?;
-    let mut proxy_config = json!({
-        "allowed_targets": ["localhost"],
-        "allow_private_targets": true,
-        "extra_ca_file": upstream.ca.cert_file.to_str().unwrap(),
-        "connect_timeout_secs": 10,
-        "implicit_tls_ports": [465, upstream.implicit],
-    });
-    support::merge(&mut proxy_config, proxy);
-    let mut config: serde_json::Value =
-        serde_json::from_slice(&fs::read(sb.config()).unwrap()).unwrap();
-    config["proxy"] = proxy_config;
-    fs::write(sb.config(), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    sb.configure_proxy(&upstream.ca.cert_file, upstream.implicit, proxy);
     let (id, password) = sb.create_mailbox("Office");
     let gw = Gateway::start(&sb);
     Some(Setup {
@@ -556,14 +550,7 @@ fn a_copy_that_cannot_be_written_gets_451_and_nothing_reaches_the_upstream() {
     let Some(_full) = support::small_tmpfs(&sb.data(), "2m") else {
         return;
     };
-    let mut config: serde_json::Value =
-        serde_json::from_slice(&fs::read(sb.config()).unwrap()).unwrap();
-    config["proxy"] = json!({
-        "allowed_targets": ["localhost"], "allow_private_targets": true,
-        "extra_ca_file": upstream.ca.cert_file.to_str().unwrap(),
-        "implicit_tls_ports": [465, upstream.implicit],
-    });
-    fs::write(sb.config(), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    sb.configure_proxy(&upstream.ca.cert_file, upstream.implicit, json!({}));
     let (id, _) = sb.create_mailbox("Office");
     let gw = Gateway::start(&sb);
     let (ok, out) = smtplib_through(
@@ -652,4 +639,34 @@ fn an_upstream_that_never_answers_times_out_with_454() {
     );
     gw.wait_for_log("upstream unreachable", Duration::from_secs(5));
     drop(mute);
+}
+
+#[test]
+fn an_upstream_offering_only_auth_login_is_logged_in_with_login() {
+    let sb = Sandbox::for_gateway("proxy-login-only", json!({}));
+    let Some(upstream) = Upstream::with_mechanisms(&sb.dir.join("upstream"), "login") else {
+        return;
+    };
+    sb.configure_proxy(&upstream.ca.cert_file, upstream.implicit, json!({}));
+    let (id, password) = sb.create_mailbox("Office");
+    let gw = Gateway::start(&sb);
+    // The client uses PLAIN; the upstream only speaks LOGIN.
+    let message = message_with("via-login");
+    let (ok, out) = smtplib_through(
+        &sb,
+        &gw,
+        ("smtp_proxy.listen_tls[0]", "ssl"),
+        &login_name(upstream.starttls, &id),
+        UPSTREAM_PASSWORD,
+        &["ben@example.org"],
+        &message,
+    );
+    assert!(ok, "{out}\n{}", gw.log());
+    assert!(
+        upstream.postfix.log().contains("sasl_method=LOGIN"),
+        "{}",
+        upstream.postfix.log()
+    );
+    assert!(upstream_holds(&upstream.wait_for(1)[0], &message));
+    assert!(sb.export(&id, &password)[0].1 == message);
 }

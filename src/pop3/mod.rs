@@ -1,4 +1,7 @@
-//! POP3: the server archivers retrieve mail from.
+//! POP3: the server archivers retrieve mail from, and the recording proxy.
+
+use crate::net::driver::Step;
+use crate::net::line::{CommandQueue, Line};
 
 pub mod command;
 pub mod maildrop;
@@ -7,3 +10,44 @@ pub mod proxy_service;
 pub mod server;
 pub mod session;
 pub mod upstream;
+
+/// Writes `+OK text`.
+pub(crate) fn ok(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(format!("+OK {text}\r\n").as_bytes());
+}
+
+/// Writes `-ERR text`.
+pub(crate) fn err(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(format!("-ERR {text}\r\n").as_bytes());
+}
+
+/// A POP3 session that handles one command line at a time.
+pub(crate) trait Commands {
+    /// Where the client's bytes wait.
+    fn queue(&mut self) -> &mut CommandQueue;
+    /// Whether QUIT or a failure ended the session.
+    fn closed(&self) -> bool;
+    /// Handles one command line.
+    fn command(&mut self, line: &[u8], out: &mut Vec<u8>) -> Step;
+}
+
+/// Feeds client bytes to a POP3 session. Commands pipelined after one that
+/// needs the socket (a streamed answer, STLS, the end) wait in the queue
+/// (RFC 2449 section 6.6: answers go out in order).
+pub(crate) fn feed<S: Commands>(session: &mut S, input: &[u8], out: &mut Vec<u8>) -> Step {
+    session.queue().push(input);
+    while !session.closed() {
+        let step = match session.queue().next_line() {
+            None => return Step::Continue,
+            Some(Line::TooLong) => {
+                err(out, "Line too long");
+                Step::Continue
+            }
+            Some(Line::Complete(line)) => session.command(&line, out),
+        };
+        if !matches!(step, Step::Continue) {
+            return step;
+        }
+    }
+    Step::Close
+}

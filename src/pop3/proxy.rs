@@ -17,12 +17,13 @@ use std::time::SystemTime;
 use log::{info, warn};
 
 use super::command::{self, Command, CommandError};
+use super::{Commands, err, ok};
 use crate::auth;
 use crate::crypto::Password;
 use crate::dot_stuffing::{DataReceiver, DotStuffer};
 use crate::net::conn::TlsInfo;
 use crate::net::driver::{Outgoing, Protocol, Step};
-use crate::net::line::{CommandQueue, Line};
+use crate::net::line::CommandQueue;
 use crate::proxy::relay::{CopySink, LoginFailure};
 use crate::store::message::UpstreamOrigin;
 use crate::store::{MailboxId, Metadata, Source};
@@ -122,14 +123,6 @@ pub struct Pop3ProxySession<R: Relay> {
     tls: Option<TlsInfo>,
     input: CommandQueue,
     state: State,
-}
-
-fn ok(out: &mut Vec<u8>, text: &str) {
-    out.extend_from_slice(format!("+OK {text}\r\n").as_bytes());
-}
-
-fn err(out: &mut Vec<u8>, text: &str) {
-    out.extend_from_slice(format!("-ERR {text}\r\n").as_bytes());
 }
 
 const LOST: &str = "[SYS/TEMP] Connection to the upstream server lost";
@@ -310,7 +303,7 @@ impl<R: Relay + 'static> Pop3ProxySession<R> {
         out.extend_from_slice(b".\r\n");
     }
 
-    fn command(&mut self, line: &[u8], out: &mut Vec<u8>) -> Step {
+    fn handle(&mut self, line: &[u8], out: &mut Vec<u8>) -> Step {
         if matches!(self.state, State::AuthPlain) {
             self.state = State::Authorization { user: None };
             if line == b"*" {
@@ -617,28 +610,27 @@ fn read_uidls<U: Upstream>(up: &mut U) -> Result<Option<HashMap<u64, String>>, S
     Ok(Some(map))
 }
 
+impl<R: Relay + 'static> Commands for Pop3ProxySession<R> {
+    fn queue(&mut self) -> &mut CommandQueue {
+        &mut self.input
+    }
+
+    fn closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    fn command(&mut self, line: &[u8], out: &mut Vec<u8>) -> Step {
+        self.handle(line, out)
+    }
+}
+
 impl<R: Relay + 'static> Protocol for Pop3ProxySession<R> {
     fn greeting(&mut self, out: &mut Vec<u8>) {
         ok(out, "Sealpost POP3 recording proxy ready");
     }
 
     fn receive(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step {
-        self.input.push(input);
-        while !matches!(self.state, State::Closed) {
-            let step = match self.input.next_line() {
-                None => return Step::Continue,
-                Some(Line::TooLong) => {
-                    err(out, "Line too long");
-                    Step::Continue
-                }
-                Some(Line::Complete(line)) => self.command(&line, out),
-            };
-            // Pipelined commands after this one wait until it is done.
-            if !matches!(step, Step::Continue) {
-                return step;
-            }
-        }
-        Step::Close
+        super::feed(self, input, out)
     }
 
     fn has_pending_input(&self) -> bool {

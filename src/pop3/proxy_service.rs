@@ -12,6 +12,7 @@ use super::upstream::{DEFAULT_PORT, Pop3Upstream};
 use crate::crypto::Password;
 use crate::net::acceptor::Accepted;
 use crate::net::driver::SessionEnv;
+use crate::proxy::login_name::Target;
 use crate::proxy::relay::{CopySink, LoginFailure, ProxyContext};
 use crate::store::{Mailbox, MailboxId};
 
@@ -45,11 +46,11 @@ impl Relay for StoreRelay {
             .opened(SERVICE, self.client, &login, name, opened)?;
         self.mailbox = self.ctx.store.mailbox(&login.mailbox).ok();
         // The port is part of the account, so "host" and "host:110" are one.
-        let port = login.target.port.unwrap_or(DEFAULT_PORT);
-        let host = match login.target.ip() {
-            Some(std::net::IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
-            _ => format!("{}:{port}", login.target.host),
-        };
+        let host = Target {
+            port: Some(login.target.port.unwrap_or(DEFAULT_PORT)),
+            ..login.target.clone()
+        }
+        .to_string();
         let account = Account {
             mailbox: login.mailbox,
             user: login.remote_user,

@@ -526,3 +526,24 @@ fn bare_line_ends_from_the_upstream_reach_the_client_and_the_copy_as_crlf() {
         b"Subject: x\r\n\r\nline\r\n.\r\nend\r\n"
     );
 }
+
+#[test]
+fn auth_plain_can_be_cancelled_and_never_reaches_the_relay() {
+    let mut h = Harness::with(Harness::world_with_mail(), Some(tls()));
+    assert_eq!(h.ingest(b"AUTH PLAIN\r\n"), "+ \r\n");
+    assert_eq!(h.ingest(b"*\r\n"), "-ERR Authentication cancelled\r\n");
+    assert_eq!(
+        h.ingest(b"AUTH PLAIN !!!\r\n"),
+        "-ERR [AUTH] Malformed PLAIN response\r\n"
+    );
+    assert!(h.world().logins.is_empty());
+}
+
+#[test]
+fn an_over_long_line_is_an_error_and_the_next_command_is_read() {
+    let mut h = Harness::logged_in();
+    let mut line = b"STAT ".to_vec();
+    line.extend_from_slice(&[b'x'; 600]);
+    line.extend_from_slice(b"\r\nSTAT\r\n");
+    assert_eq!(h.ingest(&line), "-ERR Line too long\r\n+OK 2 0\r\n");
+}

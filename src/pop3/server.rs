@@ -8,12 +8,13 @@ use std::io::{self, Read};
 use log::info;
 
 use super::command::{self, Command, CommandError};
+use super::{Commands, err, ok};
 use crate::auth;
 use crate::crypto::Password;
 use crate::dot_stuffing::DotStuffer;
 use crate::net::conn::TlsInfo;
 use crate::net::driver::{Outgoing, Protocol, Step};
-use crate::net::line::{CommandQueue, Line};
+use crate::net::line::CommandQueue;
 
 /// One message of the snapshot taken at login.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,14 +97,6 @@ pub struct Session<B: Backend> {
     user: Option<String>,
 }
 
-fn ok(out: &mut Vec<u8>, text: &str) {
-    out.extend_from_slice(format!("+OK {text}\r\n").as_bytes());
-}
-
-fn err(out: &mut Vec<u8>, text: &str) {
-    out.extend_from_slice(format!("-ERR {text}\r\n").as_bytes());
-}
-
 const TLS_REQUIRED: &str =
     "[AUTH] TLS is required before logging in: use STLS, or the implicit-TLS port";
 const NO_SUCH_MESSAGE: &str = "No such message";
@@ -144,7 +137,7 @@ impl<B: Backend> Session<B> {
         out.extend_from_slice(b".\r\n");
     }
 
-    fn command(&mut self, line: &[u8], out: &mut Vec<u8>) -> Step {
+    fn handle(&mut self, line: &[u8], out: &mut Vec<u8>) -> Step {
         if matches!(self.state, State::AuthPlain) {
             return self.auth_plain_response(line, out);
         }
@@ -464,28 +457,27 @@ impl Outgoing for MessageStream {
     }
 }
 
+impl<B: Backend> Commands for Session<B> {
+    fn queue(&mut self) -> &mut CommandQueue {
+        &mut self.input
+    }
+
+    fn closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    fn command(&mut self, line: &[u8], out: &mut Vec<u8>) -> Step {
+        self.handle(line, out)
+    }
+}
+
 impl<B: Backend> Protocol for Session<B> {
     fn greeting(&mut self, out: &mut Vec<u8>) {
         ok(out, "Sealpost POP3 server ready");
     }
 
     fn receive(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step {
-        self.input.push(input);
-        while !matches!(self.state, State::Closed) {
-            let step = match self.input.next_line() {
-                None => return Step::Continue,
-                Some(Line::TooLong) => {
-                    err(out, "Line too long");
-                    Step::Continue
-                }
-                Some(Line::Complete(line)) => self.command(&line, out),
-            };
-            // Pipelined commands after this one wait until it is done.
-            if !matches!(step, Step::Continue) {
-                return step;
-            }
-        }
-        Step::Close
+        super::feed(self, input, out)
     }
 
     fn has_pending_input(&self) -> bool {

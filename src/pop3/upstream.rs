@@ -138,3 +138,31 @@ impl Pop3Upstream {
         self.conn.unread(bytes);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_codes_tell_a_temporary_refusal_from_a_bad_login() {
+        for line in [
+            "-ERR [SYS/TEMP] try later",
+            "-ERR [IN-USE] locked",
+            "-ERR [LOGIN-DELAY] wait",
+        ] {
+            assert!(
+                matches!(
+                    refused_or_temporary(line, "PASS"),
+                    OpenError::Unavailable(_)
+                ),
+                "{line}"
+            );
+        }
+        for line in ["-ERR [AUTH] Authentication failed.", "-ERR bad password"] {
+            assert!(
+                matches!(refused_or_temporary(line, "PASS"), OpenError::AuthFailed(_)),
+                "{line}"
+            );
+        }
+    }
+}

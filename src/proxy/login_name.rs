@@ -26,13 +26,18 @@ impl Target {
     }
 }
 
+/// A host as it is written before `:port`: an IPv6 address in brackets.
+pub fn bracketed(host: &str) -> std::borrow::Cow<'_, str> {
+    if host.contains(':') {
+        format!("[{host}]").into()
+    } else {
+        host.into()
+    }
+}
+
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
+        let host = bracketed(&self.host);
         match self.port {
             Some(port) => write!(f, "{host}:{port}"),
             None => f.write_str(&host),

@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::str::FromStr;
 
-use super::login_name::Target;
+use super::login_name::{Target, bracketed};
 use crate::net::cidr::{Cidr, canonical};
 use crate::net::is_dns_name;
 
@@ -83,11 +83,7 @@ impl FromStr for TargetPattern {
 impl fmt::Display for TargetPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let star = if self.wildcard { "*." } else { "" };
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
+        let host = bracketed(&self.host);
         match self.port {
             Some(p) => write!(f, "{star}{host}:{p}"),
             None => write!(f, "{star}{host}"),

@@ -447,11 +447,7 @@ impl<R: Relay> ProxySession<R> {
             .size
             .is_some_and(|s| s > self.settings.max_message_bytes)
         {
-            return Reply::new(
-                552,
-                "5.3.4",
-                "Message size exceeds fixed maximum message size",
-            );
+            return Reply::too_big();
         }
         let mut line = format!("MAIL FROM:<{}>", from.0);
         if let Some(size) = params.size.filter(|_| r.up.supports("SIZE")) {
@@ -605,10 +601,7 @@ impl<R: Relay> ProxySession<R> {
         };
         if incoming.size > self.settings.max_message_bytes {
             info!("{summary} result=rejected reason=too-large");
-            return abandon(
-                r,
-                Reply::new(552, "5.3.4", "Message exceeds fixed maximum message size"),
-            );
+            return abandon(r, Reply::too_big());
         }
         let sink = match (incoming.sink, incoming.error) {
             (Some(sink), None) => sink,

@@ -600,3 +600,19 @@ fn bdat_and_smtputf8_are_not_offered() {
         "553 5.6.7"
     );
 }
+
+#[test]
+fn an_over_long_line_is_500_and_the_next_command_is_read() {
+    let mut h = Harness::logged_in();
+    let mut line = b"NOOP ".to_vec();
+    line.extend_from_slice(&[b'x'; 2000]);
+    line.extend_from_slice(b"\r\nNOOP\r\n");
+    let r = h.ingest(&line);
+    assert!(r.starts_with("500 5.5.2 Line too long\r\n"), "{r}");
+    assert_eq!(last_code(&r), "250 2.0.0");
+    assert_eq!(
+        h.world().commands,
+        ["NOOP"],
+        "the long line never went upstream"
+    );
+}

@@ -36,6 +36,11 @@ impl Reply {
         }
     }
 
+    /// `552 5.3.4`: the message is larger than the configured limit (RFC 1870).
+    pub fn too_big() -> Reply {
+        Reply::new(552, "5.3.4", "Message exceeds fixed maximum message size")
+    }
+
     /// Whether this is a positive completion or intermediate reply.
     pub fn is_positive(&self) -> bool {
         self.code < 400

@@ -444,11 +444,7 @@ impl<B: Backend> Session<B> {
             .size
             .is_some_and(|s| s > self.settings.max_message_bytes)
         {
-            return Reply::new(
-                552,
-                "5.3.4",
-                "Message size exceeds fixed maximum message size",
-            );
+            return Reply::too_big();
         }
         let tx = Transaction {
             queue_id: random_id(),
@@ -633,7 +629,7 @@ impl<B: Backend> Session<B> {
             if incoming.size > incoming.limit {
                 // RFC 3030 section 4.2: a failed chunk fails the transaction.
                 self.phase = Phase::Ready(helo);
-                return Reply::new(552, "5.3.4", "Message exceeds fixed maximum message size");
+                return Reply::too_big();
             }
             let received = incoming.size;
             tx.chunks = Some((incoming, check));
@@ -669,7 +665,7 @@ impl<B: Backend> Session<B> {
         );
         if incoming.size > incoming.limit {
             info!("{summary} result=rejected reason=too-large");
-            return Reply::new(552, "5.3.4", "Message exceeds fixed maximum message size");
+            return Reply::too_big();
         }
         if let Some(e) = incoming.write_error {
             warn!("{summary} result=deferred reason=storage error={e}");

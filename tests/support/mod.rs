@@ -136,6 +136,29 @@ impl Sandbox {
         Sandbox { dir }
     }
 
+    /// Points the proxies at a test upstream: `localhost` allowed (private
+    /// addresses too), the test CA trusted, `implicit_port` spoken with
+    /// implicit TLS; `overrides` is merged into the `proxy` section last.
+    pub fn configure_proxy(
+        &self,
+        ca_file: &Path,
+        implicit_port: u16,
+        overrides: serde_json::Value,
+    ) {
+        let mut proxy = serde_json::json!({
+            "allowed_targets": ["localhost"],
+            "allow_private_targets": true,
+            "extra_ca_file": ca_file.to_str().unwrap(),
+            "connect_timeout_secs": 10,
+            "implicit_tls_ports": [465, 995, implicit_port],
+        });
+        merge(&mut proxy, overrides);
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&fs::read(self.config()).unwrap()).unwrap();
+        config["proxy"] = proxy;
+        fs::write(self.config(), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    }
+
     /// The configuration file.
     pub fn config(&self) -> PathBuf {
         self.dir.join("gateway.json")

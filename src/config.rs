@@ -61,13 +61,15 @@ pub struct Config {
     /// The recording SMTP proxy.
     pub smtp_proxy: SmtpProxyConfig,
     /// The recording POP3 proxy.
-    pub pop3_proxy: Listeners,
+    pub pop3_proxy: Pop3ProxyConfig,
     /// Upstream rules shared by both proxies.
     pub proxy: ProxyConfig,
     /// Connection, time and login limits.
     pub limits: Limits,
     /// Argon2id cost for newly wrapped keys.
     pub kdf: KdfConfig,
+    /// Where `serve` listens for `sealpost lockouts` (a Unix socket); `None` turns it off.
+    pub control_socket: Option<PathBuf>,
 }
 
 /// Certificate and private key in PEM.
@@ -139,6 +141,27 @@ impl SmtpProxyConfig {
     }
 }
 
+/// The `pop3_proxy` section.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pop3ProxyConfig {
+    /// Plain listeners that upgrade with STLS (like port 110).
+    pub listen: Vec<SocketAddr>,
+    /// Implicit-TLS listeners (like port 995).
+    pub listen_tls: Vec<SocketAddr>,
+    /// Largest message the proxy retrieves (and archives) from an upstream.
+    pub max_message_bytes: u64,
+}
+
+impl Pop3ProxyConfig {
+    /// The listener pair of this section.
+    pub fn listeners(&self) -> Listeners {
+        Listeners {
+            listen: self.listen.clone(),
+            listen_tls: self.listen_tls.clone(),
+        }
+    }
+}
+
 /// The `proxy` section.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProxyConfig {
@@ -162,12 +185,26 @@ pub struct Limits {
     pub max_connections: u64,
     /// Open connections from one client address.
     pub max_connections_per_ip: u64,
-    /// Seconds a session may wait for the next command.
+    /// Seconds a client has for a whole command line.
     pub command_timeout_secs: u64,
     /// Seconds a session may wait for the next piece of message data.
     pub data_timeout_secs: u64,
-    /// Seconds allowed for a TLS handshake.
+    /// A message must arrive at this average rate (bytes per second) once
+    /// `data_timeout_secs` have passed.
+    pub min_data_bytes_per_sec: u64,
+    /// Seconds allowed for a whole TLS handshake.
     pub tls_handshake_timeout_secs: u64,
+    /// When this percentage of `max_connections` is open, idle clients get
+    /// `overload_timeout_secs` instead of the usual timeouts.
+    pub overload_percent: u64,
+    /// The idle timeout while overloaded.
+    pub overload_timeout_secs: u64,
+    /// Errors after which a session is closed (`421` / `-ERR`).
+    pub hard_error_limit: u64,
+    /// Errors after which every further error reply is delayed.
+    pub soft_error_limit: u64,
+    /// The delay per error beyond `soft_error_limit`, growing with each.
+    pub error_delay_ms: u64,
     /// Longest command line in bytes, CRLF included.
     pub max_line_bytes: u64,
     /// Failed logins before an address or mailbox is locked out.
@@ -176,6 +213,8 @@ pub struct Limits {
     pub lockout_secs: u64,
     /// Milliseconds every failed login waits before its answer.
     pub failed_login_delay_ms: u64,
+    /// Client addresses never locked out as addresses (the mailbox lockout still applies).
+    pub lockout_exempt_clients: Vec<Cidr>,
     /// Key derivations allowed to run at once.
     pub max_concurrent_kdf: u64,
     /// Seconds open sessions get to finish after SIGTERM.
@@ -263,7 +302,13 @@ impl Config {
             max_recipients: sp.number("max_recipients", 100, 1, 100_000)?,
         };
         sp.finish()?;
-        let pop3_proxy = top.listeners("pop3_proxy", "127.0.0.1:20110", "127.0.0.1:20995")?;
+        let mut pp = top.section("pop3_proxy")?;
+        let pop3_proxy = Pop3ProxyConfig {
+            listen: pp.addrs("listen", &["127.0.0.1:20110"])?,
+            listen_tls: pp.addrs("listen_tls", &["127.0.0.1:20995"])?,
+            max_message_bytes: pp.number("max_message_bytes", 104_857_600, 1024, 1 << 40)?,
+        };
+        pp.finish()?;
 
         let mut p = top.section("proxy")?;
         let proxy = ProxyConfig {
@@ -281,11 +326,18 @@ impl Config {
             max_connections_per_ip: l.number("max_connections_per_ip", 32, 1, 100_000)?,
             command_timeout_secs: l.number("command_timeout_secs", 300, 1, 86_400)?,
             data_timeout_secs: l.number("data_timeout_secs", 180, 1, 86_400)?,
+            min_data_bytes_per_sec: l.number("min_data_bytes_per_sec", 500, 0, 1 << 30)?,
             tls_handshake_timeout_secs: l.number("tls_handshake_timeout_secs", 30, 1, 3600)?,
+            overload_percent: l.number("overload_percent", 80, 1, 100)?,
+            overload_timeout_secs: l.number("overload_timeout_secs", 10, 1, 86_400)?,
+            hard_error_limit: l.number("hard_error_limit", 20, 1, 1_000_000)?,
+            soft_error_limit: l.number("soft_error_limit", 10, 0, 1_000_000)?,
+            error_delay_ms: l.number("error_delay_ms", 1000, 0, 60_000)?,
             max_line_bytes: l.number("max_line_bytes", 4096, 512, 1 << 20)?,
             max_failed_logins: l.number("max_failed_logins", 5, 1, 1_000_000)?,
             lockout_secs: l.number("lockout_secs", 300, 0, 86_400 * 30)?,
             failed_login_delay_ms: l.number("failed_login_delay_ms", 2000, 0, 60_000)?,
+            lockout_exempt_clients: l.cidrs("lockout_exempt_clients")?,
             max_concurrent_kdf: l.number("max_concurrent_kdf", 2, 1, 256)?,
             shutdown_grace_secs: l.number("shutdown_grace_secs", 30, 0, 3600)?,
         };
@@ -297,6 +349,10 @@ impl Config {
             memlimit_bytes: k.number("memlimit_bytes", 67_108_864, MEMLIMIT_MIN, 1 << 32)?,
         };
         k.finish()?;
+        let control_socket = match top.get("control_socket") {
+            None => Some(data_dir.join("control.sock")),
+            Some(_) => top.opt_path("control_socket", base)?,
+        };
         top.finish()?;
 
         let config = Config {
@@ -311,6 +367,7 @@ impl Config {
             proxy,
             limits,
             kdf,
+            control_socket,
         };
         config.check_listeners_unique(file)?;
         Ok(config)
@@ -322,7 +379,7 @@ impl Config {
             ("smtp", self.smtp.listeners()),
             ("pop3", self.pop3.clone()),
             ("smtp_proxy", self.smtp_proxy.listeners()),
-            ("pop3_proxy", self.pop3_proxy.clone()),
+            ("pop3_proxy", self.pop3_proxy.listeners()),
         ];
         let mut out = Vec::new();
         for (name, l) in sections {

@@ -6,14 +6,17 @@ use std::time::Duration;
 
 use log::{info, warn};
 
-use crate::auth::{KdfSlots, LoginThrottle};
+use crate::auth::{KdfSlots, LoginThrottle, ThrottleSettings};
 use crate::config::{Config, Listeners};
+use crate::control::{self, Throttles};
 use crate::net::acceptor::{Accepted, Acceptor, Control, Service};
 use crate::net::driver::{SessionEnv, Timeouts};
+use crate::net::error_limit::ErrorPolicy;
 use crate::net::limits::ConnectionLimits;
 use crate::net::signals;
 use crate::net::tls::TlsServer;
 use crate::pop3::maildrop::LoginContext;
+use crate::pop3::proxy::Settings as Pop3ProxySettings;
 use crate::pop3::proxy_service::Pop3ProxyService;
 use crate::pop3::server::Settings as Pop3Settings;
 use crate::pop3::session::Pop3Service;
@@ -67,28 +70,61 @@ impl Services {
     }
 }
 
-/// Runs the gateway until a stop signal; returns after the grace period.
-pub fn serve(config: Config) -> Result<(), String> {
-    // Before any other thread exists, so that every thread inherits the mask.
-    signals::block().map_err(|e| format!("cannot set up signal handling: {e}"))?;
-    let store = Store::open(&config.data_dir).map_err(|e| e.to_string())?;
-    let tls = Arc::new(TlsServer::load(&config).map_err(|e| e.to_string())?);
-    let control = Arc::new(Control::default());
-    let limits = ConnectionLimits::new(
-        config.limits.max_connections as usize,
-        config.limits.max_connections_per_ip as usize,
-    );
-    let timeouts = Timeouts {
-        command: Duration::from_secs(config.limits.command_timeout_secs),
-        data: Duration::from_secs(config.limits.data_timeout_secs),
-        handshake: Duration::from_secs(config.limits.tls_handshake_timeout_secs),
-    };
-    let max_line_bytes = config.limits.max_line_bytes as usize;
-    let env = SessionEnv {
-        tls: Arc::clone(&tls),
-        timeouts,
+/// Everything `serve` builds from the configuration before it binds.
+struct Built {
+    services: Services,
+    limits: Arc<ConnectionLimits>,
+    control: Arc<Control>,
+    tls: Arc<TlsServer>,
+    throttles: Throttles,
+}
+
+fn throttle(config: &Config) -> Arc<LoginThrottle> {
+    let l = &config.limits;
+    Arc::new(LoginThrottle::new(ThrottleSettings {
+        max_failures: l.max_failed_logins,
+        lockout: Duration::from_secs(l.lockout_secs),
+        delay: Duration::from_millis(l.failed_login_delay_ms),
+        exempt: l.lockout_exempt_clients.clone(),
+    }))
+}
+
+/// The session settings every service shares, from `limits`.
+fn session_env(config: &Config, tls: &Arc<TlsServer>, control: &Control) -> SessionEnv {
+    let l = &config.limits;
+    SessionEnv {
+        tls: Arc::clone(tls),
+        timeouts: Timeouts {
+            command: Duration::from_secs(l.command_timeout_secs),
+            data: Duration::from_secs(l.data_timeout_secs),
+            min_data_rate: l.min_data_bytes_per_sec,
+            handshake: Duration::from_secs(l.tls_handshake_timeout_secs),
+            overload: Duration::from_secs(l.overload_timeout_secs),
+        },
         shutdown: Arc::clone(&control.shutdown),
-    };
+        limits: ConnectionLimits::new(
+            l.max_connections as usize,
+            l.max_connections_per_ip as usize,
+            l.overload_percent as usize,
+        ),
+    }
+}
+
+fn error_policy(config: &Config) -> ErrorPolicy {
+    ErrorPolicy {
+        soft: config.limits.soft_error_limit,
+        hard: config.limits.hard_error_limit,
+        delay: Duration::from_millis(config.limits.error_delay_ms),
+    }
+}
+
+fn build(config: &Config, store: &Store) -> Result<Built, String> {
+    let tls = Arc::new(TlsServer::load(config).map_err(|e| e.to_string())?);
+    let control = Arc::new(Control::default());
+    let env = session_env(config, &tls, &control);
+    let limits = Arc::clone(&env.limits);
+    let max_line_bytes = config.limits.max_line_bytes as usize;
+    let errors = error_policy(config);
 
     let smtp = Arc::new(SmtpService {
         settings: SmtpSettings {
@@ -97,63 +133,72 @@ pub fn serve(config: Config) -> Result<(), String> {
             max_recipients: config.smtp.max_recipients as usize,
             require_tls: config.smtp.require_tls,
             max_line_bytes,
+            errors,
         },
         store: store.clone(),
         mailbox_domain: config.mailbox_domain.clone(),
         allowed_clients: config.smtp.allowed_clients.clone(),
         env: env.clone(),
     });
-    let logins = Arc::new(LoginContext {
-        store: store.clone(),
-        mailbox_domain: config.mailbox_domain.clone(),
-        throttle: Arc::new(LoginThrottle::new(
-            config.limits.max_failed_logins,
-            Duration::from_secs(config.limits.lockout_secs),
-            Duration::from_millis(config.limits.failed_login_delay_ms),
-        )),
-        kdf_slots: Arc::new(KdfSlots::new(config.limits.max_concurrent_kdf as usize)),
-        kdf: config.kdf.params(),
-    });
-    let throttle = Arc::clone(&logins.throttle);
+    // Each service counts its own failed logins: a mail client with an
+    // expired provider password behind the archiver's NAT must not lock the
+    // archiver out of POP3.
+    let pop3_throttle = throttle(config);
     let pop3 = Arc::new(Pop3Service {
-        settings: Pop3Settings { max_line_bytes },
-        logins,
+        settings: Pop3Settings {
+            max_line_bytes,
+            errors,
+        },
+        logins: Arc::new(LoginContext {
+            store: store.clone(),
+            mailbox_domain: config.mailbox_domain.clone(),
+            throttle: Arc::clone(&pop3_throttle),
+            kdf_slots: Arc::new(KdfSlots::new(config.limits.max_concurrent_kdf as usize)),
+            kdf: config.kdf.params(),
+        }),
         env: env.clone(),
     });
-    let upstream_tls =
-        UpstreamTls::new(config.proxy.extra_ca_file.as_deref()).map_err(|e| e.to_string())?;
     let upstream = UpstreamSetup {
         policy: TargetPolicy {
             allowed: config.proxy.allowed_targets.clone(),
             allow_private: config.proxy.allow_private_targets,
         },
-        tls: upstream_tls,
+        tls: UpstreamTls::new(config.proxy.extra_ca_file.as_deref()).map_err(|e| e.to_string())?,
         hostname: config.hostname.clone(),
         connect_timeout: Duration::from_secs(config.proxy.connect_timeout_secs),
-        io_timeout: timeouts.command,
+        io_timeout: env.timeouts.command,
         implicit_tls_ports: config.proxy.implicit_tls_ports.clone(),
     };
-    let proxy_context = Arc::new(ProxyContext {
-        store: store.clone(),
-        upstream,
-        throttle,
-    });
+    let proxy_context = |throttle: &Arc<LoginThrottle>| {
+        Arc::new(ProxyContext {
+            store: store.clone(),
+            upstream: upstream.clone(),
+            throttle: Arc::clone(throttle),
+        })
+    };
+    let smtp_proxy_throttle = throttle(config);
     let smtp_proxy = Arc::new(SmtpProxyService {
         settings: ProxySettings {
             hostname: config.hostname.clone(),
             max_message_bytes: config.smtp_proxy.max_message_bytes,
             max_recipients: config.smtp_proxy.max_recipients as usize,
             max_line_bytes,
+            errors,
         },
-        context: Arc::clone(&proxy_context),
+        context: proxy_context(&smtp_proxy_throttle),
         env: env.clone(),
     });
+    let pop3_proxy_throttle = throttle(config);
     let pop3_proxy = Arc::new(Pop3ProxyService {
-        max_line_bytes,
-        context: proxy_context,
+        settings: Pop3ProxySettings {
+            max_line_bytes,
+            errors,
+            max_message_bytes: config.pop3_proxy.max_message_bytes,
+        },
+        context: proxy_context(&pop3_proxy_throttle),
         env: env.clone(),
     });
-    let proxy_listeners = [config.smtp_proxy.listeners(), config.pop3_proxy.clone()];
+    let proxy_listeners = [config.smtp_proxy.listeners(), config.pop3_proxy.listeners()];
     if config.proxy.allowed_targets.is_empty()
         && proxy_listeners
             .iter()
@@ -196,31 +241,65 @@ pub fn serve(config: Config) -> Result<(), String> {
     services.add(
         "pop3_proxy",
         ["pop3-proxy", "pop3s-proxy"],
-        &config.pop3_proxy,
+        &config.pop3_proxy.listeners(),
         pop3_busy,
         Arc::new(move |a, implicit| pop3_proxy.run(a, implicit)),
     );
     if services.bindings.is_empty() {
         return Err("no listener is configured (every listen list is empty)".into());
     }
+    Ok(Built {
+        services,
+        limits,
+        control,
+        tls,
+        throttles: Throttles(vec![
+            ("pop3", pop3_throttle),
+            ("smtp-proxy", smtp_proxy_throttle),
+            ("pop3-proxy", pop3_proxy_throttle),
+        ]),
+    })
+}
 
-    let acceptor = Acceptor::bind(&services.bindings, services.services, Arc::clone(&limits))
-        .map_err(|e| e.to_string())?;
-    signals::spawn_handler(Arc::clone(&control), acceptor.waker())
+/// Runs the gateway until a stop signal; returns after the grace period.
+pub fn serve(config: Config) -> Result<(), String> {
+    // Before any other thread exists, so that every thread inherits the mask.
+    signals::block().map_err(|e| format!("cannot set up signal handling: {e}"))?;
+    let store = Store::open(&config.data_dir).map_err(|e| e.to_string())?;
+    let built = build(&config, &store)?;
+    let _control_socket = match &config.control_socket {
+        Some(path) => Some(control::serve(path, built.throttles.clone())?),
+        None => None,
+    };
+    let acceptor = Acceptor::bind(
+        &built.services.bindings,
+        built.services.services,
+        Arc::clone(&built.limits),
+    )
+    .map_err(|e| e.to_string())?;
+    signals::spawn_handler(Arc::clone(&built.control), acceptor.waker())
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
     info!(
         "Sealpost {} ready (data in {})",
         env!("CARGO_PKG_VERSION"),
         config.data_dir.display()
     );
+    let tls = built.tls;
     acceptor
-        .run(&control, || match tls.reload() {
+        .run(&built.control, || match tls.reload() {
             Ok(fp) => info!("TLS certificate reloaded (SHA-256 {fp})"),
             Err(e) => warn!("TLS certificate reload failed, keeping the old certificate: {e}"),
         })
         .map_err(|e| format!("acceptor failed: {e}"))?;
+    drain(
+        &built.limits,
+        Duration::from_secs(config.limits.shutdown_grace_secs),
+    );
+    Ok(())
+}
 
-    let grace = Duration::from_secs(config.limits.shutdown_grace_secs);
+/// Gives open sessions the grace period to finish.
+fn drain(limits: &ConnectionLimits, grace: Duration) {
     let open = limits.active();
     if open > 0 {
         info!(
@@ -236,5 +315,4 @@ pub fn serve(config: Config) -> Result<(), String> {
             limits.active()
         );
     }
-    Ok(())
 }

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod crypto;
 pub mod dot_stuffing;
 pub mod gateway;

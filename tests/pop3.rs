@@ -189,8 +189,9 @@ fn a_mailbox_under_attack_from_several_addresses_is_locked_out() {
 
 #[test]
 fn many_parallel_logins_all_complete_under_the_kdf_cap() {
+    // The lockout is not what this test is about (tests/abuse_logins.rs is).
     let extra = json!({
-        "limits": { "max_concurrent_kdf": 2 },
+        "limits": { "max_concurrent_kdf": 2, "max_failed_logins": 100 },
         "kdf": { "opslimit": 1, "memlimit_bytes": 16 * 1024 * 1024 },
     });
     let sb = Sandbox::for_gateway("pop3-kdfcap", extra);

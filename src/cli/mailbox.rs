@@ -619,8 +619,7 @@ fn export(context: &Context, args: &[String]) -> Result<(), CliError> {
     )?;
     let pair = mailbox.unlock(&password)?;
     let out = Path::new(&out);
-    fs::create_dir_all(out)
-        .map_err(|e| CliError::failed(format!("{}: cannot create: {e}", out.display())))?;
+    private_directory(out)?;
     let messages = mailbox.messages()?;
     let mut damaged = 0;
     for entry in &messages {
@@ -648,6 +647,45 @@ fn export(context: &Context, args: &[String]) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The export directory: created readable by its owner only, or an existing
+/// one that already is. Decrypted mail must not land where others can read it.
+fn private_directory(dir: &Path) -> Result<(), CliError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let fail = |e: io::Error| CliError::failed(format!("{}: cannot create: {e}", dir.display()));
+    match fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => Err(CliError::failed(format!(
+            "{}: not a directory",
+            dir.display()
+        ))),
+        Ok(meta) if meta.permissions().mode() & 0o077 != 0 => Err(CliError::failed(format!(
+            "{}: other users can open this directory (mode {:o}); export into a new directory \
+             (it is created with mode 700) or run chmod 700 on it first",
+            dir.display(),
+            meta.permissions().mode() & 0o777
+        ))),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(fail),
+        Err(e) => Err(fail(e)),
+    }
+}
+
+/// A file readable by its owner only (one left by an earlier export too).
+fn private_file(path: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    Ok(file)
+}
+
 enum ExportError {
     Damaged(StoreError),
     Fatal(CliError),
@@ -672,7 +710,7 @@ fn export_one(
     let fatal = |path: &Path, e: io::Error| {
         ExportError::Fatal(CliError::failed(format!("{}: {e}", path.display())))
     };
-    let file = fs::File::create(&part).map_err(|e| fatal(&part, e))?;
+    let file = private_file(&part).map_err(|e| fatal(&part, e))?;
     let mut writer = BufWriter::new(file);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -692,7 +730,9 @@ fn export_one(
     writer.flush().map_err(|e| fatal(&part, e))?;
     let meta = serde_json::to_vec_pretty(reader.metadata()).unwrap_or_default();
     let json = out.join(format!("{name}.json"));
-    fs::write(&json, meta).map_err(|e| fatal(&json, e))?;
+    private_file(&json)
+        .and_then(|mut f| f.write_all(&meta))
+        .map_err(|e| fatal(&json, e))?;
     fs::rename(&part, &eml).map_err(|e| fatal(&eml, e))?;
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! understands (67 no such mailbox, 75 try again later).
 
 mod crlf;
+mod lockouts;
 mod mailbox;
 mod password_input;
 
@@ -73,6 +74,7 @@ Commands:
   serve            run the gateway
   check-config     validate the configuration and print the effective values
   mailbox ...      manage mailboxes (sealpost mailbox --help)
+  lockouts ...     list or end login lockouts of the running gateway
   help             this text
 
 Global options:
@@ -151,6 +153,7 @@ fn dispatch(args: Vec<String>) -> Result<(), CliError> {
         "check-config" => check_config(&context, rest),
         "serve" => serve(&context, rest),
         "mailbox" => mailbox::run(&context, rest),
+        "lockouts" => lockouts::run(&context, rest),
         other => Err(CliError::usage(format!(
             "unknown command {other:?} (see sealpost --help)"
         ))),

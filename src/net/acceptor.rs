@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 use mio::net::TcpListener;
@@ -85,7 +85,16 @@ pub struct Acceptor {
     listeners: Vec<(TcpListener, usize)>,
     services: Vec<Service>,
     limits: Arc<ConnectionLimits>,
+    /// Listeners whose backlog could not be emptied (out of descriptors):
+    /// mio reports readiness once per edge, so they are retried on a timer.
+    backlogged: Vec<usize>,
+    last_warning: Option<Instant>,
 }
+
+/// How soon a listener whose accept failed is tried again.
+const RETRY_ACCEPT: Duration = Duration::from_millis(100);
+/// At most one warning about failing accepts per this period.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 impl Acceptor {
     /// Binds every `(key, address, service index)`; logs the bound address
@@ -128,6 +137,8 @@ impl Acceptor {
             listeners,
             services,
             limits,
+            backlogged: Vec::new(),
+            last_warning: None,
         })
     }
 
@@ -141,17 +152,23 @@ impl Acceptor {
     pub fn run(mut self, control: &Control, reload: impl Fn()) -> io::Result<()> {
         let mut events = Events::with_capacity(64);
         loop {
-            if let Err(e) = self.poll.poll(&mut events, None) {
+            let timeout = (!self.backlogged.is_empty()).then_some(RETRY_ACCEPT);
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 return Err(e);
             }
+            let mut ready: Vec<usize> = std::mem::take(&mut self.backlogged);
             for event in events.iter() {
-                if event.token() == WAKER {
-                    continue;
+                if event.token() != WAKER && !ready.contains(&event.token().0) {
+                    ready.push(event.token().0);
                 }
-                self.accept_all(event.token().0);
+            }
+            for index in ready {
+                if !self.accept_all(index) {
+                    self.backlogged.push(index);
+                }
             }
             if control.reload.swap(false, Ordering::SeqCst) {
                 reload();
@@ -162,21 +179,29 @@ impl Acceptor {
         }
     }
 
-    fn accept_all(&mut self, index: usize) {
+    /// Accepts until the listener's backlog is empty; `false` when an error
+    /// (out of file descriptors, say) stopped it first, so that the listener
+    /// must be tried again although no new readiness event will come.
+    fn accept_all(&mut self, index: usize) -> bool {
         let Some((listener, service)) = self.listeners.get(index) else {
-            return;
+            return true;
         };
         let service = &self.services[*service];
         loop {
             let (stream, peer) = match listener.accept() {
                 Ok(pair) => pair,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // Out of file descriptors and the like: back off a little.
-                    warn!("{}: accept failed: {e}", service.name);
-                    std::thread::sleep(Duration::from_millis(50));
-                    return;
+                    if self.last_warning.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                        warn!(
+                            "{}: accept failed: {e} (connections wait in the backlog; retrying every {} ms)",
+                            service.name,
+                            RETRY_ACCEPT.as_millis()
+                        );
+                        self.last_warning = Some(Instant::now());
+                    }
+                    return false;
                 }
             };
             // SAFETY: the descriptor comes from a socket we own and give up here.

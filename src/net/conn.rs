@@ -1,31 +1,16 @@
-//! A client connection: plain TCP or TLS over it, with reads bounded by a
-//! deadline and interruptible by a gateway shutdown.
+//! A client connection: a [`Stream`] whose reads wait for a deadline the
+//! session keeps moving, and which a gateway shutdown can interrupt.
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::io;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rustls::{ServerConfig, ServerConnection, StreamOwned};
+use rustls::{ServerConfig, ServerConnection};
 
-use super::tls::version_name;
-
-/// Negotiated TLS parameters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsInfo {
-    /// `TLSv1.3` or `TLSv1.2`.
-    pub version: String,
-    /// Cipher suite name, for logs and `Received:` headers.
-    pub cipher: String,
-}
-
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<StreamOwned<ServerConnection, TcpStream>>),
-    /// Only while upgrading.
-    Gone,
-}
+use super::stream::Stream;
+pub use super::stream::TlsInfo;
 
 /// What a read produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,14 +19,18 @@ pub enum Input {
     Data(usize),
     /// The client closed the connection.
     Closed,
-    /// Nothing arrived before the deadline.
+    /// Nothing (or not enough) arrived before the deadline.
     TimedOut,
     /// The gateway is stopping and the session is idle.
     ShuttingDown,
 }
 
-/// How often a blocked read wakes up to look at the shutdown flag.
-const POLL_SLICE: Duration = Duration::from_millis(500);
+/// How often a blocked read wakes up to look at the shutdown flag and at a
+/// deadline that may have moved (overload shortens it).
+const POLL_SLICE: Duration = Duration::from_millis(250);
+
+/// How long a goodbye (a last reply, a TLS close_notify) may take.
+const GOODBYE: Duration = Duration::from_secs(2);
 
 /// One client connection.
 pub struct Connection {
@@ -51,17 +40,10 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Wraps an accepted socket; writes time out after `write_timeout`.
-    pub fn new(
-        tcp: TcpStream,
-        peer: SocketAddr,
-        shutdown: Arc<AtomicBool>,
-        write_timeout: Duration,
-    ) -> Connection {
-        let _ = tcp.set_nodelay(true);
-        let _ = tcp.set_write_timeout(Some(write_timeout));
+    /// Wraps an accepted socket.
+    pub fn new(tcp: TcpStream, peer: SocketAddr, shutdown: Arc<AtomicBool>) -> Connection {
         Connection {
-            stream: Stream::Plain(tcp),
+            stream: Stream::new(tcp),
             peer,
             shutdown,
         }
@@ -74,127 +56,63 @@ impl Connection {
 
     /// Whether TLS is on.
     pub fn is_tls(&self) -> bool {
-        matches!(self.stream, Stream::Tls(_))
-    }
-
-    fn tcp(&self) -> Option<&TcpStream> {
-        match &self.stream {
-            Stream::Plain(tcp) => Some(tcp),
-            Stream::Tls(tls) => Some(tls.get_ref()),
-            Stream::Gone => None,
-        }
+        self.stream.is_tls()
     }
 
     /// Starts TLS as the server (implicit TLS, or after STARTTLS/STLS): the
-    /// handshake must finish within `timeout`.
+    /// whole handshake must finish before `deadline`.
     pub fn start_tls(
         &mut self,
         config: Arc<ServerConfig>,
-        timeout: Duration,
+        deadline: Instant,
     ) -> io::Result<TlsInfo> {
-        let Stream::Plain(mut tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
-            return Err(io::Error::other("TLS is already active"));
-        };
-        let mut conn = ServerConnection::new(config).map_err(io::Error::other)?;
-        let deadline = Instant::now() + timeout;
-        let write_timeout = tcp.write_timeout().ok().flatten();
-        while conn.is_handshaking() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "TLS handshake timed out",
-                ));
-            }
-            tcp.set_read_timeout(Some(left))?;
-            tcp.set_write_timeout(Some(left))?;
-            let (read, written) = conn.complete_io(&mut tcp)?;
-            if read == 0 && written == 0 && conn.is_handshaking() {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "client closed during the TLS handshake",
-                ));
-            }
-        }
-        tcp.set_write_timeout(write_timeout)?;
-        let info = TlsInfo {
-            version: version_name(conn.protocol_version()),
-            cipher: conn
-                .negotiated_cipher_suite()
-                .map(|s| format!("{:?}", s.suite()))
-                .unwrap_or_else(|| "unknown".into()),
-        };
-        self.stream = Stream::Tls(Box::new(StreamOwned::new(conn, tcp)));
-        Ok(info)
+        let tls = ServerConnection::new(config).map_err(io::Error::other)?;
+        self.stream.start_tls(tls, deadline)
     }
 
-    /// Reads what arrives within `timeout`. When `idle` (no transaction or
-    /// partial command pending), a gateway shutdown ends the wait.
+    /// Reads what arrives before the deadline `deadline()` names; it is
+    /// asked again every fraction of a second, so it may move. When `idle`
+    /// (nothing in progress), a gateway shutdown ends the wait.
     pub fn read_input(
         &mut self,
         buf: &mut [u8],
-        timeout: Duration,
+        deadline: &dyn Fn() -> Instant,
         idle: bool,
     ) -> io::Result<Input> {
-        let deadline = Instant::now() + timeout;
         loop {
             if idle && self.shutdown.load(Ordering::Relaxed) {
                 return Ok(Input::ShuttingDown);
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            let now = Instant::now();
+            let until = deadline();
+            if now >= until {
                 return Ok(Input::TimedOut);
             }
-            if let Some(tcp) = self.tcp() {
-                tcp.set_read_timeout(Some(left.min(POLL_SLICE)))?;
-            }
-            let result = match &mut self.stream {
-                Stream::Plain(tcp) => tcp.read(buf),
-                Stream::Tls(tls) => tls.read(buf),
-                Stream::Gone => return Ok(Input::Closed),
-            };
-            match result {
+            match self.stream.read(buf, until.min(now + POLL_SLICE)) {
                 Ok(0) => return Ok(Input::Closed),
                 Ok(n) => return Ok(Input::Data(n)),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    continue;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // A peer that vanishes without close_notify is a closed connection.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Input::Closed),
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(Input::Closed),
                 Err(e) => return Err(e),
             }
         }
     }
 
-    /// Writes everything and flushes.
-    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+    /// Writes everything before `deadline`.
+    pub fn send(&mut self, bytes: &[u8], deadline: Instant) -> io::Result<()> {
         if bytes.is_empty() {
             return Ok(());
         }
-        match &mut self.stream {
-            Stream::Plain(tcp) => tcp.write_all(bytes),
-            Stream::Tls(tls) => {
-                tls.write_all(bytes)?;
-                tls.flush()
-            }
-            Stream::Gone => Err(io::Error::from(io::ErrorKind::NotConnected)),
-        }
+        self.stream.write_all(bytes, deadline)
+    }
+
+    /// A last reply, given a moment to leave; failures do not matter any more.
+    pub fn say_goodbye(&mut self, bytes: &[u8]) {
+        let _ = self.send(bytes, Instant::now() + GOODBYE);
     }
 
     /// Ends the connection (with a TLS close_notify where TLS is on).
     pub fn close(mut self) {
-        if let Stream::Tls(tls) = &mut self.stream {
-            tls.conn.send_close_notify();
-            let _ = tls.flush();
-        }
-        if let Some(tcp) = self.tcp() {
-            let _ = tcp.shutdown(Shutdown::Both);
-        }
+        self.stream.close(Instant::now() + GOODBYE);
     }
 }

@@ -26,6 +26,7 @@ pub enum LimitHit {
 pub struct ConnectionLimits {
     max_total: usize,
     max_per_ip: usize,
+    overload_at: usize,
     counts: Mutex<Counts>,
     closed: Condvar,
 }
@@ -37,11 +38,17 @@ pub struct ConnectionGuard {
 }
 
 impl ConnectionLimits {
-    /// Limits of `max_total` connections, `max_per_ip` from one address.
-    pub fn new(max_total: usize, max_per_ip: usize) -> Arc<ConnectionLimits> {
+    /// Limits of `max_total` connections, `max_per_ip` from one address;
+    /// overloaded from `overload_percent` of `max_total` on.
+    pub fn new(
+        max_total: usize,
+        max_per_ip: usize,
+        overload_percent: usize,
+    ) -> Arc<ConnectionLimits> {
         Arc::new(ConnectionLimits {
             max_total,
             max_per_ip,
+            overload_at: (max_total * overload_percent).div_ceil(100).max(1),
             counts: Mutex::new(Counts::default()),
             closed: Condvar::new(),
         })
@@ -73,6 +80,12 @@ impl ConnectionLimits {
     /// Open connections.
     pub fn active(&self) -> usize {
         self.lock().total
+    }
+
+    /// Whether so many connections are open that idle clients get short
+    /// deadlines (Postfix's stress mode).
+    pub fn overloaded(&self) -> bool {
+        self.active() >= self.overload_at
     }
 
     /// Waits until no connection is open or `timeout` passed; true if none is open.
@@ -117,7 +130,7 @@ mod tests {
 
     #[test]
     fn per_ip_and_total_limits_are_enforced_and_released() {
-        let limits = ConnectionLimits::new(3, 2);
+        let limits = ConnectionLimits::new(3, 2, 100);
         let a1 = limits.try_acquire(ip("192.0.2.1")).unwrap();
         let _a2 = limits.try_acquire(ip("::ffff:192.0.2.1")).unwrap();
         assert_eq!(
@@ -138,8 +151,22 @@ mod tests {
     }
 
     #[test]
+    fn overload_starts_at_the_configured_share_of_the_slots() {
+        let limits = ConnectionLimits::new(10, 10, 80);
+        let guards: Vec<_> = (0..7)
+            .map(|i| limits.try_acquire(ip(&format!("192.0.2.{i}"))).unwrap())
+            .collect();
+        assert!(!limits.overloaded());
+        let eighth = limits.try_acquire(ip("192.0.2.99")).unwrap();
+        assert!(limits.overloaded());
+        drop(eighth);
+        assert!(!limits.overloaded());
+        drop(guards);
+    }
+
+    #[test]
     fn waiting_for_idle_returns_when_the_last_connection_closes() {
-        let limits = ConnectionLimits::new(10, 10);
+        let limits = ConnectionLimits::new(10, 10, 100);
         let guard = limits.try_acquire(ip("192.0.2.1")).unwrap();
         assert!(!limits.wait_until_idle(Duration::from_millis(10)));
         let handle = std::thread::spawn(move || {

@@ -35,16 +35,6 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// `TLSv1.3` / `TLSv1.2`, as logs and `Received:` headers write it.
-pub fn version_name(version: Option<rustls::ProtocolVersion>) -> String {
-    match version {
-        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".into(),
-        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".into(),
-        Some(other) => format!("{other:?}"),
-        None => "unknown".into(),
-    }
-}
-
 /// Colon-separated uppercase hex SHA-256 of a DER certificate.
 pub fn fingerprint(der: &[u8]) -> String {
     crypto::sha256(der)
@@ -244,9 +234,16 @@ fn generate_self_signed(cert: &Path, key: &Path, hostname: &str) -> Result<(), T
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::testdir::TempDir;
+
+    /// A server configuration with a fresh self-signed certificate.
+    pub(crate) fn server_config() -> Arc<ServerConfig> {
+        let dir = TempDir::new("tls-config");
+        let server = TlsServer::load(&config_in(dir.path(), "")).unwrap();
+        server.current()
+    }
 
     fn config_in(dir: &Path, extra: &str) -> Config {
         let text = format!(r#"{{"hostname": "gw.example", "data_dir": "data" {extra}}}"#);

@@ -59,13 +59,16 @@ impl Backend for StoreLogin {
     fn login(&mut self, user: &str, password: Password) -> Result<StoreMaildrop, LoginError> {
         let ctx = &self.context;
         let id = mailbox_of(user, &ctx.mailbox_domain);
-        if let Err(why) = ctx.throttle.check(self.client, id.as_ref()) {
-            info!(
-                "pop3 {}: login for {user:?} refused: locked out ({why:?})",
-                self.client
-            );
-            return Err(LoginError::LockedOut);
-        }
+        let attempt = match ctx.throttle.begin(self.client, id.as_ref()) {
+            Ok(attempt) => attempt,
+            Err(why) => {
+                info!(
+                    "pop3 {}: login for {user:?} refused: locked out ({why:?})",
+                    self.client
+                );
+                return Err(LoginError::LockedOut);
+            }
+        };
         let mailbox = match id.as_ref().map(|id| ctx.store.mailbox(id)) {
             Some(Ok(mailbox)) => Some(mailbox),
             None | Some(Err(StoreError::NotFound(_))) => None,
@@ -88,7 +91,7 @@ impl Backend for StoreLogin {
             (Some(mailbox), Ok(Some(pair))) => (mailbox, pair),
             (_, Ok(_)) | (_, Err(StoreError::WrongPassword(_))) => {
                 info!("pop3 {}: failed login for {user:?}", self.client);
-                ctx.throttle.failed(self.client, id.as_ref());
+                std::thread::sleep(attempt.failed());
                 return Err(LoginError::Failed);
             }
             (_, Err(e)) => {
@@ -96,7 +99,7 @@ impl Backend for StoreLogin {
                 return Err(LoginError::Unavailable);
             }
         };
-        ctx.throttle.succeeded(self.client, mailbox.id());
+        attempt.succeeded();
         let lock = match mailbox.try_lock() {
             Ok(lock) => lock,
             Err(StoreError::InUse(_)) => return Err(LoginError::InUse),

@@ -23,6 +23,7 @@ use crate::crypto::Password;
 use crate::dot_stuffing::{DataReceiver, DotStuffer};
 use crate::net::conn::TlsInfo;
 use crate::net::driver::{Outgoing, Protocol, Step};
+use crate::net::error_limit::{ErrorCount, ErrorPolicy};
 use crate::net::line::CommandQueue;
 use crate::proxy::relay::{CopySink, LoginFailure};
 use crate::store::message::UpstreamOrigin;
@@ -46,8 +47,11 @@ pub struct Account {
     pub mailbox: MailboxId,
     /// Login name at the upstream.
     pub user: String,
-    /// Upstream host and port.
+    /// The upstream host (lowercase, no port): with `user`, the identity of
+    /// the account, whatever port or TLS mode reached it.
     pub host: String,
+    /// Host and port as connected, for logs and metadata.
+    pub server: String,
 }
 
 /// Logins, the archive index and copies.
@@ -74,6 +78,8 @@ struct Link<U> {
     /// Message number to UIDL, from the one UIDL at login; `None` if the
     /// upstream has no UIDL (then only this session's copies are known).
     uidls: Option<HashMap<u64, String>>,
+    /// Message number to size, from the one LIST at login (empty if refused).
+    sizes: HashMap<u64, u64>,
     archived_here: HashSet<u64>,
 }
 
@@ -117,12 +123,25 @@ enum State {
     Closed,
 }
 
+/// Protocol settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Longest command line, CRLF included.
+    pub max_line_bytes: usize,
+    /// How many errors a client may make.
+    pub errors: ErrorPolicy,
+    /// Largest message retrieved (and archived) from the upstream.
+    pub max_message_bytes: u64,
+}
+
 /// One POP3 proxy connection's protocol state.
 pub struct Pop3ProxySession<R: Relay> {
     shared: Rc<RefCell<Shared<R>>>,
     tls: Option<TlsInfo>,
     input: CommandQueue,
     state: State,
+    errors: ErrorCount,
+    max_message_bytes: u64,
 }
 
 const LOST: &str = "[SYS/TEMP] Connection to the upstream server lost";
@@ -149,6 +168,9 @@ struct Copy {
 /// re-stuffed for the client and, for a RETR to archive, copied.
 struct Relayed<R: Relay> {
     shared: Rc<RefCell<Shared<R>>>,
+    /// Most bytes the response may have (`pop3_proxy.max_message_bytes`).
+    limit: u64,
+    total: u64,
     receiver: DataReceiver,
     to_client: Option<DotStuffer>,
     copy: Option<Copy>,
@@ -159,9 +181,16 @@ struct Relayed<R: Relay> {
 }
 
 impl<R: Relay> Relayed<R> {
-    fn new(shared: &Rc<RefCell<Shared<R>>>, to_client: bool, copy: Option<Copy>) -> Relayed<R> {
+    fn new(
+        shared: &Rc<RefCell<Shared<R>>>,
+        limit: u64,
+        to_client: bool,
+        copy: Option<Copy>,
+    ) -> Relayed<R> {
         Relayed {
             shared: Rc::clone(shared),
+            limit,
+            total: 0,
             receiver: DataReceiver::normalizing(),
             to_client: to_client.then(DotStuffer::whole),
             copy,
@@ -199,7 +228,7 @@ impl<R: Relay> Relayed<R> {
             size: copy.size,
             upstream: Some(UpstreamOrigin {
                 user: account.user.clone(),
-                host: account.host.clone(),
+                host: account.server.clone(),
                 uidl: uidl.clone(),
             }),
         };
@@ -210,7 +239,7 @@ impl<R: Relay> Relayed<R> {
         }
         info!(
             "pop3 proxy {client_ip}: archived message {} ({} bytes) of {} at {} as {name}",
-            copy.number, copy.size, account.user, account.host
+            copy.number, copy.size, account.user, account.server
         );
         Ok(())
     }
@@ -232,6 +261,14 @@ impl<R: Relay> Outgoing for Relayed<R> {
         let mut input = &self.buf[..n];
         self.plain.clear();
         let end = self.receiver.feed(&mut input, &mut self.plain);
+        self.total += self.plain.len() as u64;
+        if self.total > self.limit {
+            // The upstream announced less (or nothing): stop here, store nothing.
+            return Err(io::Error::other(format!(
+                "the upstream sent a response larger than pop3_proxy.max_message_bytes ({} bytes)",
+                self.limit
+            )));
+        }
         if end
             && !input.is_empty()
             && let Ok(link) = self.shared.borrow_mut().link()
@@ -269,7 +306,7 @@ impl<R: Relay + 'static> Pop3ProxySession<R> {
     /// A session; `tls` is set on implicit-TLS listeners.
     pub fn new(
         relay: R,
-        max_line_bytes: usize,
+        settings: Settings,
         client_ip: IpAddr,
         tls: Option<TlsInfo>,
     ) -> Pop3ProxySession<R> {
@@ -281,8 +318,10 @@ impl<R: Relay + 'static> Pop3ProxySession<R> {
                 tls_version: tls.as_ref().map(|t| t.version.clone()),
             })),
             tls,
-            input: CommandQueue::new(max_line_bytes),
+            input: CommandQueue::new(settings.max_line_bytes),
             state: State::Authorization { user: None },
+            errors: ErrorCount::new(settings.errors),
+            max_message_bytes: settings.max_message_bytes,
         }
     }
 
@@ -416,12 +455,16 @@ impl<R: Relay + 'static> Pop3ProxySession<R> {
                 return err(out, "[SYS/TEMP] Temporary failure; try again later");
             }
         };
-        // One UIDL at login: it ties message numbers to the ids the archive
-        // index is keyed by.
-        let uidls = match read_uidls(&mut up) {
-            Ok(uidls) => uidls,
+        // One UIDL at login ties message numbers to the ids the archive
+        // index is keyed by; one LIST gives the sizes the limit is checked on.
+        let listings = read_listing(&mut up, "UIDL").and_then(|uidls| {
+            let sizes = read_listing(&mut up, "LIST")?;
+            Ok((uidls, sizes))
+        });
+        let (uidls, sizes) = match listings {
+            Ok(pair) => pair,
             Err(e) => {
-                warn!("pop3 proxy: UIDL from {} failed: {e}", account.host);
+                warn!("pop3 proxy: UIDL/LIST from {} failed: {e}", account.server);
                 self.state = State::Closed;
                 return err(out, LOST);
             }
@@ -429,13 +472,19 @@ impl<R: Relay + 'static> Pop3ProxySession<R> {
         if uidls.is_none() {
             warn!(
                 "pop3 proxy: {} offers no UIDL; copies cannot be matched across sessions",
-                account.host
+                account.server
             );
         }
+        let sizes = sizes
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(n, size)| Some((n, size.parse().ok()?)))
+            .collect();
         self.shared.borrow_mut().link = Some(Link {
             up,
             account,
-            uidls,
+            uidls: uidls.map(|list| list.into_iter().collect()),
+            sizes,
             archived_here: HashSet::new(),
         });
         self.state = State::Transaction;
@@ -462,9 +511,12 @@ impl<R: Relay + 'static> Pop3ProxySession<R> {
         out.extend_from_slice(status.as_bytes());
         out.extend_from_slice(b"\r\n");
         match multi {
-            Some(copy) if status.starts_with("+OK") => {
-                Step::Stream(Box::new(Relayed::new(&self.shared, true, copy)))
-            }
+            Some(copy) if status.starts_with("+OK") => Step::Stream(Box::new(Relayed::new(
+                &self.shared,
+                self.max_message_bytes,
+                true,
+                copy,
+            ))),
             _ => Step::Continue,
         }
     }
@@ -493,9 +545,21 @@ impl<R: Relay + 'static> Pop3ProxySession<R> {
         }
     }
 
+    /// The size of message `n` when the upstream listed it above the limit.
+    fn too_big(&self, n: u64) -> Option<u64> {
+        let shared = self.shared.borrow();
+        let size = *shared.link.as_ref()?.sizes.get(&n)?;
+        (size > self.max_message_bytes).then_some(size)
+    }
+
     /// Retrieves message `n` from the upstream and stores it, without
     /// sending it to the client (a DELE of a message never retrieved).
     fn archive_now(&mut self, n: u64) -> Result<(), ArchiveError> {
+        if let Some(size) = self.too_big(n) {
+            return Err(ArchiveError::Failed(format!(
+                "it is {size} bytes, more than pop3_proxy.max_message_bytes"
+            )));
+        }
         let copy = self
             .start_copy(n)
             .ok_or_else(|| ArchiveError::Failed("no copy could be started".into()))?;
@@ -510,7 +574,7 @@ impl<R: Relay + 'static> Pop3ProxySession<R> {
                 "the upstream refused RETR {n}: {status}"
             )));
         }
-        let mut job = Relayed::new(&self.shared, false, Some(copy));
+        let mut job = Relayed::new(&self.shared, self.max_message_bytes, false, Some(copy));
         let mut discard = Vec::new();
         while job
             .next_chunk(&mut discard)
@@ -534,6 +598,19 @@ impl<R: Relay + 'static> Pop3ProxySession<R> {
             Command::Uidl(None) => self.relay("UIDL", Some(None), out),
             Command::Top(n, lines) => self.relay(&format!("TOP {n} {lines}"), Some(None), out),
             Command::Retr(n) => {
+                if let Some(size) = self.too_big(n) {
+                    warn!(
+                        "pop3 proxy: message {n} is {size} bytes, more than pop3_proxy.max_message_bytes"
+                    );
+                    err(
+                        out,
+                        &format!(
+                            "[SYS/PERM] Message {n} is larger than this proxy passes on ({} bytes)",
+                            self.max_message_bytes
+                        ),
+                    );
+                    return Step::Continue;
+                }
                 let copy = if self.shared.borrow_mut().needs_copy(n) {
                     self.start_copy(n)
                 } else {
@@ -580,9 +657,21 @@ impl<R: Relay + 'static> Pop3ProxySession<R> {
     }
 }
 
-/// Reads the upstream's UIDL listing into a map; `None` if it has no UIDL.
-fn read_uidls<U: Upstream>(up: &mut U) -> Result<Option<HashMap<u64, String>>, String> {
-    let status = up.command("UIDL")?;
+/// Most bytes of a UIDL or LIST answer read at login (about 200,000
+/// messages): an upstream cannot make the proxy hold more.
+const MAX_LISTING_BYTES: usize = 16 << 20;
+/// Longest line of such an answer (RFC 1939 section 7: a UIDL is at most 70
+/// characters; answers are at most 512 octets).
+const MAX_LISTING_LINE: usize = 1024;
+
+/// Reads the upstream's answer to `UIDL` or `LIST` as (message number,
+/// value) pairs; `None` if it refuses the command. Bounded in total size and
+/// line length; a line that is not `number value` is an error.
+fn read_listing<U: Upstream>(
+    up: &mut U,
+    command: &str,
+) -> Result<Option<Vec<(u64, String)>>, String> {
+    let status = up.command(command)?;
     if !status.starts_with("+OK") {
         return Ok(None);
     }
@@ -595,24 +684,53 @@ fn read_uidls<U: Upstream>(up: &mut U) -> Result<Option<HashMap<u64, String>>, S
             return Err("the upstream closed the connection".into());
         }
         let mut input = &buf[..n];
-        if receiver.feed(&mut input, &mut listing) {
+        let end = receiver.feed(&mut input, &mut listing);
+        if listing.len() > MAX_LISTING_BYTES {
+            return Err(format!(
+                "the {command} answer is larger than {MAX_LISTING_BYTES} bytes"
+            ));
+        }
+        if end {
             up.unread(input);
             break;
         }
     }
-    let mut map = HashMap::new();
-    for line in String::from_utf8_lossy(&listing).lines() {
-        let mut words = line.split_whitespace();
-        if let (Some(n), Some(uidl)) = (words.next().and_then(|n| n.parse().ok()), words.next()) {
-            map.insert(n, uidl.to_string());
+    let mut entries = Vec::new();
+    for line in listing.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        let parsed = (line.len() <= MAX_LISTING_LINE)
+            .then(|| std::str::from_utf8(line).ok())
+            .flatten()
+            .and_then(|text| {
+                let mut words = text.split_ascii_whitespace();
+                let number = words.next()?.parse::<u64>().ok()?;
+                let value = words.next()?;
+                let printable = value.bytes().all(|b| b.is_ascii_graphic());
+                (printable && words.next().is_none()).then(|| (number, value.to_string()))
+            });
+        match parsed {
+            Some(entry) => entries.push(entry),
+            None => {
+                return Err(format!(
+                    "a malformed {command} line: {:?}",
+                    String::from_utf8_lossy(&line[..line.len().min(80)])
+                ));
+            }
         }
     }
-    Ok(Some(map))
+    Ok(Some(entries))
 }
 
 impl<R: Relay + 'static> Commands for Pop3ProxySession<R> {
     fn queue(&mut self) -> &mut CommandQueue {
         &mut self.input
+    }
+
+    fn errors(&mut self) -> &mut ErrorCount {
+        &mut self.errors
     }
 
     fn closed(&self) -> bool {
@@ -646,6 +764,14 @@ impl<R: Relay + 'static> Protocol for Pop3ProxySession<R> {
 
     fn is_idle(&self) -> bool {
         self.input.is_empty()
+    }
+
+    fn has_partial_command(&self) -> bool {
+        !self.input.is_empty()
+    }
+
+    fn take_delay(&mut self) -> std::time::Duration {
+        self.errors.take_delay()
     }
 
     fn expecting_data(&self) -> bool {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use log::warn;
 
-use super::proxy::{Account, Pop3ProxySession, Relay, Upstream};
+use super::proxy::{Account, Pop3ProxySession, Relay, Settings, Upstream};
 use super::upstream::{DEFAULT_PORT, Pop3Upstream};
 use crate::crypto::Password;
 use crate::net::acceptor::Accepted;
@@ -26,8 +26,15 @@ pub struct StoreRelay {
 }
 
 impl StoreRelay {
+    /// The index key of a message: the account's identity and its UIDL.
     fn index_parts<'a>(account: &'a Account, uidl: &'a str) -> [&'a str; 3] {
         [&account.user, &account.host, uidl]
+    }
+
+    /// The key earlier versions wrote, with the port in the host: still
+    /// honoured, so an upgrade archives nothing twice.
+    fn legacy_index_parts<'a>(account: &'a Account, uidl: &'a str) -> [&'a str; 3] {
+        [&account.user, &account.server, uidl]
     }
 }
 
@@ -39,14 +46,11 @@ impl Relay for StoreRelay {
         name: &str,
         password: Password,
     ) -> Result<(Account, Pop3Upstream), LoginFailure> {
-        let login = self.ctx.authorize(SERVICE, self.client, name)?;
-        let opened = Pop3Upstream::open(&self.ctx.upstream, &login, &password);
-        let up = self
-            .ctx
-            .opened(SERVICE, self.client, &login, name, opened)?;
+        let (login, up) =
+            self.ctx
+                .login(SERVICE, self.client, name, password, Pop3Upstream::open)?;
         self.mailbox = self.ctx.store.mailbox(&login.mailbox).ok();
-        // The port is part of the account, so "host" and "host:110" are one.
-        let host = Target {
+        let server = Target {
             port: Some(login.target.port.unwrap_or(DEFAULT_PORT)),
             ..login.target.clone()
         }
@@ -54,16 +58,19 @@ impl Relay for StoreRelay {
         let account = Account {
             mailbox: login.mailbox,
             user: login.remote_user,
-            host,
+            // Lowercase already (the login name parser made it so).
+            host: login.target.host,
+            server,
         };
         Ok((account, up))
     }
 
     fn is_archived(&mut self, account: &Account, uidl: &str) -> bool {
         // Unknown means "archive again": a duplicate copy, never a lost one.
-        self.mailbox
-            .as_ref()
-            .is_some_and(|m| m.is_indexed(&Self::index_parts(account, uidl)))
+        self.mailbox.as_ref().is_some_and(|m| {
+            m.is_indexed(&Self::index_parts(account, uidl))
+                || m.is_indexed(&Self::legacy_index_parts(account, uidl))
+        })
     }
 
     fn start_copy(&mut self, mailbox: &MailboxId) -> Result<Box<dyn CopySink>, String> {
@@ -103,9 +110,9 @@ impl Upstream for Pop3Upstream {
 
 /// Everything a POP3 proxy session needs, shared by all of them.
 pub struct Pop3ProxyService {
-    /// Longest command line.
-    pub max_line_bytes: usize,
-    /// Store, upstream setup, throttle.
+    /// Protocol settings.
+    pub settings: Settings,
+    /// Store, upstream setup, this proxy's throttle.
     pub context: Arc<ProxyContext>,
     /// Certificate, timeouts, shutdown flag.
     pub env: SessionEnv,
@@ -121,7 +128,7 @@ impl Pop3ProxyService {
                     client: peer.ip(),
                     mailbox: None,
                 };
-                Pop3ProxySession::new(relay, self.max_line_bytes, peer.ip(), tls)
+                Pop3ProxySession::new(relay, self.settings.clone(), peer.ip(), tls)
             });
     }
 }

@@ -22,6 +22,10 @@ struct World {
     archived: HashSet<(String, String, String)>,
     copies: Vec<(Vec<u8>, Metadata)>,
     fail_copy: bool,
+    /// LIST reports every message as 1 byte.
+    understate_sizes: bool,
+    /// The UIDL listing carries this line too.
+    extra_uidl_line: Option<String>,
 }
 
 #[derive(Clone, Default)]
@@ -29,7 +33,7 @@ struct Fake(Rc<RefCell<World>>);
 
 struct FakeUp {
     world: Fake,
-    wire: Vec<u8>,
+    wire: std::collections::VecDeque<u8>,
 }
 
 /// Dot-stuffs as a strict server does: only lines that follow a CRLF.
@@ -66,8 +70,11 @@ impl Upstream for FakeUp {
                     .enumerate()
                     .map(|(i, (u, _))| format!("{} {u}\r\n", i + 1))
                     .collect();
-                self.wire.extend_from_slice(listing.as_bytes());
-                self.wire.extend_from_slice(b".\r\n");
+                self.wire.extend(listing.as_bytes());
+                if let Some(extra) = &w.extra_uidl_line {
+                    self.wire.extend(extra.as_bytes());
+                }
+                self.wire.extend(b".\r\n");
                 "+OK".into()
             }
             ("UIDL", None) if w.no_uidl => "-ERR no UIDL here".into(),
@@ -76,14 +83,17 @@ impl Upstream for FakeUp {
                     .messages
                     .iter()
                     .enumerate()
-                    .map(|(i, (_, b))| format!("{} {}\r\n", i + 1, b.len()))
+                    .map(|(i, (_, b))| {
+                        let size = if w.understate_sizes { 1 } else { b.len() };
+                        format!("{} {size}\r\n", i + 1)
+                    })
                     .collect();
-                self.wire.extend_from_slice(listing.as_bytes());
-                self.wire.extend_from_slice(b".\r\n");
+                self.wire.extend(listing.as_bytes());
+                self.wire.extend(b".\r\n");
                 "+OK scan listing".into()
             }
             ("RETR", Some((_, body))) => {
-                self.wire.extend_from_slice(&stuffed(&body));
+                self.wire.extend(&stuffed(&body));
                 format!("+OK {} octets", body.len())
             }
             ("TOP", Some((_, body))) => {
@@ -93,7 +103,7 @@ impl Upstream for FakeUp {
                     .collect::<Vec<_>>()
                     .join(&b'\n');
                 self.wire
-                    .extend_from_slice(&stuffed(&[head.as_slice(), b"\n"].concat()));
+                    .extend(&stuffed(&[head.as_slice(), b"\n"].concat()));
                 "+OK top".into()
             }
             ("DELE", Some(_)) => {
@@ -107,15 +117,24 @@ impl Upstream for FakeUp {
     }
 
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, String> {
-        // A few bytes at a time, as a slow network would deliver them.
-        let n = buf.len().min(self.wire.len()).min(7);
-        buf[..n].copy_from_slice(&self.wire[..n]);
-        self.wire.drain(..n);
+        // A few bytes at a time, as a slow network would deliver them
+        // (larger pieces once there is much to send).
+        let piece = if self.wire.len() > 64 * 1024 {
+            16 * 1024
+        } else {
+            7
+        };
+        let n = buf.len().min(self.wire.len()).min(piece);
+        for (slot, byte) in buf[..n].iter_mut().zip(self.wire.drain(..n)) {
+            *slot = byte;
+        }
         Ok(n)
     }
 
     fn unread(&mut self, bytes: &[u8]) {
-        self.wire.splice(0..0, bytes.iter().copied());
+        for &b in bytes.iter().rev() {
+            self.wire.push_front(b);
+        }
     }
 }
 
@@ -174,13 +193,14 @@ impl Relay for Fake {
         let account = Account {
             mailbox: MAILBOX.parse().unwrap(),
             user: "anna".into(),
-            host: "pop.example.com:995".into(),
+            host: "pop.example.com".into(),
+            server: "pop.example.com:995".into(),
         };
         Ok((
             account,
             FakeUp {
                 world: self.clone(),
-                wire: Vec::new(),
+                wire: Default::default(),
             },
         ))
     }
@@ -228,8 +248,21 @@ const TWO: &[u8] = b"Subject: two\r\n\r\nsecond\r\n";
 
 impl Harness {
     fn with(world: Fake, tls: Option<TlsInfo>) -> Harness {
+        Harness::limited(world, tls, 1 << 20)
+    }
+
+    fn limited(world: Fake, tls: Option<TlsInfo>, max_message_bytes: u64) -> Harness {
         Harness {
-            session: Pop3ProxySession::new(world.clone(), 512, "192.0.2.5".parse().unwrap(), tls),
+            session: Pop3ProxySession::new(
+                world.clone(),
+                Settings {
+                    max_line_bytes: 512,
+                    errors: ErrorPolicy::default(),
+                    max_message_bytes,
+                },
+                "192.0.2.5".parse().unwrap(),
+                tls,
+            ),
             world,
             last: "continue",
         }
@@ -249,7 +282,10 @@ impl Harness {
     }
 
     fn logged_in_to(world: Fake) -> Harness {
-        let mut h = Harness::with(world, Some(tls()));
+        Harness::logged_in_with(Harness::with(world, Some(tls())))
+    }
+
+    fn logged_in_with(mut h: Harness) -> Harness {
         assert_eq!(
             h.ingest(b"USER anna%pop.example.com:995%mbx-x\r\nPASS secret\r\n"),
             "+OK Send your password\r\n+OK Logged in\r\n"
@@ -324,7 +360,7 @@ fn login_commands_before_tls_are_refused_and_never_relayed() {
 }
 
 #[test]
-fn login_fetches_the_uidl_list_once() {
+fn login_fetches_the_uidl_and_size_lists_once() {
     let h = Harness::logged_in();
     assert_eq!(
         h.world().logins,
@@ -333,7 +369,7 @@ fn login_fetches_the_uidl_list_once() {
             "secret".to_string()
         )]
     );
-    assert_eq!(h.world().commands, ["UIDL"]);
+    assert_eq!(h.world().commands, ["UIDL", "LIST"]);
 }
 
 #[test]
@@ -416,7 +452,7 @@ fn dele_of_a_message_never_retrieved_archives_it_first() {
     let w = h.world();
     assert_eq!(w.copies.len(), 1);
     assert_eq!(w.copies[0].0, TWO);
-    assert_eq!(w.commands, ["UIDL", "RETR 2", "DELE 2"]);
+    assert_eq!(w.commands, ["UIDL", "LIST", "RETR 2", "DELE 2"]);
 }
 
 #[test]
@@ -424,7 +460,7 @@ fn dele_of_an_archived_message_is_forwarded_at_once() {
     let mut h = Harness::logged_in();
     h.ingest(b"RETR 1\r\n");
     h.ingest(b"DELE 1\r\n");
-    assert_eq!(h.world().commands, ["UIDL", "RETR 1", "DELE 1"]);
+    assert_eq!(h.world().commands, ["UIDL", "LIST", "RETR 1", "DELE 1"]);
     assert_eq!(h.world().copies.len(), 1);
 }
 
@@ -546,4 +582,94 @@ fn an_over_long_line_is_an_error_and_the_next_command_is_read() {
     line.extend_from_slice(&[b'x'; 600]);
     line.extend_from_slice(b"\r\nSTAT\r\n");
     assert_eq!(h.ingest(&line), "-ERR Line too long\r\n+OK 2 0\r\n");
+}
+
+#[test]
+fn a_message_above_the_size_limit_is_refused_before_any_byte_and_never_deleted() {
+    let mut h = Harness::logged_in_with(Harness::limited(
+        Harness::world_with_mail(),
+        Some(tls()),
+        TWO.len() as u64,
+    ));
+    let answer = h.ingest(b"RETR 1\r\n");
+    assert!(
+        answer.starts_with("-ERR [SYS/PERM] Message 1 is larger than this proxy passes on"),
+        "{answer}"
+    );
+    let answer = h.ingest(b"DELE 1\r\n");
+    assert!(
+        answer.contains("could not be archived, so it was not deleted"),
+        "{answer}"
+    );
+    assert_eq!(h.ingest(b"RETR 2\r\n").matches("second").count(), 1);
+    let w = h.world();
+    assert!(w.deleted.is_empty());
+    assert!(
+        !w.commands.iter().any(|c| c == "RETR 1"),
+        "{:?}",
+        w.commands
+    );
+}
+
+#[test]
+fn an_upstream_that_sends_more_than_it_listed_is_cut_off_and_nothing_is_stored() {
+    let world = Harness::world_with_mail();
+    world.0.borrow_mut().understate_sizes = true;
+    let mut h = Harness::logged_in_with(Harness::limited(world, Some(tls()), 10));
+    let mut out = Vec::new();
+    let Step::Stream(mut job) = h.session.receive(b"RETR 1\r\n", &mut out) else {
+        panic!("RETR should stream");
+    };
+    let err = loop {
+        match job.next_chunk(&mut out) {
+            Ok(true) => {}
+            Ok(false) => panic!("the response should have been cut off"),
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        err.to_string().contains("pop3_proxy.max_message_bytes"),
+        "{err}"
+    );
+    assert!(h.world().copies.is_empty());
+}
+
+#[test]
+fn a_malformed_uidl_listing_ends_the_login() {
+    let world = Harness::world_with_mail();
+    world.0.borrow_mut().extra_uidl_line = Some("3 uid with spaces\r\n".into());
+    let mut h = Harness::with(world, Some(tls()));
+    let answer = h.ingest(b"USER anna%pop.example.com:995%mbx-x\r\nPASS secret\r\n");
+    assert!(
+        answer.ends_with("-ERR [SYS/TEMP] Connection to the upstream server lost\r\n"),
+        "{answer}"
+    );
+    assert_eq!(h.last, "close");
+}
+
+#[test]
+fn an_endless_uidl_listing_is_cut_off() {
+    let world = Harness::world_with_mail();
+    let flood: String = (3..300_000)
+        .map(|i| format!("{i} {}\r\n", "u".repeat(70)))
+        .collect();
+    world.0.borrow_mut().extra_uidl_line = Some(flood);
+    let mut h = Harness::with(world, Some(tls()));
+    let answer = h.ingest(b"USER anna%pop.example.com:995%mbx-x\r\nPASS secret\r\n");
+    assert!(
+        answer.ends_with("-ERR [SYS/TEMP] Connection to the upstream server lost\r\n"),
+        "{answer}"
+    );
+}
+
+#[test]
+fn twenty_errors_close_the_session() {
+    let mut h = Harness::with(Fake::default(), Some(tls()));
+    let answer = h.ingest(&b"XYZZY\r\n".repeat(25));
+    assert_eq!(answer.matches("-ERR Unknown command").count(), 20);
+    assert!(
+        answer.ends_with("-ERR [SYS/TEMP] Too many errors; closing\r\n"),
+        "{answer}"
+    );
+    assert_eq!(h.last, "close");
 }

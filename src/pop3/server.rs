@@ -14,6 +14,7 @@ use crate::crypto::Password;
 use crate::dot_stuffing::DotStuffer;
 use crate::net::conn::TlsInfo;
 use crate::net::driver::{Outgoing, Protocol, Step};
+use crate::net::error_limit::{ErrorCount, ErrorPolicy};
 use crate::net::line::CommandQueue;
 
 /// One message of the snapshot taken at login.
@@ -73,6 +74,8 @@ pub trait Backend {
 pub struct Settings {
     /// Longest command line, CRLF included.
     pub max_line_bytes: usize,
+    /// How many errors a client may make.
+    pub errors: ErrorPolicy,
 }
 
 enum State<M> {
@@ -95,6 +98,7 @@ pub struct Session<B: Backend> {
     input: CommandQueue,
     state: State<B::Maildrop>,
     user: Option<String>,
+    errors: ErrorCount,
 }
 
 const TLS_REQUIRED: &str =
@@ -110,6 +114,7 @@ impl<B: Backend> Session<B> {
             tls,
             state: State::Authorization { user: None },
             user: None,
+            errors: ErrorCount::new(settings.errors),
         }
     }
 
@@ -462,6 +467,10 @@ impl<B: Backend> Commands for Session<B> {
         &mut self.input
     }
 
+    fn errors(&mut self) -> &mut ErrorCount {
+        &mut self.errors
+    }
+
     fn closed(&self) -> bool {
         matches!(self.state, State::Closed)
     }
@@ -493,6 +502,14 @@ impl<B: Backend> Protocol for Session<B> {
 
     fn is_idle(&self) -> bool {
         self.input.is_empty()
+    }
+
+    fn has_partial_command(&self) -> bool {
+        !self.input.is_empty()
+    }
+
+    fn take_delay(&mut self) -> std::time::Duration {
+        self.errors.take_delay()
     }
 
     fn expecting_data(&self) -> bool {

@@ -107,6 +107,7 @@ impl Harness {
             session: Session::new(
                 Settings {
                     max_line_bytes: 255,
+                    errors: ErrorPolicy::default(),
                 },
                 fake.clone(),
                 tls,

@@ -5,8 +5,8 @@
 
 use zeroize::Zeroizing;
 
-use crate::crypto::{self, Password};
-use crate::proxy::login_name::ProxyLogin;
+use crate::crypto;
+use crate::proxy::relay::Authorized;
 use crate::proxy::upstream::{OpenError, UpstreamConn, UpstreamError, UpstreamSetup};
 
 /// The POP3 port used when a login names none.
@@ -32,7 +32,7 @@ fn status(conn: &mut UpstreamConn) -> Result<String, UpstreamError> {
 }
 
 fn exchange(conn: &mut UpstreamConn, line: &str) -> Result<String, UpstreamError> {
-    conn.send(format!("{line}\r\n").as_bytes())?;
+    conn.send_line(line)?;
     status(conn)
 }
 
@@ -66,12 +66,9 @@ fn refused_or_temporary(line: &str, what: &str) -> OpenError {
 
 impl Pop3Upstream {
     /// Resolves and checks the target, connects, secures the connection and
-    /// logs in with `login.remote_user` and `password`.
-    pub fn open(
-        setup: &UpstreamSetup,
-        login: &ProxyLogin,
-        password: &Password,
-    ) -> Result<Pop3Upstream, OpenError> {
+    /// logs in with the remote user and password of the authorized login.
+    pub fn open(setup: &UpstreamSetup, authorized: &Authorized) -> Result<Pop3Upstream, OpenError> {
+        let (login, password) = (&authorized.login, authorized.password());
         let mut conn = setup.connect(&login.target, DEFAULT_PORT)?;
         let greeting = status(&mut conn)?;
         if !greeting.starts_with("+OK") {
@@ -93,7 +90,7 @@ impl Pop3Upstream {
             conn.start_tls(&setup.tls, &login.target.host, setup.connect_timeout)?;
             caps = capabilities(&mut conn)?;
         }
-        setup.settle(&conn)?;
+        setup.settle(&mut conn);
         let user = &login.remote_user;
         let sasl_plain_only = !caps.iter().any(|c| c == "USER")
             && caps

@@ -10,7 +10,8 @@ use log::{info, warn};
 
 use super::login_name::{self, ProxyLogin};
 use super::upstream::{OpenError, UpstreamSetup};
-use crate::auth::LoginThrottle;
+use crate::auth::{self, Attempt, LoginThrottle};
+use crate::crypto::Password;
 use crate::store::mailbox::PendingMessage;
 use crate::store::{Mailbox, MailboxId, Metadata, Spool, SpoolWriter, Status, Store, StoreError};
 
@@ -20,7 +21,8 @@ pub enum LoginFailure {
     /// Permanent: bad name, unknown or suspended mailbox, target refused,
     /// TLS refused, upstream refused the credentials.
     Refused,
-    /// Temporary: the upstream is unreachable, or too many failures.
+    /// Temporary: the upstream is unreachable, the store cannot be read, or
+    /// too many failures.
     Temporary,
 }
 
@@ -38,109 +40,102 @@ pub trait PreparedCopy {
     fn commit(self: Box<Self>) -> Result<String, String>;
 }
 
-/// Shared by every session of a proxy.
+/// Shared by every session of one proxy.
 pub struct ProxyContext {
     /// Where copies go.
     pub store: Store,
     /// Target policy, TLS client, timeouts.
     pub upstream: UpstreamSetup,
-    /// Failure delays and lockouts (shared with POP3).
+    /// This proxy's failure delays and lockouts (each service counts its own).
     pub throttle: Arc<LoginThrottle>,
 }
 
+/// A proxy login that passed every local check: the name parsed, no control
+/// character anywhere, the mailbox exists and takes mail. The upstream
+/// clients take only this, so nothing unchecked can reach an upstream.
+pub struct Authorized {
+    /// The parsed login name.
+    pub login: ProxyLogin,
+    password: Password,
+}
+
+impl Authorized {
+    /// The password to present upstream.
+    pub fn password(&self) -> &Password {
+        &self.password
+    }
+}
+
 impl ProxyContext {
-    /// Parses the login name and checks the client's lockout and the
-    /// mailbox (exists, active) before anything goes upstream.
-    pub fn authorize(
+    /// A whole proxy login: checks the name, the password and the mailbox
+    /// before anything is sent upstream, then opens the upstream session
+    /// with `open`. Every refusal counts toward this proxy's lockouts and
+    /// waits the failure delay; a temporary upstream failure counts against
+    /// the client address (so the proxy is no fast port scanner).
+    pub fn login<T>(
         &self,
         service: &str,
         client: IpAddr,
         name: &str,
-    ) -> Result<ProxyLogin, LoginFailure> {
+        password: Password,
+        open: impl FnOnce(&UpstreamSetup, &Authorized) -> Result<T, OpenError>,
+    ) -> Result<(ProxyLogin, T), LoginFailure> {
         let parsed = login_name::parse(name);
         let mailbox = parsed.as_ref().ok().map(|l| l.mailbox.clone());
-        if let Err(why) = self.throttle.check(client, mailbox.as_ref()) {
-            info!("{service} {client}: login {name:?} refused: locked out ({why:?})");
-            return Err(LoginFailure::Temporary);
+        let attempt = match self.throttle.begin(client, mailbox.as_ref()) {
+            Ok(attempt) => attempt,
+            Err(why) => {
+                info!("{service} {client}: login {name:?} refused: locked out ({why:?})");
+                return Err(LoginFailure::Temporary);
+            }
+        };
+        let refuse = |attempt: Attempt<'_>, why: &str| {
+            info!("{service} {client}: login {name:?} refused: {why}");
+            std::thread::sleep(attempt.failed());
+            LoginFailure::Refused
+        };
+        // Checked before parsing, so the log names the real reason.
+        if auth::has_control_characters(name) || auth::has_control_characters(password.expose()) {
+            return Err(refuse(
+                attempt,
+                "control characters in the login name or password",
+            ));
         }
         let login = match parsed {
             Ok(login) => login,
-            Err(why) => {
-                return Err(self.refuse(
-                    service,
-                    client,
-                    name,
-                    &format!("invalid login name: {why}"),
-                    None,
-                ));
-            }
+            Err(why) => return Err(refuse(attempt, &format!("invalid login name: {why}"))),
         };
         match self.store.mailbox(&login.mailbox) {
-            Ok(m) if m.info().status == Status::Active => Ok(login),
-            Ok(_) => Err(self.refuse(
-                service,
-                client,
-                name,
-                "the mailbox is suspended",
-                mailbox.as_ref(),
-            )),
-            Err(StoreError::NotFound(_)) => {
-                Err(self.refuse(service, client, name, "no such mailbox", mailbox.as_ref()))
-            }
+            Ok(m) if m.info().status == Status::Active => {}
+            Ok(_) => return Err(refuse(attempt, "the mailbox is suspended")),
+            Err(StoreError::NotFound(_)) => return Err(refuse(attempt, "no such mailbox")),
             Err(e) => {
                 warn!(
                     "{service} {client}: cannot open mailbox {}: {e}",
                     login.mailbox
                 );
-                Err(LoginFailure::Temporary)
+                return Err(LoginFailure::Temporary);
             }
         }
-    }
-
-    fn refuse(
-        &self,
-        service: &str,
-        client: IpAddr,
-        name: &str,
-        why: &str,
-        mailbox: Option<&MailboxId>,
-    ) -> LoginFailure {
-        info!("{service} {client}: login {name:?} refused: {why}");
-        self.throttle.failed(client, mailbox);
-        LoginFailure::Refused
-    }
-
-    /// Turns the result of opening the upstream session into the login's
-    /// outcome, counting failures and logging the reason.
-    pub fn opened<T>(
-        &self,
-        service: &str,
-        client: IpAddr,
-        login: &ProxyLogin,
-        name: &str,
-        result: Result<T, OpenError>,
-    ) -> Result<T, LoginFailure> {
-        match result {
+        let authorized = Authorized { login, password };
+        match open(&self.upstream, &authorized) {
             Ok(session) => {
-                self.throttle.succeeded(client, &login.mailbox);
+                attempt.succeeded();
+                let login = authorized.login;
                 info!(
                     "{service} {client}: logged in as {} at {} for {}",
                     login.remote_user, login.target, login.mailbox
                 );
-                Ok(session)
+                Ok((login, session))
             }
-            Err(OpenError::AuthFailed(why)) => Err(self.refuse(
-                service,
-                client,
-                name,
+            Err(OpenError::AuthFailed(why)) => Err(refuse(
+                attempt,
                 &format!("the upstream refused the credentials: {why}"),
-                Some(&login.mailbox),
             )),
-            Err(OpenError::Refused(why)) => {
-                Err(self.refuse(service, client, name, &why, Some(&login.mailbox)))
-            }
+            Err(OpenError::Refused(why)) => Err(refuse(attempt, &why)),
             Err(OpenError::Unavailable(why)) => {
                 warn!("{service} {client}: login {name:?}: {why}");
+                std::thread::sleep(attempt.unavailable());
                 Err(LoginFailure::Temporary)
             }
         }

@@ -94,9 +94,13 @@ impl fmt::Display for TargetPattern {
 /// Ranges a proxy never connects to unless `proxy.allow_private_targets`:
 /// this-network, loopback, private (RFC 1918), CGNAT, link-local (with the
 /// cloud metadata address 169.254.169.254), IETF-reserved, benchmarking,
-/// documentation, multicast, reserved and broadcast; for IPv6 unspecified,
-/// loopback, NAT64, discard, documentation, unique-local, link-local,
-/// site-local and multicast.
+/// documentation, the 6to4 relay anycast, multicast, reserved and broadcast;
+/// for IPv6 every form that carries an IPv4 address (IPv4-compatible
+/// `::a.b.c.d`, IPv4-translated, 6to4, Teredo, NAT64), so that no spelling
+/// of an internal IPv4 address gets through, plus unspecified, loopback,
+/// discard, ORCHID, documentation, unique-local, link-local, site-local and
+/// multicast. IPv4-mapped addresses (`::ffff:a.b.c.d`) are judged as the
+/// IPv4 address they are.
 const BLOCKED: &[&str] = &[
     "0.0.0.0/8",
     "10.0.0.0/8",
@@ -106,18 +110,23 @@ const BLOCKED: &[&str] = &[
     "172.16.0.0/12",
     "192.0.0.0/24",
     "192.0.2.0/24",
+    "192.88.99.0/24",
     "192.168.0.0/16",
     "198.18.0.0/15",
     "198.51.100.0/24",
     "203.0.113.0/24",
     "224.0.0.0/4",
     "240.0.0.0/4",
-    "::/128",
-    "::1/128",
+    "::/96",
+    "::ffff:0:0:0/96",
     "64:ff9b::/96",
     "64:ff9b:1::/48",
     "100::/64",
+    "2001::/32",
+    "2001:10::/28",
+    "2001:20::/28",
     "2001:db8::/32",
+    "2002::/16",
     "fc00::/7",
     "fe80::/10",
     "fec0::/10",
@@ -308,6 +317,23 @@ mod tests {
             "fe80::1",
             "fec0::1",
             "ff02::1",
+        ] {
+            assert!(blocked_range(ip(addr)).is_some(), "{addr}");
+        }
+    }
+
+    #[test]
+    fn every_ipv6_form_of_an_ipv4_address_is_refused() {
+        for addr in [
+            "::127.0.0.1",                          // IPv4-compatible
+            "::10.0.0.1",                           // IPv4-compatible, private
+            "::93.184.216.34",                      // IPv4-compatible, even of a public address
+            "::ffff:0:127.0.0.1",                   // IPv4-translated (SIIT)
+            "2002:7f00:1::1",                       // 6to4 of 127.0.0.1
+            "2002:5db8:d822::1",                    // 6to4 of a public address
+            "2001:0:4136:e378:8000:63bf:80ff:fffe", // Teredo
+            "64:ff9b::127.0.0.1",                   // NAT64
+            "64:ff9b:1::a00:1",                     // local-use NAT64
         ] {
             assert!(blocked_range(ip(addr)).is_some(), "{addr}");
         }

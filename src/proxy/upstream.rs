@@ -3,19 +3,19 @@
 //! for the host name the login gave, and line-based reads with a cap.
 
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use rustls::{ClientConfig, ClientConnection, RootCertStore};
 
 use super::login_name::Target;
 use super::target::{TargetError, TargetPolicy};
-use crate::net::conn::TlsInfo;
-use crate::net::tls::{TlsError, load_certs, provider, version_name};
+use crate::net::stream::{Stream, TlsInfo};
+use crate::net::tls::{TlsError, load_certs, provider};
 
 /// Longest line an upstream may send.
 const MAX_LINE: usize = 16 * 1024;
@@ -130,25 +130,21 @@ impl UpstreamSetup {
         Ok(conn)
     }
 
-    /// After the opening exchange: later reads and writes get `io_timeout`.
-    pub fn settle(&self, conn: &UpstreamConn) -> Result<(), OpenError> {
-        conn.set_timeout(self.io_timeout)
-            .map_err(|e| OpenError::Unavailable(e.to_string()))
+    /// After the opening exchange: later exchanges get `io_timeout`.
+    pub fn settle(&self, conn: &mut UpstreamConn) {
+        conn.set_timeout(self.io_timeout);
     }
 }
 
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
-    Gone,
-}
-
-/// A line-oriented connection to an upstream server.
+/// A line-oriented connection to an upstream server. Every exchange is
+/// bounded by a deadline (`io_timeout` for a whole line or write), so a
+/// hostile upstream cannot hold a session by trickling bytes.
 pub struct UpstreamConn {
     stream: Stream,
     buf: Vec<u8>,
     peer: SocketAddr,
     tls: Option<TlsInfo>,
+    io_timeout: Duration,
 }
 
 impl UpstreamConn {
@@ -158,14 +154,12 @@ impl UpstreamConn {
         for addr in addrs {
             match TcpStream::connect_timeout(addr, timeout) {
                 Ok(tcp) => {
-                    tcp.set_nodelay(true)?;
-                    tcp.set_read_timeout(Some(timeout))?;
-                    tcp.set_write_timeout(Some(timeout))?;
                     return Ok(UpstreamConn {
-                        stream: Stream::Plain(tcp),
+                        stream: Stream::new(tcp),
                         buf: Vec::new(),
                         peer: *addr,
                         tls: None,
+                        io_timeout: timeout,
                     });
                 }
                 Err(e) => last = Some(format!("{addr}: {e}")),
@@ -186,78 +180,56 @@ impl UpstreamConn {
         self.tls.as_ref()
     }
 
-    /// Sets how long a read or write may take from now on.
-    pub fn set_timeout(&self, timeout: Duration) -> io::Result<()> {
-        let tcp = match &self.stream {
-            Stream::Plain(tcp) => tcp,
-            Stream::Tls(tls) => tls.get_ref(),
-            Stream::Gone => return Ok(()),
-        };
-        tcp.set_read_timeout(Some(timeout))?;
-        tcp.set_write_timeout(Some(timeout))
+    /// Sets how long a line or a write may take from now on.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.io_timeout = timeout;
     }
 
-    /// Starts TLS as the client, verifying the certificate for `host`. Bytes
-    /// the server sent before the handshake are dropped (RFC 3207 section 4.2).
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.io_timeout
+    }
+
+    /// Starts TLS as the client, verifying the certificate for `host`; the
+    /// whole handshake must finish within `timeout`. Bytes the server sent
+    /// before the handshake are dropped (RFC 3207 section 4.2).
     pub fn start_tls(
         &mut self,
         tls: &UpstreamTls,
         host: &str,
         timeout: Duration,
     ) -> Result<(), UpstreamError> {
-        let Stream::Plain(mut tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
-            return Err(UpstreamError::Protocol("TLS is already on".into()));
-        };
         self.buf.clear();
         let name = ServerName::try_from(host.to_string()).map_err(|_| {
             UpstreamError::Tls(format!(
                 "{host:?} is not a name a certificate can be checked for"
             ))
         })?;
-        let mut conn = ClientConnection::new(Arc::clone(&tls.config), name)
+        let conn = ClientConnection::new(Arc::clone(&tls.config), name)
             .map_err(|e| UpstreamError::Tls(e.to_string()))?;
-        let deadline = Instant::now() + timeout;
-        while conn.is_handshaking() {
-            if Instant::now() >= deadline {
-                return Err(UpstreamError::Unreachable("TLS handshake timed out".into()));
-            }
-            match conn.complete_io(&mut tcp) {
-                Ok((0, 0)) if conn.is_handshaking() => {
-                    return Err(UpstreamError::Unreachable(
-                        "closed during the TLS handshake".into(),
-                    ));
+        let info = self
+            .stream
+            .start_tls(conn, Instant::now() + timeout)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::InvalidData => UpstreamError::Tls(e.to_string()),
+                io::ErrorKind::TimedOut => {
+                    UpstreamError::Unreachable("TLS handshake timed out".into())
                 }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                    return Err(UpstreamError::Tls(e.to_string()));
-                }
-                Err(e) => return Err(UpstreamError::Unreachable(e.to_string())),
-            }
-        }
-        self.tls = Some(TlsInfo {
-            version: version_name(conn.protocol_version()),
-            cipher: conn
-                .negotiated_cipher_suite()
-                .map(|s| format!("{:?}", s.suite()))
-                .unwrap_or_default(),
-        });
-        self.stream = Stream::Tls(Box::new(StreamOwned::new(conn, tcp)));
+                _ => UpstreamError::Unreachable(e.to_string()),
+            })?;
+        self.tls = Some(info);
         Ok(())
     }
 
-    fn read_some(&mut self) -> io::Result<usize> {
+    fn read_some(&mut self, deadline: Instant) -> io::Result<usize> {
         let mut chunk = [0u8; 8192];
-        let n = match &mut self.stream {
-            Stream::Plain(tcp) => tcp.read(&mut chunk)?,
-            Stream::Tls(tls) => tls.read(&mut chunk)?,
-            Stream::Gone => 0,
-        };
+        let n = self.stream.read(&mut chunk, deadline)?;
         self.buf.extend_from_slice(&chunk[..n]);
         Ok(n)
     }
 
     /// Reads one line without its CRLF.
     pub fn read_line(&mut self) -> Result<Vec<u8>, UpstreamError> {
+        let deadline = self.deadline();
         loop {
             if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
                 let mut line: Vec<u8> = self.buf.drain(..=i).collect();
@@ -272,7 +244,7 @@ impl UpstreamConn {
                     "the upstream sent an over-long line".into(),
                 ));
             }
-            if self.read_some()? == 0 {
+            if self.read_some(deadline)? == 0 {
                 return Err(UpstreamError::Unreachable(
                     "the upstream closed the connection".into(),
                 ));
@@ -289,7 +261,7 @@ impl UpstreamConn {
     /// Reads up to `buf.len()` bytes of a message body (after a line-based
     /// status), taking what is buffered first.
     pub fn read_raw(&mut self, buf: &mut [u8]) -> Result<usize, UpstreamError> {
-        if self.buf.is_empty() && self.read_some()? == 0 {
+        if self.buf.is_empty() && self.read_some(self.deadline())? == 0 {
             return Ok(0);
         }
         let n = buf.len().min(self.buf.len());
@@ -298,25 +270,32 @@ impl UpstreamConn {
         Ok(n)
     }
 
-    /// Writes and flushes.
-    pub fn send(&mut self, bytes: &[u8]) -> Result<(), UpstreamError> {
-        match &mut self.stream {
-            Stream::Plain(tcp) => tcp.write_all(bytes)?,
-            Stream::Tls(tls) => {
-                tls.write_all(bytes)?;
-                tls.flush()?;
-            }
-            Stream::Gone => return Err(UpstreamError::Unreachable("not connected".into())),
+    /// Sends one protocol line and its CRLF. A line holding a control
+    /// character is refused before anything is written: it could end the
+    /// line early and smuggle a second command (the callers build lines from
+    /// checked input; this is the last line of defence).
+    pub fn send_line(&mut self, line: &str) -> Result<(), UpstreamError> {
+        if crate::auth::has_control_characters(line) {
+            return Err(UpstreamError::Protocol(
+                "refused to send a line holding a control character".into(),
+            ));
         }
+        let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(line.len() + 2));
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.extend_from_slice(b"\r\n");
+        self.send(&bytes)
+    }
+
+    /// Writes everything within the exchange timeout.
+    pub fn send(&mut self, bytes: &[u8]) -> Result<(), UpstreamError> {
+        let deadline = self.deadline();
+        self.stream.write_all(bytes, deadline)?;
         Ok(())
     }
 }
 
 impl Drop for UpstreamConn {
     fn drop(&mut self) {
-        if let Stream::Tls(tls) = &mut self.stream {
-            tls.conn.send_close_notify();
-            let _ = tls.flush();
-        }
+        self.stream.close(Instant::now() + Duration::from_secs(1));
     }
 }

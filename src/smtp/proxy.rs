@@ -22,6 +22,7 @@ use crate::crypto::Password;
 use crate::dot_stuffing::DataReceiver;
 use crate::net::conn::TlsInfo;
 use crate::net::driver::{Protocol, Step};
+use crate::net::error_limit::{ErrorCount, ErrorPolicy, Verdict};
 use crate::net::line::{Line, LineAssembler};
 pub use crate::proxy::relay::{CopySink, LoginFailure, PreparedCopy};
 use crate::store::{MailboxId, Metadata, Source};
@@ -63,6 +64,8 @@ pub struct Settings {
     pub max_recipients: usize,
     /// Longest command line.
     pub max_line_bytes: usize,
+    /// How many errors a client may make.
+    pub errors: ErrorPolicy,
 }
 
 struct Transaction {
@@ -105,6 +108,7 @@ pub struct ProxySession<R: Relay> {
     lines: LineAssembler,
     phase: Phase<R::Up>,
     scratch: Vec<u8>,
+    errors: ErrorCount,
 }
 
 const AUTH_REFUSED: (u16, &str, &str) = (535, "5.7.8", "Authentication credentials invalid");
@@ -126,6 +130,15 @@ fn relayed(reply: &UpReply, what: &str) -> Reply {
     Reply::new(reply.code, status, text)
 }
 
+/// One AUTH LOGIN response (RFC 4954 section 4): base64 of UTF-8 text.
+/// Control characters are not refused here: the login refuses them with the
+/// generic answer, so a client learns nothing from the difference.
+fn decode_login_response(line: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(line).ok()?;
+    let decoded = zeroize::Zeroizing::new(crate::crypto::base64_decode(text.trim()).ok()?);
+    std::str::from_utf8(&decoded).ok().map(str::to_string)
+}
+
 impl<R: Relay> ProxySession<R> {
     /// A session; `tls` is set on implicit-TLS listeners.
     pub fn new(
@@ -136,6 +149,7 @@ impl<R: Relay> ProxySession<R> {
     ) -> ProxySession<R> {
         ProxySession {
             lines: LineAssembler::new(settings.max_line_bytes),
+            errors: ErrorCount::new(settings.errors),
             settings,
             relay,
             client_ip,
@@ -197,6 +211,16 @@ impl<R: Relay> ProxySession<R> {
                 },
             };
             reply.write_to(out);
+            if reply.code >= 400 && reply.code != 421 && self.errors.record() == Verdict::Close {
+                Reply::new(
+                    421,
+                    "4.7.0",
+                    format!("{} Error: too many errors", self.settings.hostname),
+                )
+                .write_to(out);
+                self.phase = Phase::Closed;
+                return Step::Close;
+            }
             if !matches!(step, Step::Continue) {
                 if matches!(step, Step::Close) {
                     self.phase = Phase::Closed;
@@ -220,10 +244,7 @@ impl<R: Relay> ProxySession<R> {
                         Step::Continue,
                     );
                 }
-                match crate::crypto::base64_decode(&String::from_utf8_lossy(line))
-                    .ok()
-                    .and_then(|u| String::from_utf8(u).ok())
-                {
+                match decode_login_response(line) {
                     Some(user) => {
                         self.phase = Phase::AuthLoginPassword(user);
                         (Reply::new(334, "", "UGFzc3dvcmQ6"), Step::Continue)
@@ -242,15 +263,10 @@ impl<R: Relay> ProxySession<R> {
                         Step::Continue,
                     );
                 }
-                let decoded = zeroize::Zeroizing::new(
-                    crate::crypto::base64_decode(&String::from_utf8_lossy(line))
-                        .unwrap_or_default(),
-                );
-                match std::str::from_utf8(&decoded) {
-                    Ok(pw) if !pw.is_empty() => (
-                        self.login(&user, Password::new(pw.to_string())),
-                        Step::Continue,
-                    ),
+                match decode_login_response(line) {
+                    Some(pw) if !pw.is_empty() => {
+                        (self.login(&user, Password::new(pw)), Step::Continue)
+                    }
                     _ => (
                         Reply::new(501, "5.5.2", "Cannot decode the response"),
                         Step::Continue,
@@ -379,10 +395,7 @@ impl<R: Relay> ProxySession<R> {
                 self.phase = Phase::AuthLoginUser;
                 Reply::new(334, "", "VXNlcm5hbWU6")
             }
-            ("LOGIN", Some(user)) => match crate::crypto::base64_decode(&user)
-                .ok()
-                .and_then(|u| String::from_utf8(u).ok())
-            {
+            ("LOGIN", Some(user)) => match decode_login_response(user.as_bytes()) {
                 Some(user) => {
                     self.phase = Phase::AuthLoginPassword(user);
                     Reply::new(334, "", "UGFzc3dvcmQ6")
@@ -566,6 +579,9 @@ impl<R: Relay> ProxySession<R> {
             incoming.size
         );
         let reply = self.deliver(&mut r, tx, incoming, &summary);
+        if reply.code == 250 {
+            self.errors.forgive();
+        }
         let step = if reply.code == 421 {
             Step::Close
         } else {
@@ -698,6 +714,14 @@ impl<R: Relay> Protocol for ProxySession<R> {
 
     fn expecting_data(&self) -> bool {
         matches!(self.phase, Phase::Data(..))
+    }
+
+    fn has_partial_command(&self) -> bool {
+        !self.lines.is_empty()
+    }
+
+    fn take_delay(&mut self) -> std::time::Duration {
+        self.errors.take_delay()
     }
 
     fn timed_out(&mut self, out: &mut Vec<u8>) {

@@ -30,11 +30,9 @@ impl Relay for StoreRelay {
         name: &str,
         password: Password,
     ) -> Result<(MailboxId, SmtpUpstream), LoginFailure> {
-        let login = self.ctx.authorize(SERVICE, self.client, name)?;
-        let opened = SmtpUpstream::open(&self.ctx.upstream, &login, &password);
-        let up = self
-            .ctx
-            .opened(SERVICE, self.client, &login, name, opened)?;
+        let (login, up) =
+            self.ctx
+                .login(SERVICE, self.client, name, password, SmtpUpstream::open)?;
         Ok((login.mailbox, up))
     }
 
@@ -61,7 +59,7 @@ impl Upstream for SmtpUpstream {
 pub struct SmtpProxyService {
     /// Protocol settings.
     pub settings: Settings,
-    /// Store, upstream setup, throttle.
+    /// Store, upstream setup, this proxy's throttle.
     pub context: Arc<ProxyContext>,
     /// Certificate, timeouts, shutdown flag.
     pub env: SessionEnv,

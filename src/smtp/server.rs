@@ -12,6 +12,7 @@ use super::bdat::LineEndingCheck;
 use super::command::{self, Body, Command, MailParams, Path};
 use super::reply::Reply;
 use crate::dot_stuffing::DataReceiver;
+use crate::net::error_limit::{ErrorCount, ErrorPolicy, Verdict};
 use crate::net::line::{Line, LineAssembler};
 use crate::store::MailboxId;
 use crate::timestamp;
@@ -29,6 +30,8 @@ pub struct Settings {
     pub require_tls: bool,
     /// Longest command line, CRLF included.
     pub max_line_bytes: usize,
+    /// How many errors a client may make.
+    pub errors: ErrorPolicy,
 }
 
 pub use crate::net::conn::TlsInfo;
@@ -162,6 +165,7 @@ pub struct Session<B: Backend> {
     lines: LineAssembler,
     phase: Phase,
     scratch: Vec<u8>,
+    errors: ErrorCount,
 }
 
 fn random_id() -> String {
@@ -180,6 +184,7 @@ impl<B: Backend> Session<B> {
     ) -> Session<B> {
         Session {
             lines: LineAssembler::new(settings.max_line_bytes),
+            errors: ErrorCount::new(settings.errors),
             settings,
             backend,
             client_ip,
@@ -231,6 +236,34 @@ impl<B: Backend> Session<B> {
                 self.settings.hostname
             ),
         )
+    }
+
+    /// Counts an error reply (our own 421 goodbyes aside).
+    fn count(&mut self, reply: &Reply) -> Verdict {
+        if reply.code >= 400 && reply.code != 421 {
+            self.errors.record()
+        } else {
+            Verdict::Continue
+        }
+    }
+
+    /// The goodbye at `limits.hard_error_limit` (Postfix's wording).
+    fn errors_exhausted(&self) -> Reply {
+        Reply::new(
+            421,
+            "4.7.0",
+            format!("{} Error: too many errors", self.settings.hostname),
+        )
+    }
+
+    /// The delay owed by error replies since the last call.
+    pub fn take_delay(&mut self) -> std::time::Duration {
+        self.errors.take_delay()
+    }
+
+    /// Whether part of a command line has arrived.
+    pub fn has_partial_command(&self) -> bool {
+        !self.lines.is_empty()
     }
 
     /// Whether the session is inside message data (the data timeout applies).
@@ -294,6 +327,11 @@ impl<B: Backend> Session<B> {
             };
             if let Some(reply) = reply {
                 reply.write_to(out);
+                if self.count(&reply) == Verdict::Close {
+                    self.errors_exhausted().write_to(out);
+                    self.phase = Phase::Closed;
+                    return Signal::Close;
+                }
             }
             if signal != Signal::Continue {
                 if signal == Signal::Close {
@@ -703,6 +741,9 @@ impl<B: Backend> Session<B> {
                     mailboxes.join(","),
                     stored.join(",")
                 );
+                // A client that delivers is doing real work: its earlier
+                // errors (a few unknown recipients) are forgiven.
+                self.errors.forgive();
                 Reply::new(250, "2.0.0", format!("Ok: queued as {qid}"))
             }
             Err(e) => {

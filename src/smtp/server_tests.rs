@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::io::{self, Write};
 use std::rc::Rc;
+use std::time::Duration;
 
 use super::*;
 
@@ -92,6 +93,7 @@ fn settings() -> Settings {
         max_recipients: 3,
         require_tls: true,
         max_line_bytes: 512,
+        errors: ErrorPolicy::default(),
     }
 }
 
@@ -299,9 +301,23 @@ fn commands_pipelined_after_starttls_are_discarded() {
 fn a_partial_command_before_starttls_is_forgotten() {
     let mut h = Harness::with(settings(), None);
     h.ingest(b"EHLO c\r\n");
-    h.ingest(b"STARTTLS\r\n");
+    // STARTTLS, a whole command and half of another in one packet.
+    let replies = h.ingest(b"STARTTLS\r\nNOOP\r\nMAIL FR");
+    assert_eq!(
+        codes(&replies),
+        ["220 2.0.0"],
+        "nothing after STARTTLS is answered"
+    );
+    assert_eq!(h.last_signal, Signal::StartTls);
     h.session.tls_started(tls());
-    assert!(h.session.is_idle());
+    assert!(h.session.is_idle() && !h.session.has_partial_command());
+    // The rest of the half command is a command of its own now, and not a MAIL.
+    assert_code(&h.ingest(b"OM:<a@b.example>\r\n"), "500 5.5.2");
+    assert_code(&h.ingest(b"EHLO c\r\n"), "250");
+    assert_code(
+        &h.ingest(b"RCPT TO:<mbx-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@localhost>\r\n"),
+        "503 5.5.1",
+    );
 }
 
 #[test]
@@ -751,4 +767,50 @@ fn eight_bit_mime_and_smtputf8_show_in_the_received_header() {
         String::from_utf8_lossy(&stored[..stored.len() - body_of(stored).len()]).into_owned();
     assert!(header.contains("with UTF8SMTPS (8BITMIME) id"), "{header}");
     assert_eq!(body_of(stored), "Grüße\r\n".as_bytes());
+}
+
+#[test]
+fn the_error_limit_closes_with_421_after_twenty_errors() {
+    let mut h = Harness::tls();
+    let replies = h.ingest(&b"XYZZY\r\n".repeat(30));
+    let got = codes(&replies);
+    assert_eq!(got.len(), 21, "{replies}");
+    assert!(got[..20].iter().all(|c| c == "500 5.5.2"));
+    assert_eq!(got[20], "421 4.7.0");
+    assert!(replies.contains("Error: too many errors"));
+    assert_eq!(h.last_signal, Signal::Close);
+}
+
+#[test]
+fn errors_beyond_the_soft_limit_are_answered_ever_more_slowly() {
+    let mut h = Harness::tls();
+    h.ingest(&b"XYZZY\r\n".repeat(10));
+    assert_eq!(h.session.take_delay(), Duration::ZERO);
+    h.ingest(b"XYZZY\r\n");
+    assert_eq!(h.session.take_delay(), Duration::from_secs(1));
+    h.ingest(b"XYZZY\r\n");
+    assert_eq!(h.session.take_delay(), Duration::from_secs(2));
+}
+
+#[test]
+fn a_delivered_message_forgives_earlier_errors() {
+    let mut h = Harness::tls();
+    h.ingest(b"EHLO c\r\n");
+    h.ingest(&b"XYZZY\r\n".repeat(15));
+    let replies = h.ingest(
+        b"MAIL FROM:<a@b.example>\r\nRCPT TO:<mbx-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@localhost>\r\nDATA\r\nx\r\n.\r\n",
+    );
+    assert_code(&replies, "250 2.0.0");
+    let replies = h.ingest(&b"XYZZY\r\n".repeat(19));
+    assert!(!replies.contains("421"), "{replies}");
+}
+
+#[test]
+fn a_partial_command_line_is_known_to_the_driver() {
+    let mut h = Harness::tls();
+    assert!(!h.session.has_partial_command());
+    h.ingest(b"EHLO c");
+    assert!(h.session.has_partial_command());
+    h.ingest(b"\r\n");
+    assert!(!h.session.has_partial_command());
 }

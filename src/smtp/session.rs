@@ -44,7 +44,7 @@ impl SmtpService {
             info!("smtp {peer}: refused, not in smtp.allowed_clients");
             let mut out = Vec::new();
             session.refusal().write_to(&mut out);
-            let _ = opened.conn.send(&out);
+            opened.conn.say_goodbye(&out);
             opened.conn.close();
             return;
         }
@@ -73,6 +73,14 @@ impl<B: Backend> Protocol for Session<B> {
 
     fn is_idle(&self) -> bool {
         Session::is_idle(self)
+    }
+
+    fn has_partial_command(&self) -> bool {
+        Session::has_partial_command(self)
+    }
+
+    fn take_delay(&mut self) -> std::time::Duration {
+        Session::take_delay(self)
     }
 
     fn expecting_data(&self) -> bool {

@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 
 use crate::crypto::{self, Password};
 use crate::dot_stuffing::DotStuffer;
-use crate::proxy::login_name::ProxyLogin;
+use crate::proxy::relay::Authorized;
 use crate::proxy::upstream::{OpenError, UpstreamConn, UpstreamError, UpstreamSetup};
 
 /// The SMTP submission port used when a login names none.
@@ -119,7 +119,7 @@ fn read_reply(conn: &mut UpstreamConn) -> Result<UpReply, UpstreamError> {
 }
 
 fn exchange(conn: &mut UpstreamConn, line: &str) -> Result<UpReply, UpstreamError> {
-    conn.send(format!("{line}\r\n").as_bytes())?;
+    conn.send_line(line)?;
     read_reply(conn)
 }
 
@@ -142,7 +142,7 @@ fn expect(reply: UpReply, code: u16, what: &str) -> Result<UpReply, OpenError> {
 }
 
 fn ehlo(conn: &mut UpstreamConn, hostname: &str) -> Result<Vec<String>, OpenError> {
-    conn.send(format!("EHLO {hostname}\r\n").as_bytes())?;
+    conn.send_line(&format!("EHLO {hostname}"))?;
     let mut keywords = Vec::new();
     loop {
         let line = conn.read_line()?;
@@ -168,12 +168,9 @@ fn b64(text: &str) -> Zeroizing<String> {
 
 impl SmtpUpstream {
     /// Resolves and checks the target, connects, secures the connection and
-    /// logs in with `login.remote_user` and `password`.
-    pub fn open(
-        setup: &UpstreamSetup,
-        login: &ProxyLogin,
-        password: &Password,
-    ) -> Result<SmtpUpstream, OpenError> {
+    /// logs in with the remote user and password of the authorized login.
+    pub fn open(setup: &UpstreamSetup, authorized: &Authorized) -> Result<SmtpUpstream, OpenError> {
+        let (login, password) = (&authorized.login, authorized.password());
         let mut conn = setup.connect(&login.target, DEFAULT_PORT)?;
         let host = &login.target.host;
         expect(read_reply(&mut conn)?, 220, "greeting")?;
@@ -190,7 +187,7 @@ impl SmtpUpstream {
             conn.start_tls(&setup.tls, host, setup.connect_timeout)?;
             extensions = ehlo(&mut conn, &setup.hostname)?;
         }
-        setup.settle(&conn)?;
+        setup.settle(&mut conn);
         let mut upstream = SmtpUpstream { conn, extensions };
         upstream.authenticate(&login.remote_user, password)?;
         debug!(

@@ -58,24 +58,22 @@ fn a_bad_configuration_names_the_key_and_exits_1() {
     );
     let out = sb.run(&["mailbox", "list"]);
     assert_eq!(code(&out), 1);
-    let out = std::process::Command::new(support::sealpost_bin())
-        .args(["-c", "/nonexistent/gateway.json", "check-config"])
-        .output()
-        .unwrap();
+    let out = support::run(std::process::Command::new(support::sealpost_bin()).args([
+        "-c",
+        "/nonexistent/gateway.json",
+        "check-config",
+    ]));
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("/nonexistent/gateway.json: cannot read the file"));
 }
 
 #[test]
 fn the_shipped_configuration_is_valid() {
-    let out = std::process::Command::new(support::sealpost_bin())
-        .args([
-            "-c",
-            support::repo().join("gateway.json").to_str().unwrap(),
-            "check-config",
-        ])
-        .output()
-        .unwrap();
+    let out = support::run(std::process::Command::new(support::sealpost_bin()).args([
+        "-c",
+        support::repo().join("gateway.json").to_str().unwrap(),
+        "check-config",
+    ]));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
 

@@ -41,15 +41,15 @@ fn pynacl_reads_a_message_sealpost_stored() {
         .zip(["m365-journal-report.eml", "attachment-3mb.eml"])
     {
         let out_file = sb.dir.join("decrypted.eml");
-        let out = Command::new(&python)
-            .arg(script())
-            .arg("read")
-            .arg(sb.mailbox_dir(&id))
-            .arg(&pw)
-            .arg(file)
-            .arg(&out_file)
-            .output()
-            .unwrap();
+        let out = support::run(
+            Command::new(&python)
+                .arg(script())
+                .arg("read")
+                .arg(sb.mailbox_dir(&id))
+                .arg(&pw)
+                .arg(file)
+                .arg(&out_file),
+        );
         assert!(
             out.status.success(),
             "python reader failed: {}",
@@ -74,15 +74,15 @@ fn pynacl_refuses_a_wrong_password() {
     let (id, _) = sb.create_mailbox("Journal");
     sb.run_with_input(&["mailbox", "deliver", &id], b"Subject: x\r\n\r\ny\r\n");
     let pw = sb.password_file("definitely-not-it");
-    let out = Command::new(&python)
-        .arg(script())
-        .arg("read")
-        .arg(sb.mailbox_dir(&id))
-        .arg(&pw)
-        .arg(&sb.message_files(&id)[0])
-        .arg(sb.dir.join("x.eml"))
-        .output()
-        .unwrap();
+    let out = support::run(
+        Command::new(&python)
+            .arg(script())
+            .arg("read")
+            .arg(sb.mailbox_dir(&id))
+            .arg(&pw)
+            .arg(&sb.message_files(&id)[0])
+            .arg(sb.dir.join("x.eml")),
+    );
     assert!(
         !out.status.success(),
         "the independent reader must fail with a wrong password"
@@ -107,14 +107,14 @@ fn sealpost_exports_a_message_pynacl_stored() {
         "client_ip": "192.0.2.1",
         "tls": "TLSv1.3",
     });
-    let out = Command::new(&python)
-        .arg(script())
-        .arg("write")
-        .arg(sb.mailbox_dir(&id))
-        .arg(metadata.to_string())
-        .arg(&body_file)
-        .output()
-        .unwrap();
+    let out = support::run(
+        Command::new(&python)
+            .arg(script())
+            .arg("write")
+            .arg(sb.mailbox_dir(&id))
+            .arg(metadata.to_string())
+            .arg(&body_file),
+    );
     assert!(
         out.status.success(),
         "python writer failed: {}",

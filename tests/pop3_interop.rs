@@ -57,15 +57,15 @@ fn python_poplib_with_stls_and_pop3_ssl() {
     let pw = sb.password_file(&password);
     for (mode, key) in [("stls", "pop3.listen[0]"), ("ssl", "pop3.listen_tls[0]")] {
         let out_dir = sb.dir.join(format!("poplib-{mode}"));
-        let out = Command::new(&python)
-            .arg(repo().join("tests/python/pop3_fetch.py"))
-            .args([mode, "localhost", &gw.addr(key).port().to_string()])
-            .arg(&gw.cert)
-            .arg(&id)
-            .arg(&pw)
-            .arg(&out_dir)
-            .output()
-            .unwrap();
+        let out = support::run(
+            Command::new(&python)
+                .arg(repo().join("tests/python/pop3_fetch.py"))
+                .args([mode, "localhost", &gw.addr(key).port().to_string()])
+                .arg(&gw.cert)
+                .arg(&id)
+                .arg(&pw)
+                .arg(&out_dir),
+        );
         assert!(
             out.status.success(),
             "poplib {mode}: {}{}",
@@ -114,13 +114,13 @@ fn fetchmail(
     )
     .unwrap();
     fs::set_permissions(&rc, fs::Permissions::from_mode(0o600)).unwrap();
-    let out = Command::new(fetchmail)
-        .arg("-f")
-        .arg(&rc)
-        .args(["--nodetach", "-v"])
-        .env("FETCHMAILHOME", &home)
-        .output()
-        .unwrap();
+    let out = support::run(
+        Command::new(fetchmail)
+            .arg("-f")
+            .arg(&rc)
+            .args(["--nodetach", "-v"])
+            .env("FETCHMAILHOME", &home),
+    );
     assert!(
         out.status.success(),
         "fetchmail failed:\n{}{}",
@@ -172,11 +172,8 @@ fn getmail(getmail: &Path, sb: &Sandbox, gw: &Gateway, id: &str, password: &str)
     let user_line = if is_root() {
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
         fs::set_permissions(&sb.dir, fs::Permissions::from_mode(0o755)).unwrap();
-        let status = Command::new("chown")
-            .args(["-R", "nobody"])
-            .arg(&maildir)
-            .status()
-            .unwrap();
+        let status =
+            support::run(Command::new("chown").args(["-R", "nobody"]).arg(&maildir)).status;
         assert!(status.success());
         "user = nobody\n"
     } else {
@@ -195,11 +192,11 @@ fn getmail(getmail: &Path, sb: &Sandbox, gw: &Gateway, id: &str, password: &str)
         ),
     )
     .unwrap();
-    let out = Command::new(getmail)
-        .args(["--rcfile", "getmailrc", "--getmaildir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let out = support::run(
+        Command::new(getmail)
+            .args(["--rcfile", "getmailrc", "--getmaildir"])
+            .arg(&dir),
+    );
     let transcript = format!("{}{}", stdout(&out), stderr(&out));
     assert!(
         out.status.success() && !transcript.contains("error"),
@@ -212,11 +209,11 @@ fn getmail(getmail: &Path, sb: &Sandbox, gw: &Gateway, id: &str, password: &str)
 fn getmail_rendering(sb: &Sandbox, message: &[u8]) -> Vec<u8> {
     let file = sb.dir.join("render-input.eml");
     fs::write(&file, message).unwrap();
-    let out = Command::new("/usr/bin/python3")
-        .arg(repo().join("tests/python/getmail_render.py"))
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = support::run(
+        Command::new("/usr/bin/python3")
+            .arg(repo().join("tests/python/getmail_render.py"))
+            .arg(&file),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     out.stdout
 }
@@ -274,20 +271,20 @@ fn round_trip_from_swaks_to_fetchmail_and_getmail() {
     for name in FIXTURES {
         let file: PathBuf = sb.dir.join(name);
         fs::write(&file, fixture(name)).unwrap();
-        let out = Command::new(&swaks)
-            .args([
-                "--server",
-                &smtp,
-                "--tls",
-                "--from",
-                "journal@contoso.example",
-                "--to",
-                &format!("{id}@localhost"),
-            ])
-            .arg("--data")
-            .arg(format!("@{}", file.display()))
-            .output()
-            .unwrap();
+        let out = support::run(
+            Command::new(&swaks)
+                .args([
+                    "--server",
+                    &smtp,
+                    "--tls",
+                    "--from",
+                    "journal@contoso.example",
+                    "--to",
+                    &format!("{id}@localhost"),
+                ])
+                .arg("--data")
+                .arg(format!("@{}", file.display())),
+        );
         assert!(out.status.success(), "{}", stdout(&out));
     }
     // What swaks sent: the file plus one CRLF swaks adds at the end of --data.

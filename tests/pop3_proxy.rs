@@ -12,92 +12,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
-use support::ca::TestCa;
-use support::dovecot::Dovecot;
 use support::gateway::{Gateway, LineClient};
 use support::postfix::{free_port, refused_port};
 use support::{FIXTURES, Sandbox, fixture, peer, repo, stderr, stdout, without_first_headers};
 
-const USER: &str = "anna@example.test";
-const PASSWORD: &str = "upstream-secret-2";
-
-/// A Dovecot POP3 server holding the fixtures for `USER`.
-struct Upstream {
-    dovecot: Dovecot,
-    /// Implicit-TLS port (like 995).
-    implicit: u16,
-    /// STLS port (like 110).
-    stls: u16,
-    ca: TestCa,
-}
-
-impl Upstream {
-    fn start(dir: &Path, tls: bool) -> Option<Upstream> {
-        fs::create_dir_all(dir).unwrap();
-        let ca = TestCa::new(dir, "pop-upstream");
-        let (cert, key) = ca.issue(dir, "localhost", &["localhost"]);
-        let (implicit, stls) = (free_port(), free_port());
-        let ssl = if tls {
-            format!(
-                "ssl = yes\nssl_cert = <{}\nssl_key = <{}\ndisable_plaintext_auth = yes\n",
-                cert.display(),
-                key.display()
-            )
-        } else {
-            "ssl = no\n".to_string()
-        };
-        let pop3s = if tls {
-            format!(
-                "  inet_listener pop3s {{\n    address = 127.0.0.1\n    port = {implicit}\n    ssl = yes\n  }}\n"
-            )
-        } else {
-            String::new()
-        };
-        let extra = format!(
-            "protocols = pop3\n{ssl}service pop3-login {{\n  inet_listener pop3 {{\n    address = 127.0.0.1\n    port = {stls}\n  }}\n{pop3s}}}\n"
-        );
-        let dovecot = Dovecot::start(&dir.join("dovecot"), &[(USER, PASSWORD)], &extra)?;
-        let maildir = dovecot.home(USER).join("Maildir");
-        for sub in ["cur", "new", "tmp"] {
-            fs::create_dir_all(maildir.join(sub)).unwrap();
-        }
-        for (i, name) in FIXTURES.iter().enumerate() {
-            fs::write(
-                maildir.join("new").join(format!("1795000000.M{i}P1.test")),
-                fixture(name),
-            )
-            .unwrap();
-        }
-        assert!(
-            Command::new("chown")
-                .args(["-R", "nobody"])
-                .arg(dovecot.home(USER))
-                .status()
-                .unwrap()
-                .success()
-        );
-        dovecot.wait_listening(format!("127.0.0.1:{stls}").parse().unwrap());
-        Some(Upstream {
-            dovecot,
-            implicit,
-            stls,
-            ca,
-        })
-    }
-
-    /// Messages left in the upstream Maildir.
-    fn stored(&self) -> usize {
-        let maildir = self.dovecot.home(USER).join("Maildir");
-        ["cur", "new"]
-            .iter()
-            .map(|d| {
-                fs::read_dir(maildir.join(d))
-                    .map(|r| r.count())
-                    .unwrap_or(0)
-            })
-            .sum()
-    }
-}
+use support::upstreams::{POP3_PASSWORD as PASSWORD, POP3_USER as USER, Pop3Upstream as Upstream};
 
 struct Setup {
     sb: Sandbox,
@@ -152,7 +71,7 @@ fn poplib(
     if delete {
         cmd.arg("delete");
     }
-    let out = cmd.output().unwrap();
+    let out = support::run(&mut cmd);
     assert!(
         out.status.success(),
         "poplib: {}{}",
@@ -309,13 +228,13 @@ fn fetchmail_through_the_proxy() {
     )
     .unwrap();
     fs::set_permissions(&rc, fs::Permissions::from_mode(0o600)).unwrap();
-    let out = Command::new(fetchmail)
-        .arg("-f")
-        .arg(&rc)
-        .args(["--nodetach", "-v"])
-        .env("FETCHMAILHOME", &home)
-        .output()
-        .unwrap();
+    let out = support::run(
+        Command::new(fetchmail)
+            .arg("-f")
+            .arg(&rc)
+            .args(["--nodetach", "-v"])
+            .env("FETCHMAILHOME", &home),
+    );
     assert!(
         out.status.success(),
         "fetchmail:\n{}{}\n{}",
@@ -493,11 +412,12 @@ fn bench_a_50_mib_message_through_the_pop3_proxy() {
     }
     let maildir = s.upstream.dovecot.home(USER).join("Maildir/new");
     fs::write(maildir.join("1795000099.M9P1.big"), &message).unwrap();
-    Command::new("chown")
-        .args(["-R", "nobody"])
-        .arg(s.upstream.dovecot.home(USER))
-        .status()
-        .unwrap();
+    support::run(
+        Command::new("chown")
+            .args(["-R", "nobody"])
+            .arg(s.upstream.dovecot.home(USER)),
+    )
+    .status;
     let started = std::time::Instant::now();
     let port = s.gw.addr("pop3_proxy.listen_tls[0]").port();
     let got = poplib(

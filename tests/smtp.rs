@@ -453,12 +453,7 @@ fn a_dropped_connection_during_data_stores_nothing() {
         Duration::from_secs(10),
     );
     assert!(sb.message_files(&id).is_empty());
-    assert!(
-        fs::read_dir(sb.data().join("spool"))
-            .unwrap()
-            .next()
-            .is_none()
-    );
+    gw.wait_for_no_spool();
 }
 
 #[test]
@@ -571,12 +566,7 @@ fn a_full_disk_is_a_temporary_451_and_leaves_nothing_behind() {
             .next()
             .is_none()
     );
-    assert!(
-        fs::read_dir(sb.data().join("spool"))
-            .unwrap()
-            .next()
-            .is_none()
-    );
+    gw.wait_for_no_spool();
     assert_eq!(sb.export(&id, &password).len(), 1);
     drop(c);
     drop(gw);

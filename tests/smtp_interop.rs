@@ -38,7 +38,7 @@ fn smtplib(python: &Path, mode: &str, port: u16, cert: &Path, to: &str, file: &P
     if utf8 {
         cmd.arg("--smtputf8");
     }
-    let out = cmd.output().unwrap();
+    let out = support::run(&mut cmd);
     assert!(
         out.status.success(),
         "smtplib {mode}: {}{}",
@@ -92,26 +92,26 @@ fn python_smtplib_without_tls_is_refused_when_tls_is_required() {
     };
     let (sb, gw, id, _) = journal("interop-smtplib-plain");
     let file = write_fixture(&sb, "m365-journal-report.eml");
-    let out = Command::new(&python)
-        .arg(repo().join("tests/python/smtp_send.py"))
-        .args([
-            "plain",
-            "localhost",
-            &gw.addr("smtp.listen[0]").port().to_string(),
-        ])
-        .arg(&gw.cert)
-        .arg("sender@example.org")
-        .arg(&file)
-        .args(["--to", &format!("{id}@localhost")])
-        .output()
-        .unwrap();
+    let out = support::run(
+        Command::new(&python)
+            .arg(repo().join("tests/python/smtp_send.py"))
+            .args([
+                "plain",
+                "localhost",
+                &gw.addr("smtp.listen[0]").port().to_string(),
+            ])
+            .arg(&gw.cert)
+            .arg("sender@example.org")
+            .arg(&file)
+            .args(["--to", &format!("{id}@localhost")]),
+    );
     assert!(!out.status.success());
     assert!(stdout(&out).contains("530"), "{}", stdout(&out));
     assert!(sb.message_files(&id).is_empty());
 }
 
 fn swaks(swaks: &Path, args: &[&str]) -> String {
-    let out = Command::new(swaks).args(args).output().unwrap();
+    let out = support::run(Command::new(swaks).args(args));
     let transcript = format!("{}{}", stdout(&out), stderr(&out));
     assert!(out.status.success(), "swaks failed:\n{transcript}");
     transcript
@@ -217,10 +217,8 @@ fn perl_net_smtp_sends_with_bdat_chunks() {
     let Some(perl) = peer("perl", &["perl"]) else {
         return;
     };
-    let has_ssl = Command::new(&perl)
-        .args(["-MIO::Socket::SSL", "-e", "1"])
-        .status()
-        .unwrap()
+    let has_ssl = support::run(Command::new(&perl).args(["-MIO::Socket::SSL", "-e", "1"]))
+        .status
         .success();
     if !has_ssl {
         assert!(
@@ -232,15 +230,15 @@ fn perl_net_smtp_sends_with_bdat_chunks() {
     }
     let (sb, gw, id, password) = journal("interop-bdat");
     let file = write_fixture(&sb, "attachment-3mb.eml");
-    let out = Command::new(&perl)
-        .arg(repo().join("tests/perl/bdat_send.pl"))
-        .arg(gw.addr("smtp.listen[0]").port().to_string())
-        .arg(&gw.cert)
-        .args(["perl@example.org", &format!("{id}@localhost")])
-        .arg(&file)
-        .arg("1000000")
-        .output()
-        .unwrap();
+    let out = support::run(
+        Command::new(&perl)
+            .arg(repo().join("tests/perl/bdat_send.pl"))
+            .arg(gw.addr("smtp.listen[0]").port().to_string())
+            .arg(&gw.cert)
+            .args(["perl@example.org", &format!("{id}@localhost")])
+            .arg(&file)
+            .arg("1000000"),
+    );
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains("chunks: 4"), "{}", stdout(&out));
     // The wire trace shows the chunks really went as BDAT.

@@ -7,133 +7,18 @@
 mod support;
 
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::ca::TestCa;
-use support::dovecot::Dovecot;
 use support::gateway::{Gateway, LineClient, expect};
-use support::postfix::{Postfix, free_port, refused_port};
+use support::postfix::refused_port;
 use support::{Sandbox, fixture, peer, repo, stderr, stdout};
 
-const UPSTREAM_USER: &str = "anna@example.test";
-const UPSTREAM_PASSWORD: &str = "upstream-secret-1";
-
-/// A submission server: Postfix + Dovecot SASL, delivering to one Maildir.
-struct Upstream {
-    _dovecot: Dovecot,
-    postfix: Postfix,
-    /// STARTTLS submission port.
-    starttls: u16,
-    /// Implicit-TLS port.
-    implicit: u16,
-    /// A port that offers no STARTTLS at all.
-    no_tls: u16,
-    ca: TestCa,
-    maildir: PathBuf,
-}
-
-impl Upstream {
-    /// A submission server whose SASL offers `mechanisms` (such as `plain login`).
-    fn start(dir: &Path) -> Option<Upstream> {
-        Upstream::with_mechanisms(dir, "plain login")
-    }
-
-    fn with_mechanisms(dir: &Path, mechanisms: &str) -> Option<Upstream> {
-        fs::create_dir_all(dir).unwrap();
-        let ca = TestCa::new(dir, "upstream");
-        let (cert, key) = ca.issue(dir, "localhost", &["localhost"]);
-        let auth_port = free_port();
-        let dovecot = Dovecot::start(
-            &dir.join("dovecot"),
-            &[(UPSTREAM_USER, UPSTREAM_PASSWORD)],
-            &format!(
-                "protocols =\nssl = no\nauth_mechanisms = {mechanisms}\nservice auth {{\n  inet_listener {{\n    address = 127.0.0.1\n    port = {auth_port}\n  }}\n}}\n"
-            ),
-        )?;
-        dovecot.wait_listening(format!("127.0.0.1:{auth_port}").parse().unwrap());
-        let maildir = dir.join("maildir");
-        fs::create_dir_all(&maildir).unwrap();
-        assert!(
-            Command::new("chown")
-                .arg("nobody")
-                .arg(&maildir)
-                .status()
-                .unwrap()
-                .success()
-        );
-        let main_extra = format!(
-            "smtpd_tls_cert_file = {cert}
-smtpd_tls_key_file = {key}
-smtpd_tls_security_level = may
-smtpd_tls_auth_only = yes
-smtpd_sasl_auth_enable = yes
-smtpd_sasl_type = dovecot
-smtpd_sasl_path = inet:127.0.0.1:{auth_port}
-smtpd_relay_restrictions = permit_sasl_authenticated, reject
-smtpd_recipient_restrictions = permit_sasl_authenticated, reject
-virtual_mailbox_domains = static:all
-virtual_mailbox_base = {dir}
-virtual_mailbox_maps = static:maildir/
-virtual_uid_maps = static:65534
-virtual_gid_maps = static:65534
-virtual_minimum_uid = 100
-virtual_mailbox_limit = 0
-",
-            cert = cert.display(),
-            key = key.display(),
-            dir = dir.display()
-        );
-        let (starttls, implicit, no_tls) = (free_port(), free_port(), free_port());
-        let services = format!(
-            "127.0.0.1:{starttls} inet n - n - - smtpd -o smtpd_tls_security_level=encrypt
-127.0.0.1:{implicit} inet n - n - - smtpd -o smtpd_tls_wrappermode=yes
-127.0.0.1:{no_tls} inet n - n - - smtpd -o smtpd_tls_security_level=none -o smtpd_tls_auth_only=no"
-        );
-        let postfix = Postfix::start(&dir.join("postfix"), &main_extra, &services)?;
-        for port in [starttls, implicit, no_tls] {
-            postfix.wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
-        }
-        Some(Upstream {
-            _dovecot: dovecot,
-            postfix,
-            starttls,
-            implicit,
-            no_tls,
-            ca,
-            maildir,
-        })
-    }
-
-    /// The messages delivered so far.
-    fn delivered(&self) -> Vec<Vec<u8>> {
-        let mut out: Vec<Vec<u8>> = fs::read_dir(self.maildir.join("new"))
-            .map(|d| d.map(|e| fs::read(e.unwrap().path()).unwrap()).collect())
-            .unwrap_or_default();
-        out.sort();
-        out
-    }
-
-    /// Waits until `count` messages have been delivered.
-    fn wait_for(&self, count: usize) -> Vec<Vec<u8>> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let delivered = self.delivered();
-            if delivered.len() >= count {
-                return delivered;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the upstream delivered {} of {count}:\n{}",
-                delivered.len(),
-                self.postfix.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
+use support::upstreams::{
+    SUBMISSION_PASSWORD as UPSTREAM_PASSWORD, SUBMISSION_USER as UPSTREAM_USER,
+    SubmissionUpstream as Upstream,
+};
 
 /// The gateway with one mailbox, and an upstream.
 struct Setup {
@@ -193,7 +78,7 @@ fn smtplib_through(
     for t in to {
         cmd.args(["--to", t]);
     }
-    let out = cmd.output().unwrap();
+    let out = support::run(&mut cmd);
     (
         out.status.success(),
         format!("{}{}", stdout(&out), stderr(&out)),
@@ -275,30 +160,30 @@ fn swaks_through_the_implicit_tls_proxy_to_an_implicit_tls_upstream() {
     let message = fixture("attachment-3mb.eml");
     let file = sb.dir.join("att.eml");
     fs::write(&file, &message).unwrap();
-    let out = Command::new(swaks)
-        .args([
-            "--server",
-            &gw.addr("smtp_proxy.listen_tls[0]").to_string(),
-            "--tlsc",
-        ])
-        .args([
-            "--auth",
-            "LOGIN",
-            "--auth-user",
-            &login_name(upstream.implicit, &id),
-            "--auth-password",
-            UPSTREAM_PASSWORD,
-        ])
-        .args([
-            "--from",
-            "anna@example.test",
-            "--to",
-            "ben@example.org,bcc-two@example.org",
-        ])
-        .arg("--data")
-        .arg(format!("@{}", file.display()))
-        .output()
-        .unwrap();
+    let out = support::run(
+        Command::new(swaks)
+            .args([
+                "--server",
+                &gw.addr("smtp_proxy.listen_tls[0]").to_string(),
+                "--tlsc",
+            ])
+            .args([
+                "--auth",
+                "LOGIN",
+                "--auth-user",
+                &login_name(upstream.implicit, &id),
+                "--auth-password",
+                UPSTREAM_PASSWORD,
+            ])
+            .args([
+                "--from",
+                "anna@example.test",
+                "--to",
+                "ben@example.org,bcc-two@example.org",
+            ])
+            .arg("--data")
+            .arg(format!("@{}", file.display())),
+    );
     assert!(
         out.status.success(),
         "{}{}\n{}",
@@ -518,12 +403,9 @@ fn smuggling_sequences_reach_the_upstream_as_one_message_matching_the_copy() {
     expect(&c.smtp_reply(), "250 2.0.0");
     expect(&c.smtp("QUIT"), "221");
     let delivered = upstream.wait_for(1);
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        upstream.delivered().len(),
-        1,
-        "exactly one message upstream"
-    );
+    // The proxy's upstream session has ended: it submitted all it would.
+    upstream.wait_for_sessions(1);
+    assert_eq!(upstream.accepted(), 1, "exactly one message upstream");
     let copy = &sb.export(&id, &password)[0].1;
     assert!(
         upstream_holds(&delivered[0], copy),
@@ -564,11 +446,9 @@ fn a_copy_that_cannot_be_written_gets_451_and_nothing_reaches_the_upstream() {
     );
     assert!(!ok);
     assert!(out.starts_with("451 "), "{out}");
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        upstream.delivered().is_empty(),
-        "nothing was sent without a copy"
-    );
+    upstream.wait_for_sessions(1);
+    assert_eq!(upstream.accepted(), 0, "nothing was sent without a copy");
+    assert!(upstream.delivered().is_empty());
     assert!(sb.message_files(&id).is_empty());
     drop(gw);
 }

@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use std::time::{Duration, Instant};
 
@@ -66,25 +66,17 @@ userdb {{
             ),
         )
         .unwrap();
-        // Dovecot daemonises: its output goes to a file, never to a pipe we
-        // would wait on forever.
-        let output = fs::File::create(dir.join("start.out")).unwrap();
-        let status = Command::new("dovecot")
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(output.try_clone().unwrap())
-            .stderr(output)
-            .status()
-            .unwrap();
+        // Dovecot daemonises; `run` captures through files, so the daemon
+        // keeping them open does not matter.
+        let out = super::run(Command::new("dovecot").arg("-c").arg(&conf));
         let dovecot = Dovecot {
             dir: dir.to_path_buf(),
             pid: super::daemon_pid(&dir.join("run/master.pid")),
         };
         assert!(
-            status.success(),
+            out.status.success(),
             "dovecot failed to start: {}\n{}",
-            fs::read_to_string(dir.join("start.out")).unwrap_or_default(),
+            super::stderr(&out),
             dovecot.log()
         );
         Some(dovecot)

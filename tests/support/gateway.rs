@@ -109,14 +109,62 @@ impl Gateway {
         self.child.as_ref().unwrap().id()
     }
 
-    /// Peak resident memory so far (VmHWM), in KiB.
-    pub fn peak_rss_kib(&self) -> u64 {
+    /// The files the gateway holds open whose path contains `needle`
+    /// (spool files show as `…/spool/… (deleted)`).
+    pub fn open_files(&self, needle: &str) -> Vec<String> {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{}/fd", self.pid())) else {
+            return Vec::new();
+        };
+        fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .map(|target| target.to_string_lossy().into_owned())
+            .filter(|target| target.contains(needle))
+            .collect()
+    }
+
+    /// Waits until the gateway holds no spool file open: every message it
+    /// was receiving has been stored or dropped, and its key forgotten.
+    pub fn wait_for_no_spool(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let open = self.open_files("/spool/");
+            if open.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "spool files still open: {open:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Resident memory now (VmRSS), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS:")
+    }
+
+    /// Threads of the process.
+    pub fn threads(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap()
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap()
+    }
+
+    /// Peak resident memory so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.status_kib("VmHWM:")
     }
 
     /// Sends a signal.

@@ -6,11 +6,13 @@ pub mod ca;
 pub mod dovecot;
 pub mod gateway;
 pub mod postfix;
+pub mod upstreams;
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// The binary under test.
 pub fn sealpost_bin() -> PathBuf {
@@ -51,7 +53,7 @@ pub fn peer(program: &str, candidates: &[&str]) -> Option<PathBuf> {
         }
         if let Ok(out) = Command::new("sh")
             .arg("-c")
-            .arg(format!("command -v {candidate}"))
+            .arg(format!("timeout 10 sh -c 'command -v {candidate}'"))
             .output()
         {
             let found = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -76,8 +78,8 @@ pub fn python_with_nacl() -> Option<PathBuf> {
         .chain([venv.display().to_string()])
         .collect();
     for c in &candidates {
-        let ok = Command::new(c)
-            .args(["-c", "import nacl.bindings"])
+        let ok = Command::new("timeout")
+            .args(["30", c, "-c", "import nacl.bindings"])
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
@@ -171,24 +173,15 @@ impl Sandbox {
 
     /// Runs `sealpost -c gateway.json <args>` with `stdin` as input.
     pub fn run_with_input(&self, args: &[&str], stdin: &[u8]) -> Output {
-        let mut child = Command::new(sealpost_bin())
-            .arg("-c")
-            .arg(self.config())
-            .args(args)
-            .current_dir(&self.dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run sealpost");
-        let mut input = child.stdin.take().unwrap();
-        let stdin = stdin.to_vec();
-        let feeder = std::thread::spawn(move || {
-            let _ = input.write_all(&stdin);
-        });
-        let out = child.wait_with_output().unwrap();
-        feeder.join().unwrap();
-        out
+        run_with_timeout(
+            Command::new(sealpost_bin())
+                .arg("-c")
+                .arg(self.config())
+                .args(args)
+                .current_dir(&self.dir),
+            stdin,
+            PROGRAM_TIMEOUT,
+        )
     }
 
     /// Runs `sealpost -c gateway.json <args>` with empty input.
@@ -285,6 +278,68 @@ pub fn merge(base: &mut serde_json::Value, extra: serde_json::Value) {
     }
 }
 
+/// How long an external program (a client, a peer's tool) may run in a test.
+pub const PROGRAM_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs `cmd` to its end with `stdin` as input and its output captured, and
+/// kills it (failing the test with what it printed) if it takes longer than
+/// `timeout`: no test may hang on a program that waits for ever. The output
+/// goes through files, not pipes, so that a daemon the program leaves behind
+/// (Dovecot, Postfix) cannot keep the test waiting for the pipe to close.
+pub fn run_with_timeout(cmd: &mut Command, stdin: &[u8], timeout: Duration) -> Output {
+    let program = format!("{:?}", cmd.get_program());
+    let mut tag = [0u8; 8];
+    getrandom(&mut tag);
+    let capture = |what: &str| {
+        std::env::temp_dir().join(format!(
+            "sealpost-run-{:016x}.{what}",
+            u64::from_le_bytes(tag)
+        ))
+    };
+    let (out_path, err_path) = (capture("out"), capture("err"));
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(fs::File::create(&out_path).unwrap())
+        .stderr(fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    // The program may exit without reading its input: never wait for that.
+    std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{program} did not finish within {timeout:?}; it printed:\n{}\n{}",
+                fs::read_to_string(&out_path).unwrap_or_default(),
+                fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let output = Output {
+        status,
+        stdout: fs::read(&out_path).unwrap_or_default(),
+        stderr: fs::read(&err_path).unwrap_or_default(),
+    };
+    let _ = fs::remove_file(&out_path);
+    let _ = fs::remove_file(&err_path);
+    output
+}
+
+/// [`run_with_timeout`] with no input and [`PROGRAM_TIMEOUT`].
+pub fn run(cmd: &mut Command) -> Output {
+    run_with_timeout(cmd, b"", PROGRAM_TIMEOUT)
+}
+
 /// Standard error as text.
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -355,7 +410,10 @@ pub struct Tmpfs(PathBuf);
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = Command::new("timeout")
+            .args(["30", "umount", "-l"])
+            .arg(&self.0)
+            .status();
     }
 }
 
@@ -372,11 +430,10 @@ pub fn small_tmpfs(dir: &Path, size: &str) -> Option<Tmpfs> {
         eprintln!("SKIPPED: mounting a tmpfs needs root");
         return None;
     }
-    let status = Command::new("mount")
+    let status = run(Command::new("mount")
         .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-        .arg(dir)
-        .status()
-        .unwrap();
+        .arg(dir))
+    .status;
     if !status.success() {
         assert!(
             !under_ci(),
@@ -390,7 +447,7 @@ pub fn small_tmpfs(dir: &Path, size: &str) -> Option<Tmpfs> {
 
 /// Waits (up to 10 s) for a daemon to write its pid file; the pid, if it did.
 pub fn daemon_pid(pid_file: &Path) -> Option<i32> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(pid) = fs::read_to_string(pid_file)
             .ok()
@@ -398,10 +455,10 @@ pub fn daemon_pid(pid_file: &Path) -> Option<i32> {
         {
             return Some(pid);
         }
-        if std::time::Instant::now() > deadline {
+        if Instant::now() > deadline {
             return None;
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -5,7 +5,7 @@
 use std::fs;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::peer;
@@ -98,11 +98,7 @@ impl Postfix {
         for sub in ["conf", "queue", "data"] {
             fs::create_dir_all(dir.join(sub)).unwrap();
         }
-        let status = Command::new("chown")
-            .arg("postfix")
-            .arg(dir.join("data"))
-            .status()
-            .unwrap();
+        let status = super::run(Command::new("chown").arg("postfix").arg(dir.join("data"))).status;
         assert!(status.success());
         let main_cf = format!(
             "compatibility_level = 3.6
@@ -134,21 +130,19 @@ smtp_line_length_limit = 0
         );
         fs::write(conf.join("main.cf"), main_cf).unwrap();
         fs::write(conf.join("master.cf"), format!("{services}\n{MASTER_CF}")).unwrap();
-        // The master daemonises: never wait on a pipe it might keep open.
-        let status = Command::new("postfix")
-            .arg("-c")
-            .arg(&conf)
-            .arg("start")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
+        // The master daemonises; `run` captures through files, so the daemon
+        // keeping them open does not matter.
+        let out = super::run(Command::new("postfix").arg("-c").arg(&conf).arg("start"));
         let postfix = Postfix {
             dir: dir.to_path_buf(),
             pid: super::daemon_pid(&dir.join("queue/pid/master.pid")),
         };
-        assert!(status.success(), "postfix start failed:\n{}", postfix.log());
+        assert!(
+            out.status.success(),
+            "postfix start failed: {}\n{}",
+            super::stderr(&out),
+            postfix.log()
+        );
         Some(postfix)
     }
 

@@ -412,12 +412,12 @@ fn bench_a_50_mib_message_through_the_pop3_proxy() {
     }
     let maildir = s.upstream.dovecot.home(USER).join("Maildir/new");
     fs::write(maildir.join("1795000099.M9P1.big"), &message).unwrap();
-    support::run(
+    let chown = support::run(
         Command::new("chown")
             .args(["-R", "nobody"])
             .arg(s.upstream.dovecot.home(USER)),
-    )
-    .status;
+    );
+    assert!(chown.status.success());
     let started = std::time::Instant::now();
     let port = s.gw.addr("pop3_proxy.listen_tls[0]").port();
     let got = poplib(

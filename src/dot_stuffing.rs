@@ -461,4 +461,74 @@ mod tests {
             b"A: 1\r\nB: 2\r\n.\r\n"
         );
     }
+
+    use proptest::prelude::*;
+
+    use crate::net::line::tests::{split_at_cuts, wire};
+
+    /// Feeds pieces; returns the message, where the end was found (bytes
+    /// consumed overall) and the bare flag.
+    fn receive_pieces(pieces: &[Vec<u8>], normalizing: bool) -> (Vec<u8>, Option<usize>, bool) {
+        let mut r = if normalizing {
+            DataReceiver::normalizing()
+        } else {
+            DataReceiver::new()
+        };
+        let mut out = Vec::new();
+        let mut consumed = 0;
+        for piece in pieces {
+            let mut slice = piece.as_slice();
+            if r.feed(&mut slice, &mut out) {
+                return (
+                    out,
+                    Some(consumed + piece.len() - slice.len()),
+                    r.saw_bare_line_ending(),
+                );
+            }
+            consumed += piece.len();
+        }
+        (out, None, r.saw_bare_line_ending())
+    }
+
+    proptest! {
+        #[test]
+        fn the_data_reader_gives_the_same_result_at_any_split(
+            input in wire(),
+            cuts in prop::collection::vec(any::<usize>(), 0..12),
+            normalizing in any::<bool>(),
+        ) {
+            let whole = receive_pieces(std::slice::from_ref(&input), normalizing);
+            let split = receive_pieces(&split_at_cuts(&input, &cuts), normalizing);
+            prop_assert_eq!(&whole, &split);
+            // The end is only ever CRLF . CRLF.
+            if let (_, Some(end), _) = whole {
+                prop_assert!(end >= 3 && &input[end - 3..end] == b".\r\n");
+                prop_assert!(end == 3 || input[..end - 3].ends_with(b"\r\n"));
+            }
+        }
+
+        #[test]
+        fn stuffing_then_reading_gives_the_message_back(
+            message in wire(),
+            cuts in prop::collection::vec(any::<usize>(), 0..12),
+        ) {
+            // A CRLF message (what the store holds) survives the round trip.
+            let crlf: Vec<u8> = String::from_utf8_lossy(&message)
+                .replace(['\r', '\n'], "")
+                .into_bytes()
+                .chunks(40)
+                .flat_map(|l| [l, b"\r\n"].concat())
+                .collect();
+            let mut stuffer = DotStuffer::whole();
+            let mut stuffed = Vec::new();
+            for piece in split_at_cuts(&crlf, &cuts) {
+                stuffer.push(&piece, &mut stuffed);
+            }
+            stuffer.finish(&mut stuffed);
+            let (out, end, bare) = receive_pieces(&[stuffed.clone()], false);
+            prop_assert_eq!(end, Some(stuffed.len()));
+            prop_assert!(!bare);
+            prop_assert_eq!(out, crlf);
+        }
+    }
 }

@@ -118,7 +118,7 @@ impl CommandQueue {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Feeds `input` in pieces of `size` bytes and collects the lines.
@@ -198,5 +198,66 @@ mod tests {
         a.clear();
         let mut input: &[u8] = b"NOOP\r\n";
         assert_eq!(a.next_line(&mut input), Some(complete("NOOP")));
+    }
+
+    use proptest::prelude::*;
+
+    /// Bytes where line ends and carriage returns are common.
+    pub fn wire() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(
+            prop_oneof![
+                any::<u8>(),
+                Just(b'\n'),
+                Just(b'\r'),
+                Just(b'.'),
+                Just(b'A')
+            ],
+            0..1500,
+        )
+    }
+
+    /// Splits `input` at the given cut points (taken modulo its length).
+    pub fn split_at_cuts(input: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+        points.sort_unstable();
+        points.dedup();
+        let mut pieces = Vec::new();
+        let mut start = 0;
+        for p in points.into_iter().chain([input.len()]) {
+            pieces.push(input[start..p.max(start)].to_vec());
+            start = p.max(start);
+        }
+        pieces
+    }
+
+    fn lines_of(pieces: &[Vec<u8>], max: usize) -> Vec<Line> {
+        let mut assembler = LineAssembler::new(max);
+        let mut out = Vec::new();
+        for piece in pieces {
+            let mut rest = piece.as_slice();
+            while let Some(line) = assembler.next_line(&mut rest) {
+                out.push(line);
+            }
+            assert!(rest.is_empty());
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn any_input_at_any_split_gives_the_same_lines(
+            input in wire(),
+            cuts in prop::collection::vec(any::<usize>(), 0..12),
+            max in 2usize..300,
+        ) {
+            let whole = lines_of(std::slice::from_ref(&input), max);
+            let split = lines_of(&split_at_cuts(&input, &cuts), max);
+            prop_assert_eq!(&whole, &split);
+            for line in whole {
+                if let Line::Complete(l) = line {
+                    prop_assert!(l.len() < max && !l.contains(&b'\n'));
+                }
+            }
+        }
     }
 }

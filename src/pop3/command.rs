@@ -69,10 +69,14 @@ fn optional_number(words: &[&str], usage: &'static str) -> Result<Option<u64>, C
 /// Parses one command line (without its line ending).
 pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
     let line = std::str::from_utf8(line).map_err(|_| CommandError::BadCharacters)?;
-    if line.chars().any(|c| c.is_control()) {
+    let (keyword, rest) = line.split_once(' ').unwrap_or((line, ""));
+    // A user name or password with a control character is not a syntax
+    // error: the login refuses it with the same answer as a wrong password,
+    // so a client learns nothing from the difference.
+    let credential = keyword.eq_ignore_ascii_case("USER") || keyword.eq_ignore_ascii_case("PASS");
+    if !credential && line.chars().any(|c| c.is_control()) {
         return Err(CommandError::BadCharacters);
     }
-    let (keyword, rest) = line.split_once(' ').unwrap_or((line, ""));
     let words: Vec<&str> = rest.split_whitespace().collect();
     let none = |command: Command, usage: &'static str| {
         if words.is_empty() {
@@ -88,7 +92,11 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
         "RSET" => none(Command::Rset, "RSET"),
         "NOOP" => none(Command::Noop, "NOOP"),
         "QUIT" => none(Command::Quit, "QUIT"),
-        "USER" => match words.as_slice() {
+        "USER" => match rest
+            .split(' ')
+            .filter(|w| !w.is_empty())
+            .collect::<Vec<_>>()[..]
+        {
             [name] => Ok(Command::User(name.to_string())),
             _ => Err(CommandError::Syntax("USER name")),
         },
@@ -200,8 +208,18 @@ mod tests {
     fn unknown_and_binary_lines_are_refused() {
         assert_eq!(p("XYZZY"), Err(CommandError::Unknown));
         assert_eq!(parse(b"USER \xff"), Err(CommandError::BadCharacters));
-        assert_eq!(parse(b"USER a\x00b"), Err(CommandError::BadCharacters));
+        assert_eq!(parse(b"STAT \x00"), Err(CommandError::BadCharacters));
+        assert_eq!(parse(b"RETR 1\x0b"), Err(CommandError::BadCharacters));
         assert!(matches!(p("STAT now"), Err(CommandError::Syntax(_))));
+    }
+
+    #[test]
+    fn control_characters_in_credentials_reach_the_login_to_be_refused_there() {
+        assert_eq!(parse(b"USER a\x00b"), Ok(Command::User("a\0b".into())));
+        assert_eq!(
+            parse(b"PASS secret\rDELE 1"),
+            Ok(Command::Pass("secret\rDELE 1".into()))
+        );
     }
 
     #[test]
@@ -224,6 +242,25 @@ mod tests {
                 }
             }
             assert_eq!(got, expected, "split {size}");
+        }
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_the_parser(line in prop::collection::vec(any::<u8>(), 0..600)) {
+            let _ = parse(&line);
+        }
+
+        #[test]
+        fn every_verb_with_arbitrary_arguments_parses_or_is_refused(
+            verb in prop::sample::select(vec!["CAPA", "STLS", "USER", "PASS", "AUTH", "APOP", "STAT", "LIST", "UIDL", "RETR", "TOP", "DELE", "RSET", "NOOP", "QUIT"]),
+            args in "[ -~\\t\\x00\\x7f\\u{80}-\\u{10ffff}]{0,80}",
+        ) {
+            let line = format!("{verb} {args}");
+            let _ = parse(line.as_bytes());
+            let _ = parse(line.to_lowercase().as_bytes());
         }
     }
 }

@@ -512,3 +512,51 @@ fn a_whole_session_gives_the_same_responses_at_every_split() {
         assert_eq!(h.fake.0.borrow().deleted, [0]);
     }
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::net::line::tests::split_at_cuts;
+
+    fn traffic() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(b"CAPA\r\n".to_vec()),
+            Just(b"USER mbx-1\r\n".to_vec()),
+            Just(b"PASS right password\r\n".to_vec()),
+            Just(b"PASS wrong\r\n".to_vec()),
+            Just(b"AUTH PLAIN\r\n".to_vec()),
+            Just(b"STAT\r\nLIST\r\nUIDL 1\r\n".to_vec()),
+            Just(b"RETR 1\r\n".to_vec()),
+            Just(b"RETR 2\r\nTOP 3 0\r\n".to_vec()),
+            Just(b"DELE 1\r\nRSET\r\n".to_vec()),
+            Just(b"QUIT\r\n".to_vec()),
+            prop::collection::vec(any::<u8>(), 0..40),
+        ];
+        prop::collection::vec(piece, 0..20).prop_map(|p| p.concat())
+    }
+
+    fn replies(pieces: &[Vec<u8>]) -> String {
+        let mut h = Harness::new(Some(tls()));
+        let mut all = String::new();
+        for piece in pieces {
+            all.push_str(&h.ingest(piece));
+            if h.last != "continue" {
+                break;
+            }
+        }
+        all
+    }
+
+    proptest! {
+        #[test]
+        fn the_session_answers_the_same_at_any_split(
+            input in traffic(),
+            cuts in prop::collection::vec(any::<usize>(), 0..16),
+        ) {
+            let whole = replies(std::slice::from_ref(&input));
+            let split = replies(&split_at_cuts(&input, &cuts));
+            prop_assert_eq!(whole, split);
+        }
+    }
+}

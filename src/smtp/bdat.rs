@@ -53,4 +53,28 @@ mod tests {
         assert!(check(&[b"a\r\r\n"]));
         assert!(!check(&[b""]));
     }
+
+    use proptest::prelude::*;
+
+    use crate::net::line::tests::{split_at_cuts, wire};
+
+    proptest! {
+        #[test]
+        fn the_line_ending_check_does_not_depend_on_chunk_boundaries(
+            input in wire(),
+            cuts in prop::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let mut whole = LineEndingCheck::default();
+            whole.feed(&input);
+            let mut split = LineEndingCheck::default();
+            for piece in split_at_cuts(&input, &cuts) {
+                split.feed(&piece);
+            }
+            prop_assert_eq!(whole.finish(), split.finish());
+            let bare = input.windows(2).enumerate().any(|(i, w)| {
+                (w[0] == b'\r' && w[1] != b'\n') || (w[1] == b'\n' && w[0] != b'\r') || (i == 0 && w[0] == b'\n')
+            }) || input.last() == Some(&b'\r') || input == b"\n";
+            prop_assert_eq!(whole.finish(), bare);
+        }
+    }
 }

@@ -584,4 +584,23 @@ mod tests {
             })
         );
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_the_parser(line in prop::collection::vec(any::<u8>(), 0..600)) {
+            let _ = parse(&line);
+        }
+
+        #[test]
+        fn every_verb_with_arbitrary_arguments_parses_or_is_refused(
+            verb in prop::sample::select(vec!["EHLO", "HELO", "MAIL FROM:", "RCPT TO:", "DATA", "BDAT", "RSET", "NOOP", "VRFY", "QUIT", "STARTTLS", "AUTH"]),
+            args in "[ -~\\t\\x00\\x7f\\u{80}-\\u{10ffff}]{0,80}",
+        ) {
+            let line = format!("{verb} {args}");
+            let _ = parse(line.as_bytes());
+            let _ = parse(line.to_lowercase().as_bytes());
+        }
+    }
 }

@@ -814,3 +814,64 @@ fn a_partial_command_line_is_known_to_the_driver() {
     h.ingest(b"\r\n");
     assert!(!h.session.has_partial_command());
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::net::line::tests::split_at_cuts;
+
+    /// Command lines a client might send, good and bad, and some data.
+    fn traffic() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(b"EHLO c.example\r\n".to_vec()),
+            Just(b"MAIL FROM:<a@b.example>\r\n".to_vec()),
+            Just(b"RCPT TO:<mbx-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@localhost>\r\n".to_vec()),
+            Just(b"RCPT TO:<nobody@elsewhere.example>\r\n".to_vec()),
+            Just(b"DATA\r\n".to_vec()),
+            Just(b"BDAT 5\r\nhello".to_vec()),
+            Just(b"BDAT 0 LAST\r\n".to_vec()),
+            Just(b"Subject: x\r\n\r\nbody\r\n.\r\n".to_vec()),
+            Just(b"\n.\n".to_vec()),
+            Just(b"RSET\r\nNOOP\r\n".to_vec()),
+            Just(b"STARTTLS\r\n".to_vec()),
+            prop::collection::vec(any::<u8>(), 0..40),
+        ];
+        prop::collection::vec(piece, 0..20).prop_map(|p| p.concat())
+    }
+
+    /// Feeds the pieces as the driver would (stopping at a close or an
+    /// upgrade); returns the replies with the random queue ids masked.
+    fn replies(pieces: &[Vec<u8>]) -> String {
+        let mut h = Harness::tls();
+        let mut all = String::new();
+        for piece in pieces {
+            all.push_str(&h.ingest(piece));
+            if h.last_signal != Signal::Continue {
+                break;
+            }
+        }
+        all.split("queued as ")
+            .enumerate()
+            .map(|(i, part)| {
+                if i == 0 {
+                    part.to_string()
+                } else {
+                    format!("ID{}", &part[12..])
+                }
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn the_session_answers_the_same_at_any_split(
+            input in traffic(),
+            cuts in prop::collection::vec(any::<usize>(), 0..16),
+        ) {
+            let whole = replies(std::slice::from_ref(&input));
+            let split = replies(&split_at_cuts(&input, &cuts));
+            prop_assert_eq!(whole, split);
+        }
+    }
+}

@@ -27,7 +27,14 @@ pub struct Gateway {
 impl Gateway {
     /// Starts `sealpost serve` and waits until every listener is bound.
     pub fn start(sb: &Sandbox) -> Gateway {
-        let mut child = Command::new(sealpost_bin())
+        Gateway::start_with(sb, |_| {})
+    }
+
+    /// [`Gateway::start`], with `adjust` given the command first (to set a
+    /// resource limit, say).
+    pub fn start_with(sb: &Sandbox, adjust: impl FnOnce(&mut Command)) -> Gateway {
+        let mut command = Command::new(sealpost_bin());
+        command
             .arg("-c")
             .arg(sb.config())
             .arg("serve")
@@ -35,9 +42,9 @@ impl Gateway {
             .current_dir(&sb.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sealpost serve");
+            .stderr(Stdio::piped());
+        adjust(&mut command);
+        let mut child = command.spawn().expect("start sealpost serve");
         let log = Arc::new(Mutex::new(String::new()));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().unwrap();

@@ -6,6 +6,8 @@ pub mod ca;
 pub mod dovecot;
 pub mod gateway;
 pub mod postfix;
+pub mod recorder;
+pub mod scripted;
 pub mod upstreams;
 
 use std::fs;
@@ -354,6 +356,16 @@ pub fn stdout(out: &Output) -> String {
 pub fn getrandom(buf: &mut [u8]) {
     let mut f = fs::File::open("/dev/urandom").unwrap();
     std::io::Read::read_exact(&mut f, buf).unwrap();
+}
+
+/// Polls `done` until it holds, failing the test after 30 s with `what`.
+#[track_caller]
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Whether `haystack` contains `needle`.

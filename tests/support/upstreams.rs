@@ -12,6 +12,9 @@ use super::dovecot::Dovecot;
 use super::postfix::{Postfix, free_port};
 use super::{FIXTURES, fixture};
 
+/// Messages the POP3 upstream's Maildir starts with (the fixtures).
+pub const FIXTURES_STORED: usize = FIXTURES.len();
+
 pub const POP3_USER: &str = "anna@example.test";
 pub const POP3_PASSWORD: &str = "upstream-secret-2";
 

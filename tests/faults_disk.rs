@@ -1,0 +1,49 @@
+//! Fault: the disk fills up. Storing fails with a temporary error and leaves
+//! nothing behind (see also `tests/smtp.rs` and the proxies' full-disk
+//! tests), and the archiver can still empty a full gateway.
+
+mod support;
+
+use serde_json::json;
+use support::gateway::{Gateway, LineClient};
+use support::{Sandbox, small_tmpfs};
+
+#[test]
+fn an_archiver_can_empty_a_full_gateway() {
+    let sb = Sandbox::for_gateway("disk-full-dele", json!({}));
+    let Some(_mount) = small_tmpfs(&sb.data(), "3m") else {
+        return;
+    };
+    let (id, password) = sb.create_mailbox("Journal");
+    // Fill the disk through the CLI until it refuses (75: try again later).
+    let message = format!("Subject: filler\r\n\r\n{}\r\n", "y".repeat(200 * 1024));
+    let mut stored = 0;
+    loop {
+        let out = sb.run_with_input(&["mailbox", "deliver", &id], message.as_bytes());
+        if !out.status.success() {
+            assert_eq!(out.status.code(), Some(75), "{}", support::stderr(&out));
+            break;
+        }
+        stored += 1;
+        assert!(stored < 100, "the disk never filled up");
+    }
+    assert_eq!(sb.message_files(&id).len(), stored);
+    let gw = Gateway::start(&sb);
+
+    let mut c = LineClient::implicit_tls(gw.addr("pop3.listen_tls[0]"), &gw.cert);
+    c.read_line();
+    c.pop3(&format!("USER {id}"));
+    let answer = c.pop3(&format!("PASS {password}"));
+    assert!(answer.starts_with("+OK"), "{answer}");
+    for n in 1..=stored {
+        assert!(c.pop3(&format!("DELE {n}")).starts_with("+OK"));
+    }
+    assert_eq!(
+        c.pop3("QUIT"),
+        format!("+OK Sealpost signing off ({stored} messages deleted)\r\n")
+    );
+    assert!(sb.message_files(&id).is_empty());
+    // And there is room again.
+    let out = sb.run_with_input(&["mailbox", "deliver", &id], message.as_bytes());
+    assert!(out.status.success(), "{}", support::stderr(&out));
+}

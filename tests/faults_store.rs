@@ -1,0 +1,146 @@
+//! Fault: files of the store or the configuration go missing or bad under a
+//! running gateway: a key file, a whole mailbox, the certificate. Each gets a
+//! clear error, nothing panics, and no stored mail is lost. (A damaged
+//! message file is `tests/pop3.rs`'s
+//! `a_damaged_message_in_the_middle_is_sys_perm_and_the_others_come_through`.)
+
+mod support;
+
+use std::fs;
+use std::time::Duration;
+
+use serde_json::json;
+use support::ca::TestCa;
+use support::gateway::{Gateway, LineClient, expect};
+use support::{Sandbox, stderr};
+
+fn login(gw: &Gateway, id: &str, password: &str) -> (LineClient, String) {
+    let mut c = LineClient::implicit_tls(gw.addr("pop3.listen_tls[0]"), &gw.cert);
+    c.read_line();
+    c.pop3(&format!("USER {id}"));
+    let answer = c.pop3(&format!("PASS {password}"));
+    (c, answer)
+}
+
+fn deliver(gw: &Gateway, id: &str, subject: &str) -> String {
+    let mut c = LineClient::implicit_tls(gw.addr("smtp.listen_tls[0]"), &gw.cert);
+    c.smtp_reply();
+    c.smtp("EHLO faults.example");
+    c.smtp("MAIL FROM:<a@example.org>");
+    c.smtp(&format!("RCPT TO:<{id}@localhost>"));
+    c.smtp("DATA");
+    c.smtp(&format!("Subject: {subject}\r\n\r\nbody\r\n."))
+}
+
+#[test]
+fn a_missing_or_corrupt_key_file_refuses_logins_clearly_while_mail_still_arrives() {
+    let sb = Sandbox::for_gateway("fault-keyfile", json!({}));
+    let (id, password) = sb.create_mailbox("Journal");
+    let gw = Gateway::start(&sb);
+    expect(&deliver(&gw, &id, "before"), "250 2.0.0");
+    let key = sb.mailbox_dir(&id).join("secret-key.json");
+    let saved = fs::read(&key).unwrap();
+
+    for damage in ["missing", "corrupt"] {
+        match damage {
+            "missing" => fs::remove_file(&key).unwrap(),
+            _ => fs::write(&key, b"{\"kdf\": \"argon2id13\", \"salt\": 7}").unwrap(),
+        }
+        let (_, answer) = login(&gw, &id, &password);
+        assert!(
+            answer.starts_with("-ERR [SYS/TEMP] The mailbox cannot be opened"),
+            "{damage}: {answer}"
+        );
+        gw.wait_for_log("secret-key.json", Duration::from_secs(10));
+        // Storing needs only the public key: journal mail keeps arriving.
+        expect(&deliver(&gw, &id, damage), "250 2.0.0");
+        let pw = sb.password_file(&password);
+        let out = sb.run(&[
+            "mailbox",
+            "export",
+            &id,
+            "--password-file",
+            pw.to_str().unwrap(),
+            "--out",
+            "x",
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{damage}");
+        assert!(
+            stderr(&out).contains("secret-key.json"),
+            "{damage}: {}",
+            stderr(&out)
+        );
+    }
+    // The key file comes back from a backup: everything is readable.
+    fs::write(&key, &saved).unwrap();
+    let (mut c, answer) = login(&gw, &id, &password);
+    assert!(answer.starts_with("+OK Logged in: 3 messages"), "{answer}");
+    c.pop3("QUIT");
+    assert_eq!(sb.export(&id, &password).len(), 3);
+}
+
+#[test]
+fn a_mailbox_removed_under_an_open_session_gives_clear_errors() {
+    let sb = Sandbox::for_gateway("fault-rmbox", json!({}));
+    let (id, password) = sb.create_mailbox("Journal");
+    let (other, other_password) = sb.create_mailbox("Other");
+    let gw = Gateway::start(&sb);
+    expect(&deliver(&gw, &id, "one"), "250 2.0.0");
+    let (mut c, answer) = login(&gw, &id, &password);
+    assert!(answer.starts_with("+OK"), "{answer}");
+    // The CLI refuses while the session holds the mailbox.
+    let out = sb.run(&["mailbox", "delete", &id, "--force"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("in use"), "{}", stderr(&out));
+    // Removed behind the gateway's back (by hand, a bad script, a restore).
+    fs::remove_dir_all(sb.mailbox_dir(&id)).unwrap();
+    assert!(
+        c.pop3("RETR 1")
+            .starts_with("-ERR [SYS/TEMP] Message 1 cannot be read")
+    );
+    assert!(c.pop3("DELE 1").starts_with("+OK"));
+    let quit = c.pop3("QUIT");
+    assert!(quit.starts_with("-ERR [SYS/TEMP]"), "{quit}");
+    // Deliveries to it are refused as for any unknown mailbox; others work.
+    let mut s = LineClient::implicit_tls(gw.addr("smtp.listen_tls[0]"), &gw.cert);
+    s.smtp_reply();
+    s.smtp("EHLO faults.example");
+    s.smtp("MAIL FROM:<a@example.org>");
+    expect(&s.smtp(&format!("RCPT TO:<{id}@localhost>")), "550 5.1.1");
+    expect(&deliver(&gw, &other, "three"), "250 2.0.0");
+    let (_, answer) = login(&gw, &other, &other_password);
+    assert!(answer.starts_with("+OK"), "{answer}");
+    assert!(!gw.log().contains("panicked"));
+}
+
+#[test]
+fn a_garbage_certificate_on_sighup_keeps_the_running_one() {
+    let sb = Sandbox::for_gateway("fault-cert", json!({}));
+    let ca = TestCa::new(&sb.dir, "gateway");
+    let (cert, key) = ca.issue(&sb.dir, "gateway", &["localhost"]);
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&fs::read(sb.config()).unwrap()).unwrap();
+    config["tls"] = json!({ "cert_file": cert, "key_file": key });
+    fs::write(sb.config(), serde_json::to_vec(&config).unwrap()).unwrap();
+    let gw = Gateway::start(&sb);
+    let mut open = LineClient::implicit_tls(gw.addr("smtp.listen_tls[0]"), &ca.cert_file);
+    expect(&open.smtp_reply(), "220 ");
+    for (file, garbage) in [
+        (&cert, &b"-----BEGIN CERTIFICATE-----\nnonsense\n"[..]),
+        (&key, b"\x00\x01"),
+    ] {
+        let good = fs::read(file).unwrap();
+        fs::write(file, garbage).unwrap();
+        gw.signal(libc::SIGHUP);
+        gw.wait_for_log(
+            "reload failed, keeping the old certificate",
+            Duration::from_secs(10),
+        );
+        // Old sessions go on; new ones still get the running certificate.
+        expect(&open.smtp("NOOP"), "250 2.0.0");
+        let mut fresh = LineClient::implicit_tls(gw.addr("smtp.listen_tls[0]"), &ca.cert_file);
+        expect(&fresh.smtp_reply(), "220 ");
+        fs::write(file, good).unwrap();
+    }
+    assert!(!gw.log().contains("panicked"));
+}

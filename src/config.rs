@@ -839,6 +839,33 @@ mod tests {
     }
 
     #[test]
+    fn the_hardening_keys_have_their_defaults_and_name_bad_entries() {
+        let config = parse("{}").unwrap();
+        assert_eq!(config.limits.hard_error_limit, 20);
+        assert_eq!(config.limits.min_data_bytes_per_sec, 500);
+        assert_eq!(config.pop3_proxy.max_message_bytes, 104_857_600);
+        assert_eq!(
+            config.control_socket.unwrap(),
+            Path::new("/etc/sealpost/data/control.sock")
+        );
+        assert!(
+            parse(r#"{"control_socket": null}"#)
+                .unwrap()
+                .control_socket
+                .is_none()
+        );
+        let e = error_of(r#"{"limits": {"lockout_exempt_clients": ["192.0.2.9", "archiver"]}}"#);
+        assert!(e.contains("limits.lockout_exempt_clients[1]"), "{e}");
+        let e = error_of(r#"{"limits": {"overload_percent": 0}}"#);
+        assert!(
+            e.contains("limits.overload_percent: expected a whole number from 1 to 100"),
+            "{e}"
+        );
+        let e = error_of(r#"{"pop3_proxy": {"max_message_bytes": 10}}"#);
+        assert!(e.contains("pop3_proxy.max_message_bytes"), "{e}");
+    }
+
+    #[test]
     fn invalid_json_is_reported_with_its_position() {
         let e = error_of("{\"hostname\": }");
         assert!(e.starts_with("gateway.json: not valid JSON"), "{e}");

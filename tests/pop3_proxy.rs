@@ -147,6 +147,24 @@ fn poplib_through_the_proxy_gets_the_originals_and_each_is_archived() {
 }
 
 #[test]
+fn the_same_account_through_another_port_or_name_case_is_not_archived_again() {
+    let Some(s) = setup("pop3proxy-dedupe-ports", json!({})) else {
+        return;
+    };
+    let port = s.gw.addr("pop3_proxy.listen_tls[0]").port();
+    // First through the implicit-TLS port, then through the STLS port with
+    // the host name in capitals: one account, one copy of each message.
+    for login in [
+        format!("{USER}%localhost:{}%{}", s.upstream.implicit, s.id),
+        format!("{USER}%LocalHost:{}%{}", s.upstream.stls, s.id),
+    ] {
+        let got = poplib(&s.sb, "ssl", port, &s.gw.cert, &login, PASSWORD, false);
+        assert_eq!(got.len(), FIXTURES.len());
+    }
+    assert_eq!(s.sb.message_files(&s.id).len(), FIXTURES.len());
+}
+
+#[test]
 fn retrieving_the_same_messages_twice_stores_one_copy_each() {
     let Some(s) = setup("pop3proxy-dedupe", json!({})) else {
         return;

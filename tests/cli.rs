@@ -208,6 +208,60 @@ fn deliver_and_export_round_trip_the_fixtures_byte_for_byte() {
 }
 
 #[test]
+fn exported_mail_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new("export-private", json!({}));
+    let (id, password) = sb.create_mailbox("Journal");
+    let out = sb.run_with_input(
+        &["mailbox", "deliver", &id],
+        b"Subject: private\r\n\r\nx\r\n",
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let pw = sb.password_file(&password);
+    let dir = sb.dir.join("exported/deeper");
+    let out = sb.run(&[
+        "mailbox",
+        "export",
+        &id,
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+    for file in &files {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+    // An existing directory others can open is refused, and nothing lands there.
+    let open_dir = sb.dir.join("shared");
+    std::fs::create_dir(&open_dir).unwrap();
+    std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = sb.run(&[
+        "mailbox",
+        "export",
+        &id,
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--out",
+        open_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("other users can open this directory"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_dir(&open_dir).unwrap().count(), 0);
+}
+
+#[test]
 fn deliver_turns_lf_line_endings_into_crlf() {
     let sb = Sandbox::new("lf", json!({}));
     let (id, password) = sb.create_mailbox("J");

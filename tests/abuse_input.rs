@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::gateway::{Gateway, Stream, tls};
+use support::gateway::{Gateway, Stream, client_hello, tls};
 use support::{Sandbox, getrandom, wait_until};
 
 #[derive(Clone, Copy, Debug)]
@@ -147,25 +147,6 @@ fn raw(addr: SocketAddr, input: &[u8], then_close: bool) -> Outcome {
     }
     let clone = tcp.try_clone().unwrap();
     collect(&mut tcp, &clone)
-}
-
-/// The first flight of a TLS client.
-fn client_hello() -> Vec<u8> {
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(rustls::RootCertStore::empty())
-    .with_no_client_auth();
-    let mut conn = rustls::ClientConnection::new(
-        std::sync::Arc::new(config),
-        rustls::pki_types::ServerName::try_from("localhost").unwrap(),
-    )
-    .unwrap();
-    let mut hello = Vec::new();
-    conn.write_tls(&mut hello).unwrap();
-    hello
 }
 
 /// Every input in every mode on one service's listeners; returns the cases run.

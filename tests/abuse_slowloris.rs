@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::Sandbox;
-use support::gateway::{Gateway, LineClient, connect_from, expect};
+use support::gateway::{Gateway, LineClient, client_hello, connect_from, expect};
 
 /// Sends `bytes` one at a time every `every`, from a thread, until the
 /// gateway closes the connection; then reports how many it sent and what
@@ -133,25 +133,6 @@ fn message_data_below_the_minimum_rate_ends_at_its_deadline() {
     assert!(sent < 60, "{sent}");
     assert!(sb.message_files(&id).is_empty());
     gw.wait_for_no_spool();
-}
-
-/// The first flight of a TLS client: a real ClientHello.
-fn client_hello() -> Vec<u8> {
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(rustls::RootCertStore::empty())
-    .with_no_client_auth();
-    let mut conn = rustls::ClientConnection::new(
-        Arc::new(config),
-        rustls::pki_types::ServerName::try_from("localhost").unwrap(),
-    )
-    .unwrap();
-    let mut hello = Vec::new();
-    conn.write_tls(&mut hello).unwrap();
-    hello
 }
 
 #[test]

@@ -75,6 +75,7 @@ struct Setup {
     _server: Scripted,
 }
 
+/// The gateway with its proxies pointed at a scripted provider.
 fn setup(label: &str, script: fn(Peer)) -> Setup {
     let sb = Sandbox::for_gateway(
         label,
@@ -194,22 +195,6 @@ fn hangs_up_mid_data(peer: Peer) {
     })
 }
 
-fn smtp_setup(label: &str, script: fn(Peer)) -> Setup {
-    let sb = Sandbox::for_gateway(label, json!({}));
-    let ca = TestCa::new(&sb.dir, "scripted");
-    let server = Scripted::start(&sb.dir, &ca, script);
-    sb.configure_proxy(&ca.cert_file, server.port(), json!({}));
-    let (id, _) = sb.create_mailbox("Office");
-    let gw = Gateway::start(&sb);
-    Setup {
-        sb,
-        gw,
-        id,
-        port: server.port(),
-        _server: server,
-    }
-}
-
 fn smtp_client(s: &Setup) -> LineClient {
     let mut c = LineClient::implicit_tls(s.gw.addr("smtp_proxy.listen_tls[0]"), &s.gw.cert);
     c.smtp_reply();
@@ -223,7 +208,7 @@ fn smtp_client(s: &Setup) -> LineClient {
 
 #[test]
 fn a_nonsense_smtp_reply_closes_with_421_and_stores_nothing() {
-    let s = smtp_setup("up-smtp-nonsense", nonsense_to_mail);
+    let s = setup("up-smtp-nonsense", nonsense_to_mail);
     let mut c = smtp_client(&s);
     let reply = c.smtp("MAIL FROM:<anna@example.test>");
     assert!(reply.starts_with("421 4.4.2"), "{reply}");
@@ -233,7 +218,7 @@ fn a_nonsense_smtp_reply_closes_with_421_and_stores_nothing() {
 
 #[test]
 fn a_provider_hanging_up_mid_message_keeps_no_copy_and_the_client_retries() {
-    let s = smtp_setup("up-smtp-mid-data", hangs_up_mid_data);
+    let s = setup("up-smtp-mid-data", hangs_up_mid_data);
     let mut c = smtp_client(&s);
     assert_eq!(code(&c.smtp("MAIL FROM:<anna@example.test>")), 250);
     assert_eq!(code(&c.smtp("RCPT TO:<ben@example.org>")), 250);

@@ -446,3 +446,20 @@ pub fn connect_from(addr: SocketAddr, source: &str) -> TcpStream {
         TcpStream::from_raw_fd(fd)
     }
 }
+
+/// The first flight of a TLS client: a real ClientHello (for tests that send
+/// one where it does not belong, or send it slowly).
+pub fn client_hello() -> Vec<u8> {
+    let config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(RootCertStore::empty())
+            .with_no_client_auth();
+    let mut conn =
+        ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap())
+            .unwrap();
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).unwrap();
+    hello
+}

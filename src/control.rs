@@ -230,7 +230,6 @@ pub fn unlock(path: &Path, target: &str) -> Result<usize, ClientError> {
 mod tests {
     use super::*;
     use crate::auth::ThrottleSettings;
-    use crate::testdir::TempDir;
 
     fn throttle() -> Arc<LoginThrottle> {
         Arc::new(LoginThrottle::new(ThrottleSettings {
@@ -243,7 +242,7 @@ mod tests {
 
     #[test]
     fn lockouts_are_listed_and_cleared_over_the_socket() {
-        let dir = TempDir::new("control");
+        let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("control.sock");
         let pop3 = throttle();
         let proxy = throttle();
@@ -277,7 +276,7 @@ mod tests {
 
     #[test]
     fn a_second_gateway_on_the_same_socket_is_refused() {
-        let dir = TempDir::new("control");
+        let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("control.sock");
         let _first = serve(&path, Throttles::default()).unwrap();
         let err = serve(&path, Throttles::default()).err().unwrap();
@@ -286,7 +285,7 @@ mod tests {
 
     #[test]
     fn no_gateway_is_a_clear_error() {
-        let dir = TempDir::new("control");
+        let dir = tempfile::tempdir().unwrap();
         let err = lockouts(&dir.path().join("control.sock")).unwrap_err();
         assert!(
             matches!(err, ClientError::NotRunning(m) if m.contains("is `sealpost serve` running"))

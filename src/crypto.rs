@@ -28,7 +28,7 @@ pub const SEALED_STREAM_KEY_BYTES: usize = 32 + 48;
 pub const STREAM_HEADER_BYTES: usize = 24;
 /// Bytes secretstream adds to every record.
 pub const STREAM_ABYTES: usize = 17;
-/// Largest opslimit libsodium's Argon2id accepts that we allow in configuration.
+/// Smallest opslimit (passes) libsodium's Argon2id accepts.
 pub const OPSLIMIT_MIN: u64 = 1;
 /// Smallest memlimit (bytes) libsodium's Argon2id accepts.
 pub const MEMLIMIT_MIN: u64 = 8 * 1024;

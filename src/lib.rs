@@ -15,6 +15,3 @@ pub mod proxy;
 pub mod smtp;
 pub mod store;
 pub mod timestamp;
-
-#[cfg(test)]
-pub(crate) mod testdir;

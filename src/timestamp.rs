@@ -1,7 +1,11 @@
 //! Wall-clock time in the two text forms mail needs: RFC 3339 for metadata and
-//! RFC 5322 for `Received:` headers. Always UTC, so no time-zone database.
+//! RFC 5322 for `Received:` headers, both by `jiff`. Always UTC, so no
+//! time-zone database.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jiff::tz::TimeZone;
+use jiff::{Timestamp, Zoned};
 
 /// Microseconds since the Unix epoch (0 if the clock is before 1970).
 pub fn unix_micros(time: SystemTime) -> u64 {
@@ -15,71 +19,28 @@ pub fn from_unix_micros(micros: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_micros(micros)
 }
 
-struct Civil {
-    year: i64,
-    month: u32,
-    day: u32,
-    hour: u32,
-    minute: u32,
-    second: u32,
-    weekday: u32,
-}
-
-// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian calendar).
-fn civil(time: SystemTime) -> Civil {
-    let secs = time
+/// The time to the second, in UTC (the epoch for a clock before 1970).
+fn utc_seconds(time: SystemTime) -> Zoned {
+    let seconds = time
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400) as u32;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    Civil {
-        year,
-        month,
-        day,
-        hour: rem / 3600,
-        minute: rem / 60 % 60,
-        second: rem % 60,
-        // 1970-01-01 was a Thursday.
-        weekday: (days + 4).rem_euclid(7) as u32,
-    }
+    Timestamp::from_second(seconds)
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+        .to_zoned(TimeZone::UTC)
 }
 
 /// `2026-11-22T19:20:32Z`
 pub fn rfc3339(time: SystemTime) -> String {
-    let c = civil(time);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        c.year, c.month, c.day, c.hour, c.minute, c.second
-    )
+    utc_seconds(time).timestamp().to_string()
 }
 
 /// `Sun, 22 Nov 2026 19:20:32 +0000` (RFC 5322 section 3.3).
 pub fn rfc5322(time: SystemTime) -> String {
-    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let c = civil(time);
-    format!(
-        "{}, {} {} {:04} {:02}:{:02}:{:02} +0000",
-        DAYS[c.weekday as usize],
-        c.day,
-        MONTHS[(c.month - 1) as usize],
-        c.year,
-        c.hour,
-        c.minute,
-        c.second
-    )
+    // Years beyond 9999 cannot be written in RFC 5322 dates; the clock
+    // would have to be very wrong for that.
+    jiff::fmt::rfc2822::to_string(&utc_seconds(time))
+        .unwrap_or_else(|_| "Thu, 1 Jan 1970 00:00:00 +0000".into())
 }
 
 #[cfg(test)]

@@ -236,11 +236,10 @@ fn generate_self_signed(cert: &Path, key: &Path, hostname: &str) -> Result<(), T
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::testdir::TempDir;
 
     /// A server configuration with a fresh self-signed certificate.
     pub(crate) fn server_config() -> Arc<ServerConfig> {
-        let dir = TempDir::new("tls-config");
+        let dir = tempfile::tempdir().unwrap();
         let server = TlsServer::load(&config_in(dir.path(), "")).unwrap();
         server.current()
     }
@@ -252,7 +251,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_self_signed_certificate_is_generated_once_and_reused() {
-        let dir = TempDir::new("tls");
+        let dir = tempfile::tempdir().unwrap();
         let config = config_in(dir.path(), "");
         let first = TlsServer::load(&config).unwrap();
         let pem = fs::read(first.cert_path()).unwrap();
@@ -268,7 +267,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_missing_or_keyless_file_is_a_clear_error() {
-        let dir = TempDir::new("tls");
+        let dir = tempfile::tempdir().unwrap();
         let config = config_in(
             dir.path(),
             r#", "tls": {"cert_file": "c.pem", "key_file": "k.pem"}"#,
@@ -292,7 +291,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_failed_reload_keeps_the_old_certificate() {
-        let dir = TempDir::new("tls");
+        let dir = tempfile::tempdir().unwrap();
         let server = TlsServer::load(&config_in(dir.path(), "")).unwrap();
         let before = Arc::as_ptr(&server.current());
         fs::write(server.cert_path(), b"garbage").unwrap();

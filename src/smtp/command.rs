@@ -83,6 +83,15 @@ pub struct MailParams {
     pub smtputf8: bool,
 }
 
+/// Whose address is meant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Party {
+    /// The reverse-path of MAIL FROM.
+    Sender,
+    /// A forward-path of RCPT TO.
+    Recipient,
+}
+
 /// Why a line is not a valid command, and so which reply it gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommandError {
@@ -92,8 +101,9 @@ pub enum CommandError {
     BadCharacters,
     /// Wrong arguments; the text is the usage (501 5.5.4).
     Syntax(&'static str),
-    /// A malformed address (501 5.1.7 for senders, 5.1.3 for recipients).
-    BadAddress(String),
+    /// A malformed address: 501 5.1.7 for senders, 5.1.3 for recipients
+    /// (RFC 3463 section 3.2).
+    BadAddress(Party, String),
     /// A parameter we do not support (555 5.5.4).
     UnsupportedParameter(String),
 }
@@ -115,18 +125,13 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
         "MAIL" => {
             let rest = strip_prefix_ci(rest, "FROM:")
                 .ok_or(CommandError::Syntax("MAIL FROM:<address> [parameters]"))?;
-            let (path, params) = split_path(rest, true)?;
+            let (path, params) = split_path(rest, Party::Sender)?;
             Ok(Command::Mail(path, mail_params(params)?))
         }
         "RCPT" => {
             let rest =
                 strip_prefix_ci(rest, "TO:").ok_or(CommandError::Syntax("RCPT TO:<address>"))?;
-            let (path, params) = split_path(rest, false)?;
-            if path.0.is_empty() {
-                return Err(CommandError::BadAddress(
-                    "the null address <> is not a recipient".into(),
-                ));
-            }
+            let (path, params) = split_path(rest, Party::Recipient)?;
             if let Some(p) = params.split_whitespace().next() {
                 return Err(CommandError::UnsupportedParameter(p.to_string()));
             }
@@ -218,8 +223,9 @@ fn bdat(rest: &str) -> Result<Command, CommandError> {
 
 /// Splits `<path> params` and validates the path. Angle brackets are required
 /// by RFC 5321 but a bare address without spaces is accepted, as Postfix does.
-fn split_path(text: &str, null_allowed: bool) -> Result<(Path, &str), CommandError> {
-    let bad = |why: &str| CommandError::BadAddress(why.to_string());
+/// Only a sender may be the null path `<>`.
+fn split_path(text: &str, party: Party) -> Result<(Path, &str), CommandError> {
+    let bad = |why: &str| CommandError::BadAddress(party, why.to_string());
     let (inner, rest) = if let Some(after) = text.strip_prefix('<') {
         let mut in_quotes = false;
         let mut escaped = false;
@@ -250,10 +256,9 @@ fn split_path(text: &str, null_allowed: bool) -> Result<(Path, &str), CommandErr
         (&text[..end], text[end..].trim_start_matches([' ', '\t']))
     };
     if inner.is_empty() {
-        return if null_allowed {
-            Ok((Path(String::new()), rest))
-        } else {
-            Err(bad("empty address"))
+        return match party {
+            Party::Sender => Ok((Path(String::new()), rest)),
+            Party::Recipient => Err(bad("the null address <> is not a recipient")),
         };
     }
     // RFC 5321 section 4.1.1.3 and appendix C: accept and ignore a source route.
@@ -459,7 +464,7 @@ mod tests {
             "RCPT TO:<noatsign>",
         ] {
             assert!(
-                matches!(p(line), Err(CommandError::BadAddress(_))),
+                matches!(p(line), Err(CommandError::BadAddress(..))),
                 "{line}"
             );
         }

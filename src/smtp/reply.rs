@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use super::command::CommandError;
+use super::command::{CommandError, Party};
 
 /// One reply, possibly multi-line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,8 +70,11 @@ impl From<CommandError> for Reply {
                 Reply::new(500, "5.5.2", "Command line is not valid UTF-8 text")
             }
             CommandError::Syntax(usage) => Reply::new(501, "5.5.4", format!("Syntax: {usage}")),
-            CommandError::BadAddress(why) => {
-                Reply::new(501, "5.1.7", format!("Bad address syntax: {why}"))
+            CommandError::BadAddress(Party::Sender, why) => {
+                Reply::new(501, "5.1.7", format!("Bad sender address syntax: {why}"))
+            }
+            CommandError::BadAddress(Party::Recipient, why) => {
+                Reply::new(501, "5.1.3", format!("Bad recipient address syntax: {why}"))
             }
             CommandError::UnsupportedParameter(p) => {
                 Reply::new(555, "5.5.4", format!("Unsupported parameter {p}"))

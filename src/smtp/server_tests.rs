@@ -711,6 +711,11 @@ fn the_small_commands() {
     assert_code(&h.ingest(b"EHLO\r\n"), "501 5.5.4");
     assert_code(&h.ingest(b"EHLO c\r\nMAIL FROM:<bad\r\n"), "501 5.1.7");
     assert_code(
+        &h.ingest(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<bad\r\n"),
+        "501 5.1.3",
+    );
+    assert_code(&h.ingest(b"RCPT TO:<>\r\n"), "501 5.1.3");
+    assert_code(
         &h.ingest(b"MAIL FROM:<a@b.example>\r\nRSET\r\n"),
         "250 2.0.0",
     );

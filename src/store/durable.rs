@@ -4,7 +4,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -50,18 +49,13 @@ pub fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// Takes an exclusive advisory lock without waiting; `Ok(false)` if another
-/// open file description holds it.
+/// open file description holds it. On Linux the standard library takes it
+/// with `flock(2)`, which the kernel releases when the holder dies.
 pub fn try_lock_exclusive(file: &File) -> io::Result<bool> {
-    // SAFETY: flock only reads the descriptor, which `file` keeps open.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(true);
-    }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(false)
-    } else {
-        Err(err)
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(fs::TryLockError::WouldBlock) => Ok(false),
+        Err(fs::TryLockError::Error(e)) => Err(e),
     }
 }
 
@@ -90,11 +84,10 @@ pub fn remove_unlocked_files(dir: &Path) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testdir::TempDir;
 
     #[test]
     fn replace_file_leaves_only_the_new_content() {
-        let tmp = TempDir::new("durable");
+        let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         replace_file(dir, "a.json", b"one").unwrap();
         replace_file(dir, "a.json", b"two").unwrap();
@@ -104,7 +97,7 @@ mod tests {
 
     #[test]
     fn only_unlocked_leftovers_are_removed() {
-        let tmp = TempDir::new("durable");
+        let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         let held = create_new_private_file(&dir.join("live")).unwrap();
         assert!(try_lock_exclusive(&held).unwrap());

@@ -288,7 +288,6 @@ mod tests {
 
     use super::*;
     use crate::crypto::{self, KdfParams, KeyPair, Password};
-    use crate::testdir::TempDir;
 
     const FAST: KdfParams = KdfParams {
         opslimit: 1,
@@ -333,7 +332,7 @@ mod tests {
 
     #[test]
     fn a_created_mailbox_has_the_documented_layout() {
-        let dir = TempDir::new("store");
+        let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let (mailbox, _) = new_mailbox(&store, "pw");
         let root = dir.path().join("mailboxes").join(mailbox.id().as_str());
@@ -360,7 +359,7 @@ mod tests {
 
     #[test]
     fn delivery_to_several_mailboxes_seals_one_copy_to_each_key() {
-        let dir = TempDir::new("store");
+        let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let (a, pair_a) = new_mailbox(&store, "a");
         let (b, pair_b) = new_mailbox(&store, "b");
@@ -381,7 +380,7 @@ mod tests {
 
     #[test]
     fn a_failed_delivery_leaves_nothing_visible_anywhere() {
-        let dir = TempDir::new("store");
+        let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let (a, _) = new_mailbox(&store, "a");
         let (b, _) = new_mailbox(&store, "b");
@@ -398,7 +397,7 @@ mod tests {
 
     #[test]
     fn leftovers_in_tmp_are_removed_when_the_store_opens() {
-        let dir = TempDir::new("store");
+        let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let (a, _) = new_mailbox(&store, "a");
         fs::write(a.dir().join("tmp").join("1-0123456789abcdef.msg"), b"half").unwrap();
@@ -408,7 +407,7 @@ mod tests {
 
     #[test]
     fn the_password_unlocks_and_a_wrong_one_is_refused() {
-        let dir = TempDir::new("store");
+        let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let (a, pair) = new_mailbox(&store, "right");
         let unlocked = a.unlock(&Password::new("right".into())).unwrap();
@@ -421,7 +420,7 @@ mod tests {
 
     #[test]
     fn a_corrupt_key_file_is_reported_as_such() {
-        let dir = TempDir::new("store");
+        let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let (a, _) = new_mailbox(&store, "pw");
         fs::write(a.dir().join("secret-key.json"), b"{\"kdf\": 1}").unwrap();
@@ -432,7 +431,7 @@ mod tests {
 
     #[test]
     fn deleting_a_mailbox_with_messages_needs_force() {
-        let dir = TempDir::new("store");
+        let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let (a, _) = new_mailbox(&store, "pw");
         store
@@ -452,7 +451,7 @@ mod tests {
 
     #[test]
     fn a_locked_mailbox_is_in_use() {
-        let dir = TempDir::new("store");
+        let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let (a, _) = new_mailbox(&store, "pw");
         let lock = a.try_lock().unwrap();
@@ -467,7 +466,7 @@ mod tests {
 
     #[test]
     fn a_damaged_message_does_not_affect_the_others() {
-        let dir = TempDir::new("store");
+        let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let (a, pair) = new_mailbox(&store, "pw");
         let mut names = Vec::new();
@@ -493,7 +492,7 @@ mod tests {
 
     #[test]
     fn the_pop3_index_remembers_hashes_not_uidls() {
-        let dir = TempDir::new("store");
+        let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let (a, _) = new_mailbox(&store, "pw");
         let parts = [
@@ -525,7 +524,7 @@ mod tests {
 
     #[test]
     fn suspend_and_update_are_stored() {
-        let dir = TempDir::new("store");
+        let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let (mut a, _) = new_mailbox(&store, "pw");
         a.set_status(Status::Suspended).unwrap();
@@ -540,7 +539,7 @@ mod tests {
 
     #[test]
     fn no_plaintext_of_a_message_lands_on_disk() {
-        let dir = TempDir::new("store");
+        let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let (a, _) = new_mailbox(&store, "pw");
         let body = b"From: secret-sender@example.org\r\nSubject: Quarterly secret plans\r\n\r\nThe body is secret too.\r\n";

@@ -104,11 +104,10 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testdir::TempDir;
 
     #[test]
     fn a_spool_reads_back_what_was_written_and_leaves_no_file() {
-        let dir = TempDir::new("spool");
+        let dir = tempfile::tempdir().unwrap();
         let mut w = SpoolWriter::create(dir.path()).unwrap();
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
         for piece in data.chunks(1000) {

@@ -1,17 +1,20 @@
 //! `gateway.json`: the model, its defaults and validation.
 //!
-//! The file is read as JSON and walked by hand rather than with derived
-//! deserialisation, so that every error names the key it is about
-//! (`smtp.max_recipients: expected a whole number from 1 to 100000`) and
-//! unknown keys are refused wherever they appear.
+//! The file is read by serde (`deny_unknown_fields` everywhere), and
+//! `serde_path_to_error` names the key of every error, list entries included
+//! (`smtp.listen[1]: "localhost:25" is not an address:port …`). Each value
+//! with a rule of its own (a range, a host name, an address) is checked by a
+//! small `deserialize_with` function that words the error the way an
+//! administrator reads it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::crypto::{KdfParams, MEMLIMIT_MIN, OPSLIMIT_MIN};
 use crate::net::cidr::Cidr;
@@ -44,19 +47,24 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// The whole gateway configuration, with defaults filled in and paths resolved.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Name used in greetings, `Received:` headers and the self-signed certificate.
+    #[serde(deserialize_with = "dns_name")]
     pub hostname: String,
     /// Domain of mailbox addresses (`<id>@<mailbox_domain>`).
+    #[serde(deserialize_with = "dns_name")]
     pub mailbox_domain: String,
     /// Where mailboxes and the generated certificate live (absolute after loading).
+    #[serde(deserialize_with = "path")]
     pub data_dir: PathBuf,
     /// Certificate and key files; both absent means a generated self-signed one.
     pub tls: TlsFiles,
     /// The journal SMTP receiver.
     pub smtp: SmtpConfig,
     /// The POP3 server.
+    #[serde(default = "Listeners::pop3")]
     pub pop3: Listeners,
     /// The recording SMTP proxy.
     pub smtp_proxy: SmtpProxyConfig,
@@ -68,44 +76,112 @@ pub struct Config {
     pub limits: Limits,
     /// Argon2id cost for newly wrapped keys.
     pub kdf: KdfConfig,
-    /// Where `serve` listens for `sealpost lockouts` (a Unix socket); `None` turns it off.
+    /// Where `serve` listens for `sealpost lockouts` (a Unix socket); `None`
+    /// turns it off. Absent means `<data_dir>/control.sock`.
+    #[serde(deserialize_with = "optional_path")]
     pub control_socket: Option<PathBuf>,
 }
 
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            hostname: "localhost".into(),
+            mailbox_domain: "localhost".into(),
+            data_dir: PathBuf::from("data"),
+            tls: TlsFiles::default(),
+            smtp: SmtpConfig::default(),
+            pop3: Listeners::pop3(),
+            smtp_proxy: SmtpProxyConfig::default(),
+            pop3_proxy: Pop3ProxyConfig::default(),
+            proxy: ProxyConfig::default(),
+            limits: Limits::default(),
+            kdf: KdfConfig::default(),
+            // An empty path is never read from a file (empty names are
+            // refused): it stands for "absent" until data_dir is known.
+            control_socket: Some(PathBuf::new()),
+        }
+    }
+}
+
 /// Certificate and private key in PEM.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
 pub struct TlsFiles {
     /// Certificate chain, leaf first.
+    #[serde(deserialize_with = "optional_path")]
     pub cert_file: Option<PathBuf>,
     /// Private key (PKCS#8, PKCS#1 or SEC1).
+    #[serde(deserialize_with = "optional_path")]
     pub key_file: Option<PathBuf>,
 }
 
 /// Listening addresses of one service: `listen` offers STARTTLS/STLS,
 /// `listen_tls` speaks TLS from the first byte.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct Listeners {
     /// Plain listeners that upgrade with STARTTLS/STLS.
+    #[serde(default = "pop3_listen", deserialize_with = "addrs")]
     pub listen: Vec<SocketAddr>,
     /// Implicit-TLS listeners.
+    #[serde(default = "pop3_listen_tls", deserialize_with = "addrs")]
     pub listen_tls: Vec<SocketAddr>,
 }
 
+fn addr_list(texts: &[&str]) -> Vec<SocketAddr> {
+    texts.iter().filter_map(|t| t.parse().ok()).collect()
+}
+fn pop3_listen() -> Vec<SocketAddr> {
+    addr_list(&["127.0.0.1:10110"])
+}
+fn pop3_listen_tls() -> Vec<SocketAddr> {
+    addr_list(&["127.0.0.1:10995"])
+}
+
+impl Listeners {
+    fn pop3() -> Listeners {
+        Listeners {
+            listen: pop3_listen(),
+            listen_tls: pop3_listen_tls(),
+        }
+    }
+}
+
 /// The `smtp` section.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct SmtpConfig {
     /// Plain listeners that upgrade with STARTTLS.
+    #[serde(deserialize_with = "addrs")]
     pub listen: Vec<SocketAddr>,
     /// Implicit-TLS listeners.
+    #[serde(deserialize_with = "addrs")]
     pub listen_tls: Vec<SocketAddr>,
     /// Refuse MAIL before STARTTLS.
+    #[serde(deserialize_with = "boolean")]
     pub require_tls: bool,
     /// Largest message accepted, in bytes (announced with SIZE).
+    #[serde(deserialize_with = "number::<_, 1024, { 1 << 40 }>")]
     pub max_message_bytes: u64,
     /// Most recipients per transaction.
+    #[serde(deserialize_with = "number::<_, 1, 100_000>")]
     pub max_recipients: u64,
     /// Clients allowed to connect; empty means everyone.
+    #[serde(deserialize_with = "parsed_list")]
     pub allowed_clients: Vec<Cidr>,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> SmtpConfig {
+        SmtpConfig {
+            listen: addr_list(&["127.0.0.1:10025"]),
+            listen_tls: addr_list(&["127.0.0.1:10465"]),
+            require_tls: true,
+            max_message_bytes: 209_715_200,
+            max_recipients: 100,
+            allowed_clients: Vec::new(),
+        }
+    }
 }
 
 impl SmtpConfig {
@@ -119,16 +195,32 @@ impl SmtpConfig {
 }
 
 /// The `smtp_proxy` section.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct SmtpProxyConfig {
     /// Plain listeners that upgrade with STARTTLS (like port 587).
+    #[serde(deserialize_with = "addrs")]
     pub listen: Vec<SocketAddr>,
     /// Implicit-TLS listeners (like port 465).
+    #[serde(deserialize_with = "addrs")]
     pub listen_tls: Vec<SocketAddr>,
     /// Largest message a client may send through the proxy, in bytes.
+    #[serde(deserialize_with = "number::<_, 1024, { 1 << 40 }>")]
     pub max_message_bytes: u64,
     /// Most recipients per message.
+    #[serde(deserialize_with = "number::<_, 1, 100_000>")]
     pub max_recipients: u64,
+}
+
+impl Default for SmtpProxyConfig {
+    fn default() -> SmtpProxyConfig {
+        SmtpProxyConfig {
+            listen: addr_list(&["127.0.0.1:20587"]),
+            listen_tls: addr_list(&["127.0.0.1:20465"]),
+            max_message_bytes: 104_857_600,
+            max_recipients: 100,
+        }
+    }
 }
 
 impl SmtpProxyConfig {
@@ -142,14 +234,28 @@ impl SmtpProxyConfig {
 }
 
 /// The `pop3_proxy` section.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Pop3ProxyConfig {
     /// Plain listeners that upgrade with STLS (like port 110).
+    #[serde(deserialize_with = "addrs")]
     pub listen: Vec<SocketAddr>,
     /// Implicit-TLS listeners (like port 995).
+    #[serde(deserialize_with = "addrs")]
     pub listen_tls: Vec<SocketAddr>,
     /// Largest message the proxy retrieves (and archives) from an upstream.
+    #[serde(deserialize_with = "number::<_, 1024, { 1 << 40 }>")]
     pub max_message_bytes: u64,
+}
+
+impl Default for Pop3ProxyConfig {
+    fn default() -> Pop3ProxyConfig {
+        Pop3ProxyConfig {
+            listen: addr_list(&["127.0.0.1:20110"]),
+            listen_tls: addr_list(&["127.0.0.1:20995"]),
+            max_message_bytes: 104_857_600,
+        }
+    }
 }
 
 impl Pop3ProxyConfig {
@@ -163,71 +269,145 @@ impl Pop3ProxyConfig {
 }
 
 /// The `proxy` section.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ProxyConfig {
     /// Host patterns (`mail.example.com`, `*.example.com`, optional `:port`) a login may name.
+    #[serde(deserialize_with = "parsed_list")]
     pub allowed_targets: Vec<TargetPattern>,
     /// Allow upstream addresses in loopback, private and other internal ranges.
+    #[serde(deserialize_with = "boolean")]
     pub allow_private_targets: bool,
     /// Extra PEM CA certificates trusted for upstream servers.
+    #[serde(deserialize_with = "optional_path")]
     pub extra_ca_file: Option<PathBuf>,
     /// Seconds allowed for connecting to the upstream and completing TLS.
+    #[serde(deserialize_with = "number::<_, 1, 3600>")]
     pub connect_timeout_secs: u64,
     /// Upstream ports spoken with implicit TLS; any other port must offer
     /// STARTTLS (SMTP) or STLS (POP3).
+    #[serde(deserialize_with = "ports")]
     pub implicit_tls_ports: Vec<u16>,
 }
 
+impl Default for ProxyConfig {
+    fn default() -> ProxyConfig {
+        ProxyConfig {
+            allowed_targets: Vec::new(),
+            allow_private_targets: false,
+            extra_ca_file: None,
+            connect_timeout_secs: 30,
+            implicit_tls_ports: vec![465, 995],
+        }
+    }
+}
+
 /// The `limits` section.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Open connections over all listeners.
+    #[serde(deserialize_with = "number::<_, 1, 100_000>")]
     pub max_connections: u64,
     /// Open connections from one client address.
+    #[serde(deserialize_with = "number::<_, 1, 100_000>")]
     pub max_connections_per_ip: u64,
     /// Seconds a client has for a whole command line.
+    #[serde(deserialize_with = "number::<_, 1, 86_400>")]
     pub command_timeout_secs: u64,
     /// Seconds a session may wait for the next piece of message data.
+    #[serde(deserialize_with = "number::<_, 1, 86_400>")]
     pub data_timeout_secs: u64,
     /// A message must arrive at this average rate (bytes per second) once
     /// `data_timeout_secs` have passed.
+    #[serde(deserialize_with = "number::<_, 0, { 1 << 30 }>")]
     pub min_data_bytes_per_sec: u64,
     /// Seconds allowed for a whole TLS handshake.
+    #[serde(deserialize_with = "number::<_, 1, 3600>")]
     pub tls_handshake_timeout_secs: u64,
     /// When this percentage of `max_connections` is open, idle clients get
     /// `overload_timeout_secs` instead of the usual timeouts.
+    #[serde(deserialize_with = "number::<_, 1, 100>")]
     pub overload_percent: u64,
     /// The idle timeout while overloaded.
+    #[serde(deserialize_with = "number::<_, 1, 86_400>")]
     pub overload_timeout_secs: u64,
     /// Errors after which a session is closed (`421` / `-ERR`).
+    #[serde(deserialize_with = "number::<_, 1, 1_000_000>")]
     pub hard_error_limit: u64,
     /// Errors after which every further error reply is delayed.
+    #[serde(deserialize_with = "number::<_, 0, 1_000_000>")]
     pub soft_error_limit: u64,
     /// The delay per error beyond `soft_error_limit`, growing with each.
+    #[serde(deserialize_with = "number::<_, 0, 60_000>")]
     pub error_delay_ms: u64,
     /// Longest command line in bytes, CRLF included.
+    #[serde(deserialize_with = "number::<_, 512, { 1 << 20 }>")]
     pub max_line_bytes: u64,
     /// Failed logins before an address or mailbox is locked out.
+    #[serde(deserialize_with = "number::<_, 1, 1_000_000>")]
     pub max_failed_logins: u64,
     /// Seconds a lockout lasts.
+    #[serde(deserialize_with = "number::<_, 0, { 86_400 * 30 }>")]
     pub lockout_secs: u64,
     /// Milliseconds every failed login waits before its answer.
+    #[serde(deserialize_with = "number::<_, 0, 60_000>")]
     pub failed_login_delay_ms: u64,
     /// Client addresses never locked out as addresses (the mailbox lockout still applies).
+    #[serde(deserialize_with = "parsed_list")]
     pub lockout_exempt_clients: Vec<Cidr>,
     /// Key derivations allowed to run at once.
+    #[serde(deserialize_with = "number::<_, 1, 256>")]
     pub max_concurrent_kdf: u64,
     /// Seconds open sessions get to finish after SIGTERM.
+    #[serde(deserialize_with = "number::<_, 0, 3600>")]
     pub shutdown_grace_secs: u64,
 }
 
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 256,
+            max_connections_per_ip: 32,
+            command_timeout_secs: 300,
+            data_timeout_secs: 180,
+            min_data_bytes_per_sec: 500,
+            tls_handshake_timeout_secs: 30,
+            overload_percent: 80,
+            overload_timeout_secs: 10,
+            hard_error_limit: 20,
+            soft_error_limit: 10,
+            error_delay_ms: 1000,
+            max_line_bytes: 4096,
+            max_failed_logins: 5,
+            lockout_secs: 300,
+            failed_login_delay_ms: 2000,
+            lockout_exempt_clients: Vec::new(),
+            max_concurrent_kdf: 2,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
 /// The `kdf` section.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct KdfConfig {
     /// Argon2id passes.
+    #[serde(deserialize_with = "number::<_, OPSLIMIT_MIN, 1000>")]
     pub opslimit: u64,
     /// Argon2id memory in bytes.
+    #[serde(deserialize_with = "number::<_, MEMLIMIT_MIN, { 1 << 32 }>")]
     pub memlimit_bytes: u64,
+}
+
+impl Default for KdfConfig {
+    fn default() -> KdfConfig {
+        KdfConfig {
+            opslimit: 3,
+            memlimit_bytes: 67_108_864,
+        }
+    }
 }
 
 impl KdfConfig {
@@ -239,6 +419,18 @@ impl KdfConfig {
         }
     }
 }
+
+/// The sections: each must be a JSON object when given.
+const SECTIONS: [&str; 8] = [
+    "tls",
+    "smtp",
+    "pop3",
+    "smtp_proxy",
+    "pop3_proxy",
+    "proxy",
+    "limits",
+    "kdf",
+];
 
 impl Config {
     /// Reads and validates a configuration file.
@@ -259,118 +451,62 @@ impl Config {
 
     /// Parses configuration text; relative paths are resolved against `base`.
     pub fn parse(text: &str, file: &Path, base: &Path) -> Result<Config, ConfigError> {
-        let value: Value = serde_json::from_str(text).map_err(|e| ConfigError {
+        let error = |key: String, message: String| ConfigError {
             file: file.to_path_buf(),
-            key: String::new(),
-            message: format!("not valid JSON: {e}"),
-        })?;
-        let mut top = Section::root(file, &value)?;
-        let hostname = top.host_name("hostname", "localhost")?;
-        let mailbox_domain = top.host_name("mailbox_domain", "localhost")?;
-        let data_dir = base.join(top.string("data_dir", "data")?);
-
-        let mut tls = top.section("tls")?;
-        let tls_files = TlsFiles {
-            cert_file: tls.opt_path("cert_file", base)?,
-            key_file: tls.opt_path("key_file", base)?,
+            key,
+            message,
         };
-        if tls_files.cert_file.is_some() != tls_files.key_file.is_some() {
-            return Err(tls.error(
-                "cert_file",
-                "cert_file and key_file must be given together (or both null for a generated certificate)",
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| error(String::new(), format!("not valid JSON: {e}")))?;
+        let Value::Object(top) = &value else {
+            return Err(error(
+                String::new(),
+                "the top level must be a JSON object".into(),
+            ));
+        };
+        // serde would take a list for a section too (as a tuple of its fields).
+        for section in SECTIONS {
+            if let Some(v) = top.get(section).filter(|v| !v.is_object()) {
+                return Err(error(
+                    section.into(),
+                    format!("expected an object, found {}", kind(v)),
+                ));
+            }
+        }
+        let mut config: Config = serde_path_to_error::deserialize(value)
+            .map_err(|e| error(e.path().to_string(), plain_words(&e.inner().to_string())))?;
+        config.resolve_paths(base);
+        if config.tls.cert_file.is_some() != config.tls.key_file.is_some() {
+            return Err(error(
+                "tls.cert_file".into(),
+                "cert_file and key_file must be given together (or both null for a generated certificate)".into(),
             ));
         }
-        tls.finish()?;
-
-        let mut s = top.section("smtp")?;
-        let smtp = SmtpConfig {
-            listen: s.addrs("listen", &["127.0.0.1:10025"])?,
-            listen_tls: s.addrs("listen_tls", &["127.0.0.1:10465"])?,
-            require_tls: s.bool("require_tls", true)?,
-            max_message_bytes: s.number("max_message_bytes", 209_715_200, 1024, 1 << 40)?,
-            max_recipients: s.number("max_recipients", 100, 1, 100_000)?,
-            allowed_clients: s.cidrs("allowed_clients")?,
-        };
-        s.finish()?;
-
-        let pop3 = top.listeners("pop3", "127.0.0.1:10110", "127.0.0.1:10995")?;
-        let mut sp = top.section("smtp_proxy")?;
-        let smtp_proxy = SmtpProxyConfig {
-            listen: sp.addrs("listen", &["127.0.0.1:20587"])?,
-            listen_tls: sp.addrs("listen_tls", &["127.0.0.1:20465"])?,
-            max_message_bytes: sp.number("max_message_bytes", 104_857_600, 1024, 1 << 40)?,
-            max_recipients: sp.number("max_recipients", 100, 1, 100_000)?,
-        };
-        sp.finish()?;
-        let mut pp = top.section("pop3_proxy")?;
-        let pop3_proxy = Pop3ProxyConfig {
-            listen: pp.addrs("listen", &["127.0.0.1:20110"])?,
-            listen_tls: pp.addrs("listen_tls", &["127.0.0.1:20995"])?,
-            max_message_bytes: pp.number("max_message_bytes", 104_857_600, 1024, 1 << 40)?,
-        };
-        pp.finish()?;
-
-        let mut p = top.section("proxy")?;
-        let proxy = ProxyConfig {
-            allowed_targets: p.patterns("allowed_targets")?,
-            allow_private_targets: p.bool("allow_private_targets", false)?,
-            extra_ca_file: p.opt_path("extra_ca_file", base)?,
-            connect_timeout_secs: p.number("connect_timeout_secs", 30, 1, 3600)?,
-            implicit_tls_ports: p.ports("implicit_tls_ports", &[465, 995])?,
-        };
-        p.finish()?;
-
-        let mut l = top.section("limits")?;
-        let limits = Limits {
-            max_connections: l.number("max_connections", 256, 1, 100_000)?,
-            max_connections_per_ip: l.number("max_connections_per_ip", 32, 1, 100_000)?,
-            command_timeout_secs: l.number("command_timeout_secs", 300, 1, 86_400)?,
-            data_timeout_secs: l.number("data_timeout_secs", 180, 1, 86_400)?,
-            min_data_bytes_per_sec: l.number("min_data_bytes_per_sec", 500, 0, 1 << 30)?,
-            tls_handshake_timeout_secs: l.number("tls_handshake_timeout_secs", 30, 1, 3600)?,
-            overload_percent: l.number("overload_percent", 80, 1, 100)?,
-            overload_timeout_secs: l.number("overload_timeout_secs", 10, 1, 86_400)?,
-            hard_error_limit: l.number("hard_error_limit", 20, 1, 1_000_000)?,
-            soft_error_limit: l.number("soft_error_limit", 10, 0, 1_000_000)?,
-            error_delay_ms: l.number("error_delay_ms", 1000, 0, 60_000)?,
-            max_line_bytes: l.number("max_line_bytes", 4096, 512, 1 << 20)?,
-            max_failed_logins: l.number("max_failed_logins", 5, 1, 1_000_000)?,
-            lockout_secs: l.number("lockout_secs", 300, 0, 86_400 * 30)?,
-            failed_login_delay_ms: l.number("failed_login_delay_ms", 2000, 0, 60_000)?,
-            lockout_exempt_clients: l.cidrs("lockout_exempt_clients")?,
-            max_concurrent_kdf: l.number("max_concurrent_kdf", 2, 1, 256)?,
-            shutdown_grace_secs: l.number("shutdown_grace_secs", 30, 0, 3600)?,
-        };
-        l.finish()?;
-
-        let mut k = top.section("kdf")?;
-        let kdf = KdfConfig {
-            opslimit: k.number("opslimit", 3, OPSLIMIT_MIN, 1000)?,
-            memlimit_bytes: k.number("memlimit_bytes", 67_108_864, MEMLIMIT_MIN, 1 << 32)?,
-        };
-        k.finish()?;
-        let control_socket = match top.get("control_socket") {
-            None => Some(data_dir.join("control.sock")),
-            Some(_) => top.opt_path("control_socket", base)?,
-        };
-        top.finish()?;
-
-        let config = Config {
-            hostname,
-            mailbox_domain,
-            data_dir,
-            tls: tls_files,
-            smtp,
-            pop3,
-            smtp_proxy,
-            pop3_proxy,
-            proxy,
-            limits,
-            kdf,
-            control_socket,
-        };
         config.check_listeners_unique(file)?;
         Ok(config)
+    }
+
+    /// Relative paths are relative to the configuration file.
+    fn resolve_paths(&mut self, base: &Path) {
+        self.data_dir = base.join(&self.data_dir);
+        if self
+            .control_socket
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            self.control_socket = Some(self.data_dir.join("control.sock"));
+        }
+        for path in [
+            &mut self.tls.cert_file,
+            &mut self.tls.key_file,
+            &mut self.proxy.extra_ca_file,
+            &mut self.control_socket,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *path = base.join(&*path);
+        }
     }
 
     /// Every listener of every service with its key, in a stable order.
@@ -419,271 +555,34 @@ impl Config {
     }
 }
 
-impl Serialize for TargetPattern {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+/// serde's own wording (an unknown key, a list that is not one), in ours.
+fn plain_words(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let known: Vec<&str> = rest
+            .split_once("expected ")
+            .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
+            .unwrap_or_default();
+        return format!("unknown key (known here: {})", known.join(", "));
     }
+    if let Some((found, expected)) = message
+        .strip_prefix("invalid type: ")
+        .and_then(|rest| rest.split_once(", expected "))
+    {
+        let found = match found.split([' ', '`']).next().unwrap_or_default() {
+            "string" => "a string",
+            "integer" | "floating" => "a number",
+            "boolean" => "a boolean",
+            "map" => "an object",
+            "sequence" => "a list",
+            _ => "null",
+        };
+        let expected = expected.replace("a sequence", "a list");
+        return format!("expected {expected}, found {found}");
+    }
+    message.to_string()
 }
 
-impl Serialize for Cidr {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-/// One JSON object being read, remembering which keys were used.
-struct Section<'a> {
-    file: &'a Path,
-    path: String,
-    map: Option<&'a Map<String, Value>>,
-    used: BTreeSet<&'static str>,
-}
-
-impl<'a> Section<'a> {
-    fn root(file: &'a Path, value: &'a Value) -> Result<Section<'a>, ConfigError> {
-        match value {
-            Value::Object(map) => Ok(Section {
-                file,
-                path: String::new(),
-                map: Some(map),
-                used: BTreeSet::new(),
-            }),
-            _ => Err(ConfigError {
-                file: file.to_path_buf(),
-                key: String::new(),
-                message: "the top level must be a JSON object".into(),
-            }),
-        }
-    }
-
-    fn key_path(&self, key: &str) -> String {
-        if self.path.is_empty() {
-            key.to_string()
-        } else {
-            format!("{}.{key}", self.path)
-        }
-    }
-
-    fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
-        ConfigError {
-            file: self.file.to_path_buf(),
-            key: self.key_path(key),
-            message: message.into(),
-        }
-    }
-
-    /// The value of `key`, or `None` when it is absent (null counts as present).
-    fn get(&mut self, key: &'static str) -> Option<&'a Value> {
-        self.used.insert(key);
-        self.map.and_then(|m| m.get(key))
-    }
-
-    fn section(&mut self, key: &'static str) -> Result<Section<'a>, ConfigError> {
-        let path = self.key_path(key);
-        match self.get(key) {
-            None => Ok(Section {
-                file: self.file,
-                path,
-                map: None,
-                used: BTreeSet::new(),
-            }),
-            Some(Value::Object(map)) => Ok(Section {
-                file: self.file,
-                path,
-                map: Some(map),
-                used: BTreeSet::new(),
-            }),
-            Some(other) => {
-                Err(self.error(key, format!("expected an object, found {}", kind(other))))
-            }
-        }
-    }
-
-    fn listeners(
-        &mut self,
-        key: &'static str,
-        listen: &str,
-        listen_tls: &str,
-    ) -> Result<Listeners, ConfigError> {
-        let mut s = self.section(key)?;
-        let listeners = Listeners {
-            listen: s.addrs("listen", &[listen])?,
-            listen_tls: s.addrs("listen_tls", &[listen_tls])?,
-        };
-        s.finish()?;
-        Ok(listeners)
-    }
-
-    fn string(&mut self, key: &'static str, default: &str) -> Result<String, ConfigError> {
-        match self.get(key) {
-            None => Ok(default.to_string()),
-            Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
-            Some(Value::String(_)) => Err(self.error(key, "must not be empty")),
-            Some(other) => {
-                Err(self.error(key, format!("expected a string, found {}", kind(other))))
-            }
-        }
-    }
-
-    fn host_name(&mut self, key: &'static str, default: &str) -> Result<String, ConfigError> {
-        let name = self.string(key, default)?;
-        let valid = crate::net::is_dns_name(&name);
-        if valid {
-            Ok(name.to_ascii_lowercase())
-        } else {
-            Err(self.error(key, format!("{name:?} is not a valid DNS name")))
-        }
-    }
-
-    fn opt_path(&mut self, key: &'static str, base: &Path) -> Result<Option<PathBuf>, ConfigError> {
-        match self.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if !s.is_empty() => Ok(Some(base.join(s))),
-            Some(other) => Err(self.error(
-                key,
-                format!("expected a file name or null, found {}", kind(other)),
-            )),
-        }
-    }
-
-    fn bool(&mut self, key: &'static str, default: bool) -> Result<bool, ConfigError> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(other) => Err(self.error(
-                key,
-                format!("expected true or false, found {}", kind(other)),
-            )),
-        }
-    }
-
-    fn number(
-        &mut self,
-        key: &'static str,
-        default: u64,
-        min: u64,
-        max: u64,
-    ) -> Result<u64, ConfigError> {
-        let value = match self.get(key) {
-            None => return Ok(default),
-            Some(v) => v,
-        };
-        match value.as_u64() {
-            Some(n) if (min..=max).contains(&n) => Ok(n),
-            _ => Err(self.error(
-                key,
-                format!("expected a whole number from {min} to {max}, found {value}"),
-            )),
-        }
-    }
-
-    fn array(&mut self, key: &'static str) -> Result<Option<&'a Vec<Value>>, ConfigError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::Array(items)) => Ok(Some(items)),
-            Some(other) => Err(self.error(key, format!("expected a list, found {}", kind(other)))),
-        }
-    }
-
-    fn strings(&mut self, key: &'static str) -> Result<Vec<String>, ConfigError> {
-        let Some(items) = self.array(key)? else {
-            return Ok(Vec::new());
-        };
-        items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| match item {
-                Value::String(s) if !s.trim().is_empty() => Ok(s.clone()),
-                other => Err(self.error(
-                    &format!("{key}[{i}]"),
-                    format!("expected a non-empty string, found {}", kind(other)),
-                )),
-            })
-            .collect()
-    }
-
-    fn addrs(
-        &mut self,
-        key: &'static str,
-        default: &[&str],
-    ) -> Result<Vec<SocketAddr>, ConfigError> {
-        let texts = match self.array(key)? {
-            None => default.iter().map(|s| s.to_string()).collect(),
-            Some(_) => self.strings(key)?,
-        };
-        texts
-            .iter()
-            .enumerate()
-            .map(|(i, text)| {
-                text.parse::<SocketAddr>().map_err(|_| {
-                    self.error(
-                        &format!("{key}[{i}]"),
-                        format!("{text:?} is not an address:port such as \"127.0.0.1:25\" or \"[::]:25\""),
-                    )
-                })
-            })
-            .collect()
-    }
-
-    fn ports(&mut self, key: &'static str, default: &[u16]) -> Result<Vec<u16>, ConfigError> {
-        let Some(items) = self.array(key)? else {
-            return Ok(default.to_vec());
-        };
-        items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| match item.as_u64() {
-                Some(n @ 1..=65535) => Ok(n as u16),
-                _ => Err(self.error(
-                    &format!("{key}[{i}]"),
-                    format!("expected a port from 1 to 65535, found {item}"),
-                )),
-            })
-            .collect()
-    }
-
-    fn patterns(&mut self, key: &'static str) -> Result<Vec<TargetPattern>, ConfigError> {
-        let texts = self.strings(key)?;
-        texts
-            .iter()
-            .enumerate()
-            .map(|(i, text)| {
-                text.parse::<TargetPattern>()
-                    .map_err(|e| self.error(&format!("{key}[{i}]"), e))
-            })
-            .collect()
-    }
-
-    fn cidrs(&mut self, key: &'static str) -> Result<Vec<Cidr>, ConfigError> {
-        let texts = self.strings(key)?;
-        texts
-            .iter()
-            .enumerate()
-            .map(|(i, text)| {
-                text.parse::<Cidr>()
-                    .map_err(|e| self.error(&format!("{key}[{i}]"), e))
-            })
-            .collect()
-    }
-
-    /// Refuses keys nobody asked for: a typo must not silently fall back to a default.
-    fn finish(self) -> Result<(), ConfigError> {
-        let Some(map) = self.map else {
-            return Ok(());
-        };
-        for key in map.keys() {
-            if !self.used.contains(key.as_str()) {
-                let known: Vec<&str> = self.used.iter().copied().collect();
-                return Err(self.error(
-                    key,
-                    format!("unknown key (known here: {})", known.join(", ")),
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
+/// What a JSON value is, in words.
 fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
@@ -693,6 +592,150 @@ fn kind(value: &Value) -> &'static str {
         Value::Array(_) => "a list",
         Value::Object(_) => "an object",
     }
+}
+
+// The checks of single values. Each takes the JSON value as it is and words
+// its own error, so that the message says what was expected and what was found.
+
+fn value<'de, D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+    Value::deserialize(d)
+}
+
+fn number<'de, D: Deserializer<'de>, const MIN: u64, const MAX: u64>(
+    d: D,
+) -> Result<u64, D::Error> {
+    let v = value(d)?;
+    match v.as_u64() {
+        Some(n) if (MIN..=MAX).contains(&n) => Ok(n),
+        _ => Err(de::Error::custom(format!(
+            "expected a whole number from {MIN} to {MAX}, found {v}"
+        ))),
+    }
+}
+
+fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    match value(d)? {
+        Value::Bool(b) => Ok(b),
+        other => Err(de::Error::custom(format!(
+            "expected true or false, found {}",
+            kind(&other)
+        ))),
+    }
+}
+
+fn non_empty_string(v: Value) -> Result<String, String> {
+    match v {
+        Value::String(s) if !s.trim().is_empty() => Ok(s),
+        Value::String(_) => Err("must not be empty".into()),
+        other => Err(format!("expected a string, found {}", kind(&other))),
+    }
+}
+
+fn dns_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let name = non_empty_string(value(d)?).map_err(de::Error::custom)?;
+    if crate::net::is_dns_name(&name) {
+        Ok(name.to_ascii_lowercase())
+    } else {
+        Err(de::Error::custom(format!(
+            "{name:?} is not a valid DNS name"
+        )))
+    }
+}
+
+fn path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    non_empty_string(value(d)?)
+        .map(PathBuf::from)
+        .map_err(de::Error::custom)
+}
+
+fn optional_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    match value(d)? {
+        Value::Null => Ok(None),
+        Value::String(s) if !s.is_empty() => Ok(Some(PathBuf::from(s))),
+        other => Err(de::Error::custom(format!(
+            "expected a file name or null, found {}",
+            kind(&other)
+        ))),
+    }
+}
+
+/// A check of one list entry, with its own wording.
+trait Check {
+    type Out;
+    fn check(value: Value) -> Result<Self::Out, String>;
+}
+
+/// A list entry that passed `C`'s check; through serde's sequence handling,
+/// so that an error names its entry (`smtp.listen[1]`).
+struct Entry<C: Check>(C::Out);
+
+impl<'de, C: Check> Deserialize<'de> for Entry<C> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        C::check(value(d)?).map(Entry).map_err(de::Error::custom)
+    }
+}
+
+fn list<'de, D: Deserializer<'de>, C: Check>(d: D) -> Result<Vec<C::Out>, D::Error> {
+    Ok(Vec::<Entry<C>>::deserialize(d)?
+        .into_iter()
+        .map(|e| e.0)
+        .collect())
+}
+
+struct AddrCheck;
+
+impl Check for AddrCheck {
+    type Out = SocketAddr;
+    fn check(item: Value) -> Result<SocketAddr, String> {
+        let text = non_empty_string(item).map_err(|_| "expected a non-empty string".to_string())?;
+        text.parse().map_err(|_| {
+            format!("{text:?} is not an address:port such as \"127.0.0.1:25\" or \"[::]:25\"")
+        })
+    }
+}
+
+fn addrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    list::<D, AddrCheck>(d)
+}
+
+struct PortCheck;
+
+impl Check for PortCheck {
+    type Out = u16;
+    fn check(item: Value) -> Result<u16, String> {
+        match item.as_u64() {
+            Some(n @ 1..=65535) => Ok(n as u16),
+            _ => Err(format!("expected a port from 1 to 65535, found {item}")),
+        }
+    }
+}
+
+fn ports<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
+    list::<D, PortCheck>(d)
+}
+
+/// Values written as strings and parsed with their `FromStr`.
+struct ParsedCheck<T>(std::marker::PhantomData<T>);
+
+impl<T: std::str::FromStr<Err = String>> Check for ParsedCheck<T> {
+    type Out = T;
+    fn check(item: Value) -> Result<T, String> {
+        match item {
+            Value::String(s) if !s.trim().is_empty() => s.parse(),
+            other => Err(format!(
+                "expected a non-empty string, found {}",
+                kind(&other)
+            )),
+        }
+    }
+}
+
+fn parsed_list<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr<Err = String>,
+{
+    list::<D, ParsedCheck<T>>(d)
 }
 
 #[cfg(test)]

@@ -76,6 +76,13 @@ impl fmt::Display for Cidr {
     }
 }
 
+/// Written as the text it was parsed from (`check-config` prints it so).
+impl serde::Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -219,6 +219,13 @@ impl TargetPolicy {
     }
 }
 
+/// Written as the text it was parsed from (`check-config` prints it so).
+impl serde::Serialize for TargetPattern {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use log::{info, warn};
 
 use crate::auth::{KdfSlots, LoginThrottle, ThrottleSettings};
+use crate::cert;
 use crate::config::{Config, Listeners};
 use crate::control::{self, Throttles};
 use crate::net::acceptor::{Accepted, Acceptor, Control, Service};
@@ -119,7 +120,8 @@ fn error_policy(config: &Config) -> ErrorPolicy {
 }
 
 fn build(config: &Config, store: &Store) -> Result<Built, String> {
-    let tls = Arc::new(TlsServer::load(config).map_err(|e| e.to_string())?);
+    let (cert, key) = cert::files(config).map_err(|e| e.to_string())?;
+    let tls = Arc::new(TlsServer::load(&cert, &key).map_err(|e| e.to_string())?);
     let control = Arc::new(Control::default());
     let env = session_env(config, &tls, &control);
     let limits = Arc::clone(&env.limits);

@@ -3,6 +3,7 @@
 //! proxies. See DESIGN.md (shared) and README.md.
 
 pub mod auth;
+pub mod cert;
 pub mod cli;
 pub mod config;
 pub mod control;

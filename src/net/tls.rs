@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -14,9 +13,7 @@ use rustls::version::{TLS12, TLS13};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::Config;
 use crate::crypto;
-use crate::store::durable;
 
 /// Why no server certificate could be set up.
 #[derive(Debug)]
@@ -44,65 +41,22 @@ pub fn fingerprint(der: &[u8]) -> String {
         .join(":")
 }
 
-/// Where the certificate comes from.
-#[derive(Debug, Clone)]
-enum Source {
-    Files {
-        cert: PathBuf,
-        key: PathBuf,
-    },
-    Generated {
-        cert: PathBuf,
-        key: PathBuf,
-        hostname: String,
-    },
-}
-
 /// The current server TLS configuration, swapped atomically on reload.
 pub struct TlsServer {
     current: RwLock<Arc<ServerConfig>>,
-    source: Source,
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 impl TlsServer {
-    /// Loads the configured certificate, or generates (first start) or
-    /// reuses a self-signed one under `data_dir/tls/`.
-    pub fn load(config: &Config) -> Result<TlsServer, TlsError> {
-        let source = match (&config.tls.cert_file, &config.tls.key_file) {
-            (Some(cert), Some(key)) => Source::Files {
-                cert: cert.clone(),
-                key: key.clone(),
-            },
-            _ => {
-                let dir = config.data_dir.join("tls");
-                Source::Generated {
-                    cert: dir.join("cert.pem"),
-                    key: dir.join("key.pem"),
-                    hostname: config.hostname.clone(),
-                }
-            }
-        };
-        if let Source::Generated {
-            cert,
-            key,
-            hostname,
-        } = &source
-            && !(cert.exists() && key.exists())
-        {
-            generate_self_signed(cert, key, hostname)?;
-            info!(
-                "generated a self-signed certificate for {hostname} in {}",
-                cert.display()
-            );
-        }
-        let (config, fp) = build(&source)?;
-        info!(
-            "TLS certificate {} (SHA-256 {fp})",
-            source.cert_path().display()
-        );
+    /// Loads the certificate chain and key from PEM files.
+    pub fn load(cert: &Path, key: &Path) -> Result<TlsServer, TlsError> {
+        let (config, fp) = build(cert, key)?;
+        info!("TLS certificate {} (SHA-256 {fp})", cert.display());
         Ok(TlsServer {
             current: RwLock::new(Arc::new(config)),
-            source,
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
         })
     }
 
@@ -115,8 +69,9 @@ impl TlsServer {
     }
 
     /// Reads the certificate and key again; on failure the old ones stay.
+    /// Returns the new certificate's fingerprint.
     pub fn reload(&self) -> Result<String, TlsError> {
-        let (config, fp) = build(&self.source)?;
+        let (config, fp) = build(&self.cert, &self.key)?;
         match self.current.write() {
             Ok(mut guard) => *guard = Arc::new(config),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(config),
@@ -126,26 +81,11 @@ impl TlsServer {
 
     /// The certificate file in use.
     pub fn cert_path(&self) -> &Path {
-        self.source.cert_path()
+        &self.cert
     }
 }
 
-impl Source {
-    fn cert_path(&self) -> &Path {
-        match self {
-            Source::Files { cert, .. } | Source::Generated { cert, .. } => cert,
-        }
-    }
-
-    fn key_path(&self) -> &Path {
-        match self {
-            Source::Files { key, .. } | Source::Generated { key, .. } => key,
-        }
-    }
-}
-
-fn build(source: &Source) -> Result<(ServerConfig, String), TlsError> {
-    let (cert_path, key_path) = (source.cert_path(), source.key_path());
+fn build(cert_path: &Path, key_path: &Path) -> Result<(ServerConfig, String), TlsError> {
     let certs = load_certs(cert_path)?;
     let key = load_key(key_path)?;
     let fp = fingerprint(&certs[0]);
@@ -199,8 +139,9 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
-fn generate_self_signed(cert: &Path, key: &Path, hostname: &str) -> Result<(), TlsError> {
-    let fail = |what: &Path, e: io::Error| TlsError(format!("{}: {e}", what.display()));
+/// A self-signed certificate for `hostname`, for a first start without a
+/// configured one: (certificate PEM, private key PEM).
+pub fn self_signed(hostname: &str) -> Result<(String, String), TlsError> {
     let mut params = rcgen::CertificateParams::new(vec![hostname.to_string()])
         .map_err(|e| TlsError(format!("cannot make a certificate for {hostname}: {e}")))?;
     params.distinguished_name = rcgen::DistinguishedName::new();
@@ -215,84 +156,60 @@ fn generate_self_signed(cert: &Path, key: &Path, hostname: &str) -> Result<(), T
     let certificate = params
         .self_signed(&signing_key)
         .map_err(|e| TlsError(format!("cannot sign the certificate: {e}")))?;
-    let dir = cert.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| fail(dir, e))?;
-    let key_name = key
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("key.pem");
-    let cert_name = cert
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("cert.pem");
-    // The key first: a certificate without its key would be useless.
-    durable::replace_file(dir, key_name, signing_key.serialize_pem().as_bytes())
-        .map_err(|e| fail(key, e))?;
-    durable::replace_file(dir, cert_name, certificate.pem().as_bytes())
-        .map_err(|e| fail(cert, e))?;
-    Ok(())
+    Ok((certificate.pem(), signing_key.serialize_pem()))
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
 
+    /// A fresh self-signed certificate and key written into `dir`.
+    pub(crate) fn write_self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+        let (cert, key) = self_signed("gw.example").unwrap();
+        let paths = (dir.join("cert.pem"), dir.join("key.pem"));
+        fs::write(&paths.0, cert).unwrap();
+        fs::write(&paths.1, key).unwrap();
+        paths
+    }
+
     /// A server configuration with a fresh self-signed certificate.
     pub(crate) fn server_config() -> Arc<ServerConfig> {
         let dir = tempfile::tempdir().unwrap();
-        let server = TlsServer::load(&config_in(dir.path(), "")).unwrap();
-        server.current()
-    }
-
-    fn config_in(dir: &Path, extra: &str) -> Config {
-        let text = format!(r#"{{"hostname": "gw.example", "data_dir": "data" {extra}}}"#);
-        Config::parse(&text, &dir.join("gateway.json"), dir).unwrap()
+        let (cert, key) = write_self_signed(dir.path());
+        TlsServer::load(&cert, &key).unwrap().current()
     }
 
     #[test]
-    fn a_self_signed_certificate_is_generated_once_and_reused() {
+    fn a_self_signed_certificate_is_for_its_name_and_has_a_fingerprint() {
         let dir = tempfile::tempdir().unwrap();
-        let config = config_in(dir.path(), "");
-        let first = TlsServer::load(&config).unwrap();
-        let pem = fs::read(first.cert_path()).unwrap();
-        TlsServer::load(&config).unwrap();
-        assert_eq!(
-            fs::read(first.cert_path()).unwrap(),
-            pem,
-            "the certificate is reused"
-        );
-        let certs = load_certs(first.cert_path()).unwrap();
+        let (cert, _) = write_self_signed(dir.path());
+        let certs = load_certs(&cert).unwrap();
         assert_eq!(fingerprint(&certs[0]).len(), 32 * 3 - 1);
+        let text = fs::read_to_string(&cert).unwrap();
+        assert!(text.starts_with("-----BEGIN CERTIFICATE-----"));
     }
 
     #[test]
     fn a_missing_or_keyless_file_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let config = config_in(
-            dir.path(),
-            r#", "tls": {"cert_file": "c.pem", "key_file": "k.pem"}"#,
-        );
-        let err = TlsServer::load(&config).err().unwrap().to_string();
+        let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        let err = TlsServer::load(&c, &k).err().unwrap().to_string();
         assert!(
             err.contains("certificate file") && err.contains("c.pem"),
             "{err}"
         );
-
-        let generated = TlsServer::load(&config_in(dir.path(), "")).unwrap();
-        fs::copy(generated.cert_path(), dir.path().join("c.pem")).unwrap();
-        fs::write(
-            dir.path().join("k.pem"),
-            fs::read(generated.cert_path()).unwrap(),
-        )
-        .unwrap();
-        let err = TlsServer::load(&config).err().unwrap().to_string();
+        let (cert, _) = write_self_signed(dir.path());
+        fs::copy(&cert, &c).unwrap();
+        fs::write(&k, fs::read(&cert).unwrap()).unwrap();
+        let err = TlsServer::load(&c, &k).err().unwrap().to_string();
         assert!(err.contains("k.pem: no private key found"), "{err}");
     }
 
     #[test]
     fn a_failed_reload_keeps_the_old_certificate() {
         let dir = tempfile::tempdir().unwrap();
-        let server = TlsServer::load(&config_in(dir.path(), "")).unwrap();
+        let (cert, key) = write_self_signed(dir.path());
+        let server = TlsServer::load(&cert, &key).unwrap();
         let before = Arc::as_ptr(&server.current());
         fs::write(server.cert_path(), b"garbage").unwrap();
         assert!(server.reload().is_err());

@@ -23,7 +23,7 @@ use crate::pop3::server::Settings as Pop3Settings;
 use crate::pop3::session::Pop3Service;
 use crate::proxy::relay::ProxyContext;
 use crate::proxy::target::TargetPolicy;
-use crate::proxy::upstream::{UpstreamSetup, UpstreamTls};
+use crate::proxy::upstream::{Dialer, UpstreamTls};
 use crate::smtp::proxy::Settings as ProxySettings;
 use crate::smtp::proxy_service::SmtpProxyService;
 use crate::smtp::server::Settings as SmtpSettings;
@@ -160,7 +160,7 @@ fn build(config: &Config, store: &Store) -> Result<Built, String> {
         }),
         env: env.clone(),
     });
-    let upstream = UpstreamSetup {
+    let dialer = Dialer {
         policy: TargetPolicy {
             allowed: config.proxy.allowed_targets.clone(),
             allow_private: config.proxy.allow_private_targets,
@@ -174,7 +174,7 @@ fn build(config: &Config, store: &Store) -> Result<Built, String> {
     let proxy_context = |throttle: &Arc<LoginThrottle>| {
         Arc::new(ProxyContext {
             store: store.clone(),
-            upstream: upstream.clone(),
+            dialer: dialer.clone(),
             throttle: Arc::clone(throttle),
         })
     };

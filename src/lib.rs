@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod net;
 pub mod pop3;
 pub mod proxy;
+pub mod sasl;
 pub mod smtp;
 pub mod store;
 pub mod timestamp;

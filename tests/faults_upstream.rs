@@ -118,7 +118,10 @@ fn a_provider_hanging_up_mid_message_leaves_no_copy_and_no_deletion() {
         rest.extend_from_slice(&line);
     }
     assert!(!rest.ends_with(b"\r\n.\r\n"), "{rest:?}");
-    s.gw.wait_for_log("response aborted", std::time::Duration::from_secs(10));
+    s.gw.wait_for_log(
+        "upstream lost in the middle of a response",
+        std::time::Duration::from_secs(10),
+    );
     assert!(
         s.sb.message_files(&s.id).is_empty(),
         "a partial copy was stored"

@@ -74,24 +74,6 @@ pub fn has_control_characters(text: &str) -> bool {
     text.chars().any(char::is_control)
 }
 
-/// Reads a SASL PLAIN response (RFC 4616) given in base64:
-/// `[authzid] NUL authcid NUL password`. An authorization identity other than
-/// the login name itself is refused. `None` for anything malformed.
-pub fn sasl_plain(base64: &str) -> Option<(String, Password)> {
-    let decoded = zeroize::Zeroizing::new(crypto::base64_decode(base64.trim()).ok()?);
-    let mut parts = decoded.split(|&b| b == 0);
-    let (authzid, authcid, password) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || authcid.is_empty() || password.is_empty() {
-        return None;
-    }
-    if !authzid.is_empty() && authzid != authcid {
-        return None;
-    }
-    let authcid = std::str::from_utf8(authcid).ok()?.to_string();
-    let password = std::str::from_utf8(password).ok()?.to_string();
-    Some((authcid, Password::new(password)))
-}
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -177,22 +159,6 @@ mod tests {
         assert!(err.contains("too easy to guess"), "{err}");
         let err = check_password_strength(&pw("AcmeJournal2026"), &["AcmeJournal"]).unwrap_err();
         assert!(err.contains("too easy to guess"), "{err}");
-    }
-
-    #[test]
-    fn sasl_plain_takes_user_and_password_and_refuses_impersonation() {
-        let b64 = |s: &[u8]| crypto::base64_encode(s);
-        let (user, pw) = sasl_plain(&b64(b"\0mbx-1\0secret pw")).unwrap();
-        assert_eq!((user.as_str(), pw.expose()), ("mbx-1", "secret pw"));
-        assert!(sasl_plain(&b64(b"mbx-1\0mbx-1\0pw")).is_some());
-        assert!(
-            sasl_plain(&b64(b"admin\0mbx-1\0pw")).is_none(),
-            "acting as another user"
-        );
-        assert!(sasl_plain(&b64(b"\0mbx-1")).is_none());
-        assert!(sasl_plain(&b64(b"\0\0pw")).is_none());
-        assert!(sasl_plain(&b64(b"\0a\0b\0c")).is_none());
-        assert!(sasl_plain("not base64!").is_none());
     }
 
     #[test]

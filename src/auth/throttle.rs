@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::net::cidr::{Cidr, canonical};
@@ -118,8 +118,8 @@ pub struct LoginThrottle {
 /// [`Attempt::unavailable`] or [`Attempt::succeeded`]; dropped without one
 /// (the store could not be read, say) it counts as nothing.
 #[must_use = "an attempt counts as in flight until its outcome is reported"]
-pub struct Attempt<'a> {
-    throttle: &'a LoginThrottle,
+pub struct Attempt {
+    throttle: Arc<LoginThrottle>,
     subjects: Vec<Subject>,
     open: bool,
 }
@@ -151,7 +151,11 @@ impl LoginThrottle {
     /// Reserves a login attempt from `ip` for `mailbox`, or says why none may
     /// be made now. Waits (bounded) while attempts in flight could still
     /// push the count to the limit.
-    pub fn begin(&self, ip: IpAddr, mailbox: Option<&MailboxId>) -> Result<Attempt<'_>, Lockout> {
+    pub fn begin(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        mailbox: Option<&MailboxId>,
+    ) -> Result<Attempt, Lockout> {
         let subjects = self.subjects(ip, mailbox);
         let max = self.settings.max_failures;
         let window = self.settings.lockout;
@@ -191,7 +195,7 @@ impl LoginThrottle {
             state.entry(subject.clone()).or_insert(Entry::NEW).in_flight += 1;
         }
         Ok(Attempt {
-            throttle: self,
+            throttle: Arc::clone(self),
             subjects,
             open: true,
         })
@@ -290,7 +294,7 @@ fn add_failure(entry: &mut Entry, window: Duration) {
     entry.last_failure = Some(Instant::now());
 }
 
-impl Attempt<'_> {
+impl Attempt {
     /// A wrong password (or an unknown mailbox, a refused upstream login):
     /// counts against the address and the mailbox. Returns the delay the
     /// answer must wait.
@@ -326,7 +330,7 @@ impl Attempt<'_> {
     }
 }
 
-impl Drop for Attempt<'_> {
+impl Drop for Attempt {
     fn drop(&mut self) {
         if self.open {
             self.throttle.settle(&self.subjects, |_, _| {});
@@ -336,7 +340,6 @@ impl Drop for Attempt<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
@@ -349,16 +352,16 @@ mod tests {
         "mbx-0123456789abcdef0123456789abcdef".parse().unwrap()
     }
 
-    fn throttle(max: u64, lockout: Duration) -> LoginThrottle {
-        LoginThrottle::new(ThrottleSettings {
+    fn throttle(max: u64, lockout: Duration) -> Arc<LoginThrottle> {
+        Arc::new(LoginThrottle::new(ThrottleSettings {
             max_failures: max,
             lockout,
             delay: Duration::ZERO,
             exempt: Vec::new(),
-        })
+        }))
     }
 
-    fn fail(t: &LoginThrottle, from: &str, mailbox: Option<&MailboxId>) {
+    fn fail(t: &Arc<LoginThrottle>, from: &str, mailbox: Option<&MailboxId>) {
         let _ = t.begin(ip(from), mailbox).unwrap().failed();
     }
 
@@ -401,12 +404,12 @@ mod tests {
 
     #[test]
     fn failures_report_the_configured_delay() {
-        let t = LoginThrottle::new(ThrottleSettings {
+        let t = Arc::new(LoginThrottle::new(ThrottleSettings {
             max_failures: 10,
             lockout: Duration::from_secs(60),
             delay: Duration::from_millis(100),
             exempt: Vec::new(),
-        });
+        }));
         let delay = t.begin(ip("192.0.2.1"), None).unwrap().failed();
         assert_eq!(delay, Duration::from_millis(100));
     }
@@ -415,7 +418,7 @@ mod tests {
     fn parallel_attempts_are_checked_no_more_than_max_at_a_time() {
         // Thirty wrong passwords at once from one address: only `max` are
         // ever let through to the (slow) password check.
-        let t = Arc::new(throttle(5, Duration::from_secs(60)));
+        let t = throttle(5, Duration::from_secs(60));
         let checked = Arc::new(AtomicUsize::new(0));
         let handles: Vec<_> = (0..30)
             .map(|_| {
@@ -438,7 +441,7 @@ mod tests {
 
     #[test]
     fn parallel_good_logins_from_one_address_all_get_through() {
-        let t = Arc::new(throttle(2, Duration::from_secs(60)));
+        let t = throttle(2, Duration::from_secs(60));
         let handles: Vec<_> = (0..12)
             .map(|_| {
                 let t = Arc::clone(&t);
@@ -459,12 +462,12 @@ mod tests {
 
     #[test]
     fn an_exempt_address_is_never_locked_out_but_the_mailbox_still_is() {
-        let t = LoginThrottle::new(ThrottleSettings {
+        let t = Arc::new(LoginThrottle::new(ThrottleSettings {
             max_failures: 2,
             lockout: Duration::from_secs(60),
             delay: Duration::ZERO,
             exempt: vec!["192.0.2.0/24".parse().unwrap()],
-        });
+        }));
         for _ in 0..5 {
             fail(&t, "192.0.2.7", None);
         }

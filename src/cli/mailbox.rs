@@ -553,13 +553,15 @@ fn deliver(context: &Context, args: &[String]) -> Result<(), CliError> {
         code: EX_TEMPFAIL,
         message: format!("cannot store the message: {e}"),
     })?;
+    let cannot_store = |e: &dyn std::fmt::Display| CliError {
+        code: EX_TEMPFAIL,
+        message: format!("cannot store the message: {e}"),
+    };
     let spool = writer
         .finish()
-        .and_then(|s| s.finish())
-        .map_err(|e| CliError {
-            code: EX_TEMPFAIL,
-            message: format!("cannot store the message: {e}"),
-        })?;
+        .map_err(|e| cannot_store(&e))?
+        .finish()
+        .map_err(|e| cannot_store(&e))?;
     let metadata = Metadata {
         received: timestamp::rfc3339(SystemTime::now()),
         source: Source::Cli,

@@ -25,6 +25,16 @@ pub enum Input {
     ShuttingDown,
 }
 
+/// Whether a gateway shutdown ends the wait for input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnShutdown {
+    /// Nothing is in progress: stop waiting and say goodbye.
+    Stop,
+    /// A transaction or a command is under way: let it finish (within the
+    /// shutdown grace period).
+    Finish,
+}
+
 /// How often a blocked read wakes up to look at the shutdown flag and at a
 /// deadline that may have moved (overload shortens it).
 const POLL_SLICE: Duration = Duration::from_millis(250);
@@ -71,16 +81,15 @@ impl Connection {
     }
 
     /// Reads what arrives before the deadline `deadline()` names; it is
-    /// asked again every fraction of a second, so it may move. When `idle`
-    /// (nothing in progress), a gateway shutdown ends the wait.
+    /// asked again every fraction of a second, so it may move.
     pub fn read_input(
         &mut self,
         buf: &mut [u8],
         deadline: &dyn Fn() -> Instant,
-        idle: bool,
+        on_shutdown: OnShutdown,
     ) -> io::Result<Input> {
         loop {
-            if idle && self.shutdown.load(Ordering::Relaxed) {
+            if on_shutdown == OnShutdown::Stop && self.shutdown.load(Ordering::Relaxed) {
                 return Ok(Input::ShuttingDown);
             }
             let now = Instant::now();

@@ -15,37 +15,39 @@
 //!   clients get `overload` instead (Postfix's stress mode).
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use log::{debug, info};
+use rustls::ServerConfig;
 
 use super::acceptor::Accepted;
-use super::conn::{Connection, Input, TlsInfo};
+use super::conn::{Connection, Input, OnShutdown, TlsInfo};
 use super::limits::{ConnectionGuard, ConnectionLimits};
 use super::tls::TlsServer;
-
-/// A long response the protocol produces piece by piece (a POP3 RETR).
-pub trait Outgoing {
-    /// Appends the next piece to `out`; `Ok(false)` once everything is out.
-    fn next_chunk(&mut self, out: &mut Vec<u8>) -> io::Result<bool>;
-}
+use super::upstream::{Perform, Request, Response, UpstreamLink};
 
 /// What the loop does after feeding input.
+#[derive(Debug)]
 pub enum Step {
     /// Write the replies and read more.
     Continue,
     /// Write the replies, drop every buffered input byte, start TLS, then call
     /// [`Protocol::tls_started`].
     StartTls,
-    /// Write the replies, then stream this response, then go on.
-    Stream(Box<dyn Outgoing>),
+    /// Write the replies, then call [`Protocol::next_chunk`] until it says
+    /// the response is complete (a POP3 RETR), then go on.
+    Stream,
+    /// Write the replies, perform this upstream request, and give the
+    /// outcome to [`Protocol::upstream`] (the proxies).
+    Upstream(Request),
     /// Write the replies and close.
     Close,
 }
 
-/// An I/O-free line protocol: bytes in, replies out.
+/// An I/O-free line protocol: bytes in, replies out, effects as [`Step`]s.
 pub trait Protocol {
     /// The greeting, written first.
     fn greeting(&mut self, out: &mut Vec<u8>);
@@ -64,14 +66,69 @@ pub trait Protocol {
     /// Inside message data: the data deadline applies.
     fn expecting_data(&self) -> bool;
     /// How long the replies just produced must be held back (the growing
-    /// delay for repeated errors); taking it resets it.
+    /// delay for repeated errors, the failed-login delay); taking it resets it.
     fn take_delay(&mut self) -> Duration {
         Duration::ZERO
+    }
+    /// The next piece of a streamed response (after [`Step::Stream`]);
+    /// `Ok(false)` once it is complete.
+    fn next_chunk(&mut self, _out: &mut Vec<u8>) -> io::Result<bool> {
+        Ok(false)
+    }
+    /// The outcome of an upstream request (after [`Step::Upstream`]).
+    fn upstream(&mut self, _response: Response<'_>, _out: &mut Vec<u8>) -> Step {
+        Step::Close
     }
     /// The goodbye when the client was too slow.
     fn timed_out(&mut self, out: &mut Vec<u8>);
     /// The goodbye when the gateway is stopping.
     fn shutting_down(&mut self, out: &mut Vec<u8>);
+}
+
+/// The client's side of a session: a real connection, or a test's script.
+pub trait Transport {
+    /// The client's address.
+    fn peer(&self) -> SocketAddr;
+    /// Reads what arrives before `deadline()` (asked again as time passes).
+    fn read_input(
+        &mut self,
+        buf: &mut [u8],
+        deadline: &dyn Fn() -> Instant,
+        on_shutdown: OnShutdown,
+    ) -> io::Result<Input>;
+    /// Writes everything before `deadline`.
+    fn send(&mut self, bytes: &[u8], deadline: Instant) -> io::Result<()>;
+    /// A last reply; failures do not matter any more.
+    fn say_goodbye(&mut self, bytes: &[u8]);
+    /// Starts TLS as the server; the handshake must end before `deadline`.
+    fn start_tls(&mut self, config: Arc<ServerConfig>, deadline: Instant) -> io::Result<TlsInfo>;
+}
+
+impl Transport for Connection {
+    fn peer(&self) -> SocketAddr {
+        Connection::peer(self)
+    }
+
+    fn read_input(
+        &mut self,
+        buf: &mut [u8],
+        deadline: &dyn Fn() -> Instant,
+        on_shutdown: OnShutdown,
+    ) -> io::Result<Input> {
+        Connection::read_input(self, buf, deadline, on_shutdown)
+    }
+
+    fn send(&mut self, bytes: &[u8], deadline: Instant) -> io::Result<()> {
+        Connection::send(self, bytes, deadline)
+    }
+
+    fn say_goodbye(&mut self, bytes: &[u8]) {
+        Connection::say_goodbye(self, bytes);
+    }
+
+    fn start_tls(&mut self, config: Arc<ServerConfig>, deadline: Instant) -> io::Result<TlsInfo> {
+        Connection::start_tls(self, config, deadline)
+    }
 }
 
 /// The time limits of a session.
@@ -216,12 +273,8 @@ impl SessionEnv {
 
     /// Runs `protocol` over `conn` until either side ends it; returns why.
     pub fn drive(&self, conn: &mut Connection, protocol: &mut dyn Protocol) -> String {
-        Driver {
-            conn,
-            protocol,
-            env: self,
-        }
-        .run()
+        let mut upstream = UpstreamLink::default();
+        drive(conn, &mut upstream, protocol, self)
     }
 
     /// A whole session: opens the connection, builds the protocol for the
@@ -260,121 +313,237 @@ impl SessionEnv {
     }
 }
 
-/// One run of the loop.
-struct Driver<'a> {
-    conn: &'a mut Connection,
-    protocol: &'a mut dyn Protocol,
-    env: &'a SessionEnv,
+/// What the loop needs of the gateway around it.
+pub trait Surroundings {
+    /// The time limits.
+    fn timeouts(&self) -> Timeouts;
+    /// Whether most connection slots are taken.
+    fn overloaded(&self) -> bool;
+    /// The certificate configuration for a STARTTLS/STLS upgrade.
+    fn tls_config(&self) -> Arc<ServerConfig>;
+    /// Sleeps `delay`, giving up early when the gateway stops.
+    fn hold_back(&self, delay: Duration);
 }
 
+impl Surroundings for SessionEnv {
+    fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    fn overloaded(&self) -> bool {
+        SessionEnv::overloaded(self)
+    }
+
+    fn tls_config(&self) -> Arc<ServerConfig> {
+        self.tls.current()
+    }
+
+    fn hold_back(&self, delay: Duration) {
+        SessionEnv::hold_back(self, delay);
+    }
+}
+
+/// Runs a protocol over a client transport (and, for the proxies, an
+/// upstream) until either side ends it; returns why, for the log.
+pub fn drive(
+    client: &mut dyn Transport,
+    upstream: &mut dyn Perform,
+    protocol: &mut dyn Protocol,
+    around: &dyn Surroundings,
+) -> String {
+    let patience = Patience::new(around.timeouts(), Instant::now());
+    let mut driver = Driver {
+        client,
+        upstream,
+        protocol,
+        around,
+        patience,
+    };
+    match driver.run() {
+        Ok(never) => match never {},
+        Err(end) => end,
+    }
+}
+
+/// One run of the loop; every method's `Err` is why the session ended.
+struct Driver<'a> {
+    client: &'a mut dyn Transport,
+    upstream: &'a mut dyn Perform,
+    protocol: &'a mut dyn Protocol,
+    around: &'a dyn Surroundings,
+    patience: Patience,
+}
+
+type Ended = String;
+
 impl Driver<'_> {
-    /// Writes `out` (after any error delay) within the command timeout.
-    fn flush(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
+    fn run(&mut self) -> Result<std::convert::Infallible, Ended> {
+        let mut out = Vec::new();
+        self.protocol.greeting(&mut out);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            self.flush(&mut out)?;
+            let step = self.next_step(&mut buf, &mut out)?;
+            self.perform(step, &mut out)?;
+        }
+    }
+
+    /// Writes `out` (after any delay the protocol owes) within the command timeout.
+    fn flush(&mut self, out: &mut Vec<u8>) -> Result<(), Ended> {
         let delay = self.protocol.take_delay();
         if !delay.is_zero() {
-            self.env.hold_back(delay);
+            self.around.hold_back(delay);
         }
-        let deadline = Instant::now() + self.env.timeouts.command;
-        let sent = self.conn.send(out, deadline);
+        let deadline = Instant::now() + self.around.timeouts().command;
+        let sent = self.client.send(out, deadline);
         out.clear();
         sent.map_err(|e| format!("write failed: {e}"))
     }
 
-    fn run(&mut self) -> String {
-        let timeouts = self.env.timeouts;
-        let mut out = Vec::new();
-        self.protocol.greeting(&mut out);
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut patience = Patience::new(timeouts, Instant::now());
-        loop {
-            if let Err(e) = self.flush(&mut out) {
-                return e;
+    /// Feeds the protocol what it still holds, or what the client sends next.
+    fn next_step(&mut self, buf: &mut [u8], out: &mut Vec<u8>) -> Result<Step, Ended> {
+        if self.protocol.has_pending_input() {
+            return Ok(self.protocol.receive(&[], out));
+        }
+        let on_shutdown = if self.protocol.is_idle() {
+            OnShutdown::Stop
+        } else {
+            OnShutdown::Finish
+        };
+        let (around, patience) = (self.around, &self.patience);
+        let input =
+            self.client
+                .read_input(buf, &|| patience.deadline(around.overloaded()), on_shutdown);
+        match input {
+            Ok(Input::Data(n)) => {
+                self.patience.received(n, Instant::now());
+                Ok(self.protocol.receive(&buf[..n], out))
             }
-            let step = if self.protocol.has_pending_input() {
-                self.protocol.receive(&[], &mut out)
-            } else {
-                let idle = self.protocol.is_idle();
-                let env = self.env;
-                let waiting = &patience;
-                let input =
-                    self.conn
-                        .read_input(&mut buf, &|| waiting.deadline(env.overloaded()), idle);
-                match input {
-                    Ok(Input::Data(n)) => {
-                        patience.received(n, Instant::now());
-                        self.protocol.receive(&buf[..n], &mut out)
-                    }
-                    Ok(Input::Closed) if self.protocol.expecting_data() => {
-                        return "client disconnected during message data; nothing stored".into();
-                    }
-                    Ok(Input::Closed) => return "client disconnected".into(),
-                    Ok(Input::TimedOut) => {
-                        self.protocol.timed_out(&mut out);
-                        self.conn.say_goodbye(&out);
-                        return "timed out".into();
-                    }
-                    Ok(Input::ShuttingDown) => {
-                        self.protocol.shutting_down(&mut out);
-                        self.conn.say_goodbye(&out);
-                        return "gateway shutting down".into();
-                    }
-                    Err(e) => return format!("read failed: {e}"),
-                }
-            };
-            patience.settle(
-                Instant::now(),
-                self.protocol.expecting_data(),
-                self.protocol.has_partial_command(),
-            );
-            match step {
-                Step::Continue => {}
+            Ok(Input::Closed) if self.protocol.expecting_data() => {
+                Err("client disconnected during message data; nothing stored".into())
+            }
+            Ok(Input::Closed) => Err("client disconnected".into()),
+            Ok(Input::TimedOut) => {
+                self.protocol.timed_out(out);
+                self.client.say_goodbye(out);
+                Err("timed out".into())
+            }
+            Ok(Input::ShuttingDown) => {
+                self.protocol.shutting_down(out);
+                self.client.say_goodbye(out);
+                Err("gateway shutting down".into())
+            }
+            Err(e) => Err(format!("read failed: {e}")),
+        }
+    }
+
+    /// Carries out a step and whatever steps follow from it.
+    fn perform(&mut self, mut step: Step, out: &mut Vec<u8>) -> Result<(), Ended> {
+        loop {
+            step = match step {
+                Step::Continue => break,
                 Step::Close => {
                     let delay = self.protocol.take_delay();
-                    self.env.hold_back(delay);
-                    self.conn.say_goodbye(&out);
-                    return "closed".into();
+                    self.around.hold_back(delay);
+                    self.client.say_goodbye(out);
+                    return Err("closed".into());
                 }
-                Step::Stream(mut outgoing) => {
-                    // The replies so far go first, then the response in pieces:
-                    // memory stays constant whatever its size.
+                Step::StartTls => return self.upgrade(out),
+                Step::Stream => {
+                    // The replies so far go first, then the response in
+                    // pieces: memory stays constant whatever its size.
                     loop {
-                        if let Err(e) = self.flush(&mut out) {
-                            return e;
-                        }
-                        match outgoing.next_chunk(&mut out) {
+                        self.flush(out)?;
+                        match self.protocol.next_chunk(out) {
                             Ok(true) => {}
                             Ok(false) => break,
-                            Err(e) => return format!("response aborted: {e}"),
+                            Err(e) => return Err(format!("response aborted: {e}")),
                         }
                     }
-                    patience.settle(Instant::now(), false, false);
+                    Step::Continue
                 }
-                Step::StartTls => {
-                    // Whatever the client sent after the command in the same
-                    // packet is not fed on: it came before TLS.
-                    if let Err(e) = self.flush(&mut out) {
-                        return e;
-                    }
-                    let deadline = Instant::now() + timeouts.handshake;
-                    match self.conn.start_tls(self.env.tls.current(), deadline) {
-                        Ok(info) => {
-                            debug!("{}: TLS {} {}", self.conn.peer(), info.version, info.cipher);
-                            self.protocol.tls_started(info);
-                            patience.settle(Instant::now(), false, false);
-                        }
-                        Err(e) => {
-                            return format!("TLS handshake after the upgrade command failed: {e}");
-                        }
-                    }
+                Step::Upstream(request) => {
+                    self.flush(out)?;
+                    let response = self.upstream.perform(request);
+                    self.protocol.upstream(response, out)
                 }
-            }
+            };
         }
+        self.patience.settle(
+            Instant::now(),
+            self.protocol.expecting_data(),
+            self.protocol.has_partial_command(),
+        );
+        Ok(())
+    }
+
+    /// STARTTLS/STLS: whatever the client sent after the command in the
+    /// same packet is not fed on, since it came before TLS.
+    fn upgrade(&mut self, out: &mut Vec<u8>) -> Result<(), Ended> {
+        self.flush(out)?;
+        let deadline = Instant::now() + self.around.timeouts().handshake;
+        match self.client.start_tls(self.around.tls_config(), deadline) {
+            Ok(info) => {
+                debug!(
+                    "{}: TLS {} {}",
+                    self.client.peer(),
+                    info.version,
+                    info.cipher
+                );
+                self.protocol.tls_started(info);
+                self.patience.settle(Instant::now(), false, false);
+                Ok(())
+            }
+            Err(e) => Err(format!(
+                "TLS handshake after the upgrade command failed: {e}"
+            )),
+        }
+    }
+}
+
+/// Drives a protocol the way the loop does, without sockets, for the
+/// protocols' own tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// Feeds `input`, performs every step that follows (upstream requests
+    /// through `upstream`, streamed responses, held input) and returns what
+    /// the client got and how it ended: `continue`, `starttls` or `close`.
+    pub(crate) fn exchange(
+        protocol: &mut dyn Protocol,
+        upstream: &mut dyn Perform,
+        input: &[u8],
+    ) -> (String, &'static str) {
+        let mut out = Vec::new();
+        let mut step = protocol.receive(input, &mut out);
+        let end = loop {
+            step = match step {
+                Step::Continue if protocol.has_pending_input() => protocol.receive(&[], &mut out),
+                Step::Continue => break "continue",
+                Step::StartTls => break "starttls",
+                Step::Close => break "close",
+                Step::Stream => {
+                    while protocol.next_chunk(&mut out).expect("streamed response") {}
+                    Step::Continue
+                }
+                Step::Upstream(request) => {
+                    let response = upstream.perform(request);
+                    protocol.upstream(response, &mut out)
+                }
+            };
+        };
+        (String::from_utf8(out).expect("replies are text"), end)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
     use super::*;
+    use crate::net::upstream::DialError;
 
     fn timeouts() -> Timeouts {
         Timeouts {
@@ -388,6 +557,318 @@ mod tests {
 
     fn secs(n: u64) -> Duration {
         Duration::from_secs(n)
+    }
+
+    /// What the scripted client does at its next read.
+    enum Next {
+        Send(&'static [u8]),
+        Close,
+        Wait,
+        Stop,
+    }
+
+    /// A client played from a script; it records what the loop did.
+    struct Script {
+        next: VecDeque<Next>,
+        sent: Vec<u8>,
+        deadlines: Vec<Instant>,
+        shutdown_modes: Vec<OnShutdown>,
+        upgraded: bool,
+    }
+
+    impl Script {
+        fn new(next: Vec<Next>) -> Script {
+            Script {
+                next: next.into(),
+                sent: Vec::new(),
+                deadlines: Vec::new(),
+                shutdown_modes: Vec::new(),
+                upgraded: false,
+            }
+        }
+
+        fn sent(&self) -> String {
+            String::from_utf8_lossy(&self.sent).into_owned()
+        }
+    }
+
+    impl Transport for Script {
+        fn peer(&self) -> SocketAddr {
+            "192.0.2.1:1234".parse().unwrap()
+        }
+
+        fn read_input(
+            &mut self,
+            buf: &mut [u8],
+            deadline: &dyn Fn() -> Instant,
+            on_shutdown: OnShutdown,
+        ) -> io::Result<Input> {
+            self.deadlines.push(deadline());
+            self.shutdown_modes.push(on_shutdown);
+            Ok(match self.next.pop_front().unwrap_or(Next::Close) {
+                Next::Send(bytes) => {
+                    buf[..bytes.len()].copy_from_slice(bytes);
+                    Input::Data(bytes.len())
+                }
+                Next::Close => Input::Closed,
+                Next::Wait => Input::TimedOut,
+                Next::Stop => Input::ShuttingDown,
+            })
+        }
+
+        fn send(&mut self, bytes: &[u8], _deadline: Instant) -> io::Result<()> {
+            self.sent.extend_from_slice(bytes);
+            Ok(())
+        }
+
+        fn say_goodbye(&mut self, bytes: &[u8]) {
+            self.sent.extend_from_slice(bytes);
+        }
+
+        fn start_tls(
+            &mut self,
+            _config: Arc<ServerConfig>,
+            _deadline: Instant,
+        ) -> io::Result<TlsInfo> {
+            self.upgraded = true;
+            Ok(TlsInfo {
+                version: "TLSv1.3".into(),
+                cipher: "test".into(),
+            })
+        }
+    }
+
+    /// A line protocol that shows each step: `UP x` asks the upstream,
+    /// `STREAM n` streams n pieces, `STARTTLS`, `SLOW` owes a delay, `QUIT`.
+    #[derive(Default)]
+    struct Lines {
+        partial: Vec<u8>,
+        pending: VecDeque<Vec<u8>>,
+        streaming: u32,
+        tls: bool,
+        delay: Duration,
+    }
+
+    impl Protocol for Lines {
+        fn greeting(&mut self, out: &mut Vec<u8>) {
+            out.extend_from_slice(b"hello\n");
+        }
+
+        fn receive(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step {
+            self.partial.extend_from_slice(input);
+            while let Some(i) = self.partial.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.partial.drain(..=i).collect();
+                self.pending.push_back(line[..i].to_vec());
+            }
+            let Some(line) = self.pending.pop_front() else {
+                return Step::Continue;
+            };
+            let line = String::from_utf8(line).unwrap();
+            match line.split_once(' ').unwrap_or((&line, "")) {
+                ("UP", what) => {
+                    Step::Upstream(Request::Exchange(what.as_bytes().to_vec(), secs(1)))
+                }
+                ("STREAM", n) => {
+                    self.streaming = n.parse().unwrap();
+                    Step::Stream
+                }
+                ("STARTTLS", _) => Step::StartTls,
+                ("SLOW", _) => {
+                    self.delay = secs(2);
+                    out.extend_from_slice(b"slow\n");
+                    Step::Continue
+                }
+                ("QUIT", _) => {
+                    out.extend_from_slice(b"bye\n");
+                    Step::Close
+                }
+                (other, _) => {
+                    out.extend_from_slice(format!("ok {other}\n").as_bytes());
+                    Step::Continue
+                }
+            }
+        }
+
+        fn has_pending_input(&self) -> bool {
+            !self.pending.is_empty()
+        }
+
+        fn has_partial_command(&self) -> bool {
+            !self.partial.is_empty()
+        }
+
+        fn tls_started(&mut self, _tls: TlsInfo) {
+            self.tls = true;
+            self.partial.clear();
+            self.pending.clear();
+        }
+
+        fn is_idle(&self) -> bool {
+            self.partial.is_empty()
+        }
+
+        fn expecting_data(&self) -> bool {
+            false
+        }
+
+        fn take_delay(&mut self) -> Duration {
+            std::mem::take(&mut self.delay)
+        }
+
+        fn next_chunk(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
+            out.extend_from_slice(format!("piece {}\n", self.streaming).as_bytes());
+            self.streaming -= 1;
+            Ok(self.streaming > 0)
+        }
+
+        fn upstream(&mut self, response: Response<'_>, out: &mut Vec<u8>) -> Step {
+            match response {
+                Response::Data(bytes) => {
+                    out.extend_from_slice(b"upstream said ");
+                    out.extend_from_slice(bytes);
+                }
+                _ => out.extend_from_slice(b"upstream failed"),
+            }
+            out.extend_from_slice(b"\n");
+            Step::Continue
+        }
+
+        fn timed_out(&mut self, out: &mut Vec<u8>) {
+            out.extend_from_slice(b"too slow\n");
+        }
+
+        fn shutting_down(&mut self, out: &mut Vec<u8>) {
+            out.extend_from_slice(b"stopping\n");
+        }
+    }
+
+    /// An upstream that answers every exchange with what it was sent, upper-cased.
+    #[derive(Default)]
+    struct Shouting(Vec<u8>);
+
+    impl Perform for Shouting {
+        fn perform(&mut self, request: Request) -> Response<'_> {
+            match request {
+                Request::Exchange(bytes, _) => {
+                    self.0 = bytes.to_ascii_uppercase();
+                    Response::Data(&self.0)
+                }
+                _ => Response::Failed(DialError::Unreachable("only exchanges".into())),
+            }
+        }
+    }
+
+    /// The gateway around the loop: fixed time limits, delays written down.
+    struct Around {
+        delays: Mutex<Vec<Duration>>,
+    }
+
+    impl Surroundings for Around {
+        fn timeouts(&self) -> Timeouts {
+            timeouts()
+        }
+
+        fn overloaded(&self) -> bool {
+            false
+        }
+
+        fn tls_config(&self) -> Arc<ServerConfig> {
+            crate::net::tls::tests::server_config()
+        }
+
+        fn hold_back(&self, delay: Duration) {
+            self.delays.lock().unwrap().push(delay);
+        }
+    }
+
+    fn run(script: &mut Script, protocol: &mut Lines) -> (String, Vec<Duration>) {
+        let around = Around {
+            delays: Mutex::new(Vec::new()),
+        };
+        let end = drive(script, &mut Shouting::default(), protocol, &around);
+        let delays = around.delays.into_inner().unwrap();
+        (end, delays.into_iter().filter(|d| !d.is_zero()).collect())
+    }
+
+    #[test]
+    fn replies_follow_the_greeting_in_order_until_the_client_leaves() {
+        let mut script = Script::new(vec![Next::Send(b"A\nB\nC\n")]);
+        let (end, _) = run(&mut script, &mut Lines::default());
+        assert_eq!(script.sent(), "hello\nok A\nok B\nok C\n");
+        assert_eq!(end, "client disconnected");
+    }
+
+    #[test]
+    fn an_upgrade_drops_what_came_with_the_command_and_starts_tls() {
+        let mut script = Script::new(vec![
+            Next::Send(b"STARTTLS\nINJECTED\n"),
+            Next::Send(b"AFTER\n"),
+        ]);
+        let mut protocol = Lines::default();
+        run(&mut script, &mut protocol);
+        assert!(script.upgraded && protocol.tls);
+        assert_eq!(script.sent(), "hello\nok AFTER\n");
+    }
+
+    #[test]
+    fn a_streamed_response_goes_out_piece_by_piece_then_the_session_goes_on() {
+        let mut script = Script::new(vec![Next::Send(b"STREAM 3\nNEXT\n")]);
+        run(&mut script, &mut Lines::default());
+        assert_eq!(script.sent(), "hello\npiece 3\npiece 2\npiece 1\nok NEXT\n");
+    }
+
+    #[test]
+    fn upstream_requests_are_performed_and_answered() {
+        let mut script = Script::new(vec![Next::Send(b"UP quiet please\nAFTER\n")]);
+        run(&mut script, &mut Lines::default());
+        assert_eq!(
+            script.sent(),
+            "hello\nupstream said QUIET PLEASE\nok AFTER\n"
+        );
+    }
+
+    #[test]
+    fn a_partial_line_never_moves_the_deadline_and_a_whole_one_does() {
+        let mut script = Script::new(vec![
+            Next::Send(b"AB"),
+            Next::Send(b"CD"),
+            Next::Send(b"E\n"),
+        ]);
+        run(&mut script, &mut Lines::default());
+        let d = &script.deadlines;
+        assert_eq!(d.len(), 4);
+        assert_eq!(d[0], d[1], "a partial line keeps its deadline");
+        assert_eq!(d[1], d[2]);
+        assert!(d[3] > d[2], "the next line gets its own");
+    }
+
+    #[test]
+    fn a_slow_client_gets_its_goodbye() {
+        let mut script = Script::new(vec![Next::Send(b"A"), Next::Wait]);
+        let (end, _) = run(&mut script, &mut Lines::default());
+        assert_eq!(end, "timed out");
+        assert_eq!(script.sent(), "hello\ntoo slow\n");
+    }
+
+    #[test]
+    fn a_shutdown_interrupts_only_an_idle_wait() {
+        let mut script = Script::new(vec![Next::Send(b"A\n"), Next::Send(b"B"), Next::Stop]);
+        let (end, _) = run(&mut script, &mut Lines::default());
+        assert_eq!(
+            script.shutdown_modes,
+            [OnShutdown::Stop, OnShutdown::Stop, OnShutdown::Finish]
+        );
+        assert_eq!(end, "gateway shutting down");
+        assert!(script.sent().ends_with("stopping\n"));
+    }
+
+    #[test]
+    fn replies_that_owe_a_delay_are_held_back_before_they_go_out() {
+        let mut script = Script::new(vec![Next::Send(b"SLOW\nQUIT\n")]);
+        let (end, delays) = run(&mut script, &mut Lines::default());
+        assert_eq!(delays, [secs(2)]);
+        assert_eq!(script.sent(), "hello\nslow\nbye\n");
+        assert_eq!(end, "closed");
     }
 
     #[test]

@@ -115,6 +115,44 @@ impl CommandQueue {
         self.pending.clear();
         self.lines.clear();
     }
+
+    /// Hands the raw bytes waiting (message data, which is not lines) to
+    /// `take`, which advances the slice past what it used.
+    pub fn take_raw(&mut self, take: impl FnOnce(&mut &[u8])) {
+        let mut rest: &[u8] = &self.pending;
+        take(&mut rest);
+        let used = self.pending.len() - rest.len();
+        self.pending.drain(..used);
+    }
+}
+
+/// What a session knows of its client's connection: whether TLS is on, and
+/// the bytes not handled yet.
+#[derive(Debug)]
+pub struct ClientSide {
+    /// The TLS parameters, once TLS is on.
+    pub tls: Option<super::stream::TlsInfo>,
+    /// Bytes waiting to be handled.
+    pub queue: CommandQueue,
+}
+
+impl ClientSide {
+    /// A client connection (already TLS on implicit-TLS listeners) whose
+    /// command lines may be `max_line` bytes long.
+    pub fn new(tls: Option<super::stream::TlsInfo>, max_line: usize) -> ClientSide {
+        ClientSide {
+            tls,
+            queue: CommandQueue::new(max_line),
+        }
+    }
+
+    /// TLS is up: every byte that came before it is dropped (RFC 3207
+    /// section 4.2, RFC 2595 section 4). The session then forgets its own
+    /// state too.
+    pub fn upgraded(&mut self, tls: super::stream::TlsInfo) {
+        self.tls = Some(tls);
+        self.queue.clear();
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod line;
 pub mod signals;
 pub mod stream;
 pub mod tls;
+pub mod upstream;
 
 /// A host name: letters, digits and hyphens in dot-separated labels of 1 to
 /// 63 characters, 253 at most. A trailing dot is allowed. The last label may

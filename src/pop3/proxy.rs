@@ -1,43 +1,53 @@
 //! The recording POP3 proxy's client side as an I/O-free state machine.
 //!
-//! The gateway answers the greeting, CAPA, STLS and the login itself. After
-//! login it asks the upstream for UIDL once, then relays commands one at a
-//! time. A RETR response is passed to the client and, for a message not yet
-//! archived for this mailbox, account and UIDL, stored as a copy. A DELE for
-//! a message without a copy first retrieves and stores it; if that fails the
-//! DELE is refused and never forwarded. TOP responses are not archived.
+//! The gateway answers the greeting, CAPA, STLS and the login itself; the
+//! upstream login ([`Login`]) and every later exchange are
+//! [`Step::Upstream`]s the driver performs. After login it asks the upstream
+//! for UIDL and LIST once each, then relays commands one at a time. A RETR
+//! response is passed to the client and, for a message not yet archived for
+//! this mailbox, account and UIDL, stored as a copy. A DELE for a message
+//! without a copy first retrieves and stores it; if that fails the DELE is
+//! refused and never forwarded. TOP responses are not archived.
+//!
+//! Upstream texts are never shown to the client, as in the SMTP proxy: it
+//! gets the `+OK`/`-ERR` and any RFC 2449 response code, with a text of
+//! ours; where the text is the answer's data (STAT, LIST n, UIDL n) that
+//! data is checked and passed on. Multi-line answers are data and pass whole.
 
-use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Write};
+use std::io::Write;
 use std::net::IpAddr;
-use std::rc::Rc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use log::{info, warn};
 
 use super::command::{self, Command, CommandError};
+use super::upstream::{Link, Login, Progress, Status};
 use super::{Commands, err, ok};
-use crate::auth;
 use crate::crypto::Password;
 use crate::dot_stuffing::{DataReceiver, DotStuffer};
-use crate::net::conn::TlsInfo;
-use crate::net::driver::{Outgoing, Protocol, Step};
+use crate::net::driver::{Protocol, Step};
 use crate::net::error_limit::{ErrorCount, ErrorPolicy};
-use crate::net::line::CommandQueue;
-use crate::proxy::relay::{CopySink, LoginFailure};
+use crate::net::line::{ClientSide, CommandQueue};
+use crate::net::stream::TlsInfo;
+use crate::net::upstream::{Request, Response};
+use crate::proxy::login_name::Target;
+use crate::proxy::relay::{Authorized, CopySink, LoginFailure, Refusal, Relay};
+use crate::proxy::upstream::{Broken, OpenError};
+use crate::sasl;
 use crate::store::message::UpstreamOrigin;
 use crate::store::{MailboxId, Metadata, Source};
 use crate::timestamp;
 
-/// An authenticated upstream POP3 session.
-pub trait Upstream {
-    /// Sends a command; returns its status line. `Err` when the connection is lost.
-    fn command(&mut self, line: &str) -> Result<String, String>;
-    /// Reads raw bytes of a multi-line response.
-    fn read(&mut self, buf: &mut [u8]) -> Result<usize, String>;
-    /// Gives back bytes read past the end of a multi-line response.
-    fn unread(&mut self, bytes: &[u8]);
+/// Protocol settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Longest command line, CRLF included.
+    pub max_line_bytes: usize,
+    /// How many errors a client may make.
+    pub errors: ErrorPolicy,
+    /// Largest message retrieved (and archived) from the upstream.
+    pub max_message_bytes: u64,
 }
 
 /// Whose mail a session archives: the mailbox and the upstream account.
@@ -54,26 +64,37 @@ pub struct Account {
     pub server: String,
 }
 
-/// Logins, the archive index and copies.
-pub trait Relay {
-    /// The upstream session a login opens.
-    type Up: Upstream;
-    /// Checks the login name, mailbox and target and opens the upstream session.
-    fn login(
-        &mut self,
-        name: &str,
-        password: Password,
-    ) -> Result<(Account, Self::Up), LoginFailure>;
-    /// Whether this message was archived before (in any session).
-    fn is_archived(&mut self, account: &Account, uidl: &str) -> bool;
-    /// Starts a copy.
-    fn start_copy(&mut self, mailbox: &MailboxId) -> Result<Box<dyn CopySink>, String>;
-    /// Records durably that this message is archived.
-    fn mark_archived(&mut self, account: &Account, uidl: &str) -> Result<(), String>;
+impl Account {
+    fn of(login: crate::proxy::login_name::ProxyLogin) -> Account {
+        let server = Target {
+            port: Some(login.target.port.unwrap_or(super::upstream::DEFAULT_PORT)),
+            ..login.target.clone()
+        }
+        .to_string();
+        Account {
+            mailbox: login.mailbox,
+            user: login.remote_user,
+            // Lowercase already (the login name parser made it so).
+            host: login.target.host,
+            server,
+        }
+    }
+
+    /// The archive index key of a message.
+    fn key<'a>(&'a self, uidl: &'a str) -> [&'a str; 3] {
+        [&self.user, &self.host, uidl]
+    }
+
+    /// The key earlier versions wrote, with the port in the host: still
+    /// honoured, so an upgrade archives nothing twice.
+    fn legacy_key<'a>(&'a self, uidl: &'a str) -> [&'a str; 3] {
+        [&self.user, &self.server, uidl]
+    }
 }
 
-struct Link<U> {
-    up: U,
+/// A logged-in session.
+struct Tx {
+    link: Link,
     account: Account,
     /// Message number to UIDL, from the one UIDL at login; `None` if the
     /// upstream has no UIDL (then only this session's copies are known).
@@ -83,226 +104,130 @@ struct Link<U> {
     archived_here: HashSet<u64>,
 }
 
-struct Shared<R: Relay> {
-    relay: R,
-    link: Option<Link<R::Up>>,
-    client_ip: IpAddr,
-    tls_version: Option<String>,
+/// The two listings fetched once after login.
+struct Listing {
+    tx: Tx,
+    /// `UIDL`, then `LIST`.
+    command: &'static str,
+    receiver: Option<DataReceiver>,
+    bytes: Vec<u8>,
 }
 
-impl<R: Relay> Shared<R> {
-    fn link(&mut self) -> Result<&mut Link<R::Up>, String> {
-        self.link
-            .as_mut()
-            .ok_or_else(|| "not logged in".to_string())
-    }
+/// A copy being made of a RETR response.
+struct Archiving {
+    sink: Option<Box<dyn CopySink>>,
+    number: u64,
+    size: u64,
+    error: Option<std::io::Error>,
+}
 
-    /// Whether message `n` still needs a copy.
-    fn needs_copy(&mut self, n: u64) -> bool {
-        let Some(link) = self.link.as_mut() else {
-            return false;
-        };
-        if link.archived_here.contains(&n) {
-            return false;
-        }
-        match &link.uidls {
-            Some(map) => match map.get(&n) {
-                Some(uidl) => !self.relay.is_archived(&link.account, uidl),
-                // Not a message number the upstream listed: it will refuse.
-                None => false,
-            },
-            None => true,
-        }
-    }
+/// What a one-line answer is, for the text passed to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Stat,
+    List(u64),
+    Uidl(u64),
+    Dele(u64),
+    Plain,
+}
+
+/// A relayed command waiting for its status line.
+enum Pending {
+    Line(Answer),
+    /// LIST, UIDL, TOP or RETR n (copied if `copy`).
+    Multi {
+        retr: Option<u64>,
+        copy: Option<Archiving>,
+    },
+    /// RETR n sent to archive the message before its DELE.
+    Archive(Archiving),
+    Quit,
+}
+
+/// A multi-line answer being read.
+struct Body {
+    receiver: DataReceiver,
+    /// Where the client gets it (`None`: the client is not sent it).
+    to_client: Option<DotStuffer>,
+    copy: Option<Archiving>,
+    total: u64,
+    /// After an archiving RETR: the DELE it was for.
+    then_dele: Option<u64>,
 }
 
 enum State {
-    Authorization { user: Option<String> },
+    Authorization {
+        user: Option<String>,
+    },
     AuthPlain,
-    Transaction,
+    LoggingIn(Box<Login>, Box<Authorized>),
+    Disconnecting,
+    Listing(Box<Listing>),
+    Transaction(Box<Tx>),
+    Awaiting(Box<Tx>, Pending),
+    Receiving(Box<Tx>, Box<Body>),
+    /// QUIT or the end; also what `state` holds while a transition is worked
+    /// out, so that a transition that forgets to set the next state fails
+    /// safe, by closing.
     Closed,
-}
-
-/// Protocol settings.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Longest command line, CRLF included.
-    pub max_line_bytes: usize,
-    /// How many errors a client may make.
-    pub errors: ErrorPolicy,
-    /// Largest message retrieved (and archived) from the upstream.
-    pub max_message_bytes: u64,
 }
 
 /// One POP3 proxy connection's protocol state.
 pub struct Pop3ProxySession<R: Relay> {
-    shared: Rc<RefCell<Shared<R>>>,
-    tls: Option<TlsInfo>,
-    input: CommandQueue,
+    relay: R,
+    client_ip: IpAddr,
+    client: ClientSide,
     state: State,
     errors: ErrorCount,
     max_message_bytes: u64,
+    /// The failed-login delay the next replies owe.
+    delay: Duration,
 }
 
 const LOST: &str = "[SYS/TEMP] Connection to the upstream server lost";
 const TLS_REQUIRED: &str =
     "[AUTH] TLS is required before logging in: use STLS, or the implicit-TLS port";
+/// Most bytes of a UIDL or LIST answer read at login (about 200,000
+/// messages): an upstream cannot make the proxy hold more.
+const MAX_LISTING_BYTES: usize = 16 << 20;
+/// Longest line of such an answer (RFC 1939 section 7: a UIDL is at most 70
+/// characters; answers are at most 512 octets).
+const MAX_LISTING_LINE: usize = 1024;
 
-/// Why a message could not be archived before its DELE.
-enum ArchiveError {
-    /// The upstream connection broke: the session ends.
-    Lost(String),
-    /// The upstream refused, or the copy could not be written: DELE is refused.
-    Failed(String),
-}
-
-/// A copy being made of a RETR response.
-struct Copy {
-    sink: Option<Box<dyn CopySink>>,
-    number: u64,
-    size: u64,
-    error: Option<String>,
-}
-
-/// A multi-line response read from the upstream with the strict reader,
-/// re-stuffed for the client and, for a RETR to archive, copied.
-struct Relayed<R: Relay> {
-    shared: Rc<RefCell<Shared<R>>>,
-    /// Most bytes the response may have (`pop3_proxy.max_message_bytes`).
-    limit: u64,
-    total: u64,
-    receiver: DataReceiver,
-    to_client: Option<DotStuffer>,
-    copy: Option<Copy>,
-    buf: Vec<u8>,
-    plain: Vec<u8>,
-    /// How archiving ended, once the response is complete.
-    archived: Option<Result<(), String>>,
-}
-
-impl<R: Relay> Relayed<R> {
-    fn new(
-        shared: &Rc<RefCell<Shared<R>>>,
-        limit: u64,
-        to_client: bool,
-        copy: Option<Copy>,
-    ) -> Relayed<R> {
-        Relayed {
-            shared: Rc::clone(shared),
-            limit,
-            total: 0,
-            receiver: DataReceiver::normalizing(),
-            to_client: to_client.then(DotStuffer::whole),
-            copy,
-            buf: vec![0u8; 64 * 1024],
-            plain: Vec::with_capacity(64 * 1024),
-            archived: None,
-        }
+/// The client's copy of an upstream status line (see the module's text policy).
+fn passed_on(status: &Status, answer: Answer, out: &mut Vec<u8>) {
+    if !status.ok {
+        let code = status.code().map(|c| format!("[{c}] ")).unwrap_or_default();
+        return err(out, &format!("{code}The upstream server refused it"));
     }
-
-    fn finish_copy(&mut self) -> Result<(), String> {
-        let Some(copy) = self.copy.take() else {
-            return Ok(());
-        };
-        if let Some(e) = copy.error {
-            return Err(e);
-        }
-        let sink = copy.sink.ok_or("no copy")?;
-        let mut shared = self.shared.borrow_mut();
-        let (client_ip, tls) = (shared.client_ip, shared.tls_version.clone());
-        let link = shared.link()?;
-        let uidl = link
-            .uidls
-            .as_ref()
-            .and_then(|m| m.get(&copy.number))
-            .cloned()
-            .unwrap_or_default();
-        let account = link.account.clone();
-        let metadata = Metadata {
-            received: timestamp::rfc3339(SystemTime::now()),
-            source: Source::Pop3Proxy,
-            mail_from: String::new(),
-            rcpt_to: Vec::new(),
-            client_ip: Some(client_ip.to_string()),
-            tls,
-            size: copy.size,
-            upstream: Some(UpstreamOrigin {
-                user: account.user.clone(),
-                host: account.server.clone(),
-                uidl: uidl.clone(),
-            }),
-        };
-        let name = sink.prepare(metadata)?.commit()?;
-        link.archived_here.insert(copy.number);
-        if !uidl.is_empty() {
-            shared.relay.mark_archived(&account, &uidl)?;
-        }
-        info!(
-            "pop3 proxy {client_ip}: archived message {} ({} bytes) of {} at {} as {name}",
-            copy.number, copy.size, account.user, account.server
-        );
-        Ok(())
-    }
+    let mut words = status.text.split_ascii_whitespace();
+    let (first, second) = (words.next(), words.next());
+    let number = |w: Option<&str>| w.and_then(|w| w.parse::<u64>().ok());
+    let text = match answer {
+        Answer::Stat => match (number(first), number(second)) {
+            (Some(count), Some(octets)) => format!("{count} {octets}"),
+            _ => String::new(),
+        },
+        Answer::List(n) => match (number(first), number(second)) {
+            (Some(m), Some(size)) if m == n => format!("{n} {size}"),
+            _ => String::new(),
+        },
+        Answer::Uidl(n) => match (number(first), second) {
+            (Some(m), Some(uid)) if m == n && valid_uidl(uid) => format!("{n} {uid}"),
+            _ => String::new(),
+        },
+        Answer::Dele(n) => format!("Message {n} deleted"),
+        Answer::Plain => String::new(),
+    };
+    ok(out, &text);
 }
 
-impl<R: Relay> Outgoing for Relayed<R> {
-    fn next_chunk(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
-        if self.archived.is_some() {
-            return Ok(false);
-        }
-        let n = {
-            let mut shared = self.shared.borrow_mut();
-            let link = shared.link().map_err(io::Error::other)?;
-            link.up.read(&mut self.buf).map_err(io::Error::other)?
-        };
-        if n == 0 {
-            return Err(io::Error::other("the upstream closed the connection"));
-        }
-        let mut input = &self.buf[..n];
-        self.plain.clear();
-        let end = self.receiver.feed(&mut input, &mut self.plain);
-        self.total += self.plain.len() as u64;
-        if self.total > self.limit {
-            // The upstream announced less (or nothing): stop here, store nothing.
-            return Err(io::Error::other(format!(
-                "the upstream sent a response larger than pop3_proxy.max_message_bytes ({} bytes)",
-                self.limit
-            )));
-        }
-        if end
-            && !input.is_empty()
-            && let Ok(link) = self.shared.borrow_mut().link()
-        {
-            link.up.unread(input);
-        }
-        if let Some(copy) = &mut self.copy {
-            copy.size += self.plain.len() as u64;
-            if let Some(sink) = &mut copy.sink
-                && copy.error.is_none()
-                && let Err(e) = sink.write_all(&self.plain)
-            {
-                copy.error = Some(e.to_string());
-                copy.sink = None;
-            }
-        }
-        if let Some(stuffer) = &mut self.to_client {
-            stuffer.push(&self.plain, out);
-        }
-        if end {
-            if let Some(stuffer) = &mut self.to_client {
-                stuffer.finish(out);
-            }
-            let outcome = self.finish_copy();
-            if let Err(e) = &outcome {
-                warn!("pop3 proxy: a copy could not be stored: {e}");
-            }
-            self.archived = Some(outcome);
-        }
-        Ok(true)
-    }
+/// RFC 1939 section 7: 1 to 70 characters from 0x21 to 0x7E.
+fn valid_uidl(uid: &str) -> bool {
+    (1..=70).contains(&uid.len()) && uid.bytes().all(|b| b.is_ascii_graphic())
 }
 
-impl<R: Relay + 'static> Pop3ProxySession<R> {
+impl<R: Relay> Pop3ProxySession<R> {
     /// A session; `tls` is set on implicit-TLS listeners.
     pub fn new(
         relay: R,
@@ -311,24 +236,20 @@ impl<R: Relay + 'static> Pop3ProxySession<R> {
         tls: Option<TlsInfo>,
     ) -> Pop3ProxySession<R> {
         Pop3ProxySession {
-            shared: Rc::new(RefCell::new(Shared {
-                relay,
-                link: None,
-                client_ip,
-                tls_version: tls.as_ref().map(|t| t.version.clone()),
-            })),
-            tls,
-            input: CommandQueue::new(settings.max_line_bytes),
+            relay,
+            client_ip,
+            client: ClientSide::new(tls, settings.max_line_bytes),
             state: State::Authorization { user: None },
             errors: ErrorCount::new(settings.errors),
             max_message_bytes: settings.max_message_bytes,
+            delay: Duration::ZERO,
         }
     }
 
     fn capabilities(&self, out: &mut Vec<u8>) {
         let mut caps = vec!["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE"];
         if matches!(self.state, State::Authorization { .. }) {
-            if self.tls.is_some() {
+            if self.client.tls.is_some() {
                 caps.extend(["USER", "SASL PLAIN"]);
             } else {
                 caps.push("STLS");
@@ -345,32 +266,26 @@ impl<R: Relay + 'static> Pop3ProxySession<R> {
     fn handle(&mut self, line: &[u8], out: &mut Vec<u8>) -> Step {
         if matches!(self.state, State::AuthPlain) {
             self.state = State::Authorization { user: None };
-            if line == b"*" {
+            if line == sasl::CANCEL {
                 err(out, "Authentication cancelled");
-            } else {
-                self.auth_plain(&String::from_utf8_lossy(line), out);
+                return Step::Continue;
             }
-            return self.step();
+            return self.auth_plain(&String::from_utf8_lossy(line), out);
         }
         let command = match command::parse(line) {
             Ok(c) => c,
-            Err(CommandError::Unknown) => {
-                err(out, "Unknown command");
-                return Step::Continue;
-            }
+            Err(CommandError::Unknown) => return self.error(out, "Unknown command"),
             Err(CommandError::BadCharacters) => {
-                err(out, "Command line is not valid UTF-8 text");
-                return Step::Continue;
+                return self.error(out, "Command line is not valid UTF-8 text");
             }
             Err(CommandError::Syntax(usage)) => {
-                err(out, &format!("Syntax: {usage}"));
-                return Step::Continue;
+                return self.error(out, &format!("Syntax: {usage}"));
             }
         };
-        let in_transaction = matches!(self.state, State::Transaction);
+        let in_transaction = matches!(self.state, State::Transaction(_));
         match command {
             Command::Capa => self.capabilities(out),
-            Command::Stls if self.tls.is_some() => err(out, "TLS is already active"),
+            Command::Stls if self.client.tls.is_some() => err(out, "TLS is already active"),
             Command::Stls if in_transaction => err(out, "STLS is only allowed before login"),
             Command::Stls => {
                 ok(out, "Begin TLS negotiation");
@@ -380,7 +295,9 @@ impl<R: Relay + 'static> Pop3ProxySession<R> {
             Command::User(_) | Command::Pass(_) | Command::Auth { .. } if in_transaction => {
                 err(out, "Already logged in")
             }
-            Command::User(_) | Command::Pass(_) | Command::Auth { .. } if self.tls.is_none() => {
+            Command::User(_) | Command::Pass(_) | Command::Auth { .. }
+                if self.client.tls.is_none() =>
+            {
                 err(out, TLS_REQUIRED)
             }
             Command::User(name) => {
@@ -392,11 +309,10 @@ impl<R: Relay + 'static> Pop3ProxySession<R> {
                     State::Authorization { user } => user.take(),
                     _ => None,
                 };
-                match user {
+                return match user {
                     Some(name) => self.login(&name, Password::new(password), out),
-                    None => err(out, "Send USER first"),
-                }
-                return self.step();
+                    None => self.error(out, "Send USER first"),
+                };
             }
             Command::Auth {
                 mechanism: None, ..
@@ -408,9 +324,8 @@ impl<R: Relay + 'static> Pop3ProxySession<R> {
                 mechanism: Some(m),
                 initial,
             } if m == "PLAIN" => match initial {
-                Some(response) if response != "=" => {
-                    self.auth_plain(&response, out);
-                    return self.step();
+                Some(response) if response != sasl::EMPTY_INITIAL => {
+                    return self.auth_plain(&response, out);
                 }
                 _ => {
                     self.state = State::AuthPlain;
@@ -422,6 +337,7 @@ impl<R: Relay + 'static> Pop3ProxySession<R> {
             } => err(out, &format!("Unsupported mechanism {m}; use PLAIN")),
             Command::Quit if !in_transaction => {
                 ok(out, "Sealpost signing off");
+                self.state = State::Closed;
                 return Step::Close;
             }
             _ if !in_transaction => err(out, "Log in first (USER/PASS or AUTH PLAIN)"),
@@ -430,109 +346,180 @@ impl<R: Relay + 'static> Pop3ProxySession<R> {
         Step::Continue
     }
 
-    /// Close if a login lost the upstream link, otherwise go on.
-    fn step(&self) -> Step {
-        if matches!(self.state, State::Closed) {
-            Step::Close
-        } else {
-            Step::Continue
-        }
+    fn error(&mut self, out: &mut Vec<u8>, text: &str) -> Step {
+        err(out, text);
+        Step::Continue
     }
 
-    fn auth_plain(&mut self, response: &str, out: &mut Vec<u8>) {
-        match auth::sasl_plain(response) {
+    fn auth_plain(&mut self, response: &str, out: &mut Vec<u8>) -> Step {
+        match sasl::plain(response) {
             Some((user, password)) => self.login(&user, password, out),
-            None => err(out, "[AUTH] Malformed PLAIN response"),
+            None => self.error(out, "[AUTH] Malformed PLAIN response"),
         }
     }
 
-    fn login(&mut self, name: &str, password: Password, out: &mut Vec<u8>) {
-        let result = self.shared.borrow_mut().relay.login(name, password);
-        let (account, mut up) = match result {
-            Ok(pair) => pair,
-            Err(LoginFailure::Refused) => return err(out, "[AUTH] Invalid login"),
-            Err(LoginFailure::Temporary) => {
-                return err(out, "[SYS/TEMP] Temporary failure; try again later");
+    /// The local checks, then the upstream login.
+    fn login(&mut self, name: &str, password: Password, out: &mut Vec<u8>) -> Step {
+        match self.relay.authorize(name, password) {
+            Ok(authorized) => {
+                let (login, first) = Login::start(self.relay.dialer(), &authorized);
+                self.logging_in(login, Box::new(authorized), first, out)
             }
-        };
-        // One UIDL at login ties message numbers to the ids the archive
-        // index is keyed by; one LIST gives the sizes the limit is checked on.
-        let listings = read_listing(&mut up, "UIDL").and_then(|uidls| {
-            let sizes = read_listing(&mut up, "LIST")?;
-            Ok((uidls, sizes))
-        });
-        let (uidls, sizes) = match listings {
-            Ok(pair) => pair,
-            Err(e) => {
-                warn!("pop3 proxy: UIDL/LIST from {} failed: {e}", account.server);
-                self.state = State::Closed;
-                return err(out, LOST);
-            }
-        };
-        if uidls.is_none() {
-            warn!(
-                "pop3 proxy: {} offers no UIDL; copies cannot be matched across sessions",
-                account.server
-            );
+            Err(refusal) => self.refused(refusal, out),
         }
-        let sizes = sizes
+    }
+
+    fn refused(&mut self, refusal: Refusal, out: &mut Vec<u8>) -> Step {
+        self.delay += refusal.delay;
+        self.state = State::Authorization { user: None };
+        match refusal.failure {
+            LoginFailure::Refused => err(out, "[AUTH] Invalid login"),
+            LoginFailure::Temporary => err(out, "[SYS/TEMP] Temporary failure; try again later"),
+        }
+        Step::Continue
+    }
+
+    fn logging_in(
+        &mut self,
+        login: Login,
+        authorized: Box<Authorized>,
+        progress: Progress<Result<Link, OpenError>>,
+        out: &mut Vec<u8>,
+    ) -> Step {
+        let result = match progress {
+            Progress::Io(request) => {
+                self.state = State::LoggingIn(Box::new(login), authorized);
+                return Step::Upstream(request);
+            }
+            Progress::Done(result) => result,
+        };
+        let (outcome, link) = match result {
+            Ok(link) => (Ok(()), Some(link)),
+            Err(e) => (Err(e), None),
+        };
+        match (self.relay.finish_login(*authorized, outcome), link) {
+            (Ok(login), Some(link)) => {
+                let tx = Tx {
+                    link,
+                    account: Account::of(login),
+                    uidls: None,
+                    sizes: HashMap::new(),
+                    archived_here: HashSet::new(),
+                };
+                self.list(tx, "UIDL", out)
+            }
+            (Ok(_), None) => self.lost(&Broken("no upstream session".into()), out),
+            (Err(refusal), _) => {
+                self.refused(refusal, out);
+                // The upstream connection is of no use any more.
+                self.state = State::Disconnecting;
+                Step::Upstream(Request::Disconnect)
+            }
+        }
+    }
+
+    /// Asks for one of the listings of the login: one UIDL ties message
+    /// numbers to the ids the archive index is keyed by; one LIST gives the
+    /// sizes the limit is checked on.
+    fn list(&mut self, tx: Tx, command: &'static str, out: &mut Vec<u8>) -> Step {
+        match tx.link.command(command) {
+            Ok(request) => {
+                self.state = State::Listing(Box::new(Listing {
+                    tx,
+                    command,
+                    receiver: None,
+                    bytes: Vec::new(),
+                }));
+                Step::Upstream(request)
+            }
+            Err(e) => self.lost(&e, out),
+        }
+    }
+
+    fn listing(&mut self, mut l: Box<Listing>, response: Response<'_>, out: &mut Vec<u8>) -> Step {
+        let read = match &mut l.receiver {
+            None => match l.tx.link.status(response) {
+                Err(e) => return self.lost(&e, out),
+                Ok(Progress::Io(request)) => {
+                    self.state = State::Listing(l);
+                    return Step::Upstream(request);
+                }
+                // Refused: no listing (an upstream without UIDL).
+                Ok(Progress::Done(status)) if !status.ok => Ok(None),
+                Ok(Progress::Done(_)) => {
+                    l.receiver = Some(DataReceiver::normalizing());
+                    read_listing(&mut l, None)
+                }
+            },
+            Some(_) => read_listing(&mut l, Some(response)),
+        };
+        let entries = match read {
+            Err(e) => {
+                warn!(
+                    "pop3 proxy: {} from {} failed: {e}",
+                    l.command, l.tx.account.server
+                );
+                return self.lost(&e, out);
+            }
+            Ok(None) if l.receiver.is_some() => {
+                let read = l.tx.link.read();
+                self.state = State::Listing(l);
+                return Step::Upstream(read);
+            }
+            Ok(entries) => entries,
+        };
+        let Listing {
+            mut tx, command, ..
+        } = *l;
+        if command == "UIDL" {
+            if entries.is_none() {
+                warn!(
+                    "pop3 proxy: {} offers no UIDL; copies cannot be matched across sessions",
+                    tx.account.server
+                );
+            }
+            tx.uidls = entries.map(|list| list.into_iter().collect());
+            return self.list(tx, "LIST", out);
+        }
+        tx.sizes = entries
             .unwrap_or_default()
             .into_iter()
             .filter_map(|(n, size)| Some((n, size.parse().ok()?)))
             .collect();
-        self.shared.borrow_mut().link = Some(Link {
-            up,
-            account,
-            uidls: uidls.map(|list| list.into_iter().collect()),
-            sizes,
-            archived_here: HashSet::new(),
-        });
-        self.state = State::Transaction;
+        self.state = State::Transaction(Box::new(tx));
         ok(out, "Logged in");
+        Step::Continue
     }
 
-    /// Relays a command with a one-line answer.
-    fn relay_line(&mut self, line: &str, out: &mut Vec<u8>) -> Step {
-        self.relay(line, None, out)
-    }
-
-    /// Relays a command and passes its answer on; for a multi-line command
-    /// (`multi` is `Some`) the body follows as a stream, copied if a copy is given.
-    fn relay(&mut self, line: &str, multi: Option<Option<Copy>>, out: &mut Vec<u8>) -> Step {
-        let answer = self
-            .shared
-            .borrow_mut()
-            .link()
-            .and_then(|l| l.up.command(line));
-        let status = match answer {
-            Ok(status) => status,
-            Err(e) => return self.lost(&e, out),
-        };
-        out.extend_from_slice(status.as_bytes());
-        out.extend_from_slice(b"\r\n");
-        match multi {
-            Some(copy) if status.starts_with("+OK") => Step::Stream(Box::new(Relayed::new(
-                &self.shared,
-                self.max_message_bytes,
-                true,
-                copy,
-            ))),
-            _ => Step::Continue,
-        }
-    }
-
-    fn lost(&mut self, why: &str, out: &mut Vec<u8>) -> Step {
+    fn lost(&mut self, why: &dyn std::fmt::Display, out: &mut Vec<u8>) -> Step {
         warn!("pop3 proxy: upstream lost: {why}");
         err(out, LOST);
         self.state = State::Closed;
         Step::Close
     }
 
-    fn start_copy(&mut self, number: u64) -> Option<Copy> {
-        let mut shared = self.shared.borrow_mut();
-        let mailbox = shared.link.as_ref()?.account.mailbox.clone();
-        match shared.relay.start_copy(&mailbox) {
-            Ok(sink) => Some(Copy {
+    /// Whether message `n` still needs a copy.
+    fn needs_copy(&mut self, tx: &Tx, n: u64) -> bool {
+        if tx.archived_here.contains(&n) {
+            return false;
+        }
+        match &tx.uidls {
+            Some(map) => match map.get(&n) {
+                Some(uidl) => {
+                    let (mailbox, account) = (&tx.account.mailbox, &tx.account);
+                    !self.relay.is_archived(mailbox, &account.key(uidl))
+                        && !self.relay.is_archived(mailbox, &account.legacy_key(uidl))
+                }
+                // Not a message number the upstream listed: it will refuse.
+                None => false,
+            },
+            None => true,
+        }
+    }
+
+    fn start_copy(&mut self, mailbox: &MailboxId, number: u64) -> Option<Archiving> {
+        match self.relay.start_copy(mailbox) {
+            Ok(sink) => Some(Archiving {
                 sink: Some(sink),
                 number,
                 size: 0,
@@ -546,157 +533,330 @@ impl<R: Relay + 'static> Pop3ProxySession<R> {
     }
 
     /// The size of message `n` when the upstream listed it above the limit.
-    fn too_big(&self, n: u64) -> Option<u64> {
-        let shared = self.shared.borrow();
-        let size = *shared.link.as_ref()?.sizes.get(&n)?;
+    fn too_big(&self, tx: &Tx, n: u64) -> Option<u64> {
+        let size = *tx.sizes.get(&n)?;
         (size > self.max_message_bytes).then_some(size)
     }
 
-    /// Retrieves message `n` from the upstream and stores it, without
-    /// sending it to the client (a DELE of a message never retrieved).
-    fn archive_now(&mut self, n: u64) -> Result<(), ArchiveError> {
-        if let Some(size) = self.too_big(n) {
-            return Err(ArchiveError::Failed(format!(
-                "it is {size} bytes, more than pop3_proxy.max_message_bytes"
-            )));
+    /// Sends `line` upstream; its answer comes to `pending`.
+    fn relay_command(
+        &mut self,
+        tx: Box<Tx>,
+        line: &str,
+        pending: Pending,
+        out: &mut Vec<u8>,
+    ) -> Step {
+        match tx.link.command(line) {
+            Ok(request) => {
+                self.state = State::Awaiting(tx, pending);
+                Step::Upstream(request)
+            }
+            Err(e) => self.lost(&e, out),
         }
-        let copy = self
-            .start_copy(n)
-            .ok_or_else(|| ArchiveError::Failed("no copy could be started".into()))?;
-        let status = self
-            .shared
-            .borrow_mut()
-            .link()
-            .and_then(|l| l.up.command(&format!("RETR {n}")))
-            .map_err(ArchiveError::Lost)?;
-        if !status.starts_with("+OK") {
-            return Err(ArchiveError::Failed(format!(
-                "the upstream refused RETR {n}: {status}"
-            )));
-        }
-        let mut job = Relayed::new(&self.shared, self.max_message_bytes, false, Some(copy));
-        let mut discard = Vec::new();
-        while job
-            .next_chunk(&mut discard)
-            .map_err(|e| ArchiveError::Lost(e.to_string()))?
-        {
-            discard.clear();
-        }
-        job.archived
-            .unwrap_or_else(|| Err("incomplete".into()))
-            .map_err(ArchiveError::Failed)
     }
 
     fn transaction(&mut self, command: Command, out: &mut Vec<u8>) -> Step {
+        let State::Transaction(tx) = std::mem::replace(&mut self.state, State::Closed) else {
+            return self.error(out, "Log in first (USER/PASS or AUTH PLAIN)");
+        };
+        let line = |answer| Pending::Line(answer);
+        let multi = Pending::Multi {
+            retr: None,
+            copy: None,
+        };
         match command {
-            Command::Stat => self.relay_line("STAT", out),
-            Command::Noop => self.relay_line("NOOP", out),
-            Command::Rset => self.relay_line("RSET", out),
-            Command::List(Some(n)) => self.relay_line(&format!("LIST {n}"), out),
-            Command::Uidl(Some(n)) => self.relay_line(&format!("UIDL {n}"), out),
-            Command::List(None) => self.relay("LIST", Some(None), out),
-            Command::Uidl(None) => self.relay("UIDL", Some(None), out),
-            Command::Top(n, lines) => self.relay(&format!("TOP {n} {lines}"), Some(None), out),
-            Command::Retr(n) => {
-                if let Some(size) = self.too_big(n) {
-                    warn!(
-                        "pop3 proxy: message {n} is {size} bytes, more than pop3_proxy.max_message_bytes"
-                    );
-                    err(
-                        out,
-                        &format!(
-                            "[SYS/PERM] Message {n} is larger than this proxy passes on ({} bytes)",
-                            self.max_message_bytes
-                        ),
-                    );
-                    return Step::Continue;
-                }
-                let copy = if self.shared.borrow_mut().needs_copy(n) {
-                    self.start_copy(n)
-                } else {
-                    None
-                };
-                self.relay(&format!("RETR {n}"), Some(copy), out)
+            Command::Stat => self.relay_command(tx, "STAT", line(Answer::Stat), out),
+            Command::Noop => self.relay_command(tx, "NOOP", line(Answer::Plain), out),
+            Command::Rset => self.relay_command(tx, "RSET", line(Answer::Plain), out),
+            Command::List(Some(n)) => {
+                self.relay_command(tx, &format!("LIST {n}"), line(Answer::List(n)), out)
             }
-            Command::Dele(n) => {
-                // Nothing is deleted upstream without a durable copy.
-                if self.shared.borrow_mut().needs_copy(n) {
-                    match self.archive_now(n) {
-                        Ok(()) => {}
-                        Err(ArchiveError::Lost(e)) => return self.lost(&e, out),
-                        Err(ArchiveError::Failed(e)) => {
-                            warn!(
-                                "pop3 proxy: message {n} could not be archived, DELE not forwarded: {e}"
-                            );
-                            err(
-                                out,
-                                &format!(
-                                    "[SYS/TEMP] Message {n} could not be archived, so it was not deleted"
-                                ),
-                            );
-                            return Step::Continue;
-                        }
-                    }
-                }
-                self.relay_line(&format!("DELE {n}"), out)
+            Command::Uidl(Some(n)) => {
+                self.relay_command(tx, &format!("UIDL {n}"), line(Answer::Uidl(n)), out)
             }
-            Command::Quit => {
-                let step = self.relay_line("QUIT", out);
-                self.state = State::Closed;
-                if matches!(step, Step::Continue) {
-                    Step::Close
-                } else {
-                    step
-                }
+            Command::List(None) => self.relay_command(tx, "LIST", multi, out),
+            Command::Uidl(None) => self.relay_command(tx, "UIDL", multi, out),
+            Command::Top(n, lines) => {
+                self.relay_command(tx, &format!("TOP {n} {lines}"), multi, out)
             }
+            Command::Retr(n) => self.retr(tx, n, out),
+            Command::Dele(n) => self.dele(tx, n, out),
+            Command::Quit => self.relay_command(tx, "QUIT", Pending::Quit, out),
             _ => {
-                err(out, "Not allowed after login");
+                self.state = State::Transaction(tx);
+                self.error(out, "Not allowed after login")
+            }
+        }
+    }
+
+    fn retr(&mut self, tx: Box<Tx>, n: u64, out: &mut Vec<u8>) -> Step {
+        if let Some(size) = self.too_big(&tx, n) {
+            warn!(
+                "pop3 proxy: message {n} is {size} bytes, more than pop3_proxy.max_message_bytes"
+            );
+            self.state = State::Transaction(tx);
+            let limit = self.max_message_bytes;
+            return self.error(
+                out,
+                &format!(
+                    "[SYS/PERM] Message {n} is larger than this proxy passes on ({limit} bytes)"
+                ),
+            );
+        }
+        let copy = match self.needs_copy(&tx, n) {
+            true => self.start_copy(&tx.account.mailbox.clone(), n),
+            false => None,
+        };
+        self.relay_command(
+            tx,
+            &format!("RETR {n}"),
+            Pending::Multi {
+                retr: Some(n),
+                copy,
+            },
+            out,
+        )
+    }
+
+    /// Nothing is deleted upstream without a durable copy: a message never
+    /// archived is retrieved and stored first.
+    fn dele(&mut self, tx: Box<Tx>, n: u64, out: &mut Vec<u8>) -> Step {
+        if !self.needs_copy(&tx, n) {
+            return self.relay_command(
+                tx,
+                &format!("DELE {n}"),
+                Pending::Line(Answer::Dele(n)),
+                out,
+            );
+        }
+        let copy = match self.too_big(&tx, n) {
+            Some(size) => Err(format!(
+                "it is {size} bytes, more than pop3_proxy.max_message_bytes"
+            )),
+            None => self
+                .start_copy(&tx.account.mailbox.clone(), n)
+                .ok_or_else(|| "no copy could be started".to_string()),
+        };
+        match copy {
+            Ok(copy) => self.relay_command(tx, &format!("RETR {n}"), Pending::Archive(copy), out),
+            Err(why) => self.not_deleted(tx, n, &why, out),
+        }
+    }
+
+    fn not_deleted(&mut self, tx: Box<Tx>, n: u64, why: &str, out: &mut Vec<u8>) -> Step {
+        warn!("pop3 proxy: message {n} could not be archived, DELE not forwarded: {why}");
+        self.state = State::Transaction(tx);
+        self.error(
+            out,
+            &format!("[SYS/TEMP] Message {n} could not be archived, so it was not deleted"),
+        )
+    }
+
+    /// The status line of a relayed command.
+    fn answered(
+        &mut self,
+        tx: Box<Tx>,
+        pending: Pending,
+        status: Status,
+        out: &mut Vec<u8>,
+    ) -> Step {
+        match pending {
+            Pending::Line(answer) => {
+                passed_on(&status, answer, out);
+                self.state = State::Transaction(tx);
+                Step::Continue
+            }
+            Pending::Quit => {
+                ok(out, "Sealpost signing off");
+                self.state = State::Closed;
+                Step::Close
+            }
+            Pending::Multi { retr, copy } if status.ok => {
+                match retr.and_then(|n| tx.sizes.get(&n)) {
+                    Some(size) => ok(out, &format!("{size} octets")),
+                    None => ok(out, "Follows"),
+                }
+                self.receive_body(tx, Some(DotStuffer::whole()), copy, None, out)
+            }
+            Pending::Multi { .. } => {
+                passed_on(&status, Answer::Plain, out);
+                self.state = State::Transaction(tx);
+                Step::Continue
+            }
+            Pending::Archive(copy) if status.ok => {
+                let n = copy.number;
+                self.receive_body(tx, None, Some(copy), Some(n), out)
+            }
+            Pending::Archive(copy) => {
+                let why = format!(
+                    "the upstream refused RETR {}: -ERR {}",
+                    copy.number, status.text
+                );
+                self.not_deleted(tx, copy.number, &why, out)
+            }
+        }
+    }
+
+    fn receive_body(
+        &mut self,
+        tx: Box<Tx>,
+        to_client: Option<DotStuffer>,
+        copy: Option<Archiving>,
+        then_dele: Option<u64>,
+        out: &mut Vec<u8>,
+    ) -> Step {
+        let body = Box::new(Body {
+            receiver: DataReceiver::normalizing(),
+            to_client,
+            copy,
+            total: 0,
+            then_dele,
+        });
+        // Part of the body may have come with the status line.
+        self.body(tx, body, None, out)
+    }
+
+    /// More of a multi-line answer (the strict reader finds its end, the
+    /// client gets it re-stuffed, the copy gets it as it is).
+    fn body(
+        &mut self,
+        mut tx: Box<Tx>,
+        mut b: Box<Body>,
+        response: Option<Response<'_>>,
+        out: &mut Vec<u8>,
+    ) -> Step {
+        let mut plain = Vec::new();
+        let end = match tx.link.body(response, &mut b.receiver, &mut plain) {
+            Ok(end) => end,
+            Err(e) if b.then_dele.is_some() => {
+                warn!("pop3 proxy: upstream lost while archiving: {e}");
+                return self.lost(&e, out);
+            }
+            Err(e) => {
+                // Mid-response: the client cannot be told more than the close.
+                warn!("pop3 proxy: upstream lost in the middle of a response: {e}");
+                self.state = State::Closed;
+                return Step::Close;
+            }
+        };
+        b.total += plain.len() as u64;
+        if b.total > self.max_message_bytes {
+            // The upstream announced less (or nothing): stop here, store nothing.
+            warn!(
+                "pop3 proxy: the upstream sent a response larger than pop3_proxy.max_message_bytes ({} bytes); closing",
+                self.max_message_bytes
+            );
+            self.state = State::Closed;
+            return Step::Close;
+        }
+        if let Some(copy) = &mut b.copy {
+            copy.size += plain.len() as u64;
+            if let Some(sink) = &mut copy.sink
+                && let Err(e) = sink.write_all(&plain)
+            {
+                copy.error = Some(e);
+                copy.sink = None;
+            }
+        }
+        if let Some(stuffer) = &mut b.to_client {
+            stuffer.push(&plain, out);
+        }
+        if !end {
+            let read = tx.link.read();
+            self.state = State::Receiving(tx, b);
+            return Step::Upstream(read);
+        }
+        if let Some(stuffer) = &mut b.to_client {
+            stuffer.finish(out);
+        }
+        let archived = match b.copy.take() {
+            Some(copy) => self.finish_copy(&mut tx, copy),
+            None => Ok(()),
+        };
+        match (b.then_dele, archived) {
+            (Some(n), Ok(())) => self.relay_command(
+                tx,
+                &format!("DELE {n}"),
+                Pending::Line(Answer::Dele(n)),
+                out,
+            ),
+            (Some(n), Err(why)) => self.not_deleted(tx, n, &why, out),
+            (None, result) => {
+                if let Err(e) = result {
+                    warn!("pop3 proxy: a copy could not be stored: {e}");
+                }
+                self.state = State::Transaction(tx);
                 Step::Continue
             }
         }
     }
+
+    fn finish_copy(&mut self, tx: &mut Tx, copy: Archiving) -> Result<(), String> {
+        if let Some(e) = copy.error {
+            return Err(e.to_string());
+        }
+        let sink = copy.sink.ok_or("no copy")?;
+        let uidl = tx
+            .uidls
+            .as_ref()
+            .and_then(|m| m.get(&copy.number))
+            .cloned()
+            .unwrap_or_default();
+        let account = &tx.account;
+        let metadata = Metadata {
+            received: timestamp::rfc3339(SystemTime::now()),
+            source: Source::Pop3Proxy,
+            mail_from: String::new(),
+            rcpt_to: Vec::new(),
+            client_ip: Some(self.client_ip.to_string()),
+            tls: self.client.tls.as_ref().map(|t| t.version.clone()),
+            size: copy.size,
+            upstream: Some(UpstreamOrigin {
+                user: account.user.clone(),
+                host: account.server.clone(),
+                uidl: uidl.clone(),
+            }),
+        };
+        let name = sink
+            .prepare(metadata)
+            .and_then(|prepared| prepared.commit())
+            .map_err(|e| e.to_string())?;
+        tx.archived_here.insert(copy.number);
+        if !uidl.is_empty() {
+            self.relay
+                .mark_archived(&account.mailbox, &account.key(&uidl))
+                .map_err(|e| e.to_string())?;
+        }
+        info!(
+            "pop3 proxy {}: archived message {} ({} bytes) of {} at {} as {name}",
+            self.client_ip, copy.number, copy.size, account.user, account.server
+        );
+        Ok(())
+    }
 }
 
-/// Most bytes of a UIDL or LIST answer read at login (about 200,000
-/// messages): an upstream cannot make the proxy hold more.
-const MAX_LISTING_BYTES: usize = 16 << 20;
-/// Longest line of such an answer (RFC 1939 section 7: a UIDL is at most 70
-/// characters; answers are at most 512 octets).
-const MAX_LISTING_LINE: usize = 1024;
-
-/// Reads the upstream's answer to `UIDL` or `LIST` as (message number,
-/// value) pairs; `None` if it refuses the command. Bounded in total size and
-/// line length; a line that is not `number value` is an error.
-fn read_listing<U: Upstream>(
-    up: &mut U,
-    command: &str,
-) -> Result<Option<Vec<(u64, String)>>, String> {
-    let status = up.command(command)?;
-    if !status.starts_with("+OK") {
+/// Reads a UIDL or LIST body into (message number, value) pairs: `Ok(None)`
+/// while it goes on; bounded in size and line length; a line that is not
+/// `number value` is an error.
+fn read_listing(
+    l: &mut Listing,
+    response: Option<Response<'_>>,
+) -> Result<Option<Vec<(u64, String)>>, Broken> {
+    let Some(receiver) = &mut l.receiver else {
+        return Ok(None);
+    };
+    let end = l.tx.link.body(response, receiver, &mut l.bytes)?;
+    if l.bytes.len() > MAX_LISTING_BYTES {
+        return Err(Broken(format!(
+            "the {} answer is larger than {MAX_LISTING_BYTES} bytes",
+            l.command
+        )));
+    }
+    if !end {
         return Ok(None);
     }
-    let mut receiver = DataReceiver::normalizing();
-    let mut listing = Vec::new();
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = up.read(&mut buf)?;
-        if n == 0 {
-            return Err("the upstream closed the connection".into());
-        }
-        let mut input = &buf[..n];
-        let end = receiver.feed(&mut input, &mut listing);
-        if listing.len() > MAX_LISTING_BYTES {
-            return Err(format!(
-                "the {command} answer is larger than {MAX_LISTING_BYTES} bytes"
-            ));
-        }
-        if end {
-            up.unread(input);
-            break;
-        }
-    }
     let mut entries = Vec::new();
-    for line in listing.split(|&b| b == b'\n') {
+    for line in l.bytes.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             continue;
@@ -714,19 +874,20 @@ fn read_listing<U: Upstream>(
         match parsed {
             Some(entry) => entries.push(entry),
             None => {
-                return Err(format!(
-                    "a malformed {command} line: {:?}",
+                return Err(Broken(format!(
+                    "a malformed {} line: {:?}",
+                    l.command,
                     String::from_utf8_lossy(&line[..line.len().min(80)])
-                ));
+                )));
             }
         }
     }
     Ok(Some(entries))
 }
 
-impl<R: Relay + 'static> Commands for Pop3ProxySession<R> {
+impl<R: Relay> Commands for Pop3ProxySession<R> {
     fn queue(&mut self) -> &mut CommandQueue {
-        &mut self.input
+        &mut self.client.queue
     }
 
     fn errors(&mut self) -> &mut ErrorCount {
@@ -742,7 +903,7 @@ impl<R: Relay + 'static> Commands for Pop3ProxySession<R> {
     }
 }
 
-impl<R: Relay + 'static> Protocol for Pop3ProxySession<R> {
+impl<R: Relay> Protocol for Pop3ProxySession<R> {
     fn greeting(&mut self, out: &mut Vec<u8>) {
         ok(out, "Sealpost POP3 recording proxy ready");
     }
@@ -752,26 +913,55 @@ impl<R: Relay + 'static> Protocol for Pop3ProxySession<R> {
     }
 
     fn has_pending_input(&self) -> bool {
-        self.input.has_pending()
+        self.client.queue.has_pending()
+    }
+
+    fn upstream(&mut self, response: Response<'_>, out: &mut Vec<u8>) -> Step {
+        match std::mem::replace(&mut self.state, State::Closed) {
+            State::LoggingIn(mut login, authorized) => {
+                let progress = login.on(response, &authorized);
+                self.logging_in(*login, authorized, progress, out)
+            }
+            State::Disconnecting => {
+                self.state = State::Authorization { user: None };
+                Step::Continue
+            }
+            State::Listing(l) => self.listing(l, response, out),
+            State::Awaiting(mut tx, pending) => match tx.link.status(response) {
+                Err(_) if matches!(pending, Pending::Quit) => {
+                    ok(out, "Sealpost signing off");
+                    Step::Close
+                }
+                Err(e) => self.lost(&e, out),
+                Ok(Progress::Io(request)) => {
+                    self.state = State::Awaiting(tx, pending);
+                    Step::Upstream(request)
+                }
+                Ok(Progress::Done(status)) => self.answered(tx, pending, status, out),
+            },
+            State::Receiving(tx, body) => self.body(tx, body, Some(response), out),
+            other => {
+                self.state = other;
+                Step::Continue
+            }
+        }
     }
 
     fn tls_started(&mut self, tls: TlsInfo) {
-        self.shared.borrow_mut().tls_version = Some(tls.version.clone());
-        self.tls = Some(tls);
-        self.input.clear();
+        self.client.upgraded(tls);
         self.state = State::Authorization { user: None };
     }
 
     fn is_idle(&self) -> bool {
-        self.input.is_empty()
+        self.client.queue.is_empty()
     }
 
     fn has_partial_command(&self) -> bool {
-        !self.input.is_empty()
+        !self.client.queue.is_empty()
     }
 
-    fn take_delay(&mut self) -> std::time::Duration {
-        self.errors.take_delay()
+    fn take_delay(&mut self) -> Duration {
+        std::mem::take(&mut self.delay) + self.errors.take_delay()
     }
 
     fn expecting_data(&self) -> bool {

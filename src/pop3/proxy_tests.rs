@@ -2,10 +2,17 @@
 //! upstream POP3 server and an in-memory archive (no sockets).
 
 use std::cell::RefCell;
+use std::io;
 use std::rc::Rc;
 
 use super::*;
+use crate::net::driver::testing::exchange;
+use crate::net::upstream::{DialError, Perform};
+use crate::proxy::login_name::ProxyLogin;
 use crate::proxy::relay::PreparedCopy;
+use crate::proxy::target::TargetPolicy;
+use crate::proxy::upstream::{Dialer, UpstreamTls};
+use crate::store::StoreError;
 
 const MAILBOX: &str = "mbx-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 
@@ -28,12 +35,51 @@ struct World {
     extra_uidl_line: Option<String>,
 }
 
-#[derive(Clone, Default)]
-struct Fake(Rc<RefCell<World>>);
+#[derive(Clone)]
+struct Fake(Rc<RefCell<World>>, Rc<Dialer>);
 
+impl Default for Fake {
+    fn default() -> Fake {
+        let dialer = Dialer {
+            policy: TargetPolicy {
+                allowed: vec!["pop.example.com".parse().unwrap()],
+                allow_private: true,
+            },
+            tls: UpstreamTls::new(None).unwrap(),
+            hostname: "gw.example".into(),
+            connect_timeout: Duration::from_secs(5),
+            io_timeout: Duration::from_secs(5),
+            implicit_tls_ports: vec![995],
+        };
+        Fake(Rc::default(), Rc::new(dialer))
+    }
+}
+
+/// A scripted upstream POP3 server, spoken to at the byte level as the
+/// driver would: it takes any login, then answers by the world's rules.
 struct FakeUp {
     world: Fake,
+    inbox: Vec<u8>,
     wire: std::collections::VecDeque<u8>,
+    /// Where the answer to the command being handled starts in `wire`.
+    sent_before: usize,
+    last: Vec<u8>,
+    logged_in: bool,
+    closed: bool,
+}
+
+impl FakeUp {
+    fn new(world: &Fake) -> FakeUp {
+        FakeUp {
+            world: world.clone(),
+            inbox: Vec::new(),
+            wire: Default::default(),
+            sent_before: 0,
+            last: Vec::new(),
+            logged_in: false,
+            closed: false,
+        }
+    }
 }
 
 /// Dot-stuffs as a strict server does: only lines that follow a CRLF.
@@ -51,7 +97,8 @@ fn stuffed(body: &[u8]) -> Vec<u8> {
     out
 }
 
-impl Upstream for FakeUp {
+impl FakeUp {
+    /// The status line of `line`; a multi-line body goes to `self.wire`.
     fn command(&mut self, line: &str) -> Result<String, String> {
         let mut w = self.world.0.borrow_mut();
         w.commands.push(line.to_string());
@@ -115,8 +162,65 @@ impl Upstream for FakeUp {
             _ => "-ERR no such message".into(),
         })
     }
+}
 
-    fn read(&mut self, buf: &mut [u8]) -> Result<usize, String> {
+impl Perform for FakeUp {
+    fn perform(&mut self, request: Request) -> Response<'_> {
+        match request {
+            Request::Connect(_) => {
+                self.wire.extend(b"+OK fake POP3\r\n");
+                Response::Connected {
+                    peer: "192.0.2.99:995".parse().unwrap(),
+                    tls: Some(tls()),
+                }
+            }
+            Request::StartTls(..) => Response::TlsStarted(tls()),
+            Request::Exchange(bytes, _) => {
+                self.inbox.extend_from_slice(&bytes);
+                while let Some(i) = self.inbox.windows(2).position(|w| w == b"\r\n") {
+                    let line =
+                        String::from_utf8(self.inbox.drain(..i + 2).take(i).collect()).unwrap();
+                    if !self.logged_in {
+                        // Any login is good: CAPA offers USER; USER and PASS pass.
+                        let answer: &[u8] = match line.as_str() {
+                            "CAPA" => b"+OK\r\nUSER\r\nUIDL\r\n.\r\n",
+                            _ => b"+OK\r\n",
+                        };
+                        self.logged_in = line.starts_with("PASS");
+                        self.wire.extend(answer);
+                        continue;
+                    }
+                    match self.command(&line) {
+                        Ok(status) => {
+                            // The status line goes before the body it announces.
+                            let body: Vec<u8> = self.wire.drain(self.sent_before..).collect();
+                            self.wire.extend(status.as_bytes());
+                            self.wire.extend(b"\r\n");
+                            self.wire.extend(body);
+                        }
+                        Err(_) => self.closed = true,
+                    }
+                    self.sent_before = self.wire.len();
+                }
+                self.read()
+            }
+            Request::Read(_) => self.read(),
+            Request::Send(..) => {
+                Response::Failed(DialError::Unreachable("fake: no Send in POP3".into()))
+            }
+            Request::Disconnect => Response::Disconnected,
+        }
+    }
+}
+
+impl FakeUp {
+    fn read(&mut self) -> Response<'_> {
+        if self.wire.is_empty() {
+            return match self.closed {
+                true => Response::Closed,
+                false => Response::Failed(DialError::Unreachable("fake: nothing to read".into())),
+            };
+        }
         // A few bytes at a time, as a slow network would deliver them
         // (larger pieces once there is much to send).
         let piece = if self.wire.len() > 64 * 1024 {
@@ -124,17 +228,10 @@ impl Upstream for FakeUp {
         } else {
             7
         };
-        let n = buf.len().min(self.wire.len()).min(piece);
-        for (slot, byte) in buf[..n].iter_mut().zip(self.wire.drain(..n)) {
-            *slot = byte;
-        }
-        Ok(n)
-    }
-
-    fn unread(&mut self, bytes: &[u8]) {
-        for &b in bytes.iter().rev() {
-            self.wire.push_front(b);
-        }
+        let n = self.wire.len().min(piece);
+        self.last = self.wire.drain(..n).collect();
+        self.sent_before = self.wire.len();
+        Response::Data(&self.last)
     }
 }
 
@@ -158,7 +255,7 @@ impl Write for FakeCopy {
 }
 
 impl CopySink for FakeCopy {
-    fn prepare(self: Box<Self>, metadata: Metadata) -> Result<Box<dyn PreparedCopy>, String> {
+    fn prepare(self: Box<Self>, metadata: Metadata) -> Result<Box<dyn PreparedCopy>, StoreError> {
         self.world
             .0
             .borrow_mut()
@@ -175,56 +272,73 @@ impl PreparedCopy for Committed {
         Ok(Box::new(io::empty()))
     }
 
-    fn commit(self: Box<Self>) -> Result<String, String> {
+    fn commit(self: Box<Self>) -> Result<String, StoreError> {
         Ok("copy".into())
     }
 }
 
 impl Relay for Fake {
-    type Up = FakeUp;
-
-    fn login(&mut self, name: &str, password: Password) -> Result<(Account, FakeUp), LoginFailure> {
+    fn authorize(&mut self, name: &str, password: Password) -> Result<Authorized, Refusal> {
         let mut w = self.0.borrow_mut();
         w.logins
             .push((name.to_string(), password.expose().to_string()));
         if let Some(failure) = w.login_result {
-            return Err(failure);
+            return Err(Refusal {
+                failure,
+                delay: Duration::ZERO,
+            });
         }
-        let account = Account {
-            mailbox: MAILBOX.parse().unwrap(),
-            user: "anna".into(),
-            host: "pop.example.com".into(),
-            server: "pop.example.com:995".into(),
-        };
-        Ok((
-            account,
-            FakeUp {
-                world: self.clone(),
-                wire: Default::default(),
+        let login = ProxyLogin {
+            remote_user: "anna".into(),
+            target: Target {
+                host: "pop.example.com".into(),
+                port: Some(995),
             },
-        ))
+            mailbox: MAILBOX.parse().unwrap(),
+        };
+        Ok(Authorized::new(login, password, None))
     }
 
-    fn is_archived(&mut self, account: &Account, uidl: &str) -> bool {
-        self.0.borrow().archived.contains(&(
-            account.user.clone(),
-            account.host.clone(),
-            uidl.to_string(),
-        ))
+    fn dialer(&self) -> &Dialer {
+        &self.1
     }
 
-    fn start_copy(&mut self, _mailbox: &MailboxId) -> Result<Box<dyn CopySink>, String> {
+    fn finish_login(
+        &mut self,
+        authorized: Authorized,
+        outcome: Result<(), OpenError>,
+    ) -> Result<ProxyLogin, Refusal> {
+        let failure = match outcome {
+            Ok(()) => return Ok(authorized.login),
+            Err(OpenError::Unavailable(_)) => LoginFailure::Temporary,
+            Err(_) => LoginFailure::Refused,
+        };
+        Err(Refusal {
+            failure,
+            delay: Duration::ZERO,
+        })
+    }
+
+    fn start_copy(&mut self, _mailbox: &MailboxId) -> Result<Box<dyn CopySink>, StoreError> {
         Ok(Box::new(FakeCopy {
             world: self.clone(),
             bytes: Vec::new(),
         }))
     }
 
-    fn mark_archived(&mut self, account: &Account, uidl: &str) -> Result<(), String> {
+    fn is_archived(&mut self, _mailbox: &MailboxId, key: &[&str]) -> bool {
+        self.0.borrow().archived.contains(&(
+            key[0].to_string(),
+            key[1].to_string(),
+            key[2].to_string(),
+        ))
+    }
+
+    fn mark_archived(&mut self, _mailbox: &MailboxId, key: &[&str]) -> Result<(), StoreError> {
         self.0.borrow_mut().archived.insert((
-            account.user.clone(),
-            account.host.clone(),
-            uidl.to_string(),
+            key[0].to_string(),
+            key[1].to_string(),
+            key[2].to_string(),
         ));
         Ok(())
     }
@@ -240,6 +354,7 @@ fn tls() -> TlsInfo {
 struct Harness {
     session: Pop3ProxySession<Fake>,
     world: Fake,
+    upstream: FakeUp,
     last: &'static str,
 }
 
@@ -263,6 +378,7 @@ impl Harness {
                 "192.0.2.5".parse().unwrap(),
                 tls,
             ),
+            upstream: FakeUp::new(&world),
             world,
             last: "continue",
         }
@@ -293,32 +409,11 @@ impl Harness {
         h
     }
 
-    /// Feeds bytes; streams and pending commands run to completion.
+    /// Feeds bytes; upstream exchanges and pending commands run to completion.
     fn ingest(&mut self, input: &[u8]) -> String {
-        let mut out = Vec::new();
-        let mut step = self.session.receive(input, &mut out);
-        loop {
-            match step {
-                Step::Stream(mut job) => {
-                    while job.next_chunk(&mut out).unwrap() {}
-                    self.last = "continue";
-                }
-                Step::Continue => self.last = "continue",
-                Step::StartTls => {
-                    self.last = "starttls";
-                    break;
-                }
-                Step::Close => {
-                    self.last = "close";
-                    break;
-                }
-            }
-            if !self.session.has_pending_input() {
-                break;
-            }
-            step = self.session.receive(&[], &mut out);
-        }
-        String::from_utf8(out).unwrap()
+        let (out, last) = exchange(&mut self.session, &mut self.upstream, input);
+        self.last = last;
+        out
     }
 
     fn world(&self) -> std::cell::Ref<'_, World> {
@@ -441,14 +536,14 @@ fn a_later_session_does_not_archive_the_same_message_again() {
 fn top_is_passed_but_not_archived() {
     let mut h = Harness::logged_in();
     let r = h.ingest(b"TOP 1 0\r\n");
-    assert!(r.starts_with("+OK top\r\n"), "{r}");
+    assert!(r.starts_with("+OK Follows\r\nSubject: one\r\n"), "{r}");
     assert!(h.world().copies.is_empty());
 }
 
 #[test]
 fn dele_of_a_message_never_retrieved_archives_it_first() {
     let mut h = Harness::logged_in();
-    assert_eq!(h.ingest(b"DELE 2\r\n"), "+OK deleted\r\n");
+    assert_eq!(h.ingest(b"DELE 2\r\n"), "+OK Message 2 deleted\r\n");
     let w = h.world();
     assert_eq!(w.copies.len(), 1);
     assert_eq!(w.copies[0].0, TWO);
@@ -482,7 +577,7 @@ fn a_failing_copy_does_not_stop_retr_but_the_next_dele_retries() {
     h.world.0.borrow_mut().fail_copy = true;
     assert!(h.ingest(b"RETR 1\r\n").starts_with("+OK 36 octets"));
     h.world.0.borrow_mut().fail_copy = false;
-    assert_eq!(h.ingest(b"DELE 1\r\n"), "+OK deleted\r\n");
+    assert_eq!(h.ingest(b"DELE 1\r\n"), "+OK Message 1 deleted\r\n");
     assert_eq!(h.world().copies.len(), 1, "archived by the DELE");
 }
 
@@ -501,16 +596,18 @@ fn listings_and_single_line_commands_are_relayed() {
     let mut h = Harness::logged_in();
     assert_eq!(
         h.ingest(b"LIST\r\n"),
-        format!(
-            "+OK scan listing\r\n1 {}\r\n2 {}\r\n.\r\n",
-            ONE.len(),
-            TWO.len()
-        )
+        format!("+OK Follows\r\n1 {}\r\n2 {}\r\n.\r\n", ONE.len(), TWO.len())
     );
-    assert_eq!(h.ingest(b"UIDL\r\n"), "+OK\r\n1 UID-1\r\n2 UID-2\r\n.\r\n");
+    assert_eq!(
+        h.ingest(b"UIDL\r\n"),
+        "+OK Follows\r\n1 UID-1\r\n2 UID-2\r\n.\r\n"
+    );
     assert_eq!(h.ingest(b"STAT\r\n"), "+OK 2 0\r\n");
-    assert_eq!(h.ingest(b"NOOP\r\n"), "+OK\r\n");
-    assert_eq!(h.ingest(b"RETR 9\r\n"), "-ERR no such message\r\n");
+    assert_eq!(h.ingest(b"NOOP\r\n"), "+OK \r\n");
+    assert_eq!(
+        h.ingest(b"RETR 9\r\n"),
+        "-ERR The upstream server refused it\r\n"
+    );
 }
 
 #[test]
@@ -527,7 +624,10 @@ fn losing_the_upstream_is_an_error_and_closes() {
 #[test]
 fn quit_is_relayed_and_closes() {
     let mut h = Harness::logged_in();
-    assert_eq!(h.ingest(b"DELE 1\r\nQUIT\r\n"), "+OK deleted\r\n+OK\r\n");
+    assert_eq!(
+        h.ingest(b"DELE 1\r\nQUIT\r\n"),
+        "+OK Message 1 deleted\r\n+OK Sealpost signing off\r\n"
+    );
     assert_eq!(h.last, "close");
     assert_eq!(h.world().commands.last().map(String::as_str), Some("QUIT"));
 }
@@ -616,21 +716,13 @@ fn an_upstream_that_sends_more_than_it_listed_is_cut_off_and_nothing_is_stored()
     let world = Harness::world_with_mail();
     world.0.borrow_mut().understate_sizes = true;
     let mut h = Harness::logged_in_with(Harness::limited(world, Some(tls()), 10));
-    let mut out = Vec::new();
-    let Step::Stream(mut job) = h.session.receive(b"RETR 1\r\n", &mut out) else {
-        panic!("RETR should stream");
-    };
-    let err = loop {
-        match job.next_chunk(&mut out) {
-            Ok(true) => {}
-            Ok(false) => panic!("the response should have been cut off"),
-            Err(e) => break e,
-        }
-    };
+    let answer = h.ingest(b"RETR 1\r\n");
+    assert!(answer.starts_with("+OK"), "{answer}");
     assert!(
-        err.to_string().contains("pop3_proxy.max_message_bytes"),
-        "{err}"
+        !answer.ends_with(".\r\n"),
+        "the response is cut off: {answer}"
     );
+    assert_eq!(h.last, "close");
     assert!(h.world().copies.is_empty());
 }
 

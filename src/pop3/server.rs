@@ -1,7 +1,8 @@
 //! The POP3 server as an I/O-free state machine (RFC 1939 with RFC 2449
 //! CAPA and response codes, RFC 2595 STLS, RFC 5034 AUTH). Mailboxes are
-//! reached through [`Backend`] and [`Maildrop`]; message bodies leave as a
-//! [`Step::Stream`] so that they never sit in memory whole.
+//! reached through [`Backend`] and [`Maildrop`]; message bodies leave a piece at
+//! a time ([`Step::Stream`], [`Protocol::next_chunk`]) so that they never sit
+//! in memory whole.
 
 use std::io::{self, Read};
 
@@ -9,13 +10,13 @@ use log::info;
 
 use super::command::{self, Command, CommandError};
 use super::{Commands, err, ok};
-use crate::auth;
 use crate::crypto::Password;
 use crate::dot_stuffing::DotStuffer;
 use crate::net::conn::TlsInfo;
-use crate::net::driver::{Outgoing, Protocol, Step};
+use crate::net::driver::{Protocol, Step};
 use crate::net::error_limit::{ErrorCount, ErrorPolicy};
 use crate::net::line::CommandQueue;
+use crate::sasl;
 
 /// One message of the snapshot taken at login.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +100,8 @@ pub struct Session<B: Backend> {
     state: State<B::Maildrop>,
     user: Option<String>,
     errors: ErrorCount,
+    /// The RETR or TOP response being sent.
+    sending: Option<MessageStream>,
 }
 
 const TLS_REQUIRED: &str =
@@ -115,6 +118,7 @@ impl<B: Backend> Session<B> {
             state: State::Authorization { user: None },
             user: None,
             errors: ErrorCount::new(settings.errors),
+            sending: None,
         }
     }
 
@@ -235,7 +239,9 @@ impl<B: Backend> Session<B> {
             Some(_) if self.tls.is_none() => err(out, TLS_REQUIRED),
             Some("PLAIN") => match initial {
                 // RFC 5034 section 4: "=" is an empty initial response.
-                Some(response) if response != "=" => self.auth_plain(&response, out),
+                Some(response) if response != sasl::EMPTY_INITIAL => {
+                    self.auth_plain(&response, out)
+                }
                 _ => {
                     self.state = State::AuthPlain;
                     out.extend_from_slice(b"+ \r\n");
@@ -247,7 +253,7 @@ impl<B: Backend> Session<B> {
 
     fn auth_plain_response(&mut self, line: &[u8], out: &mut Vec<u8>) -> Step {
         self.state = State::Authorization { user: None };
-        if line == b"*" {
+        if line == sasl::CANCEL {
             err(out, "Authentication cancelled");
         } else {
             self.auth_plain(&String::from_utf8_lossy(line), out);
@@ -256,7 +262,7 @@ impl<B: Backend> Session<B> {
     }
 
     fn auth_plain(&mut self, response: &str, out: &mut Vec<u8>) {
-        match auth::sasl_plain(response) {
+        match sasl::plain(response) {
             Some((user, password)) => self.login(&user, password, out),
             None => err(out, "[AUTH] Malformed PLAIN response"),
         }
@@ -393,12 +399,12 @@ impl<B: Backend> Session<B> {
                     Ok(reader) => {
                         let size = maildrop.listing()[i].size;
                         ok(out, &format!("{size} octets"));
-                        return Step::Stream(Box::new(MessageStream {
+                        self.sending = Some(MessageStream {
                             reader,
                             stuffer,
                             buf: vec![0u8; 64 * 1024],
-                            finished: false,
-                        }));
+                        });
+                        return Step::Stream;
                     }
                     Err(MessageError::Damaged) => err(
                         out,
@@ -440,14 +446,11 @@ struct MessageStream {
     reader: Box<dyn Read>,
     stuffer: DotStuffer,
     buf: Vec<u8>,
-    finished: bool,
 }
 
-impl Outgoing for MessageStream {
+impl MessageStream {
+    /// Appends the next piece; `Ok(false)` when the response is complete.
     fn next_chunk(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
-        if self.finished {
-            return Ok(false);
-        }
         let n = loop {
             match self.reader.read(&mut self.buf) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -456,7 +459,7 @@ impl Outgoing for MessageStream {
         };
         if n == 0 || !self.stuffer.push(&self.buf[..n], out) {
             self.stuffer.finish(out);
-            self.finished = true;
+            return Ok(false);
         }
         Ok(true)
     }
@@ -506,6 +509,17 @@ impl<B: Backend> Protocol for Session<B> {
 
     fn has_partial_command(&self) -> bool {
         !self.input.is_empty()
+    }
+
+    fn next_chunk(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
+        let Some(sending) = &mut self.sending else {
+            return Ok(false);
+        };
+        let more = sending.next_chunk(out);
+        if !matches!(more, Ok(true)) {
+            self.sending = None;
+        }
+        more
     }
 
     fn take_delay(&mut self) -> std::time::Duration {

@@ -1,15 +1,17 @@
-//! What both recording proxies need from the gateway: checking a login
-//! before anything is sent upstream, counting failures, and writing copies
-//! into the mailbox through the spool.
+//! What both recording proxies need from the gateway, behind one trait
+//! ([`Relay`]) so that their machines can be tested without sockets or disks:
+//! the local checks of a login before anything is sent upstream, the
+//! accounting of its outcome, the copies, and the POP3 proxy's archive index.
 
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use log::{info, warn};
 
 use super::login_name::{self, ProxyLogin};
-use super::upstream::{OpenError, UpstreamSetup};
+use super::upstream::{Dialer, OpenError};
 use crate::auth::{self, Attempt, LoginThrottle};
 use crate::crypto::Password;
 use crate::store::mailbox::PendingMessage;
@@ -26,10 +28,46 @@ pub enum LoginFailure {
     Temporary,
 }
 
+/// A refused login and how long its answer waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// What the client is told.
+    pub failure: LoginFailure,
+    /// The failed-login delay (none for a lockout).
+    pub delay: Duration,
+}
+
+/// A proxy login that passed every local check: the name parsed, no control
+/// character anywhere, the mailbox exists and takes mail, and the attempt is
+/// counted in flight. The upstream clients take only this, so nothing
+/// unchecked can reach an upstream.
+pub struct Authorized {
+    /// The parsed login name.
+    pub login: ProxyLogin,
+    password: Password,
+    attempt: Option<Attempt>,
+}
+
+impl Authorized {
+    /// A login whose attempt is counted by `attempt` (`None` in tests).
+    pub fn new(login: ProxyLogin, password: Password, attempt: Option<Attempt>) -> Authorized {
+        Authorized {
+            login,
+            password,
+            attempt,
+        }
+    }
+
+    /// The password to present upstream.
+    pub fn password(&self) -> &Password {
+        &self.password
+    }
+}
+
 /// A copy being written: the message goes in through `Write`.
 pub trait CopySink: Write {
     /// Completes the copy in the mailbox's `tmp/` and makes it durable.
-    fn prepare(self: Box<Self>, metadata: Metadata) -> Result<Box<dyn PreparedCopy>, String>;
+    fn prepare(self: Box<Self>, metadata: Metadata) -> Result<Box<dyn PreparedCopy>, StoreError>;
 }
 
 /// A durable copy not yet visible.
@@ -37,115 +75,183 @@ pub trait PreparedCopy {
     /// The message, to send upstream.
     fn message(&self) -> io::Result<Box<dyn Read>>;
     /// Makes the copy visible; returns its name.
-    fn commit(self: Box<Self>) -> Result<String, String>;
+    fn commit(self: Box<Self>) -> Result<String, StoreError>;
+}
+
+/// What a proxy session needs of the gateway.
+pub trait Relay {
+    /// The local checks of a login, before anything is sent upstream.
+    fn authorize(&mut self, name: &str, password: Password) -> Result<Authorized, Refusal>;
+    /// How to reach upstream servers.
+    fn dialer(&self) -> &Dialer;
+    /// The upstream login ended: counts it, logs it, and says what the
+    /// client is told and after what delay.
+    fn finish_login(
+        &mut self,
+        authorized: Authorized,
+        outcome: Result<(), OpenError>,
+    ) -> Result<ProxyLogin, Refusal>;
+    /// Starts a copy for `mailbox`.
+    fn start_copy(&mut self, mailbox: &MailboxId) -> Result<Box<dyn CopySink>, StoreError>;
+    /// Whether the message `key` names was archived in `mailbox` before.
+    fn is_archived(&mut self, mailbox: &MailboxId, key: &[&str]) -> bool;
+    /// Records durably that the message `key` names is archived in `mailbox`.
+    fn mark_archived(&mut self, mailbox: &MailboxId, key: &[&str]) -> Result<(), StoreError>;
 }
 
 /// Shared by every session of one proxy.
 pub struct ProxyContext {
     /// Where copies go.
     pub store: Store,
-    /// Target policy, TLS client, timeouts.
-    pub upstream: UpstreamSetup,
+    /// How upstreams are reached.
+    pub dialer: Dialer,
     /// This proxy's failure delays and lockouts (each service counts its own).
     pub throttle: Arc<LoginThrottle>,
 }
 
-/// A proxy login that passed every local check: the name parsed, no control
-/// character anywhere, the mailbox exists and takes mail. The upstream
-/// clients take only this, so nothing unchecked can reach an upstream.
-pub struct Authorized {
-    /// The parsed login name.
-    pub login: ProxyLogin,
-    password: Password,
+/// The [`Relay`] of one client connection, over the store.
+pub struct StoreRelay {
+    ctx: Arc<ProxyContext>,
+    service: &'static str,
+    client: IpAddr,
+    /// The mailbox of the login, opened once.
+    mailbox: Option<Mailbox>,
 }
 
-impl Authorized {
-    /// The password to present upstream.
-    pub fn password(&self) -> &Password {
-        &self.password
+impl StoreRelay {
+    /// The relay of a client at `client` of `service` (`smtp proxy`, `pop3 proxy`).
+    pub fn new(ctx: Arc<ProxyContext>, service: &'static str, client: IpAddr) -> StoreRelay {
+        StoreRelay {
+            ctx,
+            service,
+            client,
+            mailbox: None,
+        }
+    }
+
+    fn refuse(&self, attempt: Attempt, name: &str, why: &str) -> Refusal {
+        info!(
+            "{} {}: login {name:?} refused: {why}",
+            self.service, self.client
+        );
+        Refusal {
+            failure: LoginFailure::Refused,
+            delay: attempt.failed(),
+        }
+    }
+
+    fn mailbox(&mut self, id: &MailboxId) -> Result<&Mailbox, StoreError> {
+        if self.mailbox.as_ref().is_none_or(|m| m.id() != id) {
+            self.mailbox = Some(self.ctx.store.mailbox(id)?);
+        }
+        Ok(self.mailbox.as_ref().expect("opened just now"))
     }
 }
 
-impl ProxyContext {
-    /// A whole proxy login: checks the name, the password and the mailbox
-    /// before anything is sent upstream, then opens the upstream session
-    /// with `open`. Every refusal counts toward this proxy's lockouts and
-    /// waits the failure delay; a temporary upstream failure counts against
-    /// the client address (so the proxy is no fast port scanner).
-    pub fn login<T>(
-        &self,
-        service: &str,
-        client: IpAddr,
-        name: &str,
-        password: Password,
-        open: impl FnOnce(&UpstreamSetup, &Authorized) -> Result<T, OpenError>,
-    ) -> Result<(ProxyLogin, T), LoginFailure> {
+impl Relay for StoreRelay {
+    fn authorize(&mut self, name: &str, password: Password) -> Result<Authorized, Refusal> {
+        let (service, client) = (self.service, self.client);
         let parsed = login_name::parse(name);
         let mailbox = parsed.as_ref().ok().map(|l| l.mailbox.clone());
-        let attempt = match self.throttle.begin(client, mailbox.as_ref()) {
-            Ok(attempt) => attempt,
-            Err(why) => {
+        let attempt = self
+            .ctx
+            .throttle
+            .begin(client, mailbox.as_ref())
+            .map_err(|why| {
                 info!("{service} {client}: login {name:?} refused: locked out ({why:?})");
-                return Err(LoginFailure::Temporary);
-            }
-        };
-        let refuse = |attempt: Attempt<'_>, why: &str| {
-            info!("{service} {client}: login {name:?} refused: {why}");
-            std::thread::sleep(attempt.failed());
-            LoginFailure::Refused
-        };
+                Refusal {
+                    failure: LoginFailure::Temporary,
+                    delay: Duration::ZERO,
+                }
+            })?;
         // Checked before parsing, so the log names the real reason.
         if auth::has_control_characters(name) || auth::has_control_characters(password.expose()) {
-            return Err(refuse(
+            return Err(self.refuse(
                 attempt,
+                name,
                 "control characters in the login name or password",
             ));
         }
         let login = match parsed {
             Ok(login) => login,
-            Err(why) => return Err(refuse(attempt, &format!("invalid login name: {why}"))),
+            Err(why) => {
+                return Err(self.refuse(attempt, name, &format!("invalid login name: {why}")));
+            }
         };
-        match self.store.mailbox(&login.mailbox) {
-            Ok(m) if m.info().status == Status::Active => {}
-            Ok(_) => return Err(refuse(attempt, "the mailbox is suspended")),
-            Err(StoreError::NotFound(_)) => return Err(refuse(attempt, "no such mailbox")),
+        // Read afresh: a mailbox suspended a moment ago takes no more mail.
+        self.mailbox = None;
+        match self.mailbox(&login.mailbox).map(|m| m.info().status) {
+            Ok(Status::Active) => Ok(Authorized::new(login, password, Some(attempt))),
+            Ok(_) => Err(self.refuse(attempt, name, "the mailbox is suspended")),
+            Err(StoreError::NotFound(_)) => Err(self.refuse(attempt, name, "no such mailbox")),
             Err(e) => {
                 warn!(
                     "{service} {client}: cannot open mailbox {}: {e}",
                     login.mailbox
                 );
-                return Err(LoginFailure::Temporary);
-            }
-        }
-        let authorized = Authorized { login, password };
-        match open(&self.upstream, &authorized) {
-            Ok(session) => {
-                attempt.succeeded();
-                let login = authorized.login;
-                info!(
-                    "{service} {client}: logged in as {} at {} for {}",
-                    login.remote_user, login.target, login.mailbox
-                );
-                Ok((login, session))
-            }
-            Err(OpenError::AuthFailed(why)) => Err(refuse(
-                attempt,
-                &format!("the upstream refused the credentials: {why}"),
-            )),
-            Err(OpenError::Refused(why)) => Err(refuse(attempt, &why)),
-            Err(OpenError::Unavailable(why)) => {
-                warn!("{service} {client}: login {name:?}: {why}");
-                std::thread::sleep(attempt.unavailable());
-                Err(LoginFailure::Temporary)
+                Err(Refusal {
+                    failure: LoginFailure::Temporary,
+                    delay: Duration::ZERO,
+                })
             }
         }
     }
 
-    /// Starts a copy for `mailbox`.
-    pub fn start_copy(&self, mailbox: &MailboxId) -> Result<Box<dyn CopySink>, String> {
-        let mailbox = self.store.mailbox(mailbox).map_err(|e| e.to_string())?;
-        let spool = self.store.spool().map_err(|e| e.to_string())?;
+    fn dialer(&self) -> &Dialer {
+        &self.ctx.dialer
+    }
+
+    fn finish_login(
+        &mut self,
+        authorized: Authorized,
+        outcome: Result<(), OpenError>,
+    ) -> Result<ProxyLogin, Refusal> {
+        let Authorized { login, attempt, .. } = authorized;
+        let name = format!("{}%{}%{}", login.remote_user, login.target, login.mailbox);
+        let Some(attempt) = attempt else {
+            return outcome.map(|()| login).map_err(|_| Refusal {
+                failure: LoginFailure::Refused,
+                delay: Duration::ZERO,
+            });
+        };
+        match outcome {
+            Ok(()) => {
+                attempt.succeeded();
+                info!(
+                    "{} {}: logged in as {} at {} for {}",
+                    self.service, self.client, login.remote_user, login.target, login.mailbox
+                );
+                Ok(login)
+            }
+            Err(e @ (OpenError::AuthFailed(_) | OpenError::Refused(_))) => {
+                Err(self.refuse(attempt, &name, &e.to_string()))
+            }
+            Err(OpenError::Unavailable(why)) => {
+                warn!("{} {}: login {name:?}: {why}", self.service, self.client);
+                Err(Refusal {
+                    failure: LoginFailure::Temporary,
+                    delay: attempt.unavailable(),
+                })
+            }
+        }
+    }
+
+    fn start_copy(&mut self, mailbox: &MailboxId) -> Result<Box<dyn CopySink>, StoreError> {
+        let mailbox = self.mailbox(mailbox)?.clone();
+        let spool = self.ctx.store.spool()?;
         Ok(Box::new(StoreCopy { mailbox, spool }))
+    }
+
+    fn is_archived(&mut self, mailbox: &MailboxId, key: &[&str]) -> bool {
+        // Unknown means "archive again": a duplicate copy, never a lost one.
+        self.mailbox(mailbox).is_ok_and(|m| m.is_indexed(key))
+    }
+
+    fn mark_archived(&mut self, mailbox: &MailboxId, key: &[&str]) -> Result<(), StoreError> {
+        let (service, client) = (self.service, self.client);
+        self.mailbox(mailbox)?.add_to_index(key).inspect_err(|e| {
+            warn!("{service} {client}: cannot record an archived message in {mailbox}: {e}");
+        })
     }
 }
 
@@ -165,12 +271,9 @@ impl Write for StoreCopy {
 }
 
 impl CopySink for StoreCopy {
-    fn prepare(self: Box<Self>, metadata: Metadata) -> Result<Box<dyn PreparedCopy>, String> {
-        let spool = self.spool.finish().map_err(|e| format!("spool: {e}"))?;
-        let pending = self
-            .mailbox
-            .prepare(&spool, &metadata)
-            .map_err(|e| e.to_string())?;
+    fn prepare(self: Box<Self>, metadata: Metadata) -> Result<Box<dyn PreparedCopy>, StoreError> {
+        let spool = self.spool.finish()?;
+        let pending = self.mailbox.prepare(&spool, &metadata)?;
         Ok(Box::new(StoredCopy { spool, pending }))
     }
 }
@@ -185,10 +288,7 @@ impl PreparedCopy for StoredCopy {
         Ok(Box::new(self.spool.reader()?))
     }
 
-    fn commit(self: Box<Self>) -> Result<String, String> {
-        self.pending
-            .commit()
-            .map(|c| c.name().to_string())
-            .map_err(|e| e.to_string())
+    fn commit(self: Box<Self>) -> Result<String, StoreError> {
+        self.pending.commit().map(|c| c.name().to_string())
     }
 }

@@ -1,57 +1,39 @@
 //! The recording SMTP proxy's client side as an I/O-free state machine.
 //!
-//! The gateway answers EHLO, STARTTLS and AUTH itself. After AUTH, MAIL,
-//! RCPT, RSET and NOOP are relayed to the upstream one at a time (lockstep:
-//! each client command waits for the upstream's reply, so pipelined commands
-//! are answered in order). DATA is read with the strict reader into an
+//! The gateway answers EHLO, STARTTLS and AUTH itself. AUTH runs the local
+//! checks, then the upstream login ([`Login`]); every upstream effect is a
+//! [`Step::Upstream`] the driver performs. After AUTH, MAIL, RCPT, RSET and
+//! NOOP are relayed one at a time (lockstep: each client command waits for
+//! the upstream's reply, so pipelined commands are answered in order; the
+//! rest waits in the queue). DATA is read with the strict reader into an
 //! encrypted spool; then the copy is made durable in the mailbox, and only
-//! then is the message sent upstream. The copy becomes visible when the
-//! upstream answers 250 and is discarded otherwise.
+//! then is the message sent upstream ([`Outbound`]). The copy becomes
+//! visible when the upstream answers 250 and is discarded otherwise.
+//!
+//! Upstream texts are never shown to the client: it gets the upstream's
+//! code and enhanced code with a text of ours; the upstream's text is logged.
 
-use std::io::{Read, Write};
 use std::net::IpAddr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use log::{info, warn};
 
 use super::command::{self, Body, Command, MailParams, Path};
 use super::reply::Reply;
-use super::upstream::{SendOutcome, UpReply};
-use crate::auth;
+use super::upstream::{Link, Login, Outbound, Progress, SendOutcome, UpReply};
 use crate::crypto::Password;
 use crate::dot_stuffing::DataReceiver;
-use crate::net::conn::TlsInfo;
 use crate::net::driver::{Protocol, Step};
 use crate::net::error_limit::{ErrorCount, ErrorPolicy, Verdict};
-use crate::net::line::{Line, LineAssembler};
-pub use crate::proxy::relay::{CopySink, LoginFailure, PreparedCopy};
-use crate::store::{MailboxId, Metadata, Source};
+use crate::net::line::{ClientSide, Line};
+use crate::net::stream::TlsInfo;
+use crate::net::upstream::{Request, Response};
+use crate::proxy::relay::Authorized;
+pub use crate::proxy::relay::{CopySink, LoginFailure, PreparedCopy, Refusal, Relay};
+use crate::proxy::upstream::OpenError;
+use crate::sasl;
+use crate::store::{MailboxId, Metadata, Source, StoreError};
 use crate::timestamp;
-
-/// An authenticated upstream session.
-pub trait Upstream {
-    /// Whether the upstream announced an EHLO keyword.
-    fn supports(&self, keyword: &str) -> bool;
-    /// Relays one command; `Err` when the connection is lost.
-    fn command(&mut self, line: &str) -> Result<UpReply, String>;
-    /// DATA, the message, the final dot, the final reply.
-    fn send_message(&mut self, message: &mut dyn Read) -> SendOutcome;
-}
-
-/// Logins and copies.
-pub trait Relay {
-    /// The upstream session a login opens.
-    type Up: Upstream;
-    /// Checks the login name, the mailbox and the target, and opens an
-    /// authenticated upstream session.
-    fn login(
-        &mut self,
-        name: &str,
-        password: Password,
-    ) -> Result<(MailboxId, Self::Up), LoginFailure>;
-    /// Starts a copy for `mailbox`.
-    fn start_copy(&mut self, mailbox: &MailboxId) -> Result<Box<dyn CopySink>, String>;
-}
 
 /// Protocol settings.
 #[derive(Debug, Clone)]
@@ -73,20 +55,45 @@ struct Transaction {
     accepted: Vec<String>,
 }
 
-struct Relaying<U> {
+/// A logged-in session.
+struct Relaying {
     mailbox: MailboxId,
-    up: U,
+    link: Link,
     tx: Option<Transaction>,
 }
 
+/// A relayed command waiting for the upstream's reply.
+enum Waiting {
+    /// EHLO inside a transaction: RSET went upstream; then the EHLO reply.
+    Ehlo(String),
+    Mail(String),
+    Rcpt(String),
+    Rset,
+    Noop,
+    /// Refused before DATA went upstream: RSET clears the upstream envelope,
+    /// then the client gets this reply.
+    Abandon(Reply),
+    Quit,
+}
+
+/// A message being read from the client into its copy.
 struct Incoming {
     sink: Option<Box<dyn CopySink>>,
     size: u64,
-    error: Option<String>,
+    error: Option<std::io::Error>,
 }
 
-enum Phase<U> {
+/// A message whose durable copy is being sent upstream.
+struct Delivery {
+    copy: Box<dyn PreparedCopy>,
+    outbound: Outbound,
+    summary: String,
+}
+
+enum Phase {
+    /// Needs EHLO or HELO.
     Greeted,
+    /// Greeted, not logged in.
     Ready,
     /// `AUTH PLAIN` without initial response: the next line is the response.
     AuthPlain,
@@ -94,8 +101,21 @@ enum Phase<U> {
     AuthLoginUser,
     /// `AUTH LOGIN`: the next line is the password.
     AuthLoginPassword(String),
-    Relaying(Relaying<U>),
-    Data(Relaying<U>, Incoming, DataReceiver),
+    /// The upstream login is under way.
+    LoggingIn(Box<Login>, Box<Authorized>),
+    /// A failed login's upstream connection is being closed.
+    Disconnecting,
+    /// Logged in, between commands.
+    Relaying(Relaying),
+    /// Logged in, a relayed command waiting for its reply.
+    Awaiting(Relaying, Waiting),
+    /// Reading the client's message.
+    Data(Relaying, Incoming, DataReceiver),
+    /// Sending the message upstream.
+    Sending(Relaying, Box<Delivery>),
+    /// QUIT, or the end. Also what `phase` holds while a transition is
+    /// worked out, so that a transition that forgets to set the next phase
+    /// fails safe, by closing.
     Closed,
 }
 
@@ -104,11 +124,12 @@ pub struct ProxySession<R: Relay> {
     settings: Settings,
     relay: R,
     client_ip: IpAddr,
-    tls: Option<TlsInfo>,
-    lines: LineAssembler,
-    phase: Phase<R::Up>,
+    client: ClientSide,
+    phase: Phase,
     scratch: Vec<u8>,
     errors: ErrorCount,
+    /// The failed-login delay the next replies owe.
+    delay: Duration,
 }
 
 const AUTH_REFUSED: (u16, &str, &str) = (535, "5.7.8", "Authentication credentials invalid");
@@ -130,13 +151,21 @@ fn relayed(reply: &UpReply, what: &str) -> Reply {
     Reply::new(reply.code, status, text)
 }
 
-/// One AUTH LOGIN response (RFC 4954 section 4): base64 of UTF-8 text.
-/// Control characters are not refused here: the login refuses them with the
-/// generic answer, so a client learns nothing from the difference.
-fn decode_login_response(line: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(line).ok()?;
-    let decoded = zeroize::Zeroizing::new(crate::crypto::base64_decode(text.trim()).ok()?);
-    std::str::from_utf8(&decoded).ok().map(str::to_string)
+fn lost(why: &dyn std::fmt::Display) -> Reply {
+    warn!("smtp proxy: upstream connection lost: {why}");
+    Reply::new(
+        421,
+        "4.4.2",
+        "Connection to the upstream server lost; try again",
+    )
+}
+
+fn cannot_archive() -> Reply {
+    Reply::new(
+        451,
+        "4.3.0",
+        "Cannot archive the message right now; try again later",
+    )
 }
 
 impl<R: Relay> ProxySession<R> {
@@ -148,15 +177,30 @@ impl<R: Relay> ProxySession<R> {
         tls: Option<TlsInfo>,
     ) -> ProxySession<R> {
         ProxySession {
-            lines: LineAssembler::new(settings.max_line_bytes),
+            client: ClientSide::new(tls, settings.max_line_bytes),
             errors: ErrorCount::new(settings.errors),
             settings,
             relay,
             client_ip,
-            tls,
             phase: Phase::Greeted,
             scratch: Vec::with_capacity(64 * 1024),
+            delay: Duration::ZERO,
         }
+    }
+
+    /// Writes a reply and counts it; `Step::Close` at the error limit.
+    fn say(&mut self, reply: Reply, out: &mut Vec<u8>) -> Step {
+        reply.write_to(out);
+        if reply.is_error() && self.errors.record() == Verdict::Close {
+            Reply::too_many_errors(&self.settings.hostname).write_to(out);
+            self.phase = Phase::Closed;
+            return Step::Close;
+        }
+        if reply.code == 421 {
+            self.phase = Phase::Closed;
+            return Step::Close;
+        }
+        Step::Continue
     }
 
     fn ehlo_reply(&self, name: &str) -> Reply {
@@ -168,12 +212,12 @@ impl<R: Relay> ProxySession<R> {
             "PIPELINING".into(),
             "ENHANCEDSTATUSCODES".into(),
         ];
-        if self.tls.is_none() {
+        if self.client.tls.is_none() {
             lines.push("STARTTLS".into());
         } else {
             lines.push(format!("SIZE {}", self.settings.max_message_bytes));
             lines.push("8BITMIME".into());
-            if !matches!(self.phase, Phase::Relaying(_)) {
+            if matches!(self.phase, Phase::Greeted | Phase::Ready) {
                 lines.push("AUTH PLAIN LOGIN".into());
             }
         }
@@ -181,154 +225,128 @@ impl<R: Relay> ProxySession<R> {
     }
 
     /// Feeds client bytes; replies are appended to `out`.
-    fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Step {
+    fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step {
+        self.client.queue.push(input);
         loop {
-            let (reply, step) = match &mut self.phase {
+            let step = match &mut self.phase {
                 Phase::Closed => return Step::Close,
-                Phase::Data(_, incoming, receiver) => {
-                    self.scratch.clear();
-                    let done = receiver.feed(&mut input, &mut self.scratch);
-                    incoming.size += self.scratch.len() as u64;
-                    if incoming.size > self.settings.max_message_bytes {
-                        incoming.sink = None;
-                    } else if let Some(sink) = &mut incoming.sink
-                        && let Err(e) = sink.write_all(&self.scratch)
-                    {
-                        incoming.error = Some(e.to_string());
-                        incoming.sink = None;
-                    }
-                    if !done {
-                        return Step::Continue;
-                    }
-                    self.finish_data()
-                }
-                _ => match self.lines.next_line(&mut input) {
+                Phase::Data(..) => match self.read_data() {
+                    false => return Step::Continue,
+                    true => self.finish_data(out),
+                },
+                Phase::LoggingIn(..)
+                | Phase::Disconnecting
+                | Phase::Awaiting(..)
+                | Phase::Sending(..) => return Step::Continue,
+                _ => match self.client.queue.next_line() {
                     None => return Step::Continue,
-                    Some(Line::TooLong) => {
-                        (Reply::new(500, "5.5.2", "Line too long"), Step::Continue)
-                    }
-                    Some(Line::Complete(line)) => self.line(&line),
+                    Some(Line::TooLong) => self.say(Reply::line_too_long(), out),
+                    Some(Line::Complete(line)) => self.line(&line, out),
                 },
             };
-            reply.write_to(out);
-            if reply.code >= 400 && reply.code != 421 && self.errors.record() == Verdict::Close {
-                Reply::new(
-                    421,
-                    "4.7.0",
-                    format!("{} Error: too many errors", self.settings.hostname),
-                )
-                .write_to(out);
-                self.phase = Phase::Closed;
-                return Step::Close;
-            }
             if !matches!(step, Step::Continue) {
-                if matches!(step, Step::Close) {
-                    self.phase = Phase::Closed;
-                }
                 return step;
             }
         }
     }
 
-    fn line(&mut self, line: &[u8]) -> (Reply, Step) {
+    /// Takes message data from the queue; `true` at the end of the message.
+    fn read_data(&mut self) -> bool {
+        let Phase::Data(_, incoming, receiver) = &mut self.phase else {
+            return false;
+        };
+        let (scratch, max) = (&mut self.scratch, self.settings.max_message_bytes);
+        scratch.clear();
+        let mut done = false;
+        self.client
+            .queue
+            .take_raw(|input| done = receiver.feed(input, scratch));
+        incoming.size += scratch.len() as u64;
+        if incoming.size > max {
+            incoming.sink = None;
+        } else if let Some(sink) = &mut incoming.sink
+            && let Err(e) = sink.write_all(scratch)
+        {
+            incoming.error = Some(e);
+            incoming.sink = None;
+        }
+        done
+    }
+
+    fn line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Step {
         match std::mem::replace(&mut self.phase, Phase::Closed) {
             Phase::AuthPlain => {
                 self.phase = Phase::Ready;
-                (self.auth_plain(line), Step::Continue)
+                self.auth_plain(line, out)
             }
             Phase::AuthLoginUser => {
                 self.phase = Phase::Ready;
-                if line == b"*" {
-                    return (
-                        Reply::new(501, "5.0.0", "Authentication cancelled"),
-                        Step::Continue,
-                    );
+                if line == sasl::CANCEL {
+                    return self.say(cancelled(), out);
                 }
-                match decode_login_response(line) {
+                match sasl::login_response(line) {
                     Some(user) => {
                         self.phase = Phase::AuthLoginPassword(user);
-                        (Reply::new(334, "", "UGFzc3dvcmQ6"), Step::Continue)
+                        self.say(Reply::new(334, "", sasl::LOGIN_PASSWORD_CHALLENGE), out)
                     }
-                    None => (
-                        Reply::new(501, "5.5.2", "Cannot decode the response"),
-                        Step::Continue,
-                    ),
+                    None => self.say(undecodable(), out),
                 }
             }
             Phase::AuthLoginPassword(user) => {
                 self.phase = Phase::Ready;
-                if line == b"*" {
-                    return (
-                        Reply::new(501, "5.0.0", "Authentication cancelled"),
-                        Step::Continue,
-                    );
+                if line == sasl::CANCEL {
+                    return self.say(cancelled(), out);
                 }
-                match decode_login_response(line) {
-                    Some(pw) if !pw.is_empty() => {
-                        (self.login(&user, Password::new(pw)), Step::Continue)
-                    }
-                    _ => (
-                        Reply::new(501, "5.5.2", "Cannot decode the response"),
-                        Step::Continue,
-                    ),
+                match sasl::login_response(line) {
+                    Some(pw) if !pw.is_empty() => self.login(&user, Password::new(pw), out),
+                    _ => self.say(undecodable(), out),
                 }
             }
             phase => {
                 self.phase = phase;
-                self.command(line)
+                match command::parse(line) {
+                    Ok(command) => self.command(command, out),
+                    Err(e) => self.say(Reply::from(e), out),
+                }
             }
         }
     }
 
-    fn command(&mut self, line: &[u8]) -> (Reply, Step) {
-        let command = match command::parse(line) {
-            Ok(c) => c,
-            Err(e) => return (Reply::from(e), Step::Continue),
-        };
+    fn command(&mut self, command: Command, out: &mut Vec<u8>) -> Step {
         let host = self.settings.hostname.clone();
         let reply = match command {
-            Command::Ehlo(name) | Command::Helo(name) => {
-                // EHLO resets any transaction (RFC 5321 section 4.1.4), upstream too.
-                if let Phase::Relaying(r) = &mut self.phase
-                    && r.tx.take().is_some()
-                    && let Err(e) = r.up.command("RSET")
-                {
-                    return (Self::lost(&e), Step::Close);
-                }
-                if matches!(self.phase, Phase::Greeted) {
-                    self.phase = Phase::Ready;
-                }
-                self.ehlo_reply(&name)
-            }
+            Command::Ehlo(name) | Command::Helo(name) => return self.ehlo(name, out),
             Command::StartTls => {
-                if self.tls.is_some() {
+                if self.client.tls.is_some() {
                     Reply::new(503, "5.5.1", "TLS is already active")
                 } else if matches!(self.phase, Phase::Greeted) {
                     Reply::new(503, "5.5.1", "Send EHLO first")
                 } else {
-                    return (
-                        Reply::new(220, "2.0.0", "Ready to start TLS"),
-                        Step::StartTls,
-                    );
+                    self.say(Reply::new(220, "2.0.0", "Ready to start TLS"), out);
+                    return Step::StartTls;
                 }
             }
-            Command::Auth { mechanism, initial } => self.auth(&mechanism, initial),
-            Command::Mail(from, params) => self.mail(from, params),
-            Command::Rcpt(to) => self.rcpt(to),
-            Command::Data => self.data(),
+            Command::Auth { mechanism, initial } => return self.auth(&mechanism, initial, out),
+            Command::Mail(from, params) => return self.mail(from, params, out),
+            Command::Rcpt(to) => return self.rcpt(to, out),
+            Command::Data => return self.data(out),
             Command::Rset => {
-                self.reset();
-                self.relay_simple("RSET")
-            }
-            Command::Noop => self.relay_simple("NOOP"),
-            Command::Quit => {
                 if let Phase::Relaying(r) = &mut self.phase {
-                    let _ = r.up.command("QUIT");
+                    r.tx = None;
                 }
-                return (
+                return self.relay_simple(Waiting::Rset, "RSET", out);
+            }
+            Command::Noop => return self.relay_simple(Waiting::Noop, "NOOP", out),
+            Command::Quit => {
+                if matches!(self.phase, Phase::Relaying(_)) {
+                    return self.relay_simple(Waiting::Quit, "QUIT", out);
+                }
+                self.say(
                     Reply::new(221, "2.0.0", format!("{host} closing connection")),
-                    Step::Close,
+                    out,
                 );
+                self.phase = Phase::Closed;
+                return Step::Close;
             }
             Command::Vrfy => Reply::new(252, "2.5.0", "Cannot VRFY user"),
             Command::Expn => Reply::new(502, "5.5.1", "EXPN is not available"),
@@ -339,186 +357,238 @@ impl<R: Relay> ProxySession<R> {
             ),
             Command::Bdat { .. } => Reply::new(502, "5.5.1", "CHUNKING is not offered; use DATA"),
         };
-        if reply.code == 421 {
-            return (reply, Step::Close);
+        self.say(reply, out)
+    }
+
+    /// EHLO resets any transaction (RFC 5321 section 4.1.4), upstream too.
+    fn ehlo(&mut self, name: String, out: &mut Vec<u8>) -> Step {
+        if let Phase::Relaying(r) = &mut self.phase
+            && r.tx.take().is_some()
+        {
+            return self.relay_simple(Waiting::Ehlo(name), "RSET", out);
         }
-        (reply, Step::Continue)
-    }
-
-    /// Forgets the local transaction (RSET, EHLO).
-    fn reset(&mut self) {
-        if let Phase::Relaying(r) = &mut self.phase {
-            r.tx = None;
+        if matches!(self.phase, Phase::Greeted) {
+            self.phase = Phase::Ready;
         }
+        let reply = self.ehlo_reply(&name);
+        self.say(reply, out)
     }
 
-    fn lost(why: &str) -> Reply {
-        warn!("smtp proxy: upstream connection lost: {why}");
-        Reply::new(
-            421,
-            "4.4.2",
-            "Connection to the upstream server lost; try again",
-        )
-    }
-
-    fn relay_simple(&mut self, line: &str) -> Reply {
-        match &mut self.phase {
-            Phase::Relaying(r) => match r.up.command(line) {
-                Ok(reply) => relayed(&reply, line),
-                Err(e) => Self::lost(&e),
-            },
-            _ => Reply::new(250, "2.0.0", "Ok"),
+    /// Sends a command upstream when logged in; otherwise answers it here.
+    fn relay_simple(&mut self, waiting: Waiting, line: &str, out: &mut Vec<u8>) -> Step {
+        match std::mem::replace(&mut self.phase, Phase::Closed) {
+            Phase::Relaying(r) => self.relay_command(r, waiting, line, out),
+            other => {
+                self.phase = other;
+                self.say(Reply::new(250, "2.0.0", "Ok"), out)
+            }
         }
     }
 
-    fn auth(&mut self, mechanism: &str, initial: Option<String>) -> Reply {
-        if self.tls.is_none() {
+    fn relay_command(
+        &mut self,
+        r: Relaying,
+        waiting: Waiting,
+        line: &str,
+        out: &mut Vec<u8>,
+    ) -> Step {
+        match r.link.command(line) {
+            Ok(request) => {
+                self.phase = Phase::Awaiting(r, waiting);
+                Step::Upstream(request)
+            }
+            Err(e) => self.say(lost(&e), out),
+        }
+    }
+
+    fn auth(&mut self, mechanism: &str, initial: Option<String>, out: &mut Vec<u8>) -> Step {
+        if self.client.tls.is_none() {
             // RFC 4954 section 6: the credentials are never looked at.
-            return Reply::new(
-                538,
-                "5.7.11",
-                "Encryption required for requested authentication mechanism",
+            return self.say(
+                Reply::new(
+                    538,
+                    "5.7.11",
+                    "Encryption required for requested authentication mechanism",
+                ),
+                out,
             );
         }
         match self.phase {
             Phase::Ready => {}
-            Phase::Greeted => return Reply::new(503, "5.5.1", "Send EHLO first"),
-            _ => return Reply::new(503, "5.5.1", "Already authenticated"),
+            Phase::Greeted => return self.say(Reply::new(503, "5.5.1", "Send EHLO first"), out),
+            _ => return self.say(Reply::new(503, "5.5.1", "Already authenticated"), out),
         }
         match (mechanism, initial) {
-            ("PLAIN", Some(response)) if response != "=" => self.auth_plain(response.as_bytes()),
+            ("PLAIN", Some(response)) if response != sasl::EMPTY_INITIAL => {
+                self.auth_plain(response.as_bytes(), out)
+            }
             ("PLAIN", _) => {
                 self.phase = Phase::AuthPlain;
-                Reply::new(334, "", "")
+                self.say(Reply::new(334, "", ""), out)
             }
             ("LOGIN", None) => {
                 self.phase = Phase::AuthLoginUser;
-                Reply::new(334, "", "VXNlcm5hbWU6")
+                self.say(Reply::new(334, "", sasl::LOGIN_USER_CHALLENGE), out)
             }
-            ("LOGIN", Some(user)) => match decode_login_response(user.as_bytes()) {
+            ("LOGIN", Some(user)) => match sasl::login_response(user.as_bytes()) {
                 Some(user) => {
                     self.phase = Phase::AuthLoginPassword(user);
-                    Reply::new(334, "", "UGFzc3dvcmQ6")
+                    self.say(Reply::new(334, "", sasl::LOGIN_PASSWORD_CHALLENGE), out)
                 }
-                None => Reply::new(501, "5.5.2", "Cannot decode the response"),
+                None => self.say(undecodable(), out),
             },
-            _ => Reply::new(504, "5.5.4", "Unsupported mechanism; use PLAIN or LOGIN"),
-        }
-    }
-
-    fn auth_plain(&mut self, response: &[u8]) -> Reply {
-        if response == b"*" {
-            return Reply::new(501, "5.0.0", "Authentication cancelled");
-        }
-        match auth::sasl_plain(&String::from_utf8_lossy(response)) {
-            Some((user, password)) => self.login(&user, password),
-            None => Reply::new(501, "5.5.2", "Malformed PLAIN response"),
-        }
-    }
-
-    fn login(&mut self, name: &str, password: Password) -> Reply {
-        match self.relay.login(name, password) {
-            Ok((mailbox, up)) => {
-                self.phase = Phase::Relaying(Relaying {
-                    mailbox,
-                    up,
-                    tx: None,
-                });
-                Reply::new(235, "2.7.0", "Authentication successful")
-            }
-            Err(LoginFailure::Refused) => {
-                Reply::new(AUTH_REFUSED.0, AUTH_REFUSED.1, AUTH_REFUSED.2)
-            }
-            Err(LoginFailure::Temporary) => Reply::new(
-                454,
-                "4.7.0",
-                "Temporary authentication failure; try again later",
+            _ => self.say(
+                Reply::new(504, "5.5.4", "Unsupported mechanism; use PLAIN or LOGIN"),
+                out,
             ),
         }
     }
 
-    fn mail(&mut self, from: Path, params: MailParams) -> Reply {
-        let r = match &mut self.phase {
-            Phase::Relaying(r) => r,
-            Phase::Greeted => return Reply::new(503, "5.5.1", "Send EHLO first"),
-            _ if self.tls.is_none() => {
-                return Reply::new(530, "5.7.0", "Must issue a STARTTLS command first");
-            }
-            _ => return Reply::new(530, "5.7.0", "Authentication required"),
+    fn auth_plain(&mut self, response: &[u8], out: &mut Vec<u8>) -> Step {
+        if response == sasl::CANCEL {
+            return self.say(cancelled(), out);
+        }
+        match sasl::plain(&String::from_utf8_lossy(response)) {
+            Some((user, password)) => self.login(&user, password, out),
+            None => self.say(Reply::new(501, "5.5.2", "Malformed PLAIN response"), out),
+        }
+    }
+
+    /// The local checks, then the upstream login.
+    fn login(&mut self, name: &str, password: Password, out: &mut Vec<u8>) -> Step {
+        let authorized = match self.relay.authorize(name, password) {
+            Ok(authorized) => authorized,
+            Err(refusal) => return self.refused(refusal, out),
         };
-        if r.tx.is_some() {
-            return Reply::new(503, "5.5.1", "Nested MAIL command");
+        let (login, first) = Login::start(self.relay.dialer(), &authorized);
+        self.logging_in(login, Box::new(authorized), first, out)
+    }
+
+    fn logging_in(
+        &mut self,
+        login: Login,
+        authorized: Box<Authorized>,
+        progress: Progress<Result<Link, OpenError>>,
+        out: &mut Vec<u8>,
+    ) -> Step {
+        match progress {
+            Progress::Io(request) => {
+                self.phase = Phase::LoggingIn(Box::new(login), authorized);
+                Step::Upstream(request)
+            }
+            Progress::Done(result) => {
+                let (outcome, link) = match result {
+                    Ok(link) => (Ok(()), Some(link)),
+                    Err(e) => (Err(e), None),
+                };
+                match (self.relay.finish_login(*authorized, outcome), link) {
+                    (Ok(login), Some(link)) => {
+                        self.phase = Phase::Relaying(Relaying {
+                            mailbox: login.mailbox,
+                            link,
+                            tx: None,
+                        });
+                        self.say(Reply::new(235, "2.7.0", "Authentication successful"), out)
+                    }
+                    (Ok(_), None) => self.say(lost(&"no upstream session"), out),
+                    (Err(refusal), _) => {
+                        let step = self.refused(refusal, out);
+                        if matches!(step, Step::Continue) {
+                            // The upstream connection is of no use any more.
+                            self.phase = Phase::Disconnecting;
+                            return Step::Upstream(Request::Disconnect);
+                        }
+                        step
+                    }
+                }
+            }
         }
-        if !from.is_ascii() || params.smtputf8 {
-            return Reply::new(
-                553,
-                "5.6.7",
-                "Non-ASCII addresses are not supported by this proxy",
-            );
-        }
-        if params
+    }
+
+    fn refused(&mut self, refusal: Refusal, out: &mut Vec<u8>) -> Step {
+        self.delay += refusal.delay;
+        self.phase = Phase::Ready;
+        let reply = match refusal.failure {
+            LoginFailure::Refused => Reply::new(AUTH_REFUSED.0, AUTH_REFUSED.1, AUTH_REFUSED.2),
+            LoginFailure::Temporary => Reply::new(
+                454,
+                "4.7.0",
+                "Temporary authentication failure; try again later",
+            ),
+        };
+        self.say(reply, out)
+    }
+
+    fn mail(&mut self, from: Path, params: MailParams, out: &mut Vec<u8>) -> Step {
+        let r = match std::mem::replace(&mut self.phase, Phase::Closed) {
+            Phase::Relaying(r) => r,
+            other => {
+                let reply = match other {
+                    Phase::Greeted => Reply::new(503, "5.5.1", "Send EHLO first"),
+                    _ if self.client.tls.is_none() => {
+                        Reply::new(530, "5.7.0", "Must issue a STARTTLS command first")
+                    }
+                    _ => Reply::new(530, "5.7.0", "Authentication required"),
+                };
+                self.phase = other;
+                return self.say(reply, out);
+            }
+        };
+        let refusal = if r.tx.is_some() {
+            Some(Reply::new(503, "5.5.1", "Nested MAIL command"))
+        } else if let Err(reply) = Reply::check_utf8(&from, params.smtputf8, false) {
+            Some(reply)
+        } else if params
             .size
             .is_some_and(|s| s > self.settings.max_message_bytes)
         {
-            return Reply::too_big();
+            Some(Reply::too_big())
+        } else {
+            None
+        };
+        if let Some(reply) = refusal {
+            self.phase = Phase::Relaying(r);
+            return self.say(reply, out);
         }
         let mut line = format!("MAIL FROM:<{}>", from.0);
-        if let Some(size) = params.size.filter(|_| r.up.supports("SIZE")) {
+        if let Some(size) = params.size.filter(|_| r.link.supports("SIZE")) {
             line.push_str(&format!(" SIZE={size}"));
         }
-        if params.body == Body::EightBitMime && r.up.supports("8BITMIME") {
+        if params.body == Body::EightBitMime && r.link.supports("8BITMIME") {
             line.push_str(" BODY=8BITMIME");
         }
-        match r.up.command(&line) {
-            Ok(reply) => {
-                if reply.is_success() {
-                    r.tx = Some(Transaction {
-                        mail_from: from.0,
-                        accepted: Vec::new(),
-                    });
-                }
-                relayed(&reply, "Sender")
-            }
-            Err(e) => Self::lost(&e),
-        }
+        self.relay_command(r, Waiting::Mail(from.0), &line, out)
     }
 
-    fn rcpt(&mut self, to: Path) -> Reply {
-        let Phase::Relaying(r) = &mut self.phase else {
-            return Reply::new(530, "5.7.0", "Authentication required");
-        };
-        let Some(tx) = &mut r.tx else {
-            return Reply::new(503, "5.5.1", "Need MAIL command first");
-        };
-        if tx.accepted.len() >= self.settings.max_recipients {
-            return Reply::new(452, "4.5.3", "Too many recipients");
-        }
-        if !to.is_ascii() {
-            return Reply::new(
-                553,
-                "5.6.7",
-                "Non-ASCII addresses are not supported by this proxy",
-            );
-        }
-        match r.up.command(&format!("RCPT TO:<{}>", to.0)) {
-            Ok(reply) => {
-                if reply.is_success() {
-                    // Every recipient the upstream accepted, Bcc included: the
-                    // envelope is the only place a Bcc is recorded.
-                    tx.accepted.push(to.0);
-                }
-                relayed(&reply, "Recipient")
-            }
-            Err(e) => Self::lost(&e),
-        }
-    }
-
-    fn data(&mut self) -> Reply {
+    fn rcpt(&mut self, to: Path, out: &mut Vec<u8>) -> Step {
         let r = match std::mem::replace(&mut self.phase, Phase::Closed) {
             Phase::Relaying(r) => r,
             other => {
                 self.phase = other;
-                return Reply::new(530, "5.7.0", "Authentication required");
+                return self.say(Reply::new(530, "5.7.0", "Authentication required"), out);
+            }
+        };
+        let refusal = match &r.tx {
+            None => Some(Reply::new(503, "5.5.1", "Need MAIL command first")),
+            Some(tx) if tx.accepted.len() >= self.settings.max_recipients => {
+                Some(Reply::too_many_recipients())
+            }
+            Some(_) => Reply::check_utf8(&to, false, false).err(),
+        };
+        if let Some(reply) = refusal {
+            self.phase = Phase::Relaying(r);
+            return self.say(reply, out);
+        }
+        let line = format!("RCPT TO:<{}>", to.0);
+        self.relay_command(r, Waiting::Rcpt(to.0), &line, out)
+    }
+
+    fn data(&mut self, out: &mut Vec<u8>) -> Step {
+        let r = match std::mem::replace(&mut self.phase, Phase::Closed) {
+            Phase::Relaying(r) => r,
+            other => {
+                self.phase = other;
+                return self.say(Reply::new(530, "5.7.0", "Authentication required"), out);
             }
         };
         let refusal = match &r.tx {
@@ -530,7 +600,7 @@ impl<R: Relay> ProxySession<R> {
         };
         if let Some(reply) = refusal {
             self.phase = Phase::Relaying(r);
-            return reply;
+            return self.say(reply, out);
         }
         match self.relay.start_copy(&r.mailbox) {
             Ok(sink) => {
@@ -543,28 +613,21 @@ impl<R: Relay> ProxySession<R> {
                     },
                     DataReceiver::normalizing(),
                 );
-                Reply::new(354, "", "End data with <CR><LF>.<CR><LF>")
+                self.say(Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"), out)
             }
             Err(e) => {
                 warn!("smtp proxy: cannot start a copy for {}: {e}", r.mailbox);
                 self.phase = Phase::Relaying(r);
-                Reply::new(
-                    451,
-                    "4.3.0",
-                    "Cannot archive the message right now; try again later",
-                )
+                self.say(cannot_archive(), out)
             }
         }
     }
 
-    /// The end of the client's data: copy first, then the upstream.
-    fn finish_data(&mut self) -> (Reply, Step) {
+    /// The end of the client's data: the copy first, then the upstream.
+    fn finish_data(&mut self, out: &mut Vec<u8>) -> Step {
         let Phase::Data(mut r, incoming, _) = std::mem::replace(&mut self.phase, Phase::Closed)
         else {
-            return (
-                Reply::new(451, "4.3.0", "Internal state error"),
-                Step::Close,
-            );
+            return Step::Close;
         };
         let tx = r.tx.take().unwrap_or(Transaction {
             mail_from: String::new(),
@@ -578,86 +641,142 @@ impl<R: Relay> ProxySession<R> {
             tx.accepted.len(),
             incoming.size
         );
-        let reply = self.deliver(&mut r, tx, incoming, &summary);
-        if reply.code == 250 {
-            self.errors.forgive();
-        }
-        let step = if reply.code == 421 {
-            Step::Close
-        } else {
-            Step::Continue
-        };
-        self.phase = Phase::Relaying(r);
-        (reply, step)
-    }
-
-    fn deliver(
-        &mut self,
-        r: &mut Relaying<R::Up>,
-        tx: Transaction,
-        incoming: Incoming,
-        summary: &str,
-    ) -> Reply {
-        // Anything refused before DATA upstream clears the upstream envelope.
-        let abandon = |r: &mut Relaying<R::Up>, reply: Reply| match r.up.command("RSET") {
-            Ok(_) => reply,
-            Err(e) => Self::lost(&e),
-        };
-        // A copy that cannot be made: nothing is sent.
-        let copy_failed = |r: &mut Relaying<R::Up>, why: &dyn std::fmt::Display| {
-            warn!("{summary} result=deferred reason=copy error={why}");
-            abandon(
-                r,
-                Reply::new(
-                    451,
-                    "4.3.0",
-                    "Cannot archive the message right now; try again later",
-                ),
-            )
-        };
         if incoming.size > self.settings.max_message_bytes {
             info!("{summary} result=rejected reason=too-large");
-            return abandon(r, Reply::too_big());
+            return self.abandon(r, Reply::too_big(), out);
         }
         let sink = match (incoming.sink, incoming.error) {
             (Some(sink), None) => sink,
-            (_, error) => return copy_failed(r, &error.unwrap_or_default()),
+            (_, error) => {
+                let why = error.map(|e| e.to_string()).unwrap_or_default();
+                return self.copy_failed(r, &summary, &why, out);
+            }
         };
         let metadata = Metadata {
             received: timestamp::rfc3339(SystemTime::now()),
             source: Source::SmtpProxy,
-            mail_from: tx.mail_from.clone(),
-            rcpt_to: tx.accepted.clone(),
+            mail_from: tx.mail_from,
+            rcpt_to: tx.accepted,
             client_ip: Some(self.client_ip.to_string()),
-            tls: self.tls.as_ref().map(|t| t.version.clone()),
+            tls: self.client.tls.as_ref().map(|t| t.version.clone()),
             size: incoming.size,
             upstream: None,
         };
         // The archiving rule: the copy is durable before anything is sent.
         let copy = match sink.prepare(metadata) {
             Ok(copy) => copy,
-            Err(e) => return copy_failed(r, &e),
+            Err(e) => return self.copy_failed(r, &summary, &e, out),
         };
-        let mut message = match copy.message() {
+        let message = match copy.message() {
             Ok(m) => m,
-            Err(e) => return copy_failed(r, &e),
+            Err(e) => return self.copy_failed(r, &summary, &e, out),
         };
-        match r.up.send_message(&mut message) {
-            SendOutcome::Reply(reply) if reply.is_success() => match copy.commit() {
-                Ok(name) => {
-                    info!(
-                        "{summary} result=sent copy={name} upstream=\"{} {}\"",
-                        reply.code, reply.text
-                    );
-                    Reply::new(250, "2.0.0", "Ok: sent, and a copy archived")
+        let (outbound, request) = Outbound::start(&r.link, message);
+        self.phase = Phase::Sending(
+            r,
+            Box::new(Delivery {
+                copy,
+                outbound,
+                summary,
+            }),
+        );
+        Step::Upstream(request)
+    }
+
+    /// A copy that cannot be made: nothing is sent.
+    fn copy_failed(
+        &mut self,
+        r: Relaying,
+        summary: &str,
+        why: &dyn std::fmt::Display,
+        out: &mut Vec<u8>,
+    ) -> Step {
+        warn!("{summary} result=deferred reason=copy error={why}");
+        self.abandon(r, cannot_archive(), out)
+    }
+
+    /// Anything refused before DATA upstream clears the upstream envelope.
+    fn abandon(&mut self, r: Relaying, reply: Reply, out: &mut Vec<u8>) -> Step {
+        self.relay_command(r, Waiting::Abandon(reply), "RSET", out)
+    }
+
+    /// An upstream reply to a relayed command, or the end of a delivery.
+    fn answered(
+        &mut self,
+        mut r: Relaying,
+        waiting: Waiting,
+        reply: UpReply,
+        out: &mut Vec<u8>,
+    ) -> Step {
+        let answer = match waiting {
+            Waiting::Mail(from) => {
+                if reply.is_success() {
+                    r.tx = Some(Transaction {
+                        mail_from: from,
+                        accepted: Vec::new(),
+                    });
                 }
-                Err(e) => {
-                    // Sent, and the copy is durable in tmp/ but could not be
-                    // renamed: say so loudly, but the client must not resend.
-                    warn!("{summary} result=sent copy-not-visible error={e}");
-                    Reply::new(250, "2.0.0", "Ok: sent")
+                relayed(&reply, "Sender")
+            }
+            Waiting::Rcpt(to) => {
+                if reply.is_success()
+                    && let Some(tx) = &mut r.tx
+                {
+                    // Every recipient the upstream accepted, Bcc included: the
+                    // envelope is the only place a Bcc is recorded.
+                    tx.accepted.push(to);
                 }
-            },
+                relayed(&reply, "Recipient")
+            }
+            Waiting::Rset => relayed(&reply, "RSET"),
+            Waiting::Noop => relayed(&reply, "NOOP"),
+            Waiting::Ehlo(name) => {
+                self.phase = Phase::Relaying(r);
+                let reply = self.ehlo_reply(&name);
+                return self.say(reply, out);
+            }
+            Waiting::Abandon(reply) => reply,
+            Waiting::Quit => return self.quit(out),
+        };
+        self.phase = Phase::Relaying(r);
+        self.say(answer, out)
+    }
+
+    fn quit(&mut self, out: &mut Vec<u8>) -> Step {
+        let host = &self.settings.hostname;
+        Reply::new(221, "2.0.0", format!("{host} closing connection")).write_to(out);
+        self.phase = Phase::Closed;
+        Step::Close
+    }
+
+    fn delivered(
+        &mut self,
+        r: Relaying,
+        delivery: Delivery,
+        outcome: SendOutcome,
+        out: &mut Vec<u8>,
+    ) -> Step {
+        let Delivery { copy, summary, .. } = delivery;
+        self.phase = Phase::Relaying(r);
+        let reply = match outcome {
+            SendOutcome::Reply(reply) if reply.is_success() => {
+                self.errors.forgive();
+                match copy.commit() {
+                    Ok(name) => {
+                        info!(
+                            "{summary} result=sent copy={name} upstream=\"{} {}\"",
+                            reply.code, reply.text
+                        );
+                        Reply::new(250, "2.0.0", "Ok: sent, and a copy archived")
+                    }
+                    Err(e) => {
+                        // Sent, and the copy is durable in tmp/ but could not be
+                        // renamed: say so loudly, but the client must not resend.
+                        warn!("{summary} result=sent copy-not-visible error={e}");
+                        Reply::new(250, "2.0.0", "Ok: sent")
+                    }
+                }
+            }
             SendOutcome::Reply(reply) => {
                 info!(
                     "{summary} result=refused upstream=\"{} {}\"",
@@ -667,20 +786,30 @@ impl<R: Relay> ProxySession<R> {
             }
             SendOutcome::LostBeforeEnd(e) => {
                 warn!("{summary} result=deferred reason=upstream-lost-before-end error={e}");
-                Self::lost(&e)
+                lost(&e)
             }
             SendOutcome::LostAfterEnd(e) => {
                 // The upstream may have accepted it: keep the copy.
                 let kept = copy
                     .commit()
-                    .unwrap_or_else(|e| format!("not visible: {e}"));
+                    .map_err(|e: StoreError| format!("not visible: {e}"))
+                    .unwrap_or_else(|e| e);
                 warn!(
                     "{summary} result=unknown reason=upstream-lost-after-end copy={kept} error={e}"
                 );
-                Self::lost(&e)
+                lost(&e)
             }
-        }
+        };
+        self.say(reply, out)
     }
+}
+
+fn cancelled() -> Reply {
+    Reply::new(501, "5.0.0", "Authentication cancelled")
+}
+
+fn undecodable() -> Reply {
+    Reply::new(501, "5.5.2", "Cannot decode the response")
 }
 
 impl<R: Relay> Protocol for ProxySession<R> {
@@ -699,9 +828,51 @@ impl<R: Relay> Protocol for ProxySession<R> {
         self.feed(input, out)
     }
 
+    fn has_pending_input(&self) -> bool {
+        self.client.queue.has_pending()
+    }
+
+    fn upstream(&mut self, response: Response<'_>, out: &mut Vec<u8>) -> Step {
+        match std::mem::replace(&mut self.phase, Phase::Closed) {
+            Phase::LoggingIn(mut login, authorized) => {
+                let progress = login.on(response, &authorized);
+                self.logging_in(*login, authorized, progress, out)
+            }
+            Phase::Disconnecting => {
+                self.phase = Phase::Ready;
+                Step::Continue
+            }
+            Phase::Awaiting(mut r, Waiting::Quit) => {
+                // The upstream's goodbye does not matter: ours is the same.
+                let _ = r.link.reply(response);
+                self.quit(out)
+            }
+            Phase::Awaiting(mut r, waiting) => match r.link.reply(response) {
+                Err(e) => self.say(lost(&e), out),
+                Ok(Progress::Io(request)) => {
+                    self.phase = Phase::Awaiting(r, waiting);
+                    Step::Upstream(request)
+                }
+                Ok(Progress::Done(reply)) => self.answered(r, waiting, reply, out),
+            },
+            Phase::Sending(mut r, mut delivery) => {
+                match delivery.outbound.on(&mut r.link, response) {
+                    Progress::Io(request) => {
+                        self.phase = Phase::Sending(r, delivery);
+                        Step::Upstream(request)
+                    }
+                    Progress::Done(outcome) => self.delivered(r, *delivery, outcome, out),
+                }
+            }
+            other => {
+                self.phase = other;
+                Step::Continue
+            }
+        }
+    }
+
     fn tls_started(&mut self, tls: TlsInfo) {
-        self.tls = Some(tls);
-        self.lines.clear();
+        self.client.upgraded(tls);
         self.phase = Phase::Greeted;
     }
 
@@ -709,7 +880,7 @@ impl<R: Relay> Protocol for ProxySession<R> {
         matches!(
             self.phase,
             Phase::Greeted | Phase::Ready | Phase::Relaying(Relaying { tx: None, .. })
-        ) && self.lines.is_empty()
+        ) && self.client.queue.is_empty()
     }
 
     fn expecting_data(&self) -> bool {
@@ -717,35 +888,19 @@ impl<R: Relay> Protocol for ProxySession<R> {
     }
 
     fn has_partial_command(&self) -> bool {
-        !self.lines.is_empty()
+        !self.client.queue.is_empty()
     }
 
-    fn take_delay(&mut self) -> std::time::Duration {
-        self.errors.take_delay()
+    fn take_delay(&mut self) -> Duration {
+        std::mem::take(&mut self.delay) + self.errors.take_delay()
     }
 
     fn timed_out(&mut self, out: &mut Vec<u8>) {
-        Reply::new(
-            421,
-            "4.4.2",
-            format!(
-                "{} Timeout exceeded, closing connection",
-                self.settings.hostname
-            ),
-        )
-        .write_to(out);
+        Reply::timed_out(&self.settings.hostname).write_to(out);
     }
 
     fn shutting_down(&mut self, out: &mut Vec<u8>) {
-        Reply::new(
-            421,
-            "4.3.2",
-            format!(
-                "{} Service shutting down, try again later",
-                self.settings.hostname
-            ),
-        )
-        .write_to(out);
+        Reply::shutting_down(&self.settings.hostname).write_to(out);
     }
 }
 

@@ -1,11 +1,17 @@
 //! Rules of the recording SMTP proxy's client side, one test per rule, with
-//! a fake upstream and fake copies (no sockets).
+//! a scripted upstream SMTP server and fake copies (no sockets, no disk).
 
 use std::cell::RefCell;
-use std::io;
+use std::io::{self, Read};
 use std::rc::Rc;
+use std::time::Duration;
 
 use super::*;
+use crate::net::driver::testing::exchange;
+use crate::net::upstream::{DialError, Perform};
+use crate::proxy::login_name::{ProxyLogin, Target};
+use crate::proxy::target::TargetPolicy;
+use crate::proxy::upstream::{Dialer, UpstreamTls};
 
 const MAILBOX: &str = "mbx-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 
@@ -26,57 +32,183 @@ struct World {
     committed: usize,
 }
 
-#[derive(Clone, Default)]
-struct Fake(Rc<RefCell<World>>);
+#[derive(Clone)]
+struct Fake(Rc<RefCell<World>>, Rc<Dialer>);
 
-struct FakeUp(Fake);
+impl Default for Fake {
+    fn default() -> Fake {
+        let dialer = Dialer {
+            policy: TargetPolicy {
+                allowed: vec!["mail.example.com".parse().unwrap()],
+                allow_private: true,
+            },
+            tls: UpstreamTls::new(None).unwrap(),
+            hostname: "gw.example".into(),
+            connect_timeout: Duration::from_secs(5),
+            io_timeout: Duration::from_secs(5),
+            implicit_tls_ports: vec![587],
+        };
+        Fake(Rc::default(), Rc::new(dialer))
+    }
+}
 
-impl Upstream for FakeUp {
-    fn supports(&self, keyword: &str) -> bool {
-        matches!(keyword, "SIZE" | "8BITMIME")
+/// A scripted upstream submission server, spoken to at the byte level as
+/// the driver would: it takes any login, then answers by the world's rules.
+struct FakeUp {
+    world: Fake,
+    inbox: Vec<u8>,
+    outbox: Vec<u8>,
+    last: Vec<u8>,
+    logged_in: bool,
+    data: Option<Vec<u8>>,
+    closed: bool,
+}
+
+impl FakeUp {
+    fn new(world: &Fake) -> FakeUp {
+        FakeUp {
+            world: world.clone(),
+            inbox: Vec::new(),
+            outbox: Vec::new(),
+            last: Vec::new(),
+            logged_in: false,
+            data: None,
+            closed: false,
+        }
     }
 
-    fn command(&mut self, line: &str) -> Result<UpReply, String> {
-        let mut w = self.0.0.borrow_mut();
+    fn take_in(&mut self, bytes: &[u8]) {
+        self.inbox.extend_from_slice(bytes);
+        while !self.closed {
+            if let Some(data) = &mut self.data {
+                data.append(&mut self.inbox);
+                let Some(end) = find(data, b"\r\n.\r\n")
+                    .map(|i| i + 2)
+                    .or((data.as_slice() == b".\r\n").then_some(0))
+                else {
+                    if self.world.0.borrow().send_outcome == Some("lost-before") {
+                        self.closed = true;
+                    }
+                    return;
+                };
+                let body = unstuff(&data[..end]);
+                self.inbox = data.split_off(end + 3);
+                self.data = None;
+                let mut w = self.world.0.borrow_mut();
+                w.sent.push(body);
+                match w.send_outcome {
+                    Some("refuse") => self.outbox.extend_from_slice(b"554 5.7.1 spam\r\n"),
+                    Some("lost-after") | Some("lost-before") => self.closed = true,
+                    _ => self.outbox.extend_from_slice(b"250 2.0.0 queued as X\r\n"),
+                }
+                continue;
+            }
+            let Some(i) = find(&self.inbox, b"\r\n") else {
+                return;
+            };
+            let line = String::from_utf8(self.inbox.drain(..i + 2).take(i).collect()).unwrap();
+            self.command(&line);
+        }
+    }
+
+    fn command(&mut self, line: &str) {
+        if !self.logged_in {
+            let answer: &[u8] = if line.starts_with("EHLO") {
+                b"250-fake\r\n250-SIZE 100000\r\n250-8BITMIME\r\n250 AUTH PLAIN LOGIN\r\n"
+            } else {
+                self.logged_in = line.starts_with("AUTH PLAIN");
+                b"235 2.7.0 ok\r\n"
+            };
+            self.outbox.extend_from_slice(answer);
+            return;
+        }
+        let mut w = self.world.0.borrow_mut();
         w.commands.push(line.to_string());
         if w.lose_on.as_deref().is_some_and(|p| line.starts_with(p)) {
-            return Err("connection reset".into());
+            self.closed = true;
+            return;
         }
         for (prefix, code, enhanced) in &w.refuse {
             if line.starts_with(prefix.as_str()) {
-                return Ok(UpReply {
-                    code: *code,
-                    enhanced: enhanced.clone(),
-                    text: "secret upstream text".into(),
-                });
+                let enhanced = enhanced
+                    .as_deref()
+                    .map(|e| format!("{e} "))
+                    .unwrap_or_default();
+                self.outbox.extend_from_slice(
+                    format!("{code} {enhanced}secret upstream text\r\n").as_bytes(),
+                );
+                return;
             }
         }
-        Ok(UpReply {
-            code: 250,
-            enhanced: Some("2.0.0".into()),
-            text: "fine".into(),
-        })
+        let answer: &[u8] = match line {
+            "DATA" => {
+                self.data = Some(Vec::new());
+                b"354 go on\r\n"
+            }
+            "QUIT" => b"221 bye\r\n",
+            _ => b"250 2.0.0 fine\r\n",
+        };
+        self.outbox.extend_from_slice(answer);
     }
 
-    fn send_message(&mut self, message: &mut dyn Read) -> SendOutcome {
-        let mut bytes = Vec::new();
-        message.read_to_end(&mut bytes).unwrap();
-        let mut w = self.0.0.borrow_mut();
-        w.commands.push("DATA".into());
-        w.sent.push(bytes);
-        match w.send_outcome {
-            Some("refuse") => SendOutcome::Reply(UpReply {
-                code: 554,
-                enhanced: Some("5.7.1".into()),
-                text: "spam".into(),
-            }),
-            Some("lost-before") => SendOutcome::LostBeforeEnd("reset".into()),
-            Some("lost-after") => SendOutcome::LostAfterEnd("reset".into()),
-            _ => SendOutcome::Reply(UpReply {
-                code: 250,
-                enhanced: Some("2.0.0".into()),
-                text: "queued as X".into(),
-            }),
+    fn read(&mut self) -> Response<'_> {
+        if self.closed {
+            return Response::Closed;
+        }
+        if self.outbox.is_empty() {
+            return Response::Failed(DialError::Unreachable("fake: nothing to read".into()));
+        }
+        self.last = std::mem::take(&mut self.outbox);
+        Response::Data(&self.last)
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The message a dot-stuffed body up to (not including) its final dot carries.
+fn unstuff(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut line_start = true;
+    let mut i = 0;
+    while i < body.len() {
+        if line_start && body[i] == b'.' {
+            i += 1;
+            line_start = false;
+            continue;
+        }
+        out.push(body[i]);
+        line_start = body[i] == b'\n';
+        i += 1;
+    }
+    out
+}
+
+impl Perform for FakeUp {
+    fn perform(&mut self, request: Request) -> Response<'_> {
+        match request {
+            Request::Connect(_) => {
+                self.outbox.extend_from_slice(b"220 fake ESMTP\r\n");
+                Response::Connected {
+                    peer: "192.0.2.99:587".parse().unwrap(),
+                    tls: Some(tls()),
+                }
+            }
+            Request::StartTls(..) => Response::TlsStarted(tls()),
+            Request::Exchange(bytes, _) => {
+                self.take_in(&bytes);
+                self.read()
+            }
+            Request::Read(_) => self.read(),
+            Request::Send(bytes, _) => {
+                self.take_in(&bytes);
+                match self.closed {
+                    true => Response::Failed(DialError::Unreachable("reset".into())),
+                    false => Response::Sent,
+                }
+            }
+            Request::Disconnect => Response::Disconnected,
         }
     }
 }
@@ -86,7 +218,7 @@ struct FakeCopy {
     bytes: Vec<u8>,
 }
 
-impl Write for FakeCopy {
+impl io::Write for FakeCopy {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.bytes.extend_from_slice(buf);
         Ok(buf.len())
@@ -98,9 +230,9 @@ impl Write for FakeCopy {
 }
 
 impl CopySink for FakeCopy {
-    fn prepare(self: Box<Self>, metadata: Metadata) -> Result<Box<dyn PreparedCopy>, String> {
+    fn prepare(self: Box<Self>, metadata: Metadata) -> Result<Box<dyn PreparedCopy>, StoreError> {
         if self.world.0.borrow().fail_prepare {
-            return Err("disk full".into());
+            return Err(StoreError::Invalid("disk full".into()));
         }
         self.world
             .0
@@ -124,33 +256,58 @@ impl PreparedCopy for FakePrepared {
         Ok(Box::new(io::Cursor::new(self.bytes.clone())))
     }
 
-    fn commit(self: Box<Self>) -> Result<String, String> {
+    fn commit(self: Box<Self>) -> Result<String, StoreError> {
         self.world.0.borrow_mut().committed += 1;
         Ok("copy-1".into())
     }
 }
 
 impl Relay for Fake {
-    type Up = FakeUp;
-
-    fn login(
-        &mut self,
-        name: &str,
-        password: Password,
-    ) -> Result<(MailboxId, FakeUp), LoginFailure> {
+    fn authorize(&mut self, name: &str, password: Password) -> Result<Authorized, Refusal> {
         let mut w = self.0.borrow_mut();
         w.logins
             .push((name.to_string(), password.expose().to_string()));
-        match w.login_result {
-            Some(failure) => Err(failure),
-            None => Ok((MAILBOX.parse().unwrap(), FakeUp(self.clone()))),
+        if let Some(failure) = w.login_result {
+            return Err(Refusal {
+                failure,
+                delay: Duration::ZERO,
+            });
         }
+        let login = ProxyLogin {
+            remote_user: "anna".into(),
+            target: Target {
+                host: "mail.example.com".into(),
+                port: None,
+            },
+            mailbox: MAILBOX.parse().unwrap(),
+        };
+        Ok(Authorized::new(login, password, None))
     }
 
-    fn start_copy(&mut self, _mailbox: &MailboxId) -> Result<Box<dyn CopySink>, String> {
+    fn dialer(&self) -> &Dialer {
+        &self.1
+    }
+
+    fn finish_login(
+        &mut self,
+        authorized: Authorized,
+        outcome: Result<(), OpenError>,
+    ) -> Result<ProxyLogin, Refusal> {
+        let failure = match outcome {
+            Ok(()) => return Ok(authorized.login),
+            Err(OpenError::Unavailable(_)) => LoginFailure::Temporary,
+            Err(_) => LoginFailure::Refused,
+        };
+        Err(Refusal {
+            failure,
+            delay: Duration::ZERO,
+        })
+    }
+
+    fn start_copy(&mut self, _mailbox: &MailboxId) -> Result<Box<dyn CopySink>, StoreError> {
         let mut w = self.0.borrow_mut();
         if w.fail_start {
-            return Err("spool unwritable".into());
+            return Err(StoreError::Invalid("spool unwritable".into()));
         }
         w.copies_started += 1;
         Ok(Box::new(FakeCopy {
@@ -158,11 +315,20 @@ impl Relay for Fake {
             bytes: Vec::new(),
         }))
     }
+
+    fn is_archived(&mut self, _mailbox: &MailboxId, _key: &[&str]) -> bool {
+        false
+    }
+
+    fn mark_archived(&mut self, _mailbox: &MailboxId, _key: &[&str]) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 struct Harness {
     session: ProxySession<Fake>,
     world: Fake,
+    upstream: FakeUp,
     last: &'static str,
 }
 
@@ -193,20 +359,16 @@ impl Harness {
                 "192.0.2.9".parse().unwrap(),
                 tls,
             ),
+            upstream: FakeUp::new(&world),
             world,
             last: "continue",
         }
     }
 
     fn ingest(&mut self, input: &[u8]) -> String {
-        let mut out = Vec::new();
-        self.last = match self.session.receive(input, &mut out) {
-            Step::Continue => "continue",
-            Step::StartTls => "starttls",
-            Step::Close => "close",
-            Step::Stream(_) => "stream",
-        };
-        String::from_utf8(out).unwrap()
+        let (out, last) = exchange(&mut self.session, &mut self.upstream, input);
+        self.last = last;
+        out
     }
 
     /// EHLO and AUTH PLAIN over TLS.

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use super::command::{CommandError, Party};
+use super::command::{CommandError, Party, Path};
 
 /// One reply, possibly multi-line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +39,62 @@ impl Reply {
     /// `552 5.3.4`: the message is larger than the configured limit (RFC 1870).
     pub fn too_big() -> Reply {
         Reply::new(552, "5.3.4", "Message exceeds fixed maximum message size")
+    }
+
+    /// `500 5.5.2`: a command line longer than `limits.max_line_bytes`.
+    pub fn line_too_long() -> Reply {
+        Reply::new(500, "5.5.2", "Line too long")
+    }
+
+    /// `452 4.5.3`: more recipients than the limit (RFC 5321 section 4.5.3.1.10).
+    pub fn too_many_recipients() -> Reply {
+        Reply::new(452, "4.5.3", "Too many recipients")
+    }
+
+    /// `421 4.4.2`: the client was too slow (RFC 5321 section 4.5.3.2).
+    pub fn timed_out(hostname: &str) -> Reply {
+        Reply::new(
+            421,
+            "4.4.2",
+            format!("{hostname} Timeout exceeded, closing connection"),
+        )
+    }
+
+    /// `421 4.3.2`: the gateway is stopping.
+    pub fn shutting_down(hostname: &str) -> Reply {
+        Reply::new(
+            421,
+            "4.3.2",
+            format!("{hostname} Service shutting down, try again later"),
+        )
+    }
+
+    /// `421 4.7.0`: `limits.hard_error_limit` reached (Postfix's wording).
+    pub fn too_many_errors(hostname: &str) -> Reply {
+        Reply::new(421, "4.7.0", format!("{hostname} Error: too many errors"))
+    }
+
+    /// Whether the reply counts toward the error limit: every `4xx` and
+    /// `5xx` but the `421` goodbyes.
+    pub fn is_error(&self) -> bool {
+        self.code >= 400 && self.code != 421
+    }
+
+    /// RFC 6531 section 3.4: a non-ASCII address needs the SMTPUTF8
+    /// parameter, and the parameter needs the extension to be `offered`.
+    pub fn check_utf8(path: &Path, smtputf8: bool, offered: bool) -> Result<(), Reply> {
+        let text = match offered {
+            true => "Non-ASCII address without the SMTPUTF8 parameter",
+            false => "Non-ASCII addresses are not supported by this proxy",
+        };
+        let fine = match offered {
+            true => path.is_ascii() || smtputf8,
+            false => path.is_ascii() && !smtputf8,
+        };
+        match fine {
+            true => Ok(()),
+            false => Err(Reply::new(553, "5.6.7", text)),
+        }
     }
 
     /// Whether this is a positive completion or intermediate reply.

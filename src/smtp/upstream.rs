@@ -1,16 +1,18 @@
-//! The SMTP client the proxy uses toward the real server: TLS always
-//! (implicit on 465, STARTTLS otherwise, refused if not offered), then AUTH
-//! with the client's credentials, then commands relayed one at a time.
+//! The SMTP client the proxy speaks toward the real server, as I/O-free
+//! machines: [`Login`] (TLS always: implicit on `proxy.implicit_tls_ports`,
+//! STARTTLS otherwise and refused if not offered; then AUTH with the client's
+//! credentials), [`Link`] (one command at a time once logged in) and
+//! [`Outbound`] (DATA, the message, the final dot). Each turns upstream
+//! [`Response`]s into the next [`Request`] for the driver.
 
 use std::io::{self, Read};
+use std::time::Duration;
 
-use log::debug;
-use zeroize::Zeroizing;
-
-use crate::crypto::{self, Password};
 use crate::dot_stuffing::DotStuffer;
+use crate::net::upstream::{Request, Response};
 use crate::proxy::relay::Authorized;
-use crate::proxy::upstream::{OpenError, UpstreamConn, UpstreamError, UpstreamSetup};
+use crate::proxy::upstream::{Broken, Dialer, Lines, OpenError, bytes_of, line};
+use crate::sasl;
 
 /// The SMTP submission port used when a login names none.
 pub const DEFAULT_PORT: u16 = 587;
@@ -36,42 +38,14 @@ impl UpReply {
     }
 }
 
-/// How the message transfer ended.
-#[derive(Debug)]
-pub enum SendOutcome {
-    /// The upstream's final reply (or its refusal of DATA).
-    Reply(UpReply),
-    /// The connection broke before the final dot: the upstream discards it.
-    LostBeforeEnd(String),
-    /// The connection broke after the final dot: the message may have been accepted.
-    LostAfterEnd(String),
-}
-
-/// SASL mechanisms the proxy speaks upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mechanism {
-    /// RFC 4616
-    Plain,
-    /// The de-facto LOGIN mechanism.
-    Login,
-}
-
-/// An authenticated upstream SMTP session.
-pub struct SmtpUpstream {
-    conn: UpstreamConn,
-    extensions: Vec<String>,
-}
-
-fn parse_reply(lines: &[Vec<u8>]) -> Result<UpReply, UpstreamError> {
-    let last = lines
-        .last()
-        .ok_or_else(|| UpstreamError::Protocol("empty reply".into()))?;
+fn parse_reply(lines: &[Vec<u8>]) -> Result<UpReply, Broken> {
+    let last = lines.last().ok_or_else(|| Broken("empty reply".into()))?;
     let code = std::str::from_utf8(last.get(..3).unwrap_or_default())
         .ok()
         .and_then(|c| c.parse::<u16>().ok())
         .filter(|c| (200..600).contains(c))
         .ok_or_else(|| {
-            UpstreamError::Protocol(format!(
+            Broken(format!(
                 "not an SMTP reply: {:?}",
                 String::from_utf8_lossy(last)
             ))
@@ -101,26 +75,77 @@ fn parse_reply(lines: &[Vec<u8>]) -> Result<UpReply, UpstreamError> {
     })
 }
 
-fn read_reply(conn: &mut UpstreamConn) -> Result<UpReply, UpstreamError> {
-    let mut lines = Vec::new();
-    loop {
-        let line = conn.read_line()?;
-        let more = line.get(3) == Some(&b'-');
-        lines.push(line);
-        if !more {
-            return parse_reply(&lines);
+/// A whole reply and the lines it came in.
+type Complete = (UpReply, Vec<Vec<u8>>);
+
+/// Collects the lines of one reply, however they arrive; bounded.
+#[derive(Debug, Default)]
+struct Replies {
+    lines: Lines,
+    pending: Vec<Vec<u8>>,
+}
+
+impl Replies {
+    /// Feeds a response; the reply once it is complete, the raw lines with it.
+    fn feed(&mut self, response: Response<'_>) -> Result<Option<Complete>, Broken> {
+        self.lines.push(bytes_of(response)?);
+        while let Some(line) = self.lines.next_line()? {
+            let more = line.get(3) == Some(&b'-');
+            self.pending.push(line);
+            if !more {
+                let lines = std::mem::take(&mut self.pending);
+                return Ok(Some((parse_reply(&lines)?, lines)));
+            }
+            if self.pending.len() >= MAX_REPLY_LINES {
+                return Err(Broken("the upstream reply has too many lines".into()));
+            }
         }
-        if lines.len() >= MAX_REPLY_LINES {
-            return Err(UpstreamError::Protocol(
-                "the upstream reply has too many lines".into(),
-            ));
-        }
+        Ok(None)
     }
 }
 
-fn exchange(conn: &mut UpstreamConn, line: &str) -> Result<UpReply, UpstreamError> {
-    conn.send_line(line)?;
-    read_reply(conn)
+/// One step of a machine: a request for the driver, or the end.
+pub enum Progress<T> {
+    /// Perform this and give the machine the response.
+    Io(Request),
+    /// Finished.
+    Done(T),
+}
+
+/// The SASL mechanisms the proxy speaks upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mechanism {
+    /// RFC 4616
+    Plain,
+    /// The de-facto LOGIN mechanism.
+    Login,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Connecting,
+    Greeting,
+    Ehlo,
+    StartTls,
+    Handshake,
+    AuthLoginUser,
+    AuthLoginPassword,
+    AuthResult,
+}
+
+/// Opening an authenticated upstream session.
+pub struct Login {
+    stage: Stage,
+    /// Each exchange of the opening (`proxy.connect_timeout_secs`).
+    timeout: Duration,
+    /// Each exchange once logged in.
+    io_timeout: Duration,
+    replies: Replies,
+    hostname: String,
+    host: String,
+    tls: bool,
+    extensions: Vec<String>,
+    upgrade: Result<Request, OpenError>,
 }
 
 /// An unexpected reply during the opening: 5xx refuses, anything else is temporary.
@@ -133,120 +158,196 @@ fn unexpected(reply: &UpReply, what: &str) -> OpenError {
     }
 }
 
-fn expect(reply: UpReply, code: u16, what: &str) -> Result<UpReply, OpenError> {
-    if reply.code == code {
-        Ok(reply)
-    } else {
-        Err(unexpected(&reply, what))
+impl Login {
+    /// Starts the login of `authorized`; the first request connects.
+    pub fn start(
+        dialer: &Dialer,
+        authorized: &Authorized,
+    ) -> (Login, Progress<Result<Link, OpenError>>) {
+        let target = &authorized.login.target;
+        let login = Login {
+            stage: Stage::Connecting,
+            timeout: dialer.connect_timeout,
+            io_timeout: dialer.io_timeout,
+            replies: Replies::default(),
+            hostname: dialer.hostname.clone(),
+            host: target.host.clone(),
+            tls: false,
+            extensions: Vec::new(),
+            upgrade: dialer.upgrade(&target.host),
+        };
+        let first = match dialer.dial(target, DEFAULT_PORT) {
+            Ok(dial) => Progress::Io(Request::Connect(dial)),
+            Err(e) => Progress::Done(Err(e)),
+        };
+        (login, first)
     }
-}
 
-fn ehlo(conn: &mut UpstreamConn, hostname: &str) -> Result<Vec<String>, OpenError> {
-    conn.send_line(&format!("EHLO {hostname}"))?;
-    let mut keywords = Vec::new();
-    loop {
-        let line = conn.read_line()?;
-        if !line.starts_with(b"250") {
-            return Err(unexpected(&parse_reply(&[line])?, "EHLO"));
-        }
-        keywords
-            .push(String::from_utf8_lossy(line.get(4..).unwrap_or_default()).to_ascii_uppercase());
-        if line.get(3) != Some(&b'-') {
-            // The first line is the greeting, not a keyword.
-            keywords.remove(0);
-            return Ok(keywords);
-        }
-        if keywords.len() >= MAX_REPLY_LINES {
-            return Err(OpenError::Unavailable("EHLO reply too long".into()));
+    /// The next step after `response`; `authorized` gives the credentials.
+    pub fn on(
+        &mut self,
+        response: Response<'_>,
+        authorized: &Authorized,
+    ) -> Progress<Result<Link, OpenError>> {
+        match self.step(response, authorized) {
+            Ok(progress) => progress,
+            Err(e) => Progress::Done(Err(e)),
         }
     }
-}
 
-fn b64(text: &str) -> Zeroizing<String> {
-    Zeroizing::new(crypto::base64_encode(text.as_bytes()))
-}
-
-impl SmtpUpstream {
-    /// Resolves and checks the target, connects, secures the connection and
-    /// logs in with the remote user and password of the authorized login.
-    pub fn open(setup: &UpstreamSetup, authorized: &Authorized) -> Result<SmtpUpstream, OpenError> {
-        let (login, password) = (&authorized.login, authorized.password());
-        let mut conn = setup.connect(&login.target, DEFAULT_PORT)?;
-        let host = &login.target.host;
-        expect(read_reply(&mut conn)?, 220, "greeting")?;
-        let mut extensions = ehlo(&mut conn, &setup.hostname)?;
-        if conn.tls().is_none() {
-            // Never send credentials in plaintext: no STARTTLS, no login.
-            if !extensions.iter().any(|e| e == "STARTTLS") {
-                return Err(OpenError::Refused(format!(
-                    "{} offers no STARTTLS",
-                    conn.peer()
-                )));
+    fn step(
+        &mut self,
+        response: Response<'_>,
+        authorized: &Authorized,
+    ) -> Result<Progress<Result<Link, OpenError>>, OpenError> {
+        match (self.stage, response) {
+            (_, Response::Failed(e)) => Err(e.into()),
+            (Stage::Connecting, Response::Connected { tls, .. }) => {
+                self.tls = tls.is_some();
+                self.stage = Stage::Greeting;
+                Ok(Progress::Io(Request::Read(self.timeout)))
             }
-            expect(exchange(&mut conn, "STARTTLS")?, 220, "STARTTLS")?;
-            conn.start_tls(&setup.tls, host, setup.connect_timeout)?;
-            extensions = ehlo(&mut conn, &setup.hostname)?;
+            (Stage::Handshake, Response::TlsStarted(_)) => {
+                self.tls = true;
+                self.ehlo()
+            }
+            (_, response) => match self.replies.feed(response)? {
+                None => Ok(Progress::Io(Request::Read(self.timeout))),
+                Some((reply, lines)) => self.answer(reply, lines, authorized),
+            },
         }
-        setup.settle(&mut conn);
-        let mut upstream = SmtpUpstream { conn, extensions };
-        upstream.authenticate(&login.remote_user, password)?;
-        debug!(
-            "smtp proxy: authenticated at {} as {}",
-            upstream.conn.peer(),
-            login.remote_user
-        );
-        Ok(upstream)
     }
 
-    fn mechanisms(&self) -> Vec<&str> {
-        self.extensions
+    fn ehlo(&mut self) -> Result<Progress<Result<Link, OpenError>>, OpenError> {
+        let ehlo = format!("EHLO {}", self.hostname);
+        self.send(Stage::Ehlo, &ehlo)
+    }
+
+    fn send(
+        &mut self,
+        stage: Stage,
+        text: &str,
+    ) -> Result<Progress<Result<Link, OpenError>>, OpenError> {
+        self.stage = stage;
+        Ok(Progress::Io(Request::Exchange(line(text)?, self.timeout)))
+    }
+
+    fn answer(
+        &mut self,
+        reply: UpReply,
+        lines: Vec<Vec<u8>>,
+        authorized: &Authorized,
+    ) -> Result<Progress<Result<Link, OpenError>>, OpenError> {
+        let expect = |code: u16, what: &str| match reply.code == code {
+            true => Ok(()),
+            false => Err(unexpected(&reply, what)),
+        };
+        let user = &authorized.login.remote_user;
+        let password = authorized.password();
+        match self.stage {
+            Stage::Greeting => {
+                expect(220, "greeting")?;
+                self.ehlo()
+            }
+            Stage::Ehlo => {
+                expect(250, "EHLO")?;
+                // The first line is the greeting, not a keyword.
+                self.extensions = lines
+                    .iter()
+                    .skip(1)
+                    .map(|l| {
+                        String::from_utf8_lossy(l.get(4..).unwrap_or_default()).to_ascii_uppercase()
+                    })
+                    .collect();
+                if !self.tls {
+                    // Never send credentials in plaintext: no STARTTLS, no login.
+                    if !self.extensions.iter().any(|e| e == "STARTTLS") {
+                        return Err(OpenError::Refused(format!(
+                            "{} offers no STARTTLS",
+                            self.host
+                        )));
+                    }
+                    return self.send(Stage::StartTls, "STARTTLS");
+                }
+                match self.mechanism()? {
+                    Mechanism::Plain => {
+                        let plain = sasl::encode_plain(user, password);
+                        self.send(Stage::AuthResult, &format!("AUTH PLAIN {}", *plain))
+                    }
+                    Mechanism::Login => self.send(Stage::AuthLoginUser, "AUTH LOGIN"),
+                }
+            }
+            Stage::StartTls => {
+                expect(220, "STARTTLS")?;
+                // RFC 3207 section 4.2: nothing from before the handshake counts.
+                self.replies = Replies::default();
+                self.stage = Stage::Handshake;
+                std::mem::replace(
+                    &mut self.upgrade,
+                    Err(OpenError::Unavailable("upgraded once already".into())),
+                )
+                .map(Progress::Io)
+            }
+            Stage::AuthLoginUser => {
+                expect(334, "AUTH LOGIN")?;
+                self.send(Stage::AuthLoginPassword, &sasl::encode_login(user))
+            }
+            Stage::AuthLoginPassword => {
+                expect(334, "AUTH LOGIN user")?;
+                self.send(Stage::AuthResult, &sasl::encode_login(password.expose()))
+            }
+            Stage::AuthResult => match reply.code {
+                235 => Ok(Progress::Done(Ok(Link {
+                    extensions: std::mem::take(&mut self.extensions),
+                    replies: std::mem::take(&mut self.replies),
+                    timeout: self.io_timeout,
+                }))),
+                c if c >= 500 => Err(OpenError::AuthFailed(format!(
+                    "{} {}",
+                    reply.code, reply.text
+                ))),
+                _ => Err(OpenError::Unavailable(format!(
+                    "AUTH: {} {}",
+                    reply.code, reply.text
+                ))),
+            },
+            Stage::Connecting | Stage::Handshake => Err(OpenError::Unavailable(format!(
+                "unexpected reply {} {}",
+                reply.code, reply.text
+            ))),
+        }
+    }
+
+    fn mechanism(&self) -> Result<Mechanism, OpenError> {
+        let offered: Vec<&str> = self
+            .extensions
             .iter()
             .filter_map(|e| e.strip_prefix("AUTH ").or_else(|| e.strip_prefix("AUTH=")))
             .flat_map(str::split_whitespace)
-            .collect()
-    }
-
-    fn authenticate(&mut self, user: &str, password: &Password) -> Result<(), OpenError> {
-        let mechanisms = self.mechanisms();
-        let mechanism = if mechanisms.contains(&"PLAIN") {
-            Mechanism::Plain
-        } else if mechanisms.contains(&"LOGIN") {
-            Mechanism::Login
+            .collect();
+        if offered.contains(&"PLAIN") {
+            Ok(Mechanism::Plain)
+        } else if offered.contains(&"LOGIN") {
+            Ok(Mechanism::Login)
         } else {
-            return Err(OpenError::Refused(format!(
+            Err(OpenError::Refused(format!(
                 "{} offers neither AUTH PLAIN nor LOGIN",
-                self.conn.peer()
-            )));
-        };
-        let reply = match mechanism {
-            Mechanism::Plain => {
-                let token = Zeroizing::new(format!("\0{user}\0{}", password.expose()));
-                let line = Zeroizing::new(format!("AUTH PLAIN {}", *b64(&token)));
-                exchange(&mut self.conn, &line)?
-            }
-            Mechanism::Login => {
-                expect(exchange(&mut self.conn, "AUTH LOGIN")?, 334, "AUTH LOGIN")?;
-                expect(
-                    exchange(&mut self.conn, &b64(user))?,
-                    334,
-                    "AUTH LOGIN user",
-                )?;
-                exchange(&mut self.conn, &b64(password.expose()))?
-            }
-        };
-        match reply.code {
-            235 => Ok(()),
-            c if c >= 500 => Err(OpenError::AuthFailed(format!(
-                "{} {}",
-                reply.code, reply.text
-            ))),
-            _ => Err(OpenError::Unavailable(format!(
-                "AUTH: {} {}",
-                reply.code, reply.text
-            ))),
+                self.host
+            )))
         }
     }
+}
 
+/// An authenticated upstream session, one command at a time.
+#[derive(Debug)]
+pub struct Link {
+    extensions: Vec<String>,
+    replies: Replies,
+    /// Each exchange (`limits.command_timeout_secs`).
+    timeout: Duration,
+}
+
+impl Link {
     /// Whether the upstream announced an EHLO keyword (`SIZE`, `8BITMIME`, …).
     pub fn supports(&self, keyword: &str) -> bool {
         self.extensions
@@ -254,47 +355,111 @@ impl SmtpUpstream {
             .any(|e| e.split_whitespace().next() == Some(keyword))
     }
 
-    /// Sends one command line and returns the reply.
-    pub fn command(&mut self, line: &str) -> Result<UpReply, UpstreamError> {
-        exchange(&mut self.conn, line)
+    /// The request that sends one command line and reads its reply.
+    pub fn command(&self, text: &str) -> Result<Request, Broken> {
+        Ok(Request::Exchange(line(text)?, self.timeout))
     }
 
-    /// DATA, the message dot-stuffed with CRLF line ends, the final dot, and
-    /// the final reply. `message` holds CRLF text (the proxy's data reader
-    /// made sure of that).
-    pub fn send_message(&mut self, message: &mut dyn Read) -> SendOutcome {
-        let reply = match self.command("DATA") {
-            Ok(r) => r,
-            Err(e) => return SendOutcome::LostBeforeEnd(e.to_string()),
+    /// Takes the response to a command: the reply, once it is complete.
+    pub fn reply(&mut self, response: Response<'_>) -> Result<Progress<UpReply>, Broken> {
+        Ok(match self.replies.feed(response)? {
+            Some((reply, _)) => Progress::Done(reply),
+            None => Progress::Io(Request::Read(self.timeout)),
+        })
+    }
+}
+
+/// How a message transfer ended.
+#[derive(Debug)]
+pub enum SendOutcome {
+    /// The upstream's final reply (or its refusal of DATA).
+    Reply(UpReply),
+    /// The connection broke before the final dot: the upstream discards it.
+    LostBeforeEnd(String),
+    /// The connection broke after the final dot: the message may have been accepted.
+    LostAfterEnd(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transfer {
+    /// DATA sent, waiting for 354.
+    Go,
+    /// Sending the message.
+    Body,
+    /// The final dot went out; waiting for the reply.
+    Final,
+}
+
+/// DATA, the message dot-stuffed with CRLF line ends, the final dot, and the
+/// final reply. The message is CRLF text (the proxy's data reader made sure).
+pub struct Outbound {
+    timeout: Duration,
+    message: Box<dyn Read>,
+    stuffer: DotStuffer,
+    buf: Vec<u8>,
+    transfer: Transfer,
+}
+
+impl Outbound {
+    /// Starts sending `message` over `link`: the first request sends DATA.
+    pub fn start(link: &Link, message: Box<dyn Read>) -> (Outbound, Request) {
+        let outbound = Outbound {
+            timeout: link.timeout,
+            message,
+            stuffer: DotStuffer::whole(),
+            buf: vec![0u8; 64 * 1024],
+            transfer: Transfer::Go,
         };
-        if reply.code != 354 {
-            return SendOutcome::Reply(reply);
+        let data = Request::Exchange(b"DATA\r\n".to_vec(), link.timeout);
+        (outbound, data)
+    }
+
+    /// The next step after `response`.
+    pub fn on(&mut self, link: &mut Link, response: Response<'_>) -> Progress<SendOutcome> {
+        let lost = |e: Broken, transfer| match transfer {
+            Transfer::Final => SendOutcome::LostAfterEnd(e.0),
+            _ => SendOutcome::LostBeforeEnd(e.0),
+        };
+        match (self.transfer, response) {
+            (Transfer::Body, Response::Sent) => match self.next_piece() {
+                Ok(request) => Progress::Io(request),
+                Err(e) => {
+                    Progress::Done(SendOutcome::LostBeforeEnd(format!("reading the copy: {e}")))
+                }
+            },
+            (transfer, response) => match link.reply(response) {
+                Err(e) => Progress::Done(lost(e, transfer)),
+                Ok(Progress::Io(request)) => Progress::Io(request),
+                Ok(Progress::Done(reply)) if transfer == Transfer::Go && reply.code == 354 => {
+                    self.transfer = Transfer::Body;
+                    match self.next_piece() {
+                        Ok(request) => Progress::Io(request),
+                        Err(e) => Progress::Done(SendOutcome::LostBeforeEnd(format!(
+                            "reading the copy: {e}"
+                        ))),
+                    }
+                }
+                Ok(Progress::Done(reply)) => Progress::Done(SendOutcome::Reply(reply)),
+            },
         }
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut out = Vec::with_capacity(buf.len() + 1024);
-        let mut stuffer = DotStuffer::whole();
-        loop {
-            let n = match message.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
+    }
+
+    /// The next stuffed piece of the message, or the final dot and a read.
+    fn next_piece(&mut self) -> io::Result<Request> {
+        let n = loop {
+            match self.message.read(&mut self.buf) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return SendOutcome::LostBeforeEnd(format!("reading the copy: {e}")),
-            };
-            out.clear();
-            stuffer.push(&buf[..n], &mut out);
-            if let Err(e) = self.conn.send(&out) {
-                return SendOutcome::LostBeforeEnd(e.to_string());
+                other => break other?,
             }
+        };
+        let mut out = Vec::with_capacity(n + n / 64 + 8);
+        if n > 0 {
+            self.stuffer.push(&self.buf[..n], &mut out);
+            return Ok(Request::Send(out, self.timeout));
         }
-        out.clear();
-        stuffer.finish(&mut out);
-        if let Err(e) = self.conn.send(&out) {
-            return SendOutcome::LostAfterEnd(e.to_string());
-        }
-        match read_reply(&mut self.conn) {
-            Ok(reply) => SendOutcome::Reply(reply),
-            Err(e) => SendOutcome::LostAfterEnd(e.to_string()),
-        }
+        self.stuffer.finish(&mut out);
+        self.transfer = Transfer::Final;
+        Ok(Request::Exchange(out, self.timeout))
     }
 }
 
@@ -330,5 +495,31 @@ mod tests {
         assert!(parse_reply(&[b"hello".to_vec()]).is_err());
         assert!(parse_reply(&[b"999 x".to_vec()]).is_err());
         assert!(parse_reply(&[]).is_err());
+    }
+
+    #[test]
+    fn a_reply_is_whole_however_its_lines_arrive() {
+        let mut replies = Replies::default();
+        let pieces: [&[u8]; 4] = [
+            b"250-mail.exa",
+            b"mple\r\n250-SIZE 10\r",
+            b"\n250 8BITMI",
+            b"ME\r\n",
+        ];
+        for (i, piece) in pieces.iter().enumerate() {
+            let got = replies.feed(Response::Data(piece)).unwrap();
+            assert_eq!(got.is_some(), i == 3, "piece {i}");
+            if let Some((reply, lines)) = got {
+                assert_eq!(reply.code, 250);
+                assert_eq!(lines.len(), 3);
+            }
+        }
+    }
+
+    #[test]
+    fn an_endless_multi_line_reply_breaks_the_link() {
+        let mut replies = Replies::default();
+        let flood = b"250-more\r\n".repeat(MAX_REPLY_LINES + 1);
+        assert!(replies.feed(Response::Data(&flood)).is_err());
     }
 }

@@ -95,6 +95,19 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+impl StoreError {
+    /// Whether trying again later cannot help: the mailbox does not exist
+    /// (any more), or the request itself is wrong. Everything else (a full
+    /// disk, a permission, a damaged file) is worth a retry, and so a
+    /// temporary `4xx` for a sender.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            StoreError::NotFound(_) | StoreError::Invalid(_) | StoreError::NotEmpty(..)
+        )
+    }
+}
+
 /// Wraps an I/O error with its path and operation.
 pub(crate) fn io_error(
     path: &Path,

@@ -11,8 +11,8 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
-use super::durable;
 use super::sealed::{Damage, SealedReader, SealedWriter, damaged};
+use super::{StoreError, durable, io_error};
 use crate::crypto::{self, Decryptor, Encryptor, STREAM_HEADER_BYTES, StreamKey};
 
 /// A message being received.
@@ -21,6 +21,7 @@ pub struct SpoolWriter {
     file: File,
     key: StreamKey,
     size: u64,
+    dir: std::path::PathBuf,
 }
 
 impl SpoolWriter {
@@ -43,6 +44,7 @@ impl SpoolWriter {
             file,
             key,
             size: 0,
+            dir: dir.to_path_buf(),
         })
     }
 
@@ -52,8 +54,9 @@ impl SpoolWriter {
     }
 
     /// Completes the spool; it can then be read any number of times.
-    pub fn finish(self) -> io::Result<Spool> {
-        self.writer.finish()?.flush()?;
+    pub fn finish(self) -> Result<Spool, StoreError> {
+        let written = self.writer.finish().and_then(|mut w| w.flush());
+        written.map_err(io_error(&self.dir, "cannot write the spool"))?;
         Ok(Spool {
             file: self.file,
             key: self.key,

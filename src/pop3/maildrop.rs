@@ -198,11 +198,9 @@ impl Maildrop for StoreMaildrop {
         Ok(Box::new(self.reader(index)?))
     }
 
-    fn delete(&mut self, indexes: &[usize]) -> Result<(), String> {
+    fn delete(&mut self, indexes: &[usize]) -> Result<(), StoreError> {
         let names: Vec<MessageName> = indexes.iter().map(|&i| self.names[i].clone()).collect();
-        self.mailbox
-            .remove_messages(&names)
-            .map_err(|e| e.to_string())?;
+        self.mailbox.remove_messages(&names)?;
         if !names.is_empty() {
             info!(
                 "pop3 {}: deleted {} message(s)",

@@ -17,6 +17,7 @@ use crate::net::driver::{Protocol, Step};
 use crate::net::error_limit::{ErrorCount, ErrorPolicy};
 use crate::net::line::CommandQueue;
 use crate::sasl;
+use crate::store::StoreError;
 
 /// One message of the snapshot taken at login.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +60,7 @@ pub trait Maildrop {
     /// Opens message `index` for sending.
     fn open(&mut self, index: usize) -> Result<Box<dyn Read>, MessageError>;
     /// Removes these messages durably (the UPDATE state).
-    fn delete(&mut self, indexes: &[usize]) -> Result<(), String>;
+    fn delete(&mut self, indexes: &[usize]) -> Result<(), StoreError>;
 }
 
 /// Logs mailboxes in.

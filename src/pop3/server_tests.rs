@@ -43,11 +43,15 @@ impl Maildrop for FakeDrop {
         Ok(Box::new(io::Cursor::new(self.bodies[index].clone())))
     }
 
-    fn delete(&mut self, indexes: &[usize]) -> Result<(), String> {
+    fn delete(&mut self, indexes: &[usize]) -> Result<(), StoreError> {
         let mut shared = self.shared.0.borrow_mut();
         shared.delete_calls += 1;
         if shared.fail_delete {
-            return Err("read-only file system".into());
+            return Err(StoreError::Io {
+                path: "messages".into(),
+                op: "cannot remove",
+                source: io::Error::other("read-only file system"),
+            });
         }
         shared.deleted.extend_from_slice(indexes);
         Ok(())

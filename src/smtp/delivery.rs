@@ -49,8 +49,8 @@ impl Backend for StoreBackend {
         }
     }
 
-    fn start_message(&mut self) -> Result<Box<dyn MessageSink>, String> {
-        let spool = self.store.spool().map_err(|e| e.to_string())?;
+    fn start_message(&mut self) -> Result<Box<dyn MessageSink>, StoreError> {
+        let spool = self.store.spool()?;
         Ok(Box::new(StoreSink {
             spool,
             store: self.store.clone(),
@@ -74,19 +74,31 @@ impl Write for StoreSink {
 }
 
 impl MessageSink for StoreSink {
-    fn deliver(self: Box<Self>, envelope: &Envelope) -> Result<Vec<String>, String> {
-        let spool = self.spool.finish().map_err(|e| format!("spool: {e}"))?;
+    fn deliver(
+        self: Box<Self>,
+        envelope: &Envelope,
+    ) -> Result<Vec<(MailboxId, String)>, StoreError> {
+        let spool = self.spool.finish()?;
         // One copy per mailbox, listing only that mailbox's recipient
         // addresses: a copy never reveals the other mailboxes of the message.
         let mut copies: Vec<(Mailbox, Vec<String>)> = Vec::new();
+        let mut gone = None;
         for (id, address) in &envelope.recipients {
             match copies.iter_mut().find(|(m, _)| m.id() == id) {
                 Some((_, addresses)) => addresses.push(address.clone()),
-                None => {
-                    let mailbox = self.store.mailbox(id).map_err(|e| e.to_string())?;
-                    copies.push((mailbox, vec![address.clone()]));
-                }
+                None => match self.store.mailbox(id) {
+                    Ok(mailbox) => copies.push((mailbox, vec![address.clone()])),
+                    // Deleted since RCPT: the others still get their copy.
+                    Err(e @ StoreError::NotFound(_)) => {
+                        warn!("smtp[{}] {e}; not delivered there", envelope.queue_id);
+                        gone = Some(e);
+                    }
+                    Err(e) => return Err(e),
+                },
             }
+        }
+        if let (true, Some(e)) = (copies.is_empty(), gone) {
+            return Err(e);
         }
         let received = timestamp::rfc3339(SystemTime::now());
         let copies: Vec<(&Mailbox, Metadata)> = copies
@@ -105,10 +117,11 @@ impl MessageSink for StoreSink {
                 (mailbox, metadata)
             })
             .collect();
-        let names = self
-            .store
-            .deliver(&spool, &copies)
-            .map_err(|e| e.to_string())?;
-        Ok(names.iter().map(|n| n.to_string()).collect())
+        let names = self.store.deliver(&spool, &copies)?;
+        Ok(copies
+            .iter()
+            .zip(names)
+            .map(|((mailbox, _), name)| (mailbox.id().clone(), name.to_string()))
+            .collect())
     }
 }

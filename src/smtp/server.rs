@@ -1,6 +1,7 @@
 //! The journal SMTP server as an I/O-free state machine: bytes in, replies
-//! out. Storage is reached through the [`Backend`] trait, so every protocol
-//! rule can be tested without sockets or disks.
+//! out, one type per state (mailin's shape). Storage is reached through the
+//! [`Backend`] trait, so every protocol rule can be tested without sockets or
+//! disks.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -12,9 +13,10 @@ use super::bdat::LineEndingCheck;
 use super::command::{self, Body, Command, MailParams, Path};
 use super::reply::Reply;
 use crate::dot_stuffing::DataReceiver;
+use crate::net::driver::Step;
 use crate::net::error_limit::{ErrorCount, ErrorPolicy, Verdict};
 use crate::net::line::{Line, LineAssembler};
-use crate::store::MailboxId;
+use crate::store::{MailboxId, StoreError};
 use crate::timestamp;
 
 /// What the server needs to know from the configuration.
@@ -70,9 +72,13 @@ pub struct Envelope {
 
 /// A message being written to storage.
 pub trait MessageSink: Write {
-    /// Makes the message durable in every recipient mailbox; returns the
-    /// stored names, or why it failed.
-    fn deliver(self: Box<Self>, envelope: &Envelope) -> Result<Vec<String>, String>;
+    /// Makes the message durable in every recipient mailbox that still
+    /// exists; returns each mailbox with the stored name, or why it failed
+    /// (a permanent error when none of the mailboxes exists any more).
+    fn deliver(
+        self: Box<Self>,
+        envelope: &Envelope,
+    ) -> Result<Vec<(MailboxId, String)>, StoreError>;
 }
 
 /// Where recipients are checked and messages go.
@@ -80,19 +86,25 @@ pub trait Backend {
     /// Looks up a recipient address.
     fn recipient(&mut self, address: &Path) -> RecipientCheck;
     /// Starts receiving a message.
-    fn start_message(&mut self) -> Result<Box<dyn MessageSink>, String>;
+    fn start_message(&mut self) -> Result<Box<dyn MessageSink>, StoreError>;
 }
 
-/// What the session loop must do after feeding input.
+/// How the message's lines ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
-    /// Write the replies and read more.
-    Continue,
-    /// Write the replies, drop every buffered input byte, start TLS, then
-    /// call [`Session::tls_started`].
-    StartTls,
-    /// Write the replies and close the connection.
-    Close,
+enum LineEnds {
+    /// Every line with CRLF.
+    Crlf,
+    /// A bare CR or LF somewhere (RFC 5321 section 2.3.8 forbids them).
+    HadBare,
+}
+
+/// Takes up to `remaining` bytes from the front of `input`.
+fn take<'a>(input: &mut &'a [u8], remaining: &mut u64) -> &'a [u8] {
+    let n = (*remaining).min(input.len() as u64) as usize;
+    let (bytes, rest) = input.split_at(n);
+    *input = rest;
+    *remaining -= n as u64;
+    bytes
 }
 
 #[derive(Debug, Clone)]
@@ -106,7 +118,7 @@ struct Incoming {
     sink: Option<Box<dyn MessageSink>>,
     size: u64,
     limit: u64,
-    write_error: Option<String>,
+    write_error: Option<std::io::Error>,
 }
 
 impl Incoming {
@@ -118,7 +130,7 @@ impl Incoming {
         } else if let Some(sink) = &mut self.sink
             && let Err(e) = sink.write_all(bytes)
         {
-            self.write_error = Some(e.to_string());
+            self.write_error = Some(e);
             self.sink = None;
         }
     }
@@ -129,31 +141,54 @@ struct Transaction {
     mail_from: Path,
     params: MailParams,
     recipients: Vec<(MailboxId, String)>,
-    accepted: usize,
-    /// A BDAT message in progress, with its line-ending check.
-    chunks: Option<(Incoming, LineEndingCheck)>,
 }
 
+/// A message arriving in BDAT chunks (RFC 3030), with its line-ending check.
+struct Chunked {
+    helo: Helo,
+    tx: Transaction,
+    incoming: Incoming,
+    check: LineEndingCheck,
+}
+
+/// Where the session is. Each state holds exactly what it needs, so no
+/// command can meet a state it has no meaning in.
 enum Phase {
-    /// Waiting for EHLO/HELO (also right after STARTTLS).
+    /// Needs EHLO or HELO (at first, and again after STARTTLS).
     Greeted,
     /// Greeted, no transaction.
     Ready(Helo),
-    /// MAIL given; RCPTs being collected.
+    /// MAIL given; recipients being collected.
     Envelope(Helo, Transaction),
     /// Reading DATA.
     Data(Helo, Transaction, Incoming, DataReceiver),
-    /// Reading a BDAT chunk; `None` transaction means the chunk is drained
-    /// and answered with `error`.
-    Chunk {
-        helo: Option<Helo>,
-        tx: Option<Transaction>,
+    /// Between BDAT chunks: only BDAT (or RSET, QUIT…) may follow.
+    Chunked(Box<Chunked>),
+    /// Reading the bytes of a BDAT chunk; `last` ends the message.
+    Chunk(Box<Chunked>, u64, bool),
+    /// Reading the bytes of a refused BDAT chunk, to stay in step; then
+    /// `reply`, and the session goes on in `then`.
+    Discard {
         remaining: u64,
-        last: bool,
-        error: Option<Reply>,
+        reply: Reply,
+        then: Box<Phase>,
     },
-    /// QUIT given or the connection is being closed.
+    /// QUIT, or the end. Also what `phase` holds while a transition is
+    /// worked out, so that a transition that forgets the next phase fails
+    /// safe, by closing.
     Closed,
+}
+
+impl Phase {
+    /// The greeting, if there was one: where a refused transaction goes back to.
+    fn without_transaction(self) -> Phase {
+        match self {
+            Phase::Ready(h) | Phase::Envelope(h, _) | Phase::Data(h, ..) => Phase::Ready(h),
+            Phase::Chunked(c) | Phase::Chunk(c, ..) => Phase::Ready(c.helo),
+            Phase::Discard { then, .. } => then.without_transaction(),
+            Phase::Greeted | Phase::Closed => Phase::Greeted,
+        }
+    }
 }
 
 /// One SMTP connection's protocol state.
@@ -172,6 +207,10 @@ fn random_id() -> String {
     let mut bytes = [0u8; 6];
     crate::crypto::random_bytes(&mut bytes);
     bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+fn temporary_storage_failure() -> Reply {
+    Reply::new(451, "4.3.0", "Temporary storage failure, try again later")
 }
 
 impl<B: Backend> Session<B> {
@@ -216,44 +255,20 @@ impl<B: Backend> Session<B> {
 
     /// The reply when the client was silent too long (RFC 5321 section 4.5.3.2).
     pub fn timeout_reply(&self) -> Reply {
-        Reply::new(
-            421,
-            "4.4.2",
-            format!(
-                "{} Timeout exceeded, closing connection",
-                self.settings.hostname
-            ),
-        )
+        Reply::timed_out(&self.settings.hostname)
     }
 
     /// The reply when the gateway is stopping.
     pub fn shutdown_reply(&self) -> Reply {
-        Reply::new(
-            421,
-            "4.3.2",
-            format!(
-                "{} Service shutting down, try again later",
-                self.settings.hostname
-            ),
-        )
+        Reply::shutting_down(&self.settings.hostname)
     }
 
-    /// Counts an error reply (our own 421 goodbyes aside).
+    /// Counts an error reply; at the hard limit the session ends.
     fn count(&mut self, reply: &Reply) -> Verdict {
-        if reply.code >= 400 && reply.code != 421 {
-            self.errors.record()
-        } else {
-            Verdict::Continue
+        match reply.is_error() {
+            true => self.errors.record(),
+            false => Verdict::Continue,
         }
-    }
-
-    /// The goodbye at `limits.hard_error_limit` (Postfix's wording).
-    fn errors_exhausted(&self) -> Reply {
-        Reply::new(
-            421,
-            "4.7.0",
-            format!("{} Error: too many errors", self.settings.hostname),
-        )
     }
 
     /// The delay owed by error replies since the last call.
@@ -266,9 +281,12 @@ impl<B: Backend> Session<B> {
         !self.lines.is_empty()
     }
 
-    /// Whether the session is inside message data (the data timeout applies).
+    /// Whether the session is inside message data (the data deadline applies).
     pub fn expecting_data(&self) -> bool {
-        matches!(self.phase, Phase::Data(..) | Phase::Chunk { .. })
+        matches!(
+            self.phase,
+            Phase::Data(..) | Phase::Chunk(..) | Phase::Discard { .. }
+        )
     }
 
     /// Whether nothing is in progress: no transaction, no partial command.
@@ -289,65 +307,66 @@ impl<B: Backend> Session<B> {
     }
 
     /// Feeds bytes from the client; replies are appended to `out`.
-    pub fn receive(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Signal {
+    pub fn receive(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Step {
         loop {
-            let (reply, signal) = match &mut self.phase {
-                Phase::Closed => return Signal::Close,
+            let (reply, step) = match &mut self.phase {
+                Phase::Closed => return Step::Close,
                 Phase::Data(_, _, incoming, receiver) => {
                     self.scratch.clear();
                     let done = receiver.feed(&mut input, &mut self.scratch);
                     incoming.write(&self.scratch);
                     if !done {
-                        return Signal::Continue;
+                        return Step::Continue;
                     }
-                    (Some(self.finish_data()), Signal::Continue)
+                    (Some(self.finish_data()), Step::Continue)
                 }
-                Phase::Chunk { tx, remaining, .. } => {
-                    let take = (*remaining).min(input.len() as u64) as usize;
-                    let (bytes, rest) = input.split_at(take);
-                    input = rest;
-                    *remaining -= take as u64;
-                    if let Some((incoming, check)) = tx.as_mut().and_then(|t| t.chunks.as_mut()) {
-                        check.feed(bytes);
-                        incoming.write(bytes);
-                    }
+                Phase::Chunk(chunked, remaining, _) => {
+                    let bytes = take(&mut input, remaining);
+                    chunked.check.feed(bytes);
+                    chunked.incoming.write(bytes);
                     if *remaining > 0 {
-                        return Signal::Continue;
+                        return Step::Continue;
                     }
-                    (Some(self.finish_chunk()), Signal::Continue)
+                    (Some(self.finish_chunk()), Step::Continue)
+                }
+                Phase::Discard { remaining, .. } => {
+                    take(&mut input, remaining);
+                    if *remaining > 0 {
+                        return Step::Continue;
+                    }
+                    (Some(self.finish_discard()), Step::Continue)
                 }
                 _ => match self.lines.next_line(&mut input) {
-                    None => return Signal::Continue,
-                    Some(Line::TooLong) => (
-                        Some(Reply::new(500, "5.5.2", "Line too long")),
-                        Signal::Continue,
-                    ),
+                    None => return Step::Continue,
+                    Some(Line::TooLong) => (Some(Reply::line_too_long()), Step::Continue),
                     Some(Line::Complete(line)) => self.command(&line),
                 },
             };
             if let Some(reply) = reply {
                 reply.write_to(out);
                 if self.count(&reply) == Verdict::Close {
-                    self.errors_exhausted().write_to(out);
+                    Reply::too_many_errors(&self.settings.hostname).write_to(out);
                     self.phase = Phase::Closed;
-                    return Signal::Close;
+                    return Step::Close;
                 }
             }
-            if signal != Signal::Continue {
-                if signal == Signal::Close {
+            match step {
+                Step::Continue => {}
+                Step::Close => {
                     self.phase = Phase::Closed;
+                    return Step::Close;
                 }
-                return signal;
+                other => return other,
             }
         }
     }
 
     /// Handles one command line; `None` means the reply comes later (a BDAT
     /// chunk is answered once its bytes have been read).
-    fn command(&mut self, line: &[u8]) -> (Option<Reply>, Signal) {
+    fn command(&mut self, line: &[u8]) -> (Option<Reply>, Step) {
         let command = match command::parse(line) {
             Ok(c) => c,
-            Err(e) => return (Some(Reply::from(e)), Signal::Continue),
+            Err(e) => return (Some(Reply::from(e)), Step::Continue),
         };
         let host = &self.settings.hostname;
         let reply = match command {
@@ -370,9 +389,10 @@ impl<B: Backend> Session<B> {
             Command::Mail(from, params) => self.mail(from, params),
             Command::Rcpt(to) => self.rcpt(to),
             Command::Data => self.data(),
-            Command::Bdat { size, last } => return (self.bdat(size, last), Signal::Continue),
+            Command::Bdat { size, last } => return (self.bdat(size, last), Step::Continue),
             Command::Rset => {
-                self.reset_transaction();
+                let phase = std::mem::replace(&mut self.phase, Phase::Closed);
+                self.phase = phase.without_transaction();
                 Reply::new(250, "2.0.0", "Ok")
             }
             Command::Noop => Reply::new(250, "2.0.0", "Ok"),
@@ -392,19 +412,16 @@ impl<B: Backend> Session<B> {
             },
             Command::Quit => {
                 let reply = Reply::new(221, "2.0.0", format!("{host} closing connection"));
-                return (Some(reply), Signal::Close);
+                return (Some(reply), Step::Close);
             }
-            Command::StartTls => {
-                let (reply, signal) = self.starttls();
-                return (Some(reply), signal);
-            }
+            Command::StartTls => return self.starttls(),
             Command::Auth { .. } => Reply::new(
                 502,
                 "5.5.1",
                 "AUTH is not offered here: this is a journal receiver",
             ),
         };
-        (Some(reply), Signal::Continue)
+        (Some(reply), Step::Continue)
     }
 
     fn ehlo_reply(&self, name: &str) -> Reply {
@@ -426,38 +443,18 @@ impl<B: Backend> Session<B> {
         Reply::plain(250, lines)
     }
 
-    /// Drops any transaction; keeps the greeting.
-    fn reset_transaction(&mut self) {
-        self.phase = match std::mem::replace(&mut self.phase, Phase::Greeted) {
-            Phase::Ready(h) | Phase::Envelope(h, _) | Phase::Data(h, ..) => Phase::Ready(h),
-            other => other,
-        };
-    }
-
-    fn starttls(&mut self) -> (Reply, Signal) {
+    fn starttls(&mut self) -> (Option<Reply>, Step) {
+        let refusal = |text: &'static str| (Some(Reply::new(503, "5.5.1", text)), Step::Continue);
         if self.tls.is_some() {
-            return (
-                Reply::new(503, "5.5.1", "TLS is already active"),
-                Signal::Continue,
-            );
+            return refusal("TLS is already active");
         }
         match self.phase {
             Phase::Ready(_) => (
-                Reply::new(220, "2.0.0", "Ready to start TLS"),
-                Signal::StartTls,
+                Some(Reply::new(220, "2.0.0", "Ready to start TLS")),
+                Step::StartTls,
             ),
-            Phase::Greeted => (
-                Reply::new(503, "5.5.1", "Send EHLO first"),
-                Signal::Continue,
-            ),
-            _ => (
-                Reply::new(
-                    503,
-                    "5.5.1",
-                    "A mail transaction is in progress; send RSET first",
-                ),
-                Signal::Continue,
-            ),
+            Phase::Greeted => refusal("Send EHLO first"),
+            _ => refusal("A mail transaction is in progress; send RSET first"),
         }
     }
 
@@ -470,13 +467,8 @@ impl<B: Backend> Session<B> {
         if self.settings.require_tls && self.tls.is_none() {
             return Reply::new(530, "5.7.0", "Must issue a STARTTLS command first");
         }
-        if !from.is_ascii() && !params.smtputf8 {
-            // RFC 6531 section 3.4: non-ASCII addresses need SMTPUTF8.
-            return Reply::new(
-                553,
-                "5.6.7",
-                "Non-ASCII address without the SMTPUTF8 parameter",
-            );
+        if let Err(reply) = Reply::check_utf8(&from, params.smtputf8, true) {
+            return reply;
         }
         if params
             .size
@@ -489,8 +481,6 @@ impl<B: Backend> Session<B> {
             mail_from: from,
             params,
             recipients: Vec::new(),
-            accepted: 0,
-            chunks: None,
         };
         self.phase = Phase::Envelope(helo, tx);
         Reply::new(250, "2.1.0", "Ok")
@@ -499,24 +489,17 @@ impl<B: Backend> Session<B> {
     fn rcpt(&mut self, to: Path) -> Reply {
         let tx = match &mut self.phase {
             Phase::Envelope(_, tx) => tx,
+            Phase::Chunked(_) => return Reply::new(503, "5.5.1", "RCPT is not allowed after BDAT"),
             _ => return Reply::new(503, "5.5.1", "Need MAIL command first"),
         };
-        if tx.chunks.is_some() {
-            return Reply::new(503, "5.5.1", "RCPT is not allowed after BDAT");
+        if tx.recipients.len() >= self.settings.max_recipients {
+            return Reply::too_many_recipients();
         }
-        if tx.accepted >= self.settings.max_recipients {
-            return Reply::new(452, "4.5.3", "Too many recipients");
-        }
-        if !to.is_ascii() && !tx.params.smtputf8 {
-            return Reply::new(
-                553,
-                "5.6.7",
-                "Non-ASCII address without the SMTPUTF8 parameter",
-            );
+        if let Err(reply) = Reply::check_utf8(&to, tx.params.smtputf8, true) {
+            return reply;
         }
         match self.backend.recipient(&to) {
             RecipientCheck::Accept(id) => {
-                tx.accepted += 1;
                 tx.recipients.push((id, to.0));
                 Reply::new(250, "2.1.5", "Ok")
             }
@@ -536,19 +519,13 @@ impl<B: Backend> Session<B> {
     }
 
     fn start_incoming(&mut self, tx: &Transaction, helo: &Helo) -> Result<Incoming, Reply> {
-        let mut sink = self.backend.start_message().map_err(|e| {
+        let failed = |e: &dyn std::fmt::Display| {
             warn!("smtp[{}] cannot start storing a message: {e}", tx.queue_id);
-            Reply::new(451, "4.3.0", "Temporary storage failure, try again later")
-        })?;
+            temporary_storage_failure()
+        };
+        let mut sink = self.backend.start_message().map_err(|e| failed(&e))?;
         let header = self.received_header(tx, helo);
-        if let Err(e) = sink.write_all(header.as_bytes()) {
-            warn!("smtp[{}] cannot start storing a message: {e}", tx.queue_id);
-            return Err(Reply::new(
-                451,
-                "4.3.0",
-                "Temporary storage failure, try again later",
-            ));
-        }
+        sink.write_all(header.as_bytes()).map_err(|e| failed(&e))?;
         Ok(Incoming {
             sink: Some(sink),
             size: 0,
@@ -558,32 +535,25 @@ impl<B: Backend> Session<B> {
     }
 
     fn data(&mut self) -> Reply {
-        let (helo, tx) = match std::mem::replace(&mut self.phase, Phase::Greeted) {
+        let (helo, tx) = match std::mem::replace(&mut self.phase, Phase::Closed) {
             Phase::Envelope(helo, tx) => (helo, tx),
             other => {
-                let greeted = matches!(other, Phase::Greeted);
-                self.phase = other;
-                return if greeted {
-                    Reply::new(503, "5.5.1", "Send EHLO or HELO first")
-                } else {
-                    Reply::new(503, "5.5.1", "Need MAIL command first")
+                let reply = match &other {
+                    Phase::Greeted => Reply::new(503, "5.5.1", "Send EHLO or HELO first"),
+                    Phase::Chunked(_) => Reply::new(
+                        503,
+                        "5.5.1",
+                        "DATA is not allowed after BDAT in the same transaction",
+                    ),
+                    _ => Reply::new(503, "5.5.1", "Need MAIL command first"),
                 };
+                self.phase = other;
+                return reply;
             }
         };
-        let refusal = if tx.chunks.is_some() {
-            Some(Reply::new(
-                503,
-                "5.5.1",
-                "DATA is not allowed after BDAT in the same transaction",
-            ))
-        } else if tx.recipients.is_empty() {
-            Some(Reply::new(554, "5.5.1", "No valid recipients"))
-        } else {
-            None
-        };
-        if let Some(reply) = refusal {
+        if tx.recipients.is_empty() {
             self.phase = Phase::Envelope(helo, tx);
-            return reply;
+            return Reply::new(554, "5.5.1", "No valid recipients");
         }
         match self.start_incoming(&tx, &helo) {
             Ok(incoming) => {
@@ -600,69 +570,70 @@ impl<B: Backend> Session<B> {
     /// BDAT (RFC 3030): the chunk's bytes follow the command line and are
     /// always read, even when the command is refused, to stay in step.
     fn bdat(&mut self, size: u64, last: bool) -> Option<Reply> {
-        let (helo, tx, error) = match std::mem::replace(&mut self.phase, Phase::Greeted) {
-            Phase::Envelope(helo, mut tx) => {
-                if tx.recipients.is_empty() {
-                    (
-                        Some(helo),
-                        None,
-                        Some(Reply::new(554, "5.5.1", "No valid recipients")),
-                    )
-                } else if tx.chunks.is_some() {
-                    (Some(helo), Some(tx), None)
-                } else {
-                    match self.start_incoming(&tx, &helo) {
-                        Ok(incoming) => {
-                            tx.chunks = Some((incoming, LineEndingCheck::default()));
-                            (Some(helo), Some(tx), None)
-                        }
-                        Err(reply) => (Some(helo), None, Some(reply)),
-                    }
-                }
-            }
-            Phase::Ready(helo) => (
-                Some(helo),
-                None,
-                Some(Reply::new(503, "5.5.1", "Need MAIL command first")),
-            ),
-            _ => (
-                None,
-                None,
-                Some(Reply::new(503, "5.5.1", "Send EHLO or HELO first")),
-            ),
-        };
-        self.phase = Phase::Chunk {
-            helo,
-            tx,
+        let phase = std::mem::replace(&mut self.phase, Phase::Closed);
+        let discard = |reply: Reply, then: Phase| Phase::Discard {
             remaining: size,
-            last,
-            error,
+            reply,
+            then: Box::new(then),
         };
-        (size == 0).then(|| self.finish_chunk())
+        self.phase = match phase {
+            Phase::Chunked(chunked) => Phase::Chunk(chunked, size, last),
+            Phase::Envelope(helo, tx) if tx.recipients.is_empty() => discard(
+                Reply::new(554, "5.5.1", "No valid recipients"),
+                Phase::Ready(helo),
+            ),
+            Phase::Envelope(helo, tx) => match self.start_incoming(&tx, &helo) {
+                Ok(incoming) => Phase::Chunk(
+                    Box::new(Chunked {
+                        helo,
+                        tx,
+                        incoming,
+                        check: LineEndingCheck::default(),
+                    }),
+                    size,
+                    last,
+                ),
+                Err(reply) => discard(reply, Phase::Ready(helo)),
+            },
+            Phase::Ready(helo) => discard(
+                Reply::new(503, "5.5.1", "Need MAIL command first"),
+                Phase::Ready(helo),
+            ),
+            other => discard(
+                Reply::new(503, "5.5.1", "Send EHLO or HELO first"),
+                other.without_transaction(),
+            ),
+        };
+        (size == 0).then(|| match self.phase {
+            Phase::Discard { .. } => self.finish_discard(),
+            _ => self.finish_chunk(),
+        })
+    }
+
+    fn finish_discard(&mut self) -> Reply {
+        match std::mem::replace(&mut self.phase, Phase::Closed) {
+            Phase::Discard { reply, then, .. } => {
+                self.phase = *then;
+                reply
+            }
+            other => {
+                self.phase = other;
+                temporary_storage_failure()
+            }
+        }
     }
 
     fn finish_chunk(&mut self) -> Reply {
-        let Phase::Chunk {
+        let Phase::Chunk(chunked, _, last) = std::mem::replace(&mut self.phase, Phase::Closed)
+        else {
+            return temporary_storage_failure();
+        };
+        let Chunked {
             helo,
             tx,
-            last,
-            error,
-            ..
-        } = std::mem::replace(&mut self.phase, Phase::Greeted)
-        else {
-            return Reply::new(451, "4.3.0", "Internal state error");
-        };
-        let Some(helo) = helo else {
-            return error.unwrap_or_else(|| Reply::new(503, "5.5.1", "Send EHLO or HELO first"));
-        };
-        let (Some(mut tx), None) = (tx, &error) else {
-            self.phase = Phase::Ready(helo);
-            return error.unwrap_or_else(|| Reply::new(503, "5.5.1", "Need MAIL command first"));
-        };
-        let Some((incoming, check)) = tx.chunks.take() else {
-            self.phase = Phase::Ready(helo);
-            return Reply::new(503, "5.5.1", "Need MAIL command first");
-        };
+            incoming,
+            check,
+        } = *chunked;
         if !last {
             if incoming.size > incoming.limit {
                 // RFC 3030 section 4.2: a failed chunk fails the transaction.
@@ -670,27 +641,39 @@ impl<B: Backend> Session<B> {
                 return Reply::too_big();
             }
             let received = incoming.size;
-            tx.chunks = Some((incoming, check));
-            self.phase = Phase::Envelope(helo, tx);
+            self.phase = Phase::Chunked(Box::new(Chunked {
+                helo,
+                tx,
+                incoming,
+                check,
+            }));
             return Reply::new(250, "2.0.0", format!("{received} octets received"));
         }
-        let reply = self.complete_message(tx, incoming, check.finish());
+        let ending = match check.finish() {
+            true => LineEnds::HadBare,
+            false => LineEnds::Crlf,
+        };
+        let reply = self.complete_message(tx, incoming, ending);
         self.phase = Phase::Ready(helo);
         reply
     }
 
     fn finish_data(&mut self) -> Reply {
         let Phase::Data(helo, tx, incoming, receiver) =
-            std::mem::replace(&mut self.phase, Phase::Greeted)
+            std::mem::replace(&mut self.phase, Phase::Closed)
         else {
-            return Reply::new(451, "4.3.0", "Internal state error");
+            return temporary_storage_failure();
         };
-        let reply = self.complete_message(tx, incoming, receiver.saw_bare_line_ending());
+        let ending = match receiver.saw_bare_line_ending() {
+            true => LineEnds::HadBare,
+            false => LineEnds::Crlf,
+        };
+        let reply = self.complete_message(tx, incoming, ending);
         self.phase = Phase::Ready(helo);
         reply
     }
 
-    fn complete_message(&mut self, tx: Transaction, incoming: Incoming, bare: bool) -> Reply {
+    fn complete_message(&mut self, tx: Transaction, incoming: Incoming, ending: LineEnds) -> Reply {
         let qid = &tx.queue_id;
         let tls = self.tls.as_ref().map(|t| t.version.clone());
         let summary = format!(
@@ -707,9 +690,9 @@ impl<B: Backend> Session<B> {
         }
         if let Some(e) = incoming.write_error {
             warn!("{summary} result=deferred reason=storage error={e}");
-            return Reply::new(451, "4.3.0", "Temporary storage failure, try again later");
+            return temporary_storage_failure();
         }
-        if bare {
+        if ending == LineEnds::HadBare {
             info!("{summary} result=rejected reason=bare-cr-or-lf");
             return Reply::new(
                 550,
@@ -719,7 +702,7 @@ impl<B: Backend> Session<B> {
         }
         let Some(sink) = incoming.sink else {
             warn!("{summary} result=deferred reason=no-sink");
-            return Reply::new(451, "4.3.0", "Temporary storage failure, try again later");
+            return temporary_storage_failure();
         };
         let envelope = Envelope {
             queue_id: tx.queue_id.clone(),
@@ -731,24 +714,33 @@ impl<B: Backend> Session<B> {
         };
         match sink.deliver(&envelope) {
             Ok(stored) => {
-                let mailboxes: Vec<String> = envelope
-                    .recipients
-                    .iter()
-                    .map(|(id, _)| id.to_string())
-                    .collect();
                 info!(
                     "{summary} result=stored mailboxes={} files={}",
-                    mailboxes.join(","),
-                    stored.join(",")
+                    stored
+                        .iter()
+                        .map(|(id, _)| id.to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    stored
+                        .iter()
+                        .map(|(_, name)| name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
                 );
                 // A client that delivers is doing real work: its earlier
                 // errors (a few unknown recipients) are forgiven.
                 self.errors.forgive();
                 Reply::new(250, "2.0.0", format!("Ok: queued as {qid}"))
             }
+            Err(e) if e.is_permanent() => {
+                // The recipient mailboxes went away during the transaction:
+                // retrying cannot help, so the sender may as well know now.
+                info!("{summary} result=rejected reason=gone error={e}");
+                Reply::new(550, "5.1.1", "The mailbox no longer exists")
+            }
             Err(e) => {
                 warn!("{summary} result=deferred reason=storage error={e}");
-                Reply::new(451, "4.3.0", "Temporary storage failure, try again later")
+                temporary_storage_failure()
             }
         }
     }

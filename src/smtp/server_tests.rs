@@ -18,6 +18,7 @@ struct Shared {
     fail_start: bool,
     fail_write: bool,
     fail_deliver: bool,
+    mailbox_gone: bool,
 }
 
 #[derive(Clone, Default)]
@@ -44,16 +45,26 @@ impl Write for FakeSink {
 }
 
 impl MessageSink for FakeSink {
-    fn deliver(self: Box<Self>, envelope: &Envelope) -> Result<Vec<String>, String> {
+    fn deliver(
+        self: Box<Self>,
+        envelope: &Envelope,
+    ) -> Result<Vec<(MailboxId, String)>, StoreError> {
         if self.shared.0.borrow().fail_deliver {
-            return Err("fsync failed".into());
+            return Err(StoreError::Io {
+                path: "messages".into(),
+                op: "cannot sync",
+                source: io::Error::other("fsync failed"),
+            });
+        }
+        if self.shared.0.borrow().mailbox_gone {
+            return Err(StoreError::NotFound(envelope.recipients[0].0.clone()));
         }
         self.shared
             .0
             .borrow_mut()
             .stored
             .push((envelope.clone(), self.bytes));
-        Ok(vec!["stored".into()])
+        Ok(vec![(envelope.recipients[0].0.clone(), "stored".into())])
     }
 }
 
@@ -75,9 +86,13 @@ impl Backend for Fake {
         }
     }
 
-    fn start_message(&mut self) -> Result<Box<dyn MessageSink>, String> {
+    fn start_message(&mut self) -> Result<Box<dyn MessageSink>, StoreError> {
         if self.0.borrow().fail_start {
-            return Err("spool not writable".into());
+            return Err(StoreError::Io {
+                path: "spool".into(),
+                op: "cannot create a spool file",
+                source: io::Error::other("not writable"),
+            });
         }
         Ok(Box::new(FakeSink {
             shared: self.clone(),
@@ -101,6 +116,25 @@ fn tls() -> TlsInfo {
     TlsInfo {
         version: "TLSv1.3".into(),
         cipher: "TLS13_AES_256_GCM_SHA384".into(),
+    }
+}
+
+/// How feeding ended (the driver's [`Step`], without its payloads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    Continue,
+    StartTls,
+    Close,
+}
+
+impl From<Step> for Signal {
+    fn from(step: Step) -> Signal {
+        match step {
+            Step::Continue => Signal::Continue,
+            Step::StartTls => Signal::StartTls,
+            Step::Close => Signal::Close,
+            other => panic!("the journal receiver never asks for {other:?}"),
+        }
     }
 }
 
@@ -128,7 +162,7 @@ impl Harness {
     /// Feeds bytes and returns the replies they produced, as text.
     fn ingest(&mut self, input: &[u8]) -> String {
         let mut out = Vec::new();
-        self.last_signal = self.session.receive(input, &mut out);
+        self.last_signal = self.session.receive(input, &mut out).into();
         String::from_utf8(out).unwrap()
     }
 
@@ -879,4 +913,14 @@ mod properties {
             prop_assert_eq!(whole, split);
         }
     }
+}
+
+#[test]
+fn a_mailbox_deleted_during_the_transaction_is_a_permanent_550() {
+    let mut h = Harness::tls();
+    h.fake.0.borrow_mut().mailbox_gone = true;
+    let replies = h.ingest(
+        b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<mbx-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@localhost>\r\nDATA\r\nx\r\n.\r\n",
+    );
+    assert_code(&replies, "550 5.1.1");
 }

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use log::info;
 
 use super::delivery::StoreBackend;
-use super::server::{Backend, Session, Settings, Signal, TlsInfo};
+use super::server::{Backend, Session, Settings, TlsInfo};
 use crate::net::acceptor::Accepted;
 use crate::net::cidr::Cidr;
 use crate::net::driver::{Protocol, SessionEnv, Step};
@@ -60,11 +60,7 @@ impl<B: Backend> Protocol for Session<B> {
     }
 
     fn receive(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step {
-        match Session::receive(self, input, out) {
-            Signal::Continue => Step::Continue,
-            Signal::StartTls => Step::StartTls,
-            Signal::Close => Step::Close,
-        }
+        Session::receive(self, input, out)
     }
 
     fn tls_started(&mut self, tls: TlsInfo) {

@@ -119,93 +119,127 @@ fn error_policy(config: &Config) -> ErrorPolicy {
     }
 }
 
+/// What every service is built from.
+struct Parts<'a> {
+    config: &'a Config,
+    store: &'a Store,
+    env: SessionEnv,
+    errors: ErrorPolicy,
+    max_line_bytes: usize,
+}
+
+impl Parts<'_> {
+    fn journal(&self) -> SmtpService {
+        let config = self.config;
+        SmtpService {
+            settings: SmtpSettings {
+                hostname: config.hostname.clone(),
+                max_message_bytes: config.smtp.max_message_bytes,
+                max_recipients: config.smtp.max_recipients as usize,
+                require_tls: config.smtp.require_tls,
+                max_line_bytes: self.max_line_bytes,
+                errors: self.errors,
+            },
+            store: self.store.clone(),
+            mailbox_domain: config.mailbox_domain.clone(),
+            allowed_clients: config.smtp.allowed_clients.clone(),
+            env: self.env.clone(),
+        }
+    }
+
+    fn pop3(&self, throttle: &Arc<LoginThrottle>) -> Pop3Service {
+        let config = self.config;
+        Pop3Service {
+            settings: Pop3Settings {
+                max_line_bytes: self.max_line_bytes,
+                errors: self.errors,
+            },
+            logins: Arc::new(LoginContext {
+                store: self.store.clone(),
+                mailbox_domain: config.mailbox_domain.clone(),
+                throttle: Arc::clone(throttle),
+                kdf_slots: Arc::new(KdfSlots::new(config.limits.max_concurrent_kdf as usize)),
+                kdf: config.kdf.params(),
+            }),
+            env: self.env.clone(),
+        }
+    }
+
+    fn proxy_context(&self, throttle: &Arc<LoginThrottle>) -> Result<Arc<ProxyContext>, String> {
+        let proxy = &self.config.proxy;
+        let dialer = Dialer {
+            policy: TargetPolicy {
+                allowed: proxy.allowed_targets.clone(),
+                allow_private: proxy.allow_private_targets,
+            },
+            tls: UpstreamTls::new(proxy.extra_ca_file.as_deref()).map_err(|e| e.to_string())?,
+            hostname: self.config.hostname.clone(),
+            connect_timeout: Duration::from_secs(proxy.connect_timeout_secs),
+            io_timeout: self.env.timeouts.command,
+            implicit_tls_ports: proxy.implicit_tls_ports.clone(),
+        };
+        Ok(Arc::new(ProxyContext {
+            store: self.store.clone(),
+            dialer,
+            throttle: Arc::clone(throttle),
+        }))
+    }
+
+    fn smtp_proxy(&self, throttle: &Arc<LoginThrottle>) -> Result<SmtpProxyService, String> {
+        let config = self.config;
+        Ok(SmtpProxyService {
+            settings: ProxySettings {
+                hostname: config.hostname.clone(),
+                max_message_bytes: config.smtp_proxy.max_message_bytes,
+                max_recipients: config.smtp_proxy.max_recipients as usize,
+                max_line_bytes: self.max_line_bytes,
+                errors: self.errors,
+            },
+            context: self.proxy_context(throttle)?,
+            env: self.env.clone(),
+        })
+    }
+
+    fn pop3_proxy(&self, throttle: &Arc<LoginThrottle>) -> Result<Pop3ProxyService, String> {
+        Ok(Pop3ProxyService {
+            settings: Pop3ProxySettings {
+                max_line_bytes: self.max_line_bytes,
+                errors: self.errors,
+                max_message_bytes: self.config.pop3_proxy.max_message_bytes,
+            },
+            context: self.proxy_context(throttle)?,
+            env: self.env.clone(),
+        })
+    }
+}
+
 fn build(config: &Config, store: &Store) -> Result<Built, String> {
     let (cert, key) = cert::files(config).map_err(|e| e.to_string())?;
     let tls = Arc::new(TlsServer::load(&cert, &key).map_err(|e| e.to_string())?);
     let control = Arc::new(Control::default());
-    let env = session_env(config, &tls, &control);
-    let limits = Arc::clone(&env.limits);
-    let max_line_bytes = config.limits.max_line_bytes as usize;
-    let errors = error_policy(config);
-
-    let smtp = Arc::new(SmtpService {
-        settings: SmtpSettings {
-            hostname: config.hostname.clone(),
-            max_message_bytes: config.smtp.max_message_bytes,
-            max_recipients: config.smtp.max_recipients as usize,
-            require_tls: config.smtp.require_tls,
-            max_line_bytes,
-            errors,
-        },
-        store: store.clone(),
-        mailbox_domain: config.mailbox_domain.clone(),
-        allowed_clients: config.smtp.allowed_clients.clone(),
-        env: env.clone(),
-    });
+    let parts = Parts {
+        config,
+        store,
+        env: session_env(config, &tls, &control),
+        errors: error_policy(config),
+        max_line_bytes: config.limits.max_line_bytes as usize,
+    };
     // Each service counts its own failed logins: a mail client with an
     // expired provider password behind the archiver's NAT must not lock the
     // archiver out of POP3.
-    let pop3_throttle = throttle(config);
-    let pop3 = Arc::new(Pop3Service {
-        settings: Pop3Settings {
-            max_line_bytes,
-            errors,
-        },
-        logins: Arc::new(LoginContext {
-            store: store.clone(),
-            mailbox_domain: config.mailbox_domain.clone(),
-            throttle: Arc::clone(&pop3_throttle),
-            kdf_slots: Arc::new(KdfSlots::new(config.limits.max_concurrent_kdf as usize)),
-            kdf: config.kdf.params(),
-        }),
-        env: env.clone(),
-    });
-    let dialer = Dialer {
-        policy: TargetPolicy {
-            allowed: config.proxy.allowed_targets.clone(),
-            allow_private: config.proxy.allow_private_targets,
-        },
-        tls: UpstreamTls::new(config.proxy.extra_ca_file.as_deref()).map_err(|e| e.to_string())?,
-        hostname: config.hostname.clone(),
-        connect_timeout: Duration::from_secs(config.proxy.connect_timeout_secs),
-        io_timeout: env.timeouts.command,
-        implicit_tls_ports: config.proxy.implicit_tls_ports.clone(),
-    };
-    let proxy_context = |throttle: &Arc<LoginThrottle>| {
-        Arc::new(ProxyContext {
-            store: store.clone(),
-            dialer: dialer.clone(),
-            throttle: Arc::clone(throttle),
-        })
-    };
-    let smtp_proxy_throttle = throttle(config);
-    let smtp_proxy = Arc::new(SmtpProxyService {
-        settings: ProxySettings {
-            hostname: config.hostname.clone(),
-            max_message_bytes: config.smtp_proxy.max_message_bytes,
-            max_recipients: config.smtp_proxy.max_recipients as usize,
-            max_line_bytes,
-            errors,
-        },
-        context: proxy_context(&smtp_proxy_throttle),
-        env: env.clone(),
-    });
-    let pop3_proxy_throttle = throttle(config);
-    let pop3_proxy = Arc::new(Pop3ProxyService {
-        settings: Pop3ProxySettings {
-            max_line_bytes,
-            errors,
-            max_message_bytes: config.pop3_proxy.max_message_bytes,
-        },
-        context: proxy_context(&pop3_proxy_throttle),
-        env: env.clone(),
-    });
-    let proxy_listeners = [config.smtp_proxy.listeners(), config.pop3_proxy.listeners()];
-    if config.proxy.allowed_targets.is_empty()
-        && proxy_listeners
-            .iter()
-            .any(|l| !l.listen.is_empty() || !l.listen_tls.is_empty())
-    {
+    let throttles = Throttles(vec![
+        ("pop3", throttle(config)),
+        ("smtp-proxy", throttle(config)),
+        ("pop3-proxy", throttle(config)),
+    ]);
+    let smtp = Arc::new(parts.journal());
+    let pop3 = Arc::new(parts.pop3(&throttles.0[0].1));
+    let smtp_proxy = Arc::new(parts.smtp_proxy(&throttles.0[1].1)?);
+    let pop3_proxy = Arc::new(parts.pop3_proxy(&throttles.0[2].1)?);
+    let proxies_listen = [config.smtp_proxy.listeners(), config.pop3_proxy.listeners()]
+        .iter()
+        .any(|l| !l.listen.is_empty() || !l.listen_tls.is_empty());
+    if config.proxy.allowed_targets.is_empty() && proxies_listen {
         warn!(
             "proxy.allowed_targets is empty: every proxy login will be refused until targets are allowed"
         );
@@ -252,14 +286,10 @@ fn build(config: &Config, store: &Store) -> Result<Built, String> {
     }
     Ok(Built {
         services,
-        limits,
+        limits: Arc::clone(&parts.env.limits),
         control,
         tls,
-        throttles: Throttles(vec![
-            ("pop3", pop3_throttle),
-            ("smtp-proxy", smtp_proxy_throttle),
-            ("pop3-proxy", pop3_proxy_throttle),
-        ]),
+        throttles,
     })
 }
 

@@ -300,6 +300,23 @@ impl<R: Relay> Pop3ProxySession<R> {
             {
                 err(out, TLS_REQUIRED)
             }
+            Command::User(_) | Command::Pass(_) | Command::Auth { .. } => {
+                return self.login_command(command, out);
+            }
+            Command::Quit if !in_transaction => {
+                ok(out, "Sealpost signing off");
+                self.state = State::Closed;
+                return Step::Close;
+            }
+            _ if !in_transaction => err(out, "Log in first (USER/PASS or AUTH PLAIN)"),
+            other => return self.transaction(other, out),
+        }
+        Step::Continue
+    }
+
+    /// USER, PASS and AUTH, over TLS and before login.
+    fn login_command(&mut self, command: Command, out: &mut Vec<u8>) -> Step {
+        match command {
             Command::User(name) => {
                 self.state = State::Authorization { user: Some(name) };
                 ok(out, "Send your password");
@@ -335,13 +352,7 @@ impl<R: Relay> Pop3ProxySession<R> {
             Command::Auth {
                 mechanism: Some(m), ..
             } => err(out, &format!("Unsupported mechanism {m}; use PLAIN")),
-            Command::Quit if !in_transaction => {
-                ok(out, "Sealpost signing off");
-                self.state = State::Closed;
-                return Step::Close;
-            }
-            _ if !in_transaction => err(out, "Log in first (USER/PASS or AUTH PLAIN)"),
-            other => return self.transaction(other, out),
+            _ => {}
         }
         Step::Continue
     }

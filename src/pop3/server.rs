@@ -330,103 +330,20 @@ impl<B: Backend> Session<B> {
         Step::Close
     }
 
-    /// Resolves a message number to an index of a message not deleted.
-    fn message(deleted: &[bool], number: u64) -> Option<usize> {
-        let index = usize::try_from(number).ok()?.checked_sub(1)?;
-        (index < deleted.len() && !deleted[index]).then_some(index)
-    }
-
     fn transaction(&mut self, command: Command, out: &mut Vec<u8>) -> Step {
         let State::Transaction { maildrop, deleted } = &mut self.state else {
             err(out, "Log in first (USER/PASS or AUTH PLAIN)");
             return Step::Continue;
         };
         match command {
-            Command::Stat => {
-                let live = maildrop
-                    .listing()
-                    .iter()
-                    .zip(deleted.iter())
-                    .filter(|(_, d)| !**d);
-                let (count, octets) = live.fold((0, 0), |(c, o), (l, _)| (c + 1, o + l.size));
-                ok(out, &format!("{count} {octets}"));
-            }
-            Command::List(None) | Command::Uidl(None) => {
-                let uidl = matches!(command, Command::Uidl(_));
-                ok(
-                    out,
-                    if uidl {
-                        "Unique ids follow"
-                    } else {
-                        "Scan listing follows"
-                    },
-                );
-                for (i, listing) in maildrop
-                    .listing()
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| !deleted[*i])
-                {
-                    let value = if uidl {
-                        listing.uidl.clone()
-                    } else {
-                        listing.size.to_string()
-                    };
-                    out.extend_from_slice(format!("{} {value}\r\n", i + 1).as_bytes());
-                }
-                out.extend_from_slice(b".\r\n");
-            }
-            Command::List(Some(n)) | Command::Uidl(Some(n)) => match Self::message(deleted, n) {
-                Some(i) => {
-                    let listing = &maildrop.listing()[i];
-                    match command {
-                        Command::Uidl(_) => ok(out, &format!("{n} {}", listing.uidl)),
-                        _ => ok(out, &format!("{n} {}", listing.size)),
-                    }
-                }
-                None => err(out, NO_SUCH_MESSAGE),
-            },
-            Command::Retr(n) | Command::Top(n, _) => {
-                let Some(i) = Self::message(deleted, n) else {
-                    err(out, NO_SUCH_MESSAGE);
-                    return Step::Continue;
-                };
-                let stuffer = match command {
-                    Command::Top(_, lines) => DotStuffer::top(lines),
-                    _ => DotStuffer::whole(),
-                };
-                let opened = maildrop.verify(i).and_then(|()| maildrop.open(i));
-                match opened {
-                    Ok(reader) => {
-                        let size = maildrop.listing()[i].size;
-                        ok(out, &format!("{size} octets"));
-                        self.sending = Some(MessageStream {
-                            reader,
-                            stuffer,
-                            buf: vec![0u8; 64 * 1024],
-                        });
-                        return Step::Stream;
-                    }
-                    Err(MessageError::Damaged) => err(
-                        out,
-                        &format!("[SYS/PERM] Message {n} is damaged and cannot be read"),
-                    ),
-                    Err(MessageError::Unavailable) => err(
-                        out,
-                        &format!("[SYS/TEMP] Message {n} cannot be read right now"),
-                    ),
-                }
-            }
-            Command::Dele(n) => match Self::message(deleted, n) {
-                Some(i) => {
-                    deleted[i] = true;
-                    ok(out, &format!("Message {n} deleted"));
-                }
-                None if usize::try_from(n).is_ok_and(|n| n >= 1 && n <= deleted.len()) => {
-                    err(out, &format!("Message {n} already deleted"))
-                }
-                None => err(out, NO_SUCH_MESSAGE),
-            },
+            Command::Stat => stat(maildrop, deleted, out),
+            Command::List(None) => listing(maildrop, deleted, Listed::Sizes, out),
+            Command::Uidl(None) => listing(maildrop, deleted, Listed::Uidls, out),
+            Command::List(Some(n)) => listed(maildrop, deleted, n, Listed::Sizes, out),
+            Command::Uidl(Some(n)) => listed(maildrop, deleted, n, Listed::Uidls, out),
+            Command::Retr(n) => return self.send_message(n, DotStuffer::whole(), out),
+            Command::Top(n, lines) => return self.send_message(n, DotStuffer::top(lines), out),
+            Command::Dele(n) => dele(deleted, n, out),
             Command::Rset => {
                 deleted.iter_mut().for_each(|d| *d = false);
                 let octets: u64 = maildrop.listing().iter().map(|l| l.size).sum();
@@ -439,6 +356,112 @@ impl<B: Backend> Session<B> {
             _ => err(out, "Not allowed after login"),
         }
         Step::Continue
+    }
+
+    /// RETR and TOP: checked to its end first, then streamed.
+    fn send_message(&mut self, n: u64, stuffer: DotStuffer, out: &mut Vec<u8>) -> Step {
+        let State::Transaction { maildrop, deleted } = &mut self.state else {
+            return Step::Continue;
+        };
+        let Some(i) = message(deleted, n) else {
+            err(out, NO_SUCH_MESSAGE);
+            return Step::Continue;
+        };
+        match maildrop.verify(i).and_then(|()| maildrop.open(i)) {
+            Ok(reader) => {
+                let size = maildrop.listing()[i].size;
+                ok(out, &format!("{size} octets"));
+                self.sending = Some(MessageStream {
+                    reader,
+                    stuffer,
+                    buf: vec![0u8; 64 * 1024],
+                });
+                return Step::Stream;
+            }
+            Err(MessageError::Damaged) => err(
+                out,
+                &format!("[SYS/PERM] Message {n} is damaged and cannot be read"),
+            ),
+            Err(MessageError::Unavailable) => err(
+                out,
+                &format!("[SYS/TEMP] Message {n} cannot be read right now"),
+            ),
+        }
+        Step::Continue
+    }
+}
+
+/// What a listing shows of each message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listed {
+    Sizes,
+    Uidls,
+}
+
+impl Listed {
+    fn of(self, listing: &Listing) -> String {
+        match self {
+            Listed::Sizes => listing.size.to_string(),
+            Listed::Uidls => listing.uidl.clone(),
+        }
+    }
+}
+
+/// Resolves a message number to an index of a message not deleted.
+fn message(deleted: &[bool], number: u64) -> Option<usize> {
+    let index = usize::try_from(number).ok()?.checked_sub(1)?;
+    (index < deleted.len() && !deleted[index]).then_some(index)
+}
+
+fn stat<M: Maildrop>(maildrop: &M, deleted: &[bool], out: &mut Vec<u8>) {
+    let live = maildrop
+        .listing()
+        .iter()
+        .zip(deleted.iter())
+        .filter(|(_, d)| !**d);
+    let (count, octets) = live.fold((0, 0), |(c, o), (l, _)| (c + 1, o + l.size));
+    ok(out, &format!("{count} {octets}"));
+}
+
+/// LIST or UIDL without an argument (RFC 1939 section 5 and 7).
+fn listing<M: Maildrop>(maildrop: &M, deleted: &[bool], what: Listed, out: &mut Vec<u8>) {
+    ok(
+        out,
+        match what {
+            Listed::Uidls => "Unique ids follow",
+            Listed::Sizes => "Scan listing follows",
+        },
+    );
+    for (i, listing) in maildrop
+        .listing()
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !deleted[*i])
+    {
+        out.extend_from_slice(format!("{} {}\r\n", i + 1, what.of(listing)).as_bytes());
+    }
+    out.extend_from_slice(b".\r\n");
+}
+
+/// LIST n or UIDL n.
+fn listed<M: Maildrop>(maildrop: &M, deleted: &[bool], n: u64, what: Listed, out: &mut Vec<u8>) {
+    match message(deleted, n) {
+        Some(i) => ok(out, &format!("{n} {}", what.of(&maildrop.listing()[i]))),
+        None => err(out, NO_SUCH_MESSAGE),
+    }
+}
+
+/// DELE only marks (RFC 1939 section 6): QUIT removes.
+fn dele(deleted: &mut [bool], n: u64, out: &mut Vec<u8>) {
+    match message(deleted, n) {
+        Some(i) => {
+            deleted[i] = true;
+            ok(out, &format!("Message {n} deleted"));
+        }
+        None if usize::try_from(n).is_ok_and(|n| n >= 1 && n <= deleted.len()) => {
+            err(out, &format!("Message {n} already deleted"))
+        }
+        None => err(out, NO_SUCH_MESSAGE),
     }
 }
 

@@ -251,31 +251,7 @@ impl Login {
             }
             Stage::Ehlo => {
                 expect(250, "EHLO")?;
-                // The first line is the greeting, not a keyword.
-                self.extensions = lines
-                    .iter()
-                    .skip(1)
-                    .map(|l| {
-                        String::from_utf8_lossy(l.get(4..).unwrap_or_default()).to_ascii_uppercase()
-                    })
-                    .collect();
-                if !self.tls {
-                    // Never send credentials in plaintext: no STARTTLS, no login.
-                    if !self.extensions.iter().any(|e| e == "STARTTLS") {
-                        return Err(OpenError::Refused(format!(
-                            "{} offers no STARTTLS",
-                            self.host
-                        )));
-                    }
-                    return self.send(Stage::StartTls, "STARTTLS");
-                }
-                match self.mechanism()? {
-                    Mechanism::Plain => {
-                        let plain = sasl::encode_plain(user, password);
-                        self.send(Stage::AuthResult, &format!("AUTH PLAIN {}", *plain))
-                    }
-                    Mechanism::Login => self.send(Stage::AuthLoginUser, "AUTH LOGIN"),
-                }
+                self.after_ehlo(&lines, authorized)
             }
             Stage::StartTls => {
                 expect(220, "STARTTLS")?;
@@ -315,6 +291,38 @@ impl Login {
                 "unexpected reply {} {}",
                 reply.code, reply.text
             ))),
+        }
+    }
+
+    /// EHLO answered: upgrade first if TLS is not on, then authenticate.
+    fn after_ehlo(
+        &mut self,
+        lines: &[Vec<u8>],
+        authorized: &Authorized,
+    ) -> Result<Progress<Result<Link, OpenError>>, OpenError> {
+        // The first line is the greeting, not a keyword.
+        self.extensions = lines
+            .iter()
+            .skip(1)
+            .map(|l| String::from_utf8_lossy(l.get(4..).unwrap_or_default()).to_ascii_uppercase())
+            .collect();
+        if !self.tls {
+            // Never send credentials in plaintext: no STARTTLS, no login.
+            if !self.extensions.iter().any(|e| e == "STARTTLS") {
+                return Err(OpenError::Refused(format!(
+                    "{} offers no STARTTLS",
+                    self.host
+                )));
+            }
+            return self.send(Stage::StartTls, "STARTTLS");
+        }
+        match self.mechanism()? {
+            Mechanism::Plain => {
+                let plain =
+                    sasl::encode_plain(&authorized.login.remote_user, authorized.password());
+                self.send(Stage::AuthResult, &format!("AUTH PLAIN {}", *plain))
+            }
+            Mechanism::Login => self.send(Stage::AuthLoginUser, "AUTH LOGIN"),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Sealpost: an email archiving gateway. An SMTP journal receiver and a POP3
 //! server in front of an encrypted mailbox store, plus recording SMTP and POP3
-//! proxies. See DESIGN.md (shared) and README.md.
+//! proxies. `docs/architecture.md` says what each module is and may touch;
+//! README.md says what the product does.
 
 pub mod auth;
 pub mod cert;

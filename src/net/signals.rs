@@ -1,6 +1,7 @@
 //! SIGTERM/SIGINT stop the gateway, SIGHUP reloads the certificate. The
 //! signals are blocked in every thread and taken by one thread with
-//! `sigwait`, so no code runs in signal-handler context.
+//! `sigwait`, so no code runs in signal-handler context. (Kept by hand:
+//! `signal-hook` would need a handler and a self-pipe for the same thing.)
 
 use std::io;
 use std::sync::Arc;

@@ -15,7 +15,7 @@ use crate::dot_stuffing::DotStuffer;
 use crate::net::conn::TlsInfo;
 use crate::net::driver::{Protocol, Step};
 use crate::net::error_limit::{ErrorCount, ErrorPolicy};
-use crate::net::line::CommandQueue;
+use crate::net::line::{ClientSide, CommandQueue};
 use crate::sasl;
 use crate::store::StoreError;
 
@@ -96,8 +96,7 @@ enum State<M> {
 /// One POP3 connection's protocol state.
 pub struct Session<B: Backend> {
     backend: B,
-    tls: Option<TlsInfo>,
-    input: CommandQueue,
+    client: ClientSide,
     state: State<B::Maildrop>,
     user: Option<String>,
     errors: ErrorCount,
@@ -113,9 +112,8 @@ impl<B: Backend> Session<B> {
     /// A session; `tls` is set on implicit-TLS listeners.
     pub fn new(settings: Settings, backend: B, tls: Option<TlsInfo>) -> Session<B> {
         Session {
-            input: CommandQueue::new(settings.max_line_bytes),
+            client: ClientSide::new(tls, settings.max_line_bytes),
             backend,
-            tls,
             state: State::Authorization { user: None },
             user: None,
             errors: ErrorCount::new(settings.errors),
@@ -132,7 +130,7 @@ impl<B: Backend> Session<B> {
         let mut caps = vec!["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"];
         if matches!(self.state, State::Authorization { .. }) {
             // Login commands are advertised only where they can succeed (RFC 2595 section 4).
-            if self.tls.is_some() {
+            if self.client.tls.is_some() {
                 caps.extend(["USER", "SASL PLAIN"]);
             } else {
                 caps.push("STLS");
@@ -183,7 +181,7 @@ impl<B: Backend> Session<B> {
     }
 
     fn stls(&mut self, out: &mut Vec<u8>) -> Step {
-        if self.tls.is_some() {
+        if self.client.tls.is_some() {
             err(out, "TLS is already active");
             return Step::Continue;
         }
@@ -202,7 +200,7 @@ impl<B: Backend> Session<B> {
             err(out, "Already logged in");
             return None;
         };
-        if self.tls.is_none() {
+        if self.client.tls.is_none() {
             err(out, TLS_REQUIRED);
             return None;
         }
@@ -237,7 +235,7 @@ impl<B: Backend> Session<B> {
                 ok(out, "Supported mechanisms follow");
                 out.extend_from_slice(b"PLAIN\r\n.\r\n");
             }
-            Some(_) if self.tls.is_none() => err(out, TLS_REQUIRED),
+            Some(_) if self.client.tls.is_none() => err(out, TLS_REQUIRED),
             Some("PLAIN") => match initial {
                 // RFC 5034 section 4: "=" is an empty initial response.
                 Some(response) if response != sasl::EMPTY_INITIAL => {
@@ -491,7 +489,7 @@ impl MessageStream {
 
 impl<B: Backend> Commands for Session<B> {
     fn queue(&mut self) -> &mut CommandQueue {
-        &mut self.input
+        &mut self.client.queue
     }
 
     fn errors(&mut self) -> &mut ErrorCount {
@@ -517,22 +515,20 @@ impl<B: Backend> Protocol for Session<B> {
     }
 
     fn has_pending_input(&self) -> bool {
-        self.input.has_pending()
+        self.client.queue.has_pending()
     }
 
     fn tls_started(&mut self, tls: TlsInfo) {
-        // RFC 2595 section 4: discard everything from before the handshake.
-        self.tls = Some(tls);
-        self.input.clear();
+        self.client.upgraded(tls);
         self.state = State::Authorization { user: None };
     }
 
     fn is_idle(&self) -> bool {
-        self.input.is_empty()
+        self.client.queue.is_empty()
     }
 
     fn has_partial_command(&self) -> bool {
-        !self.input.is_empty()
+        !self.client.queue.is_empty()
     }
 
     fn next_chunk(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {

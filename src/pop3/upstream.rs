@@ -9,10 +9,12 @@ use std::time::Duration;
 use crate::dot_stuffing::DataReceiver;
 use crate::net::upstream::{Request, Response};
 use crate::proxy::relay::Authorized;
-use crate::proxy::upstream::{Broken, Dialer, Lines, OpenError, bytes_of, line};
+use crate::proxy::upstream::{
+    Broken, Dialer, Lines, LoginStep, OpenError, bytes_of, connect, line, settle,
+};
 use crate::sasl;
 
-pub use crate::smtp::upstream::Progress;
+pub use crate::proxy::upstream::Progress;
 
 /// The POP3 port used when a login names none.
 pub const DEFAULT_PORT: u16 = 110;
@@ -92,7 +94,7 @@ pub struct Login {
     upgrade: Result<Request, OpenError>,
 }
 
-type Step = Result<Progress<Result<Link, OpenError>>, OpenError>;
+type Step = LoginStep<Link>;
 
 impl Login {
     /// Starts the login of `authorized`; the first request connects.
@@ -111,11 +113,7 @@ impl Login {
             capabilities: Vec::new(),
             upgrade: dialer.upgrade(&target.host),
         };
-        let first = match dialer.dial(target, DEFAULT_PORT) {
-            Ok(dial) => Progress::Io(Request::Connect(dial)),
-            Err(e) => Progress::Done(Err(e)),
-        };
-        (login, first)
+        (login, connect(dialer, target, DEFAULT_PORT))
     }
 
     /// The next step after `response`; `authorized` gives the credentials.
@@ -124,10 +122,7 @@ impl Login {
         response: Response<'_>,
         authorized: &Authorized,
     ) -> Progress<Result<Link, OpenError>> {
-        match self.step(response, authorized) {
-            Ok(progress) => progress,
-            Err(e) => Progress::Done(Err(e)),
-        }
+        settle(self.step(response, authorized))
     }
 
     fn step(&mut self, response: Response<'_>, authorized: &Authorized) -> Step {

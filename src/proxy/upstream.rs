@@ -107,6 +107,34 @@ pub fn bytes_of<'a>(response: Response<'a>) -> Result<&'a [u8], Broken> {
     }
 }
 
+/// One step of an upstream machine: a request for the driver, or the end.
+pub enum Progress<T> {
+    /// Perform this and give the machine the response.
+    Io(Request),
+    /// Finished.
+    Done(T),
+}
+
+/// How a login machine goes on: its next step, or the failure that ends it.
+pub type LoginStep<T> = Result<Progress<Result<T, OpenError>>, OpenError>;
+
+/// The end of a login machine's step: a failure ends the login.
+pub fn settle<T>(step: LoginStep<T>) -> Progress<Result<T, OpenError>> {
+    step.unwrap_or_else(|e| Progress::Done(Err(e)))
+}
+
+/// The first step of a login to `target`: connecting.
+pub fn connect<T>(
+    dialer: &Dialer,
+    target: &Target,
+    default_port: u16,
+) -> Progress<Result<T, OpenError>> {
+    match dialer.dial(target, default_port) {
+        Ok(dial) => Progress::Io(Request::Connect(dial)),
+        Err(e) => Progress::Done(Err(e)),
+    }
+}
+
 /// Everything needed to reach upstream servers, shared by both proxies.
 #[derive(Clone)]
 pub struct Dialer {

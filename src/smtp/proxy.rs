@@ -205,10 +205,7 @@ impl<R: Relay> ProxySession<R> {
 
     fn ehlo_reply(&self, name: &str) -> Reply {
         let mut lines = vec![
-            format!(
-                "{} greets {name} [{}]",
-                self.settings.hostname, self.client_ip
-            ),
+            Reply::greets(&self.settings.hostname, name, self.client_ip),
             "PIPELINING".into(),
             "ENHANCEDSTATUSCODES".into(),
         ];
@@ -560,13 +557,21 @@ impl<R: Relay> ProxySession<R> {
         self.relay_command(r, Waiting::Mail(from.0), &line, out)
     }
 
-    fn rcpt(&mut self, to: Path, out: &mut Vec<u8>) -> Step {
-        let r = match std::mem::replace(&mut self.phase, Phase::Closed) {
-            Phase::Relaying(r) => r,
+    /// The logged-in session, taken out of the phase; otherwise the 530.
+    fn relaying(&mut self, out: &mut Vec<u8>) -> Result<Relaying, Step> {
+        match std::mem::replace(&mut self.phase, Phase::Closed) {
+            Phase::Relaying(r) => Ok(r),
             other => {
                 self.phase = other;
-                return self.say(Reply::new(530, "5.7.0", "Authentication required"), out);
+                Err(self.say(Reply::new(530, "5.7.0", "Authentication required"), out))
             }
+        }
+    }
+
+    fn rcpt(&mut self, to: Path, out: &mut Vec<u8>) -> Step {
+        let r = match self.relaying(out) {
+            Ok(r) => r,
+            Err(step) => return step,
         };
         let refusal = match &r.tx {
             None => Some(Reply::new(503, "5.5.1", "Need MAIL command first")),
@@ -584,12 +589,9 @@ impl<R: Relay> ProxySession<R> {
     }
 
     fn data(&mut self, out: &mut Vec<u8>) -> Step {
-        let r = match std::mem::replace(&mut self.phase, Phase::Closed) {
-            Phase::Relaying(r) => r,
-            other => {
-                self.phase = other;
-                return self.say(Reply::new(530, "5.7.0", "Authentication required"), out);
-            }
+        let r = match self.relaying(out) {
+            Ok(r) => r,
+            Err(step) => return step,
         };
         let refusal = match &r.tx {
             None => Some(Reply::new(503, "5.5.1", "Need MAIL command first")),

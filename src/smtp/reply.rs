@@ -41,6 +41,11 @@ impl Reply {
         Reply::new(552, "5.3.4", "Message exceeds fixed maximum message size")
     }
 
+    /// The first line of an EHLO reply.
+    pub fn greets(hostname: &str, client_name: &str, client_ip: std::net::IpAddr) -> String {
+        format!("{hostname} greets {client_name} [{client_ip}]")
+    }
+
     /// `500 5.5.2`: a command line longer than `limits.max_line_bytes`.
     pub fn line_too_long() -> Reply {
         Reply::new(500, "5.5.2", "Line too long")

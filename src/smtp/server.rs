@@ -15,7 +15,7 @@ use super::reply::Reply;
 use crate::dot_stuffing::DataReceiver;
 use crate::net::driver::Step;
 use crate::net::error_limit::{ErrorCount, ErrorPolicy, Verdict};
-use crate::net::line::{Line, LineAssembler};
+use crate::net::line::{ClientSide, Line};
 use crate::store::{MailboxId, StoreError};
 use crate::timestamp;
 
@@ -196,8 +196,7 @@ pub struct Session<B: Backend> {
     settings: Settings,
     backend: B,
     client_ip: IpAddr,
-    tls: Option<TlsInfo>,
-    lines: LineAssembler,
+    client: ClientSide,
     phase: Phase,
     scratch: Vec<u8>,
     errors: ErrorCount,
@@ -222,12 +221,11 @@ impl<B: Backend> Session<B> {
         tls: Option<TlsInfo>,
     ) -> Session<B> {
         Session {
-            lines: LineAssembler::new(settings.max_line_bytes),
+            client: ClientSide::new(tls, settings.max_line_bytes),
             errors: ErrorCount::new(settings.errors),
             settings,
             backend,
             client_ip,
-            tls,
             phase: Phase::Greeted,
             scratch: Vec::with_capacity(64 * 1024),
         }
@@ -278,7 +276,12 @@ impl<B: Backend> Session<B> {
 
     /// Whether part of a command line has arrived.
     pub fn has_partial_command(&self) -> bool {
-        !self.lines.is_empty()
+        !self.client.queue.is_empty()
+    }
+
+    /// Whether complete commands wait in the queue (after an upgrade was refused, say).
+    pub fn has_pending_input(&self) -> bool {
+        self.client.queue.has_pending()
     }
 
     /// Whether the session is inside message data (the data deadline applies).
@@ -291,52 +294,60 @@ impl<B: Backend> Session<B> {
 
     /// Whether nothing is in progress: no transaction, no partial command.
     pub fn is_idle(&self) -> bool {
-        matches!(self.phase, Phase::Greeted | Phase::Ready(_)) && self.lines.is_empty()
+        matches!(self.phase, Phase::Greeted | Phase::Ready(_)) && self.client.queue.is_empty()
     }
 
     /// The TLS parameters, once TLS is on.
     pub fn tls(&self) -> Option<&TlsInfo> {
-        self.tls.as_ref()
+        self.client.tls.as_ref()
     }
 
     /// After STARTTLS: forget everything learnt before (RFC 3207 section 4.2).
     pub fn tls_started(&mut self, tls: TlsInfo) {
-        self.tls = Some(tls);
-        self.lines.clear();
+        self.client.upgraded(tls);
         self.phase = Phase::Greeted;
     }
 
     /// Feeds bytes from the client; replies are appended to `out`.
-    pub fn receive(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Step {
+    pub fn receive(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step {
+        self.client.queue.push(input);
         loop {
             let (reply, step) = match &mut self.phase {
                 Phase::Closed => return Step::Close,
                 Phase::Data(_, _, incoming, receiver) => {
-                    self.scratch.clear();
-                    let done = receiver.feed(&mut input, &mut self.scratch);
-                    incoming.write(&self.scratch);
+                    let scratch = &mut self.scratch;
+                    scratch.clear();
+                    let mut done = false;
+                    self.client
+                        .queue
+                        .take_raw(|input| done = receiver.feed(input, scratch));
+                    incoming.write(scratch);
                     if !done {
                         return Step::Continue;
                     }
                     (Some(self.finish_data()), Step::Continue)
                 }
                 Phase::Chunk(chunked, remaining, _) => {
-                    let bytes = take(&mut input, remaining);
-                    chunked.check.feed(bytes);
-                    chunked.incoming.write(bytes);
+                    self.client.queue.take_raw(|input| {
+                        let bytes = take(input, remaining);
+                        chunked.check.feed(bytes);
+                        chunked.incoming.write(bytes);
+                    });
                     if *remaining > 0 {
                         return Step::Continue;
                     }
                     (Some(self.finish_chunk()), Step::Continue)
                 }
                 Phase::Discard { remaining, .. } => {
-                    take(&mut input, remaining);
+                    self.client.queue.take_raw(|input| {
+                        take(input, remaining);
+                    });
                     if *remaining > 0 {
                         return Step::Continue;
                     }
                     (Some(self.finish_discard()), Step::Continue)
                 }
-                _ => match self.lines.next_line(&mut input) {
+                _ => match self.client.queue.next_line() {
                     None => return Step::Continue,
                     Some(Line::TooLong) => (Some(Reply::line_too_long()), Step::Continue),
                     Some(Line::Complete(line)) => self.command(&line),
@@ -426,10 +437,7 @@ impl<B: Backend> Session<B> {
 
     fn ehlo_reply(&self, name: &str) -> Reply {
         let mut lines = vec![
-            format!(
-                "{} greets {name} [{}]",
-                self.settings.hostname, self.client_ip
-            ),
+            Reply::greets(&self.settings.hostname, name, self.client_ip),
             "PIPELINING".into(),
             format!("SIZE {}", self.settings.max_message_bytes),
             "8BITMIME".into(),
@@ -437,7 +445,7 @@ impl<B: Backend> Session<B> {
             "ENHANCEDSTATUSCODES".into(),
             "CHUNKING".into(),
         ];
-        if self.tls.is_none() {
+        if self.client.tls.is_none() {
             lines.push("STARTTLS".into());
         }
         Reply::plain(250, lines)
@@ -445,7 +453,7 @@ impl<B: Backend> Session<B> {
 
     fn starttls(&mut self) -> (Option<Reply>, Step) {
         let refusal = |text: &'static str| (Some(Reply::new(503, "5.5.1", text)), Step::Continue);
-        if self.tls.is_some() {
+        if self.client.tls.is_some() {
             return refusal("TLS is already active");
         }
         match self.phase {
@@ -464,7 +472,7 @@ impl<B: Backend> Session<B> {
             Phase::Ready(h) => h.clone(),
             _ => return Reply::new(503, "5.5.1", "Nested MAIL command"),
         };
-        if self.settings.require_tls && self.tls.is_none() {
+        if self.settings.require_tls && self.client.tls.is_none() {
             return Reply::new(530, "5.7.0", "Must issue a STARTTLS command first");
         }
         if let Err(reply) = Reply::check_utf8(&from, params.smtputf8, true) {
@@ -675,7 +683,7 @@ impl<B: Backend> Session<B> {
 
     fn complete_message(&mut self, tx: Transaction, incoming: Incoming, ending: LineEnds) -> Reply {
         let qid = &tx.queue_id;
-        let tls = self.tls.as_ref().map(|t| t.version.clone());
+        let tls = self.client.tls.as_ref().map(|t| t.version.clone());
         let summary = format!(
             "smtp[{qid}] client={} tls={} from=<{}> size={} rcpts={}",
             self.client_ip,
@@ -758,7 +766,7 @@ impl<B: Backend> Session<B> {
             (true, true) => "UTF8SMTP".to_string(),
         };
         let mut tls_line = String::new();
-        if let Some(tls) = &self.tls {
+        if let Some(tls) = &self.client.tls {
             protocol.push('S');
             tls_line = format!("\r\n\t(using {} with cipher {})", tls.version, tls.cipher);
         }

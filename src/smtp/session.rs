@@ -75,6 +75,10 @@ impl<B: Backend> Protocol for Session<B> {
         Session::has_partial_command(self)
     }
 
+    fn has_pending_input(&self) -> bool {
+        Session::has_pending_input(self)
+    }
+
     fn take_delay(&mut self) -> std::time::Duration {
         Session::take_delay(self)
     }

@@ -11,7 +11,10 @@ use std::time::Duration;
 use crate::dot_stuffing::DotStuffer;
 use crate::net::upstream::{Request, Response};
 use crate::proxy::relay::Authorized;
-use crate::proxy::upstream::{Broken, Dialer, Lines, OpenError, bytes_of, line};
+pub use crate::proxy::upstream::Progress;
+use crate::proxy::upstream::{
+    Broken, Dialer, Lines, LoginStep, OpenError, bytes_of, connect, line, settle,
+};
 use crate::sasl;
 
 /// The SMTP submission port used when a login names none.
@@ -104,14 +107,6 @@ impl Replies {
     }
 }
 
-/// One step of a machine: a request for the driver, or the end.
-pub enum Progress<T> {
-    /// Perform this and give the machine the response.
-    Io(Request),
-    /// Finished.
-    Done(T),
-}
-
 /// The SASL mechanisms the proxy speaks upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mechanism {
@@ -176,11 +171,7 @@ impl Login {
             extensions: Vec::new(),
             upgrade: dialer.upgrade(&target.host),
         };
-        let first = match dialer.dial(target, DEFAULT_PORT) {
-            Ok(dial) => Progress::Io(Request::Connect(dial)),
-            Err(e) => Progress::Done(Err(e)),
-        };
-        (login, first)
+        (login, connect(dialer, target, DEFAULT_PORT))
     }
 
     /// The next step after `response`; `authorized` gives the credentials.
@@ -189,17 +180,10 @@ impl Login {
         response: Response<'_>,
         authorized: &Authorized,
     ) -> Progress<Result<Link, OpenError>> {
-        match self.step(response, authorized) {
-            Ok(progress) => progress,
-            Err(e) => Progress::Done(Err(e)),
-        }
+        settle(self.step(response, authorized))
     }
 
-    fn step(
-        &mut self,
-        response: Response<'_>,
-        authorized: &Authorized,
-    ) -> Result<Progress<Result<Link, OpenError>>, OpenError> {
+    fn step(&mut self, response: Response<'_>, authorized: &Authorized) -> LoginStep<Link> {
         match (self.stage, response) {
             (_, Response::Failed(e)) => Err(e.into()),
             (Stage::Connecting, Response::Connected { tls, .. }) => {
@@ -218,16 +202,12 @@ impl Login {
         }
     }
 
-    fn ehlo(&mut self) -> Result<Progress<Result<Link, OpenError>>, OpenError> {
+    fn ehlo(&mut self) -> LoginStep<Link> {
         let ehlo = format!("EHLO {}", self.hostname);
         self.send(Stage::Ehlo, &ehlo)
     }
 
-    fn send(
-        &mut self,
-        stage: Stage,
-        text: &str,
-    ) -> Result<Progress<Result<Link, OpenError>>, OpenError> {
+    fn send(&mut self, stage: Stage, text: &str) -> LoginStep<Link> {
         self.stage = stage;
         Ok(Progress::Io(Request::Exchange(line(text)?, self.timeout)))
     }
@@ -237,7 +217,7 @@ impl Login {
         reply: UpReply,
         lines: Vec<Vec<u8>>,
         authorized: &Authorized,
-    ) -> Result<Progress<Result<Link, OpenError>>, OpenError> {
+    ) -> LoginStep<Link> {
         let expect = |code: u16, what: &str| match reply.code == code {
             true => Ok(()),
             false => Err(unexpected(&reply, what)),
@@ -295,11 +275,7 @@ impl Login {
     }
 
     /// EHLO answered: upgrade first if TLS is not on, then authenticate.
-    fn after_ehlo(
-        &mut self,
-        lines: &[Vec<u8>],
-        authorized: &Authorized,
-    ) -> Result<Progress<Result<Link, OpenError>>, OpenError> {
+    fn after_ehlo(&mut self, lines: &[Vec<u8>], authorized: &Authorized) -> LoginStep<Link> {
         // The first line is the greeting, not a keyword.
         self.extensions = lines
             .iter()

@@ -61,6 +61,10 @@ fn no_spelling_of_an_internal_address_is_ever_connected_to() {
         0,
         "an internal address was connected to"
     );
+    // The refusal is logged as the reply goes out: wait for the last line.
+    support::wait_until("every refusal is logged", || {
+        gw.log().matches("is not a host name").count() >= numeric_names.len()
+    });
     let log = gw.log();
     for target in literal_targets {
         let ip = target.trim_matches(['[', ']']);

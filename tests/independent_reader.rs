@@ -126,3 +126,68 @@ fn sealpost_exports_a_message_pynacl_stored() {
     assert_eq!(exported[0].2["mail_from"], "writer@example.org");
     assert_eq!(exported[0].2["size"], body.len());
 }
+
+/// Files named before the size went into the name (`<id>.msg`, as the
+/// PyNaCl writer names them) and files named `<id>,S=<size>.msg` list with
+/// their exact sizes and retrieve alike over POP3.
+#[test]
+fn pop3_serves_files_with_and_without_the_size_in_their_name() {
+    let Some(python) = python_with_nacl() else {
+        return;
+    };
+    let sb = Sandbox::for_gateway("pyname", json!({}));
+    let (id, password) = sb.create_mailbox("Journal");
+    let old = fixture("utf8-headers.eml");
+    let new = fixture("long-lines.eml");
+    let body_file = sb.dir.join("body.eml");
+    fs::write(&body_file, &old).unwrap();
+    let metadata = json!({
+        "received": "2026-11-22T10:00:00Z",
+        "source": "smtp",
+        "mail_from": "writer@example.org",
+        "rcpt_to": [format!("{id}@localhost")],
+        "client_ip": "192.0.2.1",
+        "tls": "TLSv1.3",
+    });
+    let out = support::run(
+        Command::new(&python)
+            .arg(script())
+            .arg("write")
+            .arg(sb.mailbox_dir(&id))
+            .arg(metadata.to_string())
+            .arg(&body_file),
+    );
+    assert!(out.status.success(), "python writer: {}", stderr(&out));
+    let out = sb.run_with_input(&["mailbox", "deliver", &id], &new);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let names: Vec<String> = sb
+        .message_files(&id)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names.iter().filter(|n| n.contains(",S=")).count(),
+        1,
+        "{names:?}"
+    );
+    let gw = support::gateway::Gateway::start(&sb);
+    let mut c = support::gateway::LineClient::implicit_tls(gw.addr("pop3.listen_tls[0]"), &gw.cert);
+    c.read_line();
+    c.pop3(&format!("USER {id}"));
+    assert!(c.pop3(&format!("PASS {password}")).starts_with("+OK"));
+    let (_, list) = c.pop3_multi("LIST");
+    let sizes: Vec<usize> = String::from_utf8_lossy(&list)
+        .lines()
+        .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
+        .collect();
+    // The PyNaCl file is older (its name sorts first).
+    assert_eq!(sizes, vec![old.len(), new.len()]);
+    for (n, body) in [(1, &old), (2, &new)] {
+        let (status, got) = c.pop3_multi(&format!("RETR {n}"));
+        assert!(
+            status.starts_with(&format!("+OK {} octets", body.len())),
+            "{status}"
+        );
+        assert!(&got == body, "message {n} differs");
+    }
+}

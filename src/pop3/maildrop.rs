@@ -3,11 +3,12 @@
 //! maildrop serves and deletes the messages of the snapshot taken at login.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use log::{info, warn};
+use zeroize::Zeroizing;
 
 use super::server::{Backend, Listing, LoginError, Maildrop, MessageError};
 use crate::auth::{KdfSlots, LoginThrottle};
@@ -115,6 +116,10 @@ impl Backend for StoreLogin {
     }
 }
 
+/// Messages up to this size are decrypted once into memory for RETR; larger
+/// ones are decrypted twice (check, then send) to keep memory flat.
+const IN_MEMORY_BYTES: u64 = 4 * 1024 * 1024;
+
 /// A logged-in mailbox. The secret key is zeroized when this is dropped.
 pub struct StoreMaildrop {
     mailbox: Mailbox,
@@ -135,14 +140,18 @@ impl StoreMaildrop {
         let mut names = Vec::with_capacity(entries.len());
         let mut listing = Vec::with_capacity(entries.len());
         for entry in entries {
-            // The size is in the metadata record; a message whose metadata
-            // cannot be read is listed with its file size and refused at RETR.
-            let size = match mailbox.open_message(&entry.name, &pair) {
-                Ok(reader) => reader.metadata().size,
-                Err(e) => {
-                    warn!("pop3 {}: {e}", mailbox.id());
-                    entry.file_bytes
-                }
+            // Newer file names carry the size; an older file is opened for
+            // the size in its metadata record. One whose metadata cannot be
+            // read is listed with its file size and refused at RETR.
+            let size = match entry.name.size() {
+                Some(size) => size,
+                None => match mailbox.open_message(&entry.name, &pair) {
+                    Ok(reader) => reader.metadata().size,
+                    Err(e) => {
+                        warn!("pop3 {}: {e}", mailbox.id());
+                        entry.file_bytes
+                    }
+                },
             };
             listing.push(Listing {
                 uidl: entry.name.to_string(),
@@ -159,10 +168,30 @@ impl StoreMaildrop {
         })
     }
 
-    fn reader(&self, index: usize) -> Result<MessageReader<File>, MessageError> {
-        self.mailbox
-            .open_message(&self.names[index], &self.pair)
-            .map_err(|e| self.classify(e))
+    fn reader(&self, index: usize) -> Result<MessageReader<File>, StoreError> {
+        self.mailbox.open_message(&self.names[index], &self.pair)
+    }
+
+    /// Decrypts message `index` into `out`, checking every record and the size.
+    fn check(&self, index: usize, out: &mut impl Write) -> Result<(), StoreError> {
+        let expected = self.listing[index].size;
+        let path = self.mailbox.message_path(&self.names[index]);
+        let mut reader = self.reader(index)?;
+        let recorded = reader.metadata().size;
+        // One byte past the expected size is enough to tell it is too long, and
+        // keeps an in-memory buffer from growing (and leaving copies behind).
+        let reason = match io::copy(&mut (&mut reader).take(expected + 1), out) {
+            Err(e) => return Err(message_error(&path, e)),
+            Ok(_) if recorded != expected => {
+                format!("its metadata says {recorded} bytes, its name {expected}")
+            }
+            Ok(n) if n != expected => {
+                let what = if n > expected { "more" } else { "fewer" };
+                format!("it holds {what} than the {expected} bytes its metadata says")
+            }
+            Ok(_) => return Ok(()),
+        };
+        Err(StoreError::Damaged { path, reason })
     }
 
     fn classify(&self, e: StoreError) -> MessageError {
@@ -179,23 +208,21 @@ impl Maildrop for StoreMaildrop {
         &self.listing
     }
 
-    fn verify(&mut self, index: usize) -> Result<(), MessageError> {
-        let mut reader = self.reader(index)?;
-        let expected = reader.metadata().size;
-        let path = self.mailbox.message_path(&self.names[index]);
-        let result = match io::copy(&mut reader, &mut io::sink()) {
-            Ok(n) if n == expected => Ok(()),
-            Ok(n) => Err(StoreError::Damaged {
-                path,
-                reason: format!("it holds {n} bytes but its metadata says {expected}"),
-            }),
-            Err(e) => Err(message_error(&path, e)),
+    fn open(&mut self, index: usize) -> Result<Box<dyn Read>, MessageError> {
+        // A small message is decrypted once, into memory (wiped when sent);
+        // a large one is read twice, to check and then to send, so memory
+        // stays flat whatever its size.
+        let size = self.listing[index].size;
+        let result = if size <= IN_MEMORY_BYTES {
+            let mut body = Zeroizing::new(Vec::with_capacity(size as usize + 1));
+            self.check(index, &mut *body)
+                .map(|()| Box::new(io::Cursor::new(body)) as Box<dyn Read>)
+        } else {
+            self.check(index, &mut io::sink())
+                .and_then(|()| self.reader(index))
+                .map(|reader| Box::new(reader) as Box<dyn Read>)
         };
         result.map_err(|e| self.classify(e))
-    }
-
-    fn open(&mut self, index: usize) -> Result<Box<dyn Read>, MessageError> {
-        Ok(Box::new(self.reader(index)?))
     }
 
     fn delete(&mut self, indexes: &[usize]) -> Result<(), StoreError> {

@@ -54,10 +54,9 @@ pub enum LoginError {
 pub trait Maildrop {
     /// The messages as they were at login.
     fn listing(&self) -> &[Listing];
-    /// Decrypts message `index` (0-based) to its end, checking every record,
+    /// Opens message `index` (0-based) for sending, having decrypted it to
+    /// its end and checked every record and its size against the listing,
     /// so that a damaged message is refused before `+OK` is sent.
-    fn verify(&mut self, index: usize) -> Result<(), MessageError>;
-    /// Opens message `index` for sending.
     fn open(&mut self, index: usize) -> Result<Box<dyn Read>, MessageError>;
     /// Removes these messages durably (the UPDATE state).
     fn delete(&mut self, indexes: &[usize]) -> Result<(), StoreError>;
@@ -365,7 +364,7 @@ impl<B: Backend> Session<B> {
             err(out, NO_SUCH_MESSAGE);
             return Step::Continue;
         };
-        match maildrop.verify(i).and_then(|()| maildrop.open(i)) {
+        match maildrop.open(i) {
             Ok(reader) => {
                 let size = maildrop.listing()[i].size;
                 ok(out, &format!("{size} octets"));

@@ -1,6 +1,7 @@
 //! The journal receiver's [`Backend`]: recipients are mailboxes of the
 //! store, messages go through the spool into every recipient mailbox.
 
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::time::SystemTime;
 
@@ -15,6 +16,9 @@ use crate::timestamp;
 pub struct StoreBackend {
     store: Store,
     mailbox_domain: String,
+    /// The mailboxes RCPT accepted, read once and handed to the message, so
+    /// a transaction reads each `mailbox.json` once.
+    accepted: HashMap<MailboxId, Mailbox>,
 }
 
 impl StoreBackend {
@@ -23,6 +27,7 @@ impl StoreBackend {
         StoreBackend {
             store,
             mailbox_domain: mailbox_domain.to_string(),
+            accepted: HashMap::new(),
         }
     }
 }
@@ -39,7 +44,10 @@ impl Backend for StoreBackend {
             return RecipientCheck::Unknown;
         };
         match self.store.mailbox(&id) {
-            Ok(m) if m.info().status == Status::Active => RecipientCheck::Accept(id),
+            Ok(m) if m.info().status == Status::Active => {
+                self.accepted.insert(id.clone(), m);
+                RecipientCheck::Accept(id)
+            }
             Ok(_) => RecipientCheck::Suspended,
             Err(StoreError::NotFound(_)) => RecipientCheck::Unknown,
             Err(e) => {
@@ -54,6 +62,7 @@ impl Backend for StoreBackend {
         Ok(Box::new(StoreSink {
             spool,
             store: self.store.clone(),
+            accepted: std::mem::take(&mut self.accepted),
         }))
     }
 }
@@ -61,6 +70,7 @@ impl Backend for StoreBackend {
 struct StoreSink {
     spool: SpoolWriter,
     store: Store,
+    accepted: HashMap<MailboxId, Mailbox>,
 }
 
 impl Write for StoreSink {
@@ -73,12 +83,31 @@ impl Write for StoreSink {
     }
 }
 
+/// The mailbox RCPT accepted, if it still exists (a directory check, not
+/// another read of `mailbox.json`).
+fn lookup(
+    store: &Store,
+    accepted: &mut HashMap<MailboxId, Mailbox>,
+    id: &MailboxId,
+) -> Result<Mailbox, StoreError> {
+    match accepted.remove(id) {
+        Some(mailbox) if mailbox.dir().is_dir() => Ok(mailbox),
+        Some(_) => Err(StoreError::NotFound(id.clone())),
+        None => store.mailbox(id),
+    }
+}
+
 impl MessageSink for StoreSink {
     fn deliver(
         self: Box<Self>,
         envelope: &Envelope,
     ) -> Result<Vec<(MailboxId, String)>, StoreError> {
-        let spool = self.spool.finish()?;
+        let StoreSink {
+            spool,
+            store,
+            mut accepted,
+        } = *self;
+        let spool = spool.finish()?;
         // One copy per mailbox, listing only that mailbox's recipient
         // addresses: a copy never reveals the other mailboxes of the message.
         let mut copies: Vec<(Mailbox, Vec<String>)> = Vec::new();
@@ -86,7 +115,7 @@ impl MessageSink for StoreSink {
         for (id, address) in &envelope.recipients {
             match copies.iter_mut().find(|(m, _)| m.id() == id) {
                 Some((_, addresses)) => addresses.push(address.clone()),
-                None => match self.store.mailbox(id) {
+                None => match lookup(&store, &mut accepted, id) {
                     Ok(mailbox) => copies.push((mailbox, vec![address.clone()])),
                     // Deleted since RCPT: the others still get their copy.
                     Err(e @ StoreError::NotFound(_)) => {
@@ -117,7 +146,7 @@ impl MessageSink for StoreSink {
                 (mailbox, metadata)
             })
             .collect();
-        let names = self.store.deliver(&spool, &copies)?;
+        let names = store.deliver(&spool, &copies)?;
         Ok(copies
             .iter()
             .zip(names)

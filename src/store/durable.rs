@@ -2,14 +2,88 @@
 //! rename it into place, fsync the directory. Plus advisory locks that the
 //! kernel drops when the holder dies.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError};
 
 /// Flushes a directory's entries (new, renamed or removed files) to disk.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// Group commit: one directory fsync covers every rename that finished
+/// before it started. Concurrent deliveries into one mailbox each take a
+/// ticket after their rename; a caller returns only once an fsync that began
+/// after its ticket has succeeded, so nobody is told "durable" early, but a
+/// burst of N deliveries costs far fewer than N fsyncs.
+#[derive(Default)]
+struct DirSync {
+    state: Mutex<SyncState>,
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// Tickets handed out so far.
+    issued: u64,
+    /// Every ticket up to this one is durable.
+    synced: u64,
+    /// An fsync is under way.
+    running: bool,
+}
+
+static DIR_SYNCS: LazyLock<Mutex<HashMap<PathBuf, Arc<DirSync>>>> = LazyLock::new(Mutex::default);
+
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Like [`sync_dir`], for a directory that many threads rename into at once.
+pub fn sync_dir_grouped(dir: &Path) -> io::Result<()> {
+    let syncer = locked(&DIR_SYNCS)
+        .entry(dir.to_path_buf())
+        .or_default()
+        .clone();
+    let result = take_part_in_sync(&syncer, dir);
+    let mut all = locked(&DIR_SYNCS);
+    // Only the registry and this caller hold it: nobody is waiting.
+    if Arc::strong_count(&syncer) == 2 {
+        all.remove(dir);
+    }
+    result
+}
+
+fn take_part_in_sync(syncer: &DirSync, dir: &Path) -> io::Result<()> {
+    let mut state = locked(&syncer.state);
+    state.issued += 1;
+    let ticket = state.issued;
+    loop {
+        if state.synced >= ticket {
+            return Ok(());
+        }
+        if !state.running {
+            state.running = true;
+            let covers = state.issued;
+            drop(state);
+            let result = sync_dir(dir);
+            let mut state = locked(&syncer.state);
+            state.running = false;
+            if result.is_ok() {
+                state.synced = state.synced.max(covers);
+            }
+            // On failure the waiters wake, find their ticket not synced and
+            // try an fsync of their own, which reports its own error.
+            syncer.done.notify_all();
+            return result;
+        }
+        state = syncer
+            .done
+            .wait(state)
+            .unwrap_or_else(PoisonError::into_inner);
+    }
 }
 
 /// Creates a directory readable only by its owner; an existing one is fine.
@@ -84,6 +158,28 @@ pub fn remove_unlocked_files(dir: &Path) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grouped_directory_syncs_answer_every_caller_and_forget_the_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        std::thread::scope(|scope| {
+            for _ in 0..16 {
+                scope.spawn(|| {
+                    for _ in 0..20 {
+                        sync_dir_grouped(&dir).unwrap();
+                    }
+                });
+            }
+        });
+        assert!(!locked(&DIR_SYNCS).contains_key(&dir));
+        let missing = dir.join("missing");
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| assert!(sync_dir_grouped(&missing).is_err()));
+            }
+        });
+    }
 
     #[test]
     fn replace_file_leaves_only_the_new_content() {

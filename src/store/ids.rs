@@ -57,42 +57,69 @@ impl fmt::Display for MailboxId {
     }
 }
 
-/// A message file name without `.msg`: `<unix_micros>-<16 hex>`; also the POP3 UIDL.
+/// A stored message: its id `<unix_micros>-<16 hex>` (the POP3 UIDL) and,
+/// for files written since the size went into the name, the exact message
+/// size. The file is `<id>,S=<size>.msg` (as Maildir's `,S=`), or `<id>.msg`
+/// for older files, whose size is only in their encrypted metadata. The file
+/// length already tells the size to within a few bytes, so the name reveals
+/// nothing new; it spares a login from opening every message.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MessageName(String);
+pub struct MessageName {
+    id: String,
+    size: Option<u64>,
+}
 
 impl MessageName {
-    /// A fresh name for a message stored now.
-    pub fn generate(now: SystemTime) -> MessageName {
+    /// A fresh name for a message of `size` bytes stored now.
+    pub fn generate(now: SystemTime, size: u64) -> MessageName {
         let mut bytes = [0u8; 8];
         crypto::random_bytes(&mut bytes);
         // Zero-padded so that names sort in time order as plain strings.
-        MessageName(format!(
-            "{:016}-{}",
-            timestamp::unix_micros(now),
-            hex(&bytes)
-        ))
+        MessageName {
+            id: format!("{:016}-{}", timestamp::unix_micros(now), hex(&bytes)),
+            size: Some(size),
+        }
     }
 
-    /// Parses a file name ending in `.msg`.
+    /// Parses a file name ending in `.msg`, with or without `,S=<size>`.
     pub fn from_file_name(name: &str) -> Option<MessageName> {
-        name.strip_suffix(".msg")?.parse().ok()
+        let stem = name.strip_suffix(".msg")?;
+        let (id, size) = match stem.split_once(",S=") {
+            Some((id, size)) => {
+                let canonical = !size.is_empty()
+                    && size.bytes().all(|b| b.is_ascii_digit())
+                    && (size == "0" || !size.starts_with('0'));
+                (id, Some(size.parse().ok().filter(|_| canonical)?))
+            }
+            None => (stem, None),
+        };
+        let mut parsed: MessageName = id.parse().ok()?;
+        parsed.size = size;
+        Some(parsed)
     }
 
-    /// The name with `.msg`.
+    /// The file name, with `.msg`.
     pub fn file_name(&self) -> String {
-        format!("{}.msg", self.0)
+        match self.size {
+            Some(size) => format!("{},S={size}.msg", self.id),
+            None => format!("{}.msg", self.id),
+        }
     }
 
-    /// The UIDL text.
+    /// The UIDL text: the id without the size.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.id
+    }
+
+    /// The message size the file name records, if it records one.
+    pub fn size(&self) -> Option<u64> {
+        self.size
     }
 
     /// When the message was stored, from the name.
     pub fn stored_at(&self) -> SystemTime {
         let micros = self
-            .0
+            .id
             .split('-')
             .next()
             .and_then(|m| m.parse().ok())
@@ -104,6 +131,7 @@ impl MessageName {
 impl FromStr for MessageName {
     type Err = String;
 
+    /// Parses an id (no size).
     fn from_str(text: &str) -> Result<MessageName, String> {
         let valid = match text.split_once('-') {
             Some((micros, random)) => {
@@ -116,7 +144,10 @@ impl FromStr for MessageName {
             None => false,
         };
         if valid {
-            Ok(MessageName(text.to_string()))
+            Ok(MessageName {
+                id: text.to_string(),
+                size: None,
+            })
         } else {
             Err(format!("{text:?} is not a message name"))
         }
@@ -125,7 +156,7 @@ impl FromStr for MessageName {
 
 impl fmt::Display for MessageName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.id)
     }
 }
 
@@ -166,8 +197,8 @@ mod tests {
 
     #[test]
     fn message_names_sort_in_time_order_and_parse_back() {
-        let early = MessageName::generate(timestamp::from_unix_micros(999));
-        let late = MessageName::generate(timestamp::from_unix_micros(1_000_000_000_000_000));
+        let early = MessageName::generate(timestamp::from_unix_micros(999), 5);
+        let late = MessageName::generate(timestamp::from_unix_micros(1_000_000_000_000_000), 0);
         assert!(early < late);
         assert_eq!(
             MessageName::from_file_name(&late.file_name()),
@@ -177,6 +208,20 @@ mod tests {
             timestamp::unix_micros(late.stored_at()),
             1_000_000_000_000_000
         );
+        assert_eq!(early.size(), Some(5));
+        assert!(early.file_name().ends_with(",S=5.msg"));
+        assert!(!early.as_str().contains(','));
+    }
+
+    #[test]
+    fn names_without_a_size_are_older_files_and_still_read() {
+        let old = MessageName::from_file_name("1-0123456789abcdef.msg").unwrap();
+        assert_eq!(old.size(), None);
+        assert_eq!(old.as_str(), "1-0123456789abcdef");
+        assert_eq!(old.file_name(), "1-0123456789abcdef.msg");
+        let new = MessageName::from_file_name("1-0123456789abcdef,S=10240.msg").unwrap();
+        assert_eq!(new.size(), Some(10240));
+        assert_eq!(new.as_str(), old.as_str());
     }
 
     #[test]
@@ -187,6 +232,12 @@ mod tests {
             "123-abc.msg",
             "../1-0123456789abcdef.msg",
             "1-0123456789abcdef.tmp",
+            "1-0123456789abcdef,S=.msg",
+            "1-0123456789abcdef,S=-1.msg",
+            "1-0123456789abcdef,S=012.msg",
+            "1-0123456789abcdef,S=1x.msg",
+            "1-0123456789abcdef,S=99999999999999999999999.msg",
+            "1-0123456789abcdef,S=1,S=1.msg",
         ] {
             assert_eq!(MessageName::from_file_name(bad), None, "{bad}");
         }

@@ -106,7 +106,7 @@ pub fn check_label(what: &str, text: &str, max: usize, required: bool) -> Result
 /// A message file in `messages/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageEntry {
-    /// File name without `.msg`; the UIDL.
+    /// The message's name: its UIDL and, for newer files, its size.
     pub name: MessageName,
     /// Size of the encrypted file.
     pub file_bytes: u64,
@@ -387,7 +387,7 @@ impl Mailbox {
         spool: &Spool,
         metadata: &Metadata,
     ) -> Result<PendingMessage, StoreError> {
-        let name = MessageName::generate(SystemTime::now());
+        let name = MessageName::generate(SystemTime::now(), spool.size());
         let tmp = self.dir.join(TMP_DIR).join(name.file_name());
         let file =
             durable::create_new_private_file(&tmp).map_err(io_error(&tmp, "cannot create"))?;
@@ -408,7 +408,8 @@ impl Mailbox {
             let out = BufWriter::with_capacity(128 * 1024, &pending.file);
             let mut body = spool.reader()?;
             message::write_message(out, &self.info.public_key, &metadata, &mut body)?.flush()?;
-            pending.file.sync_all()
+            // fdatasync: a new file's length is part of what it flushes.
+            pending.file.sync_data()
         };
         write().map_err(io_error(&pending.tmp, "cannot write"))?;
         Ok(pending)
@@ -516,7 +517,7 @@ impl PendingMessage {
             path: dest,
             name: self.name.clone(),
         };
-        if let Err(e) = durable::sync_dir(&self.messages_dir) {
+        if let Err(e) = durable::sync_dir_grouped(&self.messages_dir) {
             committed.revoke();
             return Err(io_error(&self.messages_dir, "cannot sync")(e));
         }

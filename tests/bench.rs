@@ -1,0 +1,448 @@
+//! Benchmarks against the peers an administrator would run instead: Postfix's
+//! `smtp-sink` (the protocol ceiling), the disk's durable-write limit, and
+//! Dovecot serving a Maildir. In the normal suite they run tiny, a few
+//! messages, so that they cannot rot, and they check that every message
+//! arrived. `scripts/bench` runs them with `SEALPOST_BENCH=full` in release
+//! mode; every figure is printed as one `BENCH {json}` line (median, min and
+//! max of the runs) and gathered there into `target/bench/results.json`.
+
+mod support;
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::gateway::{Gateway, LineClient, expect};
+use support::postfix::free_port;
+use support::upstreams::{POP3_PASSWORD, POP3_USER, Pop3Upstream};
+use support::{Sandbox, peer, run_with_timeout};
+
+const TIMEOUT: Duration = Duration::from_secs(900);
+
+fn full() -> bool {
+    std::env::var("SEALPOST_BENCH").as_deref() == Ok("full")
+}
+
+fn runs() -> usize {
+    if full() { 3 } else { 1 }
+}
+
+/// Prints one figure: its samples' median, min and max.
+fn report(group: &str, load: &str, target: &str, unit: &str, samples: &[f64]) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let line = json!({
+        "group": group, "load": load, "target": target, "unit": unit,
+        "median": median, "min": sorted[0], "max": sorted[sorted.len() - 1],
+    });
+    println!("BENCH {line}");
+    median
+}
+
+fn ratio(group: &str, load: &str, what: &str, value: f64) {
+    println!(
+        "BENCH {}",
+        json!({ "group": group, "load": load, "target": what, "unit": "ratio", "median": value, "min": value, "max": value })
+    );
+}
+
+/// A message of about `size` bytes: headers, then 76-character lines.
+fn message(size: usize) -> Vec<u8> {
+    let mut m =
+        b"From: bench@example.org\r\nTo: journal@example.org\r\nSubject: bench\r\n\r\n".to_vec();
+    let mut n = 0u64;
+    while m.len() + 78 <= size.max(100) {
+        let line = format!("{n:076}");
+        m.extend_from_slice(line.as_bytes());
+        m.extend_from_slice(b"\r\n");
+        n += 1;
+    }
+    m
+}
+
+/// A daemon killed by its PID when dropped.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_listening(port: u16) {
+    support::wait_until("the peer listens", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+}
+
+/// Runs Postfix's `smtp-source` against `port`; the seconds until its last
+/// message was answered.
+fn smtp_source(source: &Path, port: u16, load: &Load, to: &str, per_session: bool) -> f64 {
+    let mut cmd = Command::new(source);
+    cmd.args(["-s", &load.sessions.to_string()])
+        .args(["-m", &load.count.to_string()])
+        .args(["-l", &load.size.to_string()])
+        .args(["-f", "bench@example.org", "-t", to]);
+    if per_session {
+        cmd.arg("-d");
+    }
+    cmd.arg(format!("127.0.0.1:{port}"));
+    let started = Instant::now();
+    let out = run_with_timeout(&mut cmd, b"", TIMEOUT);
+    assert!(
+        out.status.success(),
+        "smtp-source: {}",
+        support::stderr(&out)
+    );
+    started.elapsed().as_secs_f64()
+}
+
+struct Load {
+    size: usize,
+    count: usize,
+    sessions: usize,
+}
+
+impl Load {
+    fn label(&self, per_session: bool) -> String {
+        let size = if self.size >= 1 << 20 {
+            format!("{} MiB", self.size >> 20)
+        } else {
+            format!("{} KiB", self.size >> 10)
+        };
+        let how = if per_session { ", -d" } else { "" };
+        format!(
+            "{size} x {} over {} connections{how}",
+            self.count, self.sessions
+        )
+    }
+}
+
+/// The durable-write limit of this filesystem: `count` files of `size`
+/// bytes over `threads` threads, each created in `tmp/`, written, fsynced,
+/// renamed into `new/`, and the directory fsynced. Files per second.
+fn durable_write_limit(dir: &Path, size: usize, count: usize, threads: usize) -> f64 {
+    let _ = fs::remove_dir_all(dir);
+    fs::create_dir_all(dir.join("tmp")).unwrap();
+    fs::create_dir_all(dir.join("new")).unwrap();
+    let data = vec![b'x'; size];
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let (dir, data) = (dir, &data);
+            scope.spawn(move || {
+                let new = fs::File::open(dir.join("new")).unwrap();
+                for i in (t..count).step_by(threads) {
+                    let tmp = dir.join("tmp").join(i.to_string());
+                    let mut f = fs::File::create_new(&tmp).unwrap();
+                    f.write_all(data).unwrap();
+                    f.sync_all().unwrap();
+                    fs::rename(&tmp, dir.join("new").join(i.to_string())).unwrap();
+                    new.sync_all().unwrap();
+                }
+            });
+        }
+    });
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    fs::remove_dir_all(dir).unwrap();
+    rate
+}
+
+fn remove_messages(sb: &Sandbox, id: &str) {
+    for file in sb.message_files(id) {
+        fs::remove_file(file).unwrap();
+    }
+}
+
+#[test]
+fn smtp_ingest_against_smtp_sink_and_the_disk() {
+    let Some(source) = peer("smtp-source", &["/usr/sbin/smtp-source"]) else {
+        return;
+    };
+    let Some(sink) = peer("smtp-sink", &["/usr/sbin/smtp-sink"]) else {
+        return;
+    };
+    let loads: Vec<(Load, bool)> = if full() {
+        let small = |sessions| Load {
+            size: 10 << 10,
+            count: 5000,
+            sessions,
+        };
+        vec![
+            (small(1), false),
+            (small(8), false),
+            (small(32), false),
+            (small(128), false),
+            (small(32), true),
+            (
+                Load {
+                    size: 1 << 20,
+                    count: 500,
+                    sessions: 8,
+                },
+                false,
+            ),
+        ]
+    } else {
+        vec![(
+            Load {
+                size: 10 << 10,
+                count: 8,
+                sessions: 2,
+            },
+            false,
+        )]
+    };
+    let sb = Sandbox::for_gateway(
+        "bench-ingest",
+        json!({
+            "smtp": { "require_tls": false },
+            "limits": { "max_connections": 512, "max_connections_per_ip": 256 },
+        }),
+    );
+    let (id, _) = sb.create_mailbox("Bench");
+    let gw = Gateway::start(&sb);
+    let port = gw.addr("smtp.listen[0]").port();
+    let sink_port = free_port();
+    let _sink = Daemon(
+        Command::new(&sink)
+            .args(["-u", "nobody", &format!("127.0.0.1:{sink_port}"), "512"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_listening(sink_port);
+    let to = format!("{id}@localhost");
+    for (load, per_session) in &loads {
+        let label = load.label(*per_session);
+        let (mut ours, mut ceiling, mut disk) = (vec![], vec![], vec![]);
+        for _ in 0..runs() {
+            let secs = smtp_source(&source, port, load, &to, *per_session);
+            assert_eq!(
+                sb.message_files(&id).len(),
+                load.count,
+                "every 250 is a stored message"
+            );
+            remove_messages(&sb, &id);
+            ours.push(load.count as f64 / secs);
+            let secs = smtp_source(&source, sink_port, load, &to, *per_session);
+            ceiling.push(load.count as f64 / secs);
+            let dir = sb.data().join("disk-limit");
+            disk.push(durable_write_limit(
+                &dir,
+                load.size,
+                load.count,
+                load.sessions,
+            ));
+        }
+        let ours = report("smtp ingest", &label, "sealpost", "msg/s", &ours);
+        let mb = ours * load.size as f64 / 1e6;
+        report("smtp ingest", &label, "sealpost", "MB/s", &[mb]);
+        let ceiling = report("smtp ingest", &label, "smtp-sink", "msg/s", &ceiling);
+        let disk = report(
+            "smtp ingest",
+            &label,
+            "durable-write limit",
+            "files/s",
+            &disk,
+        );
+        ratio(
+            "smtp ingest",
+            &label,
+            "sealpost / smtp-sink",
+            ours / ceiling,
+        );
+        ratio(
+            "smtp ingest",
+            &label,
+            "sealpost / durable-write limit",
+            ours / disk,
+        );
+    }
+}
+
+/// Sends `count` copies of `body` to `to` over one plain SMTP session.
+fn deliver_many(addr: std::net::SocketAddr, to: &str, body: &[u8], count: usize) {
+    let mut c = LineClient::plain(addr);
+    c.smtp_reply();
+    expect(&c.smtp("EHLO bench.example"), "250");
+    for _ in 0..count {
+        expect(&c.smtp("MAIL FROM:<bench@example.org>"), "250");
+        expect(&c.smtp(&format!("RCPT TO:<{to}>")), "250");
+        expect(&c.smtp("DATA"), "354");
+        c.send_raw(body);
+        expect(&c.smtp("."), "250");
+    }
+    c.smtp("QUIT");
+}
+
+/// Drains a POP3 server over TLS with `tests/python/pop3_drain.py`:
+/// (messages, seconds).
+fn drain(port: u16, ca: &Path, user: &str, password: &str) -> (usize, f64) {
+    let out = run_with_timeout(
+        Command::new("python3")
+            .arg(support::repo().join("tests/python/pop3_drain.py"))
+            .args(["localhost", &port.to_string()])
+            .arg(ca)
+            .args([user, password]),
+        b"",
+        TIMEOUT,
+    );
+    assert!(
+        out.status.success(),
+        "pop3_drain: {}",
+        support::stderr(&out)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    (fields[0].parse().unwrap(), fields[2].parse().unwrap())
+}
+
+#[test]
+fn pop3_retrieval_against_dovecot() {
+    let sb = Sandbox::for_gateway("bench-pop3", json!({ "smtp": { "require_tls": false } }));
+    let Some(upstream) = Pop3Upstream::start(&sb.dir.join("upstream"), true) else {
+        return;
+    };
+    let (id, password) = sb.create_mailbox("Bench");
+    let gw = Gateway::start(&sb);
+    let loads: &[(usize, usize)] = if full() {
+        &[(10 << 10, 5000), (1 << 20, 100)]
+    } else {
+        &[(10 << 10, 5)]
+    };
+    let maildir = upstream.dovecot.home(POP3_USER).join("Maildir");
+    for &(size, count) in loads {
+        let body = message(size);
+        let mut stuffed = body.clone();
+        stuffed.extend_from_slice(b"\r\n");
+        let label = format!("{} KiB x {count}, TLS", size >> 10);
+        let (mut ours, mut theirs) = (vec![], vec![]);
+        for _ in 0..runs() {
+            for sub in ["cur", "new"] {
+                let _ = fs::remove_dir_all(maildir.join(sub));
+                fs::create_dir_all(maildir.join(sub)).unwrap();
+            }
+            for i in 0..count {
+                fs::write(maildir.join(format!("new/1795000000.M{i}P1.bench")), &body).unwrap();
+            }
+            let chown = support::run(Command::new("chown").args(["-R", "nobody"]).arg(&maildir));
+            assert!(chown.status.success());
+            let (n, secs) = drain(
+                upstream.implicit,
+                &upstream.ca.cert_file,
+                POP3_USER,
+                POP3_PASSWORD,
+            );
+            assert_eq!(n, count, "Dovecot served every message");
+            theirs.push(secs);
+            deliver_many(
+                gw.addr("smtp.listen[0]"),
+                &format!("{id}@localhost"),
+                &stuffed,
+                count,
+            );
+            let (n, secs) = drain(
+                gw.addr("pop3.listen_tls[0]").port(),
+                &gw.cert,
+                &id,
+                &password,
+            );
+            assert_eq!(n, count, "Sealpost served every message");
+            assert!(sb.message_files(&id).is_empty(), "and deleted them");
+            ours.push(secs);
+        }
+        let ours = report("pop3 retrieval", &label, "sealpost", "s", &ours);
+        let theirs = report("pop3 retrieval", &label, "dovecot", "s", &theirs);
+        ratio(
+            "pop3 retrieval",
+            &label,
+            "sealpost speed / dovecot",
+            theirs / ours,
+        );
+    }
+}
+
+/// USER, PASS, STAT and UIDL over implicit TLS: (seconds for all, seconds
+/// for PASS alone, STAT's count).
+fn login_stat_uidl(gw: &Gateway, id: &str, password: &str) -> (f64, f64, usize) {
+    let started = Instant::now();
+    let mut c = LineClient::implicit_tls(gw.addr("pop3.listen_tls[0]"), &gw.cert);
+    c.read_line();
+    c.pop3(&format!("USER {id}"));
+    let pass_started = Instant::now();
+    let answer = c.pop3(&format!("PASS {password}"));
+    let pass = pass_started.elapsed().as_secs_f64();
+    assert!(answer.starts_with("+OK"), "{answer}");
+    let stat = c.pop3("STAT");
+    let count = stat.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let (status, _) = c.pop3_multi("UIDL");
+    assert!(status.starts_with("+OK"), "{status}");
+    let all = started.elapsed().as_secs_f64();
+    c.pop3("QUIT");
+    (all, pass, count)
+}
+
+#[test]
+fn login_on_a_big_mailbox() {
+    let Some(source) = peer("smtp-source", &["/usr/sbin/smtp-source"]) else {
+        return;
+    };
+    let count = if full() { 100_000 } else { 30 };
+    let sb = Sandbox::for_gateway("bench-login", json!({ "smtp": { "require_tls": false } }));
+    let (big, big_password) = sb.create_mailbox("Big");
+    let (empty, empty_password) = sb.create_mailbox("Empty");
+    let gw = Gateway::start(&sb);
+    let load = Load {
+        size: 2 << 10,
+        count,
+        sessions: 8,
+    };
+    let port = gw.addr("smtp.listen[0]").port();
+    smtp_source(&source, port, &load, &format!("{big}@localhost"), true);
+    let label = format!("{count} messages, warm cache");
+    let (mut on_big, mut on_empty, mut kdf) = (vec![], vec![], vec![]);
+    for _ in 0..runs() {
+        let (all, pass, n) = login_stat_uidl(&gw, &empty, &empty_password);
+        assert_eq!(n, 0);
+        on_empty.push(all);
+        kdf.push(pass);
+        let (all, _, n) = login_stat_uidl(&gw, &big, &big_password);
+        assert_eq!(n, count, "STAT counts every message");
+        on_big.push(all);
+    }
+    let big = report(
+        "big mailbox login",
+        &label,
+        "login+STAT+UIDL, big",
+        "s",
+        &on_big,
+    );
+    let empty = report(
+        "big mailbox login",
+        &label,
+        "login+STAT+UIDL, empty",
+        "s",
+        &on_empty,
+    );
+    report(
+        "big mailbox login",
+        &label,
+        "PASS (key derivation)",
+        "s",
+        &kdf,
+    );
+    report(
+        "big mailbox login",
+        &label,
+        "big - empty",
+        "s",
+        &[big - empty],
+    );
+}

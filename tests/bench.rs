@@ -284,9 +284,9 @@ fn deliver_many(addr: std::net::SocketAddr, to: &str, body: &[u8], count: usize)
 
 /// Drains a POP3 server over TLS with `tests/python/pop3_drain.py`:
 /// (messages, seconds).
-fn drain(port: u16, ca: &Path, user: &str, password: &str) -> (usize, f64) {
+fn drain(python: &Path, port: u16, ca: &Path, user: &str, password: &str) -> (usize, f64) {
     let out = run_with_timeout(
-        Command::new("python3")
+        Command::new(python)
             .arg(support::repo().join("tests/python/pop3_drain.py"))
             .args(["localhost", &port.to_string()])
             .arg(ca)
@@ -306,6 +306,9 @@ fn drain(port: u16, ca: &Path, user: &str, password: &str) -> (usize, f64) {
 
 #[test]
 fn pop3_retrieval_against_dovecot() {
+    let Some(python) = peer("python3", &["python3"]) else {
+        return;
+    };
     let sb = Sandbox::for_gateway("bench-pop3", json!({ "smtp": { "require_tls": false } }));
     let Some(upstream) = Pop3Upstream::start(&sb.dir.join("upstream"), true) else {
         return;
@@ -324,17 +327,21 @@ fn pop3_retrieval_against_dovecot() {
         stuffed.extend_from_slice(b"\r\n");
         let label = format!("{} KiB x {count}, TLS", size >> 10);
         let (mut ours, mut theirs) = (vec![], vec![]);
-        for _ in 0..runs() {
-            for sub in ["cur", "new"] {
-                let _ = fs::remove_dir_all(maildir.join(sub));
+        for run in 0..runs() {
+            // A fresh Maildir each run, index and UID list included: names
+            // Dovecot has seen expunged before are not new mail to it.
+            let _ = fs::remove_dir_all(&maildir);
+            for sub in ["cur", "new", "tmp"] {
                 fs::create_dir_all(maildir.join(sub)).unwrap();
             }
             for i in 0..count {
-                fs::write(maildir.join(format!("new/1795000000.M{i}P1.bench")), &body).unwrap();
+                let name = format!("new/1795000000.M{i}P{run}.bench");
+                fs::write(maildir.join(name), &body).unwrap();
             }
             let chown = support::run(Command::new("chown").args(["-R", "nobody"]).arg(&maildir));
             assert!(chown.status.success());
             let (n, secs) = drain(
+                &python,
                 upstream.implicit,
                 &upstream.ca.cert_file,
                 POP3_USER,
@@ -349,6 +356,7 @@ fn pop3_retrieval_against_dovecot() {
                 count,
             );
             let (n, secs) = drain(
+                &python,
                 gw.addr("pop3.listen_tls[0]").port(),
                 &gw.cert,
                 &id,

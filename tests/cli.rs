@@ -219,15 +219,7 @@ fn exported_mail_is_readable_by_its_owner_only() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let pw = sb.password_file(&password);
     let dir = sb.dir.join("exported/deeper");
-    let out = sb.run(&[
-        "mailbox",
-        "export",
-        &id,
-        "--password-file",
-        pw.to_str().unwrap(),
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
+    let out = sb.run_export(&id, &pw, &dir);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&dir), 0o700);
@@ -243,15 +235,7 @@ fn exported_mail_is_readable_by_its_owner_only() {
     let open_dir = sb.dir.join("shared");
     std::fs::create_dir(&open_dir).unwrap();
     std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = sb.run(&[
-        "mailbox",
-        "export",
-        &id,
-        "--password-file",
-        pw.to_str().unwrap(),
-        "--out",
-        open_dir.to_str().unwrap(),
-    ]);
+    let out = sb.run_export(&id, &pw, &open_dir);
     assert_eq!(code(&out), 1);
     assert!(
         stderr(&out).contains("other users can open this directory"),
@@ -320,15 +304,7 @@ fn export_with_a_wrong_password_fails_and_writes_nothing() {
     sb.run_with_input(&["mailbox", "deliver", &id], b"Subject: x\r\n\r\ny\r\n");
     let pw = sb.password_file("not-the-password-at-all");
     let out_dir = sb.dir.join("out");
-    let out = sb.run(&[
-        "mailbox",
-        "export",
-        &id,
-        "--password-file",
-        pw.to_str().unwrap(),
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]);
+    let out = sb.run_export(&id, &pw, &out_dir);
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("wrong password"), "{}", stderr(&out));
     assert!(!out_dir.exists());
@@ -352,15 +328,7 @@ fn export_skips_a_damaged_message_reports_it_and_exits_3() {
     fs::write(&files[1], bytes).unwrap();
     let pw = sb.password_file(&password);
     let out_dir = sb.dir.join("out");
-    let out = sb.run(&[
-        "mailbox",
-        "export",
-        &id,
-        "--password-file",
-        pw.to_str().unwrap(),
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]);
+    let out = sb.run_export(&id, &pw, &out_dir);
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     let damaged_name = files[1].file_name().unwrap().to_str().unwrap();
     assert!(stderr(&out).contains(damaged_name), "{}", stderr(&out));
@@ -516,15 +484,7 @@ fn reset_password_needs_force_and_says_old_mail_becomes_unreadable() {
     sb.run_with_input(&["mailbox", "deliver", &id], b"Subject: new\r\n\r\ny\r\n");
     let pw = sb.password_file(&new_password);
     let out_dir = sb.dir.join("after-reset");
-    let out = sb.run(&[
-        "mailbox",
-        "export",
-        &id,
-        "--password-file",
-        pw.to_str().unwrap(),
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]);
+    let out = sb.run_export(&id, &pw, &out_dir);
     // The old message cannot be opened with the new key; the new one can.
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     let bodies: Vec<Vec<u8>> = walk(&out_dir)
@@ -598,15 +558,7 @@ fn a_corrupt_secret_key_file_is_a_clear_error() {
     let key_file = sb.mailbox_dir(&id).join("secret-key.json");
     fs::write(&key_file, b"{ not json").unwrap();
     let pw = sb.password_file(&password);
-    let out = sb.run(&[
-        "mailbox",
-        "export",
-        &id,
-        "--password-file",
-        pw.to_str().unwrap(),
-        "--out",
-        sb.dir.join("o").to_str().unwrap(),
-    ]);
+    let out = sb.run_export(&id, &pw, sb.dir.join("o"));
     assert_eq!(code(&out), 1);
     assert!(
         stderr(&out).contains("secret-key.json: the file is not valid"),

@@ -55,15 +55,7 @@ fn a_missing_or_corrupt_key_file_refuses_logins_clearly_while_mail_still_arrives
         // Storing needs only the public key: journal mail keeps arriving.
         expect(&deliver(&gw, &id, damage), "250 2.0.0");
         let pw = sb.password_file(&password);
-        let out = sb.run(&[
-            "mailbox",
-            "export",
-            &id,
-            "--password-file",
-            pw.to_str().unwrap(),
-            "--out",
-            "x",
-        ]);
+        let out = sb.run_export(&id, &pw, "x");
         assert_eq!(out.status.code(), Some(1), "{damage}");
         assert!(
             stderr(&out).contains("secret-key.json"),
@@ -143,4 +135,47 @@ fn a_garbage_certificate_on_sighup_keeps_the_running_one() {
         fs::write(file, good).unwrap();
     }
     assert!(!gw.log().contains("panicked"));
+}
+
+/// A file whose name and metadata disagree on the size (renamed by hand, or
+/// damaged) is refused at RETR, never sent with a wrong octet count; files
+/// named with a malformed size are not messages and are left alone.
+#[test]
+fn a_size_in_the_file_name_that_disagrees_with_the_metadata_is_damage() {
+    let sb = Sandbox::for_gateway("fault-sizename", json!({}));
+    let (id, password) = sb.create_mailbox("Journal");
+    let gw = Gateway::start(&sb);
+    expect(&deliver(&gw, &id, "first"), "250 2.0.0");
+    expect(&deliver(&gw, &id, "second"), "250 2.0.0");
+    let files = sb.message_files(&id);
+    let name = files[0].file_name().unwrap().to_str().unwrap().to_string();
+    let (stem, size) = name
+        .strip_suffix(".msg")
+        .unwrap()
+        .split_once(",S=")
+        .unwrap();
+    let size: usize = size.parse().unwrap();
+    let lied = files[0].with_file_name(format!("{stem},S={}.msg", size + 1));
+    fs::rename(&files[0], &lied).unwrap();
+    let junk = files[0].with_file_name(format!("{stem},S=x.msg"));
+    fs::write(&junk, b"not a message").unwrap();
+
+    let (mut c, answer) = login(&gw, &id, &password);
+    assert!(answer.starts_with("+OK"), "{answer}");
+    assert!(
+        c.pop3("STAT").starts_with("+OK 2 "),
+        "the junk file is no message"
+    );
+    expect(&c.pop3("LIST 1"), &format!("+OK 1 {}", size + 1));
+    let refused = c.pop3("RETR 1");
+    assert!(
+        refused.starts_with("-ERR [SYS/PERM] Message 1 is damaged"),
+        "{refused}"
+    );
+    let (status, body) = c.pop3_multi("RETR 2");
+    assert!(status.starts_with("+OK"), "{status}");
+    assert!(String::from_utf8_lossy(&body).contains("Subject: second"));
+    gw.wait_for_log("its name", Duration::from_secs(10));
+    c.pop3("QUIT");
+    assert!(lied.exists() && junk.exists(), "nothing was removed");
 }

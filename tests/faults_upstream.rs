@@ -14,16 +14,20 @@ use support::{Sandbox, fixture};
 
 const MESSAGE: &str = "Subject: one\r\n\r\nthe first message\r\n";
 
+/// The command word of a line, in capitals.
+fn verb(line: &str) -> String {
+    line.split(' ')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_uppercase()
+}
+
 /// A POP3 server that logs anyone in and lists two messages; what happens
 /// next is up to `after_login`.
 fn pop3_server(mut peer: Peer, after_login: fn(&mut Peer, &str) -> bool) {
     peer.send(b"+OK scripted POP3\r\n");
     while let Some(line) = peer.line() {
-        let verb = line
-            .split(' ')
-            .next()
-            .unwrap_or_default()
-            .to_ascii_uppercase();
+        let verb = verb(&line);
         match verb.as_str() {
             "CAPA" => peer.send(b"+OK\r\nUSER\r\nUIDL\r\n.\r\n"),
             "USER" | "PASS" => peer.send(b"+OK\r\n"),
@@ -156,11 +160,7 @@ fn nonsense_from_the_provider_is_a_clear_error_and_a_close() {
 fn smtp_server(mut peer: Peer, after_rcpt: fn(&mut Peer, &str) -> bool) {
     peer.send(b"220 scripted ESMTP\r\n");
     while let Some(line) = peer.line() {
-        let verb = line
-            .split(' ')
-            .next()
-            .unwrap_or_default()
-            .to_ascii_uppercase();
+        let verb = verb(&line);
         match verb.as_str() {
             "EHLO" => peer.send(b"250-scripted\r\n250 AUTH PLAIN\r\n"),
             "AUTH" => peer.send(b"235 2.7.0 ok\r\n"),

@@ -5,6 +5,7 @@
 mod support;
 
 use std::fs;
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::json;
@@ -89,16 +90,11 @@ fn pynacl_refuses_a_wrong_password() {
     );
 }
 
-#[test]
-fn sealpost_exports_a_message_pynacl_stored() {
-    let Some(python) = python_with_nacl() else {
-        return;
-    };
-    let sb = Sandbox::new("pywrite", json!({}));
-    let (id, password) = sb.create_mailbox("Journal");
-    let body = fixture("utf8-headers.eml");
+/// Stores `body` in mailbox `id` with the PyNaCl script (a file named
+/// `<id>.msg`, with SMTP-like metadata from writer@example.org).
+fn write_with_pynacl(python: &Path, sb: &Sandbox, id: &str, body: &[u8]) {
     let body_file = sb.dir.join("body.eml");
-    fs::write(&body_file, &body).unwrap();
+    fs::write(&body_file, body).unwrap();
     let metadata = json!({
         "received": "2026-11-22T10:00:00Z",
         "source": "smtp",
@@ -108,10 +104,10 @@ fn sealpost_exports_a_message_pynacl_stored() {
         "tls": "TLSv1.3",
     });
     let out = support::run(
-        Command::new(&python)
+        Command::new(python)
             .arg(script())
             .arg("write")
-            .arg(sb.mailbox_dir(&id))
+            .arg(sb.mailbox_dir(id))
             .arg(metadata.to_string())
             .arg(&body_file),
     );
@@ -120,6 +116,17 @@ fn sealpost_exports_a_message_pynacl_stored() {
         "python writer failed: {}",
         stderr(&out)
     );
+}
+
+#[test]
+fn sealpost_exports_a_message_pynacl_stored() {
+    let Some(python) = python_with_nacl() else {
+        return;
+    };
+    let sb = Sandbox::new("pywrite", json!({}));
+    let (id, password) = sb.create_mailbox("Journal");
+    let body = fixture("utf8-headers.eml");
+    write_with_pynacl(&python, &sb, &id, &body);
     let exported = sb.export(&id, &password);
     assert_eq!(exported.len(), 1);
     assert!(exported[0].1 == body);
@@ -139,25 +146,7 @@ fn pop3_serves_files_with_and_without_the_size_in_their_name() {
     let (id, password) = sb.create_mailbox("Journal");
     let old = fixture("utf8-headers.eml");
     let new = fixture("long-lines.eml");
-    let body_file = sb.dir.join("body.eml");
-    fs::write(&body_file, &old).unwrap();
-    let metadata = json!({
-        "received": "2026-11-22T10:00:00Z",
-        "source": "smtp",
-        "mail_from": "writer@example.org",
-        "rcpt_to": [format!("{id}@localhost")],
-        "client_ip": "192.0.2.1",
-        "tls": "TLSv1.3",
-    });
-    let out = support::run(
-        Command::new(&python)
-            .arg(script())
-            .arg("write")
-            .arg(sb.mailbox_dir(&id))
-            .arg(metadata.to_string())
-            .arg(&body_file),
-    );
-    assert!(out.status.success(), "python writer: {}", stderr(&out));
+    write_with_pynacl(&python, &sb, &id, &old);
     let out = sb.run_with_input(&["mailbox", "deliver", &id], &new);
     assert!(out.status.success(), "{}", stderr(&out));
     let names: Vec<String> = sb

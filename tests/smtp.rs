@@ -223,15 +223,7 @@ fn one_message_to_two_mailboxes_is_one_copy_each_sealed_to_its_own_key() {
     )
     .unwrap();
     let pw = sb.password_file(&password_b);
-    let out = sb.run(&[
-        "mailbox",
-        "export",
-        &b,
-        "--password-file",
-        pw.to_str().unwrap(),
-        "--out",
-        sb.dir.join("xb").to_str().unwrap(),
-    ]);
+    let out = sb.run_export(&b, &pw, sb.dir.join("xb"));
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
 }
 

@@ -10,8 +10,8 @@ use crate::net::driver::testing::exchange;
 use crate::net::upstream::{DialError, Perform};
 use crate::proxy::login_name::ProxyLogin;
 use crate::proxy::relay::PreparedCopy;
-use crate::proxy::target::TargetPolicy;
-use crate::proxy::upstream::{Dialer, UpstreamTls};
+use crate::proxy::relay::testing;
+use crate::proxy::upstream::Dialer;
 use crate::store::StoreError;
 
 const MAILBOX: &str = "mbx-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -40,17 +40,7 @@ struct Fake(Rc<RefCell<World>>, Rc<Dialer>);
 
 impl Default for Fake {
     fn default() -> Fake {
-        let dialer = Dialer {
-            policy: TargetPolicy {
-                allowed: vec!["pop.example.com".parse().unwrap()],
-                allow_private: true,
-            },
-            tls: UpstreamTls::new(None).unwrap(),
-            hostname: "gw.example".into(),
-            connect_timeout: Duration::from_secs(5),
-            io_timeout: Duration::from_secs(5),
-            implicit_tls_ports: vec![995],
-        };
+        let dialer = testing::dialer("pop.example.com", 995);
         Fake(Rc::default(), Rc::new(dialer))
     }
 }
@@ -280,23 +270,14 @@ impl PreparedCopy for Committed {
 impl Relay for Fake {
     fn authorize(&mut self, name: &str, password: Password) -> Result<Authorized, Refusal> {
         let mut w = self.0.borrow_mut();
-        w.logins
-            .push((name.to_string(), password.expose().to_string()));
-        if let Some(failure) = w.login_result {
-            return Err(Refusal {
-                failure,
-                delay: Duration::ZERO,
-            });
-        }
-        let login = ProxyLogin {
-            remote_user: "anna".into(),
-            target: Target {
-                host: "pop.example.com".into(),
-                port: Some(995),
-            },
-            mailbox: MAILBOX.parse().unwrap(),
-        };
-        Ok(Authorized::new(login, password, None))
+        let failure = w.login_result;
+        testing::authorize(
+            &mut w.logins,
+            failure,
+            (name, password),
+            ("pop.example.com", Some(995)),
+            MAILBOX,
+        )
     }
 
     fn dialer(&self) -> &Dialer {
@@ -308,15 +289,7 @@ impl Relay for Fake {
         authorized: Authorized,
         outcome: Result<(), OpenError>,
     ) -> Result<ProxyLogin, Refusal> {
-        let failure = match outcome {
-            Ok(()) => return Ok(authorized.login),
-            Err(OpenError::Unavailable(_)) => LoginFailure::Temporary,
-            Err(_) => LoginFailure::Refused,
-        };
-        Err(Refusal {
-            failure,
-            delay: Duration::ZERO,
-        })
+        testing::finish_login(authorized, outcome)
     }
 
     fn start_copy(&mut self, _mailbox: &MailboxId) -> Result<Box<dyn CopySink>, StoreError> {

@@ -292,3 +292,74 @@ impl PreparedCopy for StoredCopy {
         self.pending.commit().map(|c| c.name().to_string())
     }
 }
+
+/// What the two proxies' session tests share: a dialer for one allowed
+/// host, and the login steps of a fake [`Relay`].
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::proxy::login_name::Target;
+    use crate::proxy::target::TargetPolicy;
+    use crate::proxy::upstream::UpstreamTls;
+
+    /// A dialer allowed to reach `host` only, speaking implicit TLS on `port`.
+    pub fn dialer(host: &str, implicit_tls_port: u16) -> Dialer {
+        Dialer {
+            policy: TargetPolicy {
+                allowed: vec![host.parse().unwrap()],
+                allow_private: true,
+            },
+            tls: UpstreamTls::new(None).unwrap(),
+            hostname: "gw.example".into(),
+            connect_timeout: Duration::from_secs(5),
+            io_timeout: Duration::from_secs(5),
+            implicit_tls_ports: vec![implicit_tls_port],
+        }
+    }
+
+    /// Records the login and answers it: `failure` refuses it, otherwise
+    /// it is authorized for anna at `host:port` and the tests' mailbox.
+    pub fn authorize(
+        logins: &mut Vec<(String, String)>,
+        failure: Option<LoginFailure>,
+        (name, password): (&str, Password),
+        (host, port): (&str, Option<u16>),
+        mailbox: &str,
+    ) -> Result<Authorized, Refusal> {
+        logins.push((name.to_string(), password.expose().to_string()));
+        if let Some(failure) = failure {
+            return Err(Refusal {
+                failure,
+                delay: Duration::ZERO,
+            });
+        }
+        let login = ProxyLogin {
+            remote_user: "anna".into(),
+            target: Target {
+                host: host.into(),
+                port,
+            },
+            mailbox: mailbox.parse().unwrap(),
+        };
+        Ok(Authorized::new(login, password, None))
+    }
+
+    /// The upstream's verdict as a fake relay reports it: unavailable is
+    /// temporary, anything else refused, without delay.
+    pub fn finish_login(
+        authorized: Authorized,
+        outcome: Result<(), OpenError>,
+    ) -> Result<ProxyLogin, Refusal> {
+        let failure = match outcome {
+            Ok(()) => return Ok(authorized.login),
+            Err(OpenError::Unavailable(_)) => LoginFailure::Temporary,
+            Err(_) => LoginFailure::Refused,
+        };
+        Err(Refusal {
+            failure,
+            delay: Duration::ZERO,
+        })
+    }
+}

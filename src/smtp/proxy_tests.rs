@@ -4,14 +4,13 @@
 use std::cell::RefCell;
 use std::io::{self, Read};
 use std::rc::Rc;
-use std::time::Duration;
 
 use super::*;
 use crate::net::driver::testing::exchange;
 use crate::net::upstream::{DialError, Perform};
-use crate::proxy::login_name::{ProxyLogin, Target};
-use crate::proxy::target::TargetPolicy;
-use crate::proxy::upstream::{Dialer, UpstreamTls};
+use crate::proxy::login_name::ProxyLogin;
+use crate::proxy::relay::testing;
+use crate::proxy::upstream::Dialer;
 
 const MAILBOX: &str = "mbx-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 
@@ -37,17 +36,7 @@ struct Fake(Rc<RefCell<World>>, Rc<Dialer>);
 
 impl Default for Fake {
     fn default() -> Fake {
-        let dialer = Dialer {
-            policy: TargetPolicy {
-                allowed: vec!["mail.example.com".parse().unwrap()],
-                allow_private: true,
-            },
-            tls: UpstreamTls::new(None).unwrap(),
-            hostname: "gw.example".into(),
-            connect_timeout: Duration::from_secs(5),
-            io_timeout: Duration::from_secs(5),
-            implicit_tls_ports: vec![587],
-        };
+        let dialer = testing::dialer("mail.example.com", 587);
         Fake(Rc::default(), Rc::new(dialer))
     }
 }
@@ -265,23 +254,14 @@ impl PreparedCopy for FakePrepared {
 impl Relay for Fake {
     fn authorize(&mut self, name: &str, password: Password) -> Result<Authorized, Refusal> {
         let mut w = self.0.borrow_mut();
-        w.logins
-            .push((name.to_string(), password.expose().to_string()));
-        if let Some(failure) = w.login_result {
-            return Err(Refusal {
-                failure,
-                delay: Duration::ZERO,
-            });
-        }
-        let login = ProxyLogin {
-            remote_user: "anna".into(),
-            target: Target {
-                host: "mail.example.com".into(),
-                port: None,
-            },
-            mailbox: MAILBOX.parse().unwrap(),
-        };
-        Ok(Authorized::new(login, password, None))
+        let failure = w.login_result;
+        testing::authorize(
+            &mut w.logins,
+            failure,
+            (name, password),
+            ("mail.example.com", None),
+            MAILBOX,
+        )
     }
 
     fn dialer(&self) -> &Dialer {
@@ -293,15 +273,7 @@ impl Relay for Fake {
         authorized: Authorized,
         outcome: Result<(), OpenError>,
     ) -> Result<ProxyLogin, Refusal> {
-        let failure = match outcome {
-            Ok(()) => return Ok(authorized.login),
-            Err(OpenError::Unavailable(_)) => LoginFailure::Temporary,
-            Err(_) => LoginFailure::Refused,
-        };
-        Err(Refusal {
-            failure,
-            delay: Duration::ZERO,
-        })
+        testing::finish_login(authorized, outcome)
     }
 
     fn start_copy(&mut self, _mailbox: &MailboxId) -> Result<Box<dyn CopySink>, StoreError> {

@@ -227,22 +227,20 @@ impl Sandbox {
         files
     }
 
+    /// Runs `mailbox export <id> --password-file <password_file> --out <out>`.
+    pub fn run_export(&self, id: &str, password_file: &Path, out: impl AsRef<Path>) -> Output {
+        let out = out.as_ref().to_str().unwrap();
+        let pw = password_file.to_str().unwrap();
+        self.run(&["mailbox", "export", id, "--password-file", pw, "--out", out])
+    }
+
     /// Exports a mailbox and returns (uidl, message bytes, metadata) per message.
     pub fn export(&self, id: &str, password: &str) -> Vec<(String, Vec<u8>, serde_json::Value)> {
         let out_dir = self
             .dir
             .join(format!("export-{id}-{}", self.message_files(id).len()));
         let _ = fs::remove_dir_all(&out_dir);
-        let pw = self.password_file(password);
-        let out = self.run(&[
-            "mailbox",
-            "export",
-            id,
-            "--password-file",
-            pw.to_str().unwrap(),
-            "--out",
-            out_dir.to_str().unwrap(),
-        ]);
+        let out = self.run_export(id, &self.password_file(password), &out_dir);
         assert!(out.status.success(), "export failed: {}", stderr(&out));
         let mut result = Vec::new();
         let mut names: Vec<String> = fs::read_dir(&out_dir)

@@ -29,7 +29,7 @@ use crate::smtp::proxy_service::SmtpProxyService;
 use crate::smtp::server::Settings as SmtpSettings;
 use crate::smtp::session::SmtpService;
 
-use crate::store::Store;
+use crate::store::{self, Store};
 
 /// The services behind the listeners, with their bindings.
 #[derive(Default)]
@@ -297,7 +297,9 @@ fn build(config: &Config, store: &Store) -> Result<Built, String> {
 pub fn serve(config: Config) -> Result<(), String> {
     // Before any other thread exists, so that every thread inherits the mask.
     signals::block().map_err(|e| format!("cannot set up signal handling: {e}"))?;
+    let _serving = store::lock_for_serving(&config.data_dir).map_err(|e| e.to_string())?;
     let store = Store::open(&config.data_dir).map_err(|e| e.to_string())?;
+    store.check_writable().map_err(|e| e.to_string())?;
     let built = build(&config, &store)?;
     let _control_socket = match &config.control_socket {
         Some(path) => Some(control::serve(path, built.throttles.clone())?),

@@ -246,6 +246,26 @@ fn exported_mail_is_readable_by_its_owner_only() {
 }
 
 #[test]
+fn deliver_refuses_an_empty_message_and_stores_nothing() {
+    let sb = Sandbox::new("empty", json!({}));
+    let (id, _) = sb.create_mailbox("J");
+    let out = sb.run_with_input(&["mailbox", "deliver", &id], b"");
+    assert_eq!(code(&out), 65, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the message is empty"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(sb.message_files(&id).is_empty());
+    assert!(
+        fs::read_dir(sb.mailbox_dir(&id).join("tmp"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}
+
+#[test]
 fn deliver_turns_lf_line_endings_into_crlf() {
     let sb = Sandbox::new("lf", json!({}));
     let (id, password) = sb.create_mailbox("J");

@@ -48,3 +48,30 @@ fn an_archiver_can_empty_a_full_gateway() {
     let out = sb.run_with_input(&["mailbox", "deliver", &id], message.as_bytes());
     assert!(out.status.success(), "{}", support::stderr(&out));
 }
+
+/// A directory the gateway must write to but cannot (here a read-only
+/// spool) stops start-up with its name, instead of a gateway that says
+/// "ready" and then answers every message with 451.
+#[test]
+fn an_unwritable_spool_stops_start_up_naming_it() {
+    let sb = Sandbox::for_gateway("unwritable-spool", json!({}));
+    sb.create_mailbox("Journal");
+    let spool = sb.data().join("spool");
+    let Some(_mount) = small_tmpfs(&spool, "1m") else {
+        return;
+    };
+    let remount = support::run(
+        std::process::Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(&spool),
+    );
+    assert!(remount.status.success(), "{}", support::stderr(&remount));
+    let out = sb.run(&["serve"]);
+    assert_eq!(out.status.code(), Some(1), "{}", support::stderr(&out));
+    let expected = format!("{}: the gateway cannot write here", spool.display());
+    assert!(
+        support::stderr(&out).contains(&expected),
+        "{}",
+        support::stderr(&out)
+    );
+}

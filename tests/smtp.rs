@@ -510,6 +510,23 @@ fn a_bad_certificate_file_stops_start_up_with_a_clear_error() {
 }
 
 #[test]
+fn a_second_gateway_on_the_same_data_directory_refuses_to_start() {
+    // No control socket: the data directory's own lock is what refuses.
+    let sb = Sandbox::for_gateway("smtp-twice", json!({ "control_socket": null }));
+    let gw = Gateway::start(&sb);
+    let out = sb.run(&["serve"]);
+    assert_eq!(out.status.code(), Some(1));
+    let expected = format!(
+        "another Sealpost gateway (pid {}) is already serving this data directory",
+        gw.pid()
+    );
+    assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
+    // The first one is untouched.
+    let mut c = LineClient::plain(gw.addr("smtp.listen[0]"));
+    expect(&c.smtp_reply(), "220 ");
+}
+
+#[test]
 fn a_port_in_use_is_a_clear_error_naming_the_key() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().port();

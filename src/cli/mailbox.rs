@@ -38,6 +38,8 @@ Commands:
 Password files: the first line is the password; - reads standard input.
 Each command takes --help.";
 
+/// sysexits EX_DATAERR: the input is bad; Postfix bounces.
+const EX_DATAERR: i32 = 65;
 /// sysexits EX_NOUSER: Postfix bounces.
 const EX_NOUSER: i32 = 67;
 /// sysexits EX_TEMPFAIL: Postfix tries again later.
@@ -507,7 +509,7 @@ fn deliver(context: &Context, args: &[String]) -> Result<(), CliError> {
     let Some((context, m)) = options(
         context,
         "deliver",
-        "ID [--from ADDR] < message\n\nStores one message read from standard input (LF or CRLF line endings).\nExit codes for a Postfix pipe transport: 67 no such mailbox, 75 try later.",
+        "ID [--from ADDR] < message\n\nStores one message read from standard input (LF or CRLF line endings).\nExit codes for a Postfix pipe transport: 65 empty message, 67 no such mailbox,\n75 try later.",
         args,
         |o| {
             o.optopt(
@@ -562,6 +564,12 @@ fn deliver(context: &Context, args: &[String]) -> Result<(), CliError> {
         .map_err(|e| cannot_store(&e))?
         .finish()
         .map_err(|e| cannot_store(&e))?;
+    if spool.size() == 0 {
+        return Err(CliError {
+            code: EX_DATAERR,
+            message: "the message is empty: nothing was read from standard input".into(),
+        });
+    }
     let metadata = Metadata {
         received: timestamp::rfc3339(SystemTime::now()),
         source: Source::Cli,

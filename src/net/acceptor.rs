@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use log::{error, info, warn};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
+use socket2::{Domain, Protocol, Socket, Type};
 
 use super::limits::{ConnectionGuard, ConnectionLimits, LimitHit};
 
@@ -96,6 +97,24 @@ const RETRY_ACCEPT: Duration = Duration::from_millis(100);
 /// At most one warning about failing accepts per this period.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
+/// A non-blocking listening socket on `addr`. An IPv6 socket is IPv6 only
+/// (`IPV6_V6ONLY`, RFC 3493 §5.3), as Postfix and Dovecot listen, so that
+/// `0.0.0.0:25` and `[::]:25` can both be listed; without it Linux lets the
+/// IPv6 wildcard take the IPv4 port too and the second bind fails.
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // As std and mio do: a restarted gateway can bind while old
+    // connections linger in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
 impl Acceptor {
     /// Binds every `(key, address, service index)`; logs the bound address
     /// (useful with port 0).
@@ -123,7 +142,7 @@ impl Acceptor {
                 addr: *addr,
                 source,
             };
-            let mut listener = TcpListener::bind(*addr).map_err(fail)?;
+            let mut listener = listen(*addr).map_err(fail)?;
             poll.registry()
                 .register(&mut listener, Token(i), Interest::READABLE)
                 .map_err(fail)?;
@@ -237,5 +256,32 @@ impl Acceptor {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's `["0.0.0.0:25", "[::]:25"]`: both wildcards on one port.
+    /// (Bound for a moment, never accepting: no traffic reaches them.)
+    #[test]
+    fn the_ipv4_and_ipv6_wildcards_can_share_a_port() {
+        let v6 = match listen("[::]:0".parse().unwrap()) {
+            Ok(listener) => listener,
+            Err(e) => {
+                eprintln!("SKIPPED: this machine has no IPv6: {e}");
+                return;
+            }
+        };
+        assert!(socket2::SockRef::from(&v6).only_v6().unwrap());
+        let port = v6.local_addr().unwrap().port();
+        let v4 = listen(SocketAddr::from(([0, 0, 0, 0], port)));
+        assert!(v4.is_ok(), "{v4:?}");
+        assert!(
+            !socket2::SockRef::from(&v4.unwrap())
+                .only_v6()
+                .is_ok_and(|v| v)
+        );
     }
 }

@@ -18,7 +18,8 @@ pub mod spool;
 
 use std::fmt;
 use std::fs;
-use std::io;
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -119,6 +120,7 @@ pub(crate) fn io_error(
 
 const MAILBOXES_DIR: &str = "mailboxes";
 const SPOOL_DIR: &str = "spool";
+const SERVE_LOCK: &str = "serve.lock";
 const CREATING: &str = ".creating";
 const DELETING: &str = ".deleting";
 /// A half-created mailbox older than this is a crash leftover.
@@ -146,6 +148,32 @@ impl Store {
         }
         store.remove_leftovers()?;
         Ok(store)
+    }
+
+    /// Checks that every directory the gateway writes to takes a new file:
+    /// the data directory, the spool, the mailboxes directory, and each
+    /// mailbox's `tmp/` and `messages/`. Run before `serve` says ready, so
+    /// that an unwritable directory stops start-up, named, instead of
+    /// answering every message with a 451. (Only `serve` runs it: read-only
+    /// commands need no write access.)
+    pub fn check_writable(&self) -> Result<(), StoreError> {
+        let mut dirs = vec![
+            self.root.clone(),
+            self.root.join(SPOOL_DIR),
+            self.mailboxes_dir(),
+        ];
+        for id in self.mailbox_ids()? {
+            let dir = self.mailboxes_dir().join(id.as_str());
+            dirs.push(dir.join(mailbox::TMP_DIR));
+            dirs.push(dir.join(mailbox::MESSAGES_DIR));
+        }
+        for dir in dirs {
+            let probe = dir.join(format!(".write-check-{}", std::process::id()));
+            durable::create_new_private_file(&probe)
+                .and_then(|_| fs::remove_file(&probe))
+                .map_err(io_error(&dir, "the gateway cannot write here"))?;
+        }
+        Ok(())
     }
 
     /// The data directory.
@@ -285,6 +313,46 @@ impl Store {
         }
         Ok(committed.iter().map(|c| c.name().clone()).collect())
     }
+}
+
+/// Held by the one gateway serving a data directory; the kernel releases it
+/// when the process ends, however it ends.
+#[derive(Debug)]
+pub struct ServingLock {
+    _file: fs::File,
+}
+
+/// Takes `<data_dir>/serve.lock` (creating the directory if needed), so that
+/// a second `sealpost serve` on the same data directory refuses to start
+/// instead of sharing mailboxes, locks and clean-ups with the first.
+pub fn lock_for_serving(data_dir: &Path) -> Result<ServingLock, StoreError> {
+    fs::create_dir_all(data_dir).map_err(io_error(data_dir, "cannot create directory"))?;
+    let path = data_dir.join(SERVE_LOCK);
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io_error(&path, "cannot open"))?;
+    if !durable::try_lock_exclusive(&file).map_err(io_error(&path, "cannot lock"))? {
+        let holder = fs::read_to_string(&path).unwrap_or_default();
+        let holder = holder.trim();
+        let who = if holder.is_empty() {
+            String::new()
+        } else {
+            format!(" (pid {holder})")
+        };
+        return Err(StoreError::Invalid(format!(
+            "{}: another Sealpost gateway{who} is already serving this data directory",
+            data_dir.display()
+        )));
+    }
+    // Who holds it, for the message above; the lock is what counts.
+    let _ = file.set_len(0);
+    let _ = writeln!(file, "{}", std::process::id());
+    Ok(ServingLock { _file: file })
 }
 
 fn is_older_than(path: &Path, age: Duration) -> bool {

@@ -22,6 +22,28 @@ use crate::proxy::target::TargetPattern;
 
 /// The default configuration file name, looked up in the working directory.
 pub const DEFAULT_FILE: &str = "gateway.json";
+/// Where an installed gateway keeps its configuration.
+pub const INSTALLED_FILE: &str = "/etc/sealpost/gateway.json";
+/// The environment variable that names the configuration file.
+pub const ENV_VAR: &str = "SEALPOST_CONFIG";
+
+/// Which configuration file to use: `-c FILE` if given, else
+/// `$SEALPOST_CONFIG` if set, else `./gateway.json` if it exists (a
+/// checkout), else `/etc/sealpost/gateway.json` (an installation). With
+/// neither file present it is `./gateway.json`, so the error names the
+/// file a newcomer expects.
+pub fn locate(flag: Option<&str>, env: Option<&str>, exists: impl Fn(&Path) -> bool) -> PathBuf {
+    if let Some(file) = flag.or(env.filter(|v| !v.is_empty())) {
+        return PathBuf::from(file);
+    }
+    let local = PathBuf::from(DEFAULT_FILE);
+    let installed = PathBuf::from(INSTALLED_FILE);
+    if !exists(&local) && exists(&installed) {
+        installed
+    } else {
+        local
+    }
+}
 
 /// A configuration that could not be loaded, with the file and key it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -741,6 +763,25 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_configuration_file_is_the_flag_then_the_variable_then_local_then_installed() {
+        let both = |_: &Path| true;
+        let installed_only = |p: &Path| p == Path::new(INSTALLED_FILE);
+        let neither = |_: &Path| false;
+        assert_eq!(
+            locate(Some("a.json"), Some("b.json"), both),
+            Path::new("a.json")
+        );
+        assert_eq!(locate(None, Some("b.json"), both), Path::new("b.json"));
+        assert_eq!(locate(None, Some(""), both), Path::new(DEFAULT_FILE));
+        assert_eq!(locate(None, None, both), Path::new(DEFAULT_FILE));
+        assert_eq!(
+            locate(None, None, installed_only),
+            Path::new(INSTALLED_FILE)
+        );
+        assert_eq!(locate(None, None, neither), Path::new(DEFAULT_FILE));
+    }
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("gateway.json"), Path::new("/etc/sealpost"))

@@ -612,3 +612,28 @@ fn a_missing_password_file_is_a_clear_error() {
     assert_eq!(code(&out), 2);
     assert!(stderr(&out).contains("--password-file"));
 }
+
+/// Installed, the CLI is run from anywhere: `SEALPOST_CONFIG` names the
+/// file when `-c` does not, even where a `./gateway.json` lies.
+#[test]
+fn the_configuration_comes_from_sealpost_config_when_no_flag_names_it() {
+    let sb = Sandbox::new("envconfig", json!({}));
+    let elsewhere = sb.dir.join("elsewhere");
+    fs::create_dir_all(&elsewhere).unwrap();
+    let check = |dir: &std::path::Path| {
+        support::run(
+            std::process::Command::new(support::sealpost_bin())
+                .arg("check-config")
+                .env("SEALPOST_CONFIG", sb.config())
+                .current_dir(dir),
+        )
+    };
+    let out = check(&elsewhere);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let expected = format!("{}: configuration is valid", sb.config().display());
+    assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
+    // An explicit variable beats a gateway.json lying in the directory.
+    fs::write(elsewhere.join("gateway.json"), b"{ not json").unwrap();
+    let out = check(&elsewhere);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}

@@ -11,7 +11,7 @@ mod mailbox;
 mod password_input;
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use getopts::{Options, ParsingStyle};
 
@@ -78,7 +78,8 @@ Commands:
   help             this text
 
 Global options:
-  -c, --config FILE   configuration file (default: gateway.json)
+  -c, --config FILE   configuration file (default: $SEALPOST_CONFIG, else
+                      ./gateway.json if present, else /etc/sealpost/gateway.json)
   -h, --help          show help
   -V, --version       show the version
 
@@ -139,10 +140,10 @@ fn dispatch(args: Vec<String>) -> Result<(), CliError> {
     }
     let command = rest.remove(0);
     let context = Context {
-        config_file: PathBuf::from(
-            matches
-                .opt_str("c")
-                .unwrap_or_else(|| config::DEFAULT_FILE.to_string()),
+        config_file: config::locate(
+            matches.opt_str("c").as_deref(),
+            std::env::var(config::ENV_VAR).ok().as_deref(),
+            Path::is_file,
         ),
     };
     match command.as_str() {
@@ -171,7 +172,7 @@ pub(crate) fn parse_options(
     opts.optopt(
         "c",
         "config",
-        "configuration file (default: gateway.json)",
+        "configuration file (default: $SEALPOST_CONFIG, ./gateway.json, /etc/sealpost/gateway.json)",
         "FILE",
     );
     let matches = opts

@@ -9,29 +9,64 @@ use crate::config::Config;
 use crate::net::tls::{self, TlsError};
 use crate::store::durable;
 
-/// The certificate and key files to serve, generating the self-signed pair
-/// when none is configured and none was generated before.
+/// The names the generated certificate is made for, one a line, beside it.
+const NAMES_FILE: &str = "names.txt";
+
+/// The certificate and key files to serve. Without configured files, the
+/// self-signed pair under `<data_dir>/tls/` is generated on first start and
+/// again whenever the names it must carry change: the `hostname` and every
+/// specific listen address (as IP SANs; `0.0.0.0` and `[::]` name nothing).
 pub fn files(config: &Config) -> Result<(PathBuf, PathBuf), TlsError> {
     if let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) {
         return Ok((cert.clone(), key.clone()));
     }
     let dir = config.data_dir.join("tls");
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    if !(cert.exists() && key.exists()) {
-        generate(&dir, &config.hostname)?;
-        info!(
-            "generated a self-signed certificate for {} in {}",
-            config.hostname,
-            cert.display()
-        );
-    }
+    let names = names(config);
+    let recorded = std::fs::read_to_string(dir.join(NAMES_FILE)).ok();
+    let wanted = names.join("\n") + "\n";
+    let why = match (cert.exists() && key.exists(), recorded) {
+        (false, _) => "generated",
+        (true, Some(recorded)) if recorded != wanted => "regenerated (its names changed)",
+        (true, None) => {
+            // Made before the names were recorded: kept (a new certificate
+            // would surprise clients that trust this one), names recorded.
+            record(&dir, &wanted)?;
+            return Ok((cert, key));
+        }
+        (true, Some(_)) => return Ok((cert, key)),
+    };
+    generate(&dir, &names)?;
+    record(&dir, &wanted)?;
+    info!(
+        "{why} a self-signed certificate for {} in {}",
+        names.join(", "),
+        cert.display()
+    );
     Ok((cert, key))
 }
 
-fn generate(dir: &Path, hostname: &str) -> Result<(), TlsError> {
+/// The hostname, then the distinct specific listen addresses.
+fn names(config: &Config) -> Vec<String> {
+    let mut names = vec![config.hostname.clone()];
+    for (_, addr) in config.all_listeners() {
+        let ip = addr.ip().to_string();
+        if !addr.ip().is_unspecified() && !names.contains(&ip) {
+            names.push(ip);
+        }
+    }
+    names
+}
+
+fn record(dir: &Path, names: &str) -> Result<(), TlsError> {
+    durable::replace_file(dir, NAMES_FILE, names.as_bytes())
+        .map_err(|e| TlsError(format!("{}: {e}", dir.join(NAMES_FILE).display())))
+}
+
+fn generate(dir: &Path, names: &[String]) -> Result<(), TlsError> {
     let fail =
         |what: &str, e: std::io::Error| TlsError(format!("{}: {e}", dir.join(what).display()));
-    let (cert, key) = tls::self_signed(hostname)?;
+    let (cert, key) = tls::self_signed(names)?;
     std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
         .create(dir)
         .map_err(|e| fail("", e))?;
@@ -61,6 +96,48 @@ mod tests {
         assert_eq!(files(&config).unwrap(), (cert.clone(), key.clone()));
         assert_eq!(fs::read(&cert).unwrap(), pem, "the certificate is reused");
         tls::TlsServer::load(&cert, &key).unwrap();
+    }
+
+    #[test]
+    fn a_change_of_hostname_or_listen_address_regenerates_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, _) = files(&config_in(dir.path(), "")).unwrap();
+        let first = fs::read(&cert).unwrap();
+        let names = || fs::read_to_string(dir.path().join("data/tls/names.txt")).unwrap();
+        assert!(names().starts_with("gw.example\n"), "{}", names());
+        let renamed = config_in(dir.path(), "").clone();
+        let renamed = Config {
+            hostname: "mx.example".into(),
+            ..renamed
+        };
+        files(&renamed).unwrap();
+        let second = fs::read(&cert).unwrap();
+        assert_ne!(second, first, "a new hostname, a new certificate");
+        assert!(names().starts_with("mx.example\n"), "{}", names());
+        let listening = config_in(
+            dir.path(),
+            r#", "smtp": {"listen": ["192.0.2.7:25", "0.0.0.0:2525"]}"#,
+        );
+        let listening = Config {
+            hostname: "mx.example".into(),
+            ..listening
+        };
+        files(&listening).unwrap();
+        assert_ne!(fs::read(&cert).unwrap(), second);
+        assert!(names().contains("192.0.2.7\n"), "{}", names());
+        assert!(!names().contains("0.0.0.0"), "{}", names());
+    }
+
+    #[test]
+    fn a_certificate_made_before_names_were_recorded_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path(), "");
+        let (cert, _) = files(&config).unwrap();
+        let pem = fs::read(&cert).unwrap();
+        fs::remove_file(dir.path().join("data/tls/names.txt")).unwrap();
+        files(&config).unwrap();
+        assert_eq!(fs::read(&cert).unwrap(), pem);
+        assert!(dir.path().join("data/tls/names.txt").exists());
     }
 
     #[test]

@@ -139,10 +139,12 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
-/// A self-signed certificate for `hostname`, for a first start without a
-/// configured one: (certificate PEM, private key PEM).
-pub fn self_signed(hostname: &str) -> Result<(String, String), TlsError> {
-    let mut params = rcgen::CertificateParams::new(vec![hostname.to_string()])
+/// A self-signed certificate for `names` (the first is also the common
+/// name), for a start without a configured one: (certificate PEM, key PEM).
+pub fn self_signed(names: &[String]) -> Result<(String, String), TlsError> {
+    let hostname = names.first().map(String::as_str).unwrap_or("localhost");
+    // rcgen makes a name that parses as an IP address an IP SAN.
+    let mut params = rcgen::CertificateParams::new(names.to_vec())
         .map_err(|e| TlsError(format!("cannot make a certificate for {hostname}: {e}")))?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     params
@@ -165,7 +167,7 @@ pub(crate) mod tests {
 
     /// A fresh self-signed certificate and key written into `dir`.
     pub(crate) fn write_self_signed(dir: &Path) -> (PathBuf, PathBuf) {
-        let (cert, key) = self_signed("gw.example").unwrap();
+        let (cert, key) = self_signed(&["gw.example".into()]).unwrap();
         let paths = (dir.join("cert.pem"), dir.join("key.pem"));
         fs::write(&paths.0, cert).unwrap();
         fs::write(&paths.1, key).unwrap();

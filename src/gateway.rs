@@ -299,6 +299,7 @@ pub fn serve(config: Config) -> Result<(), String> {
     signals::block().map_err(|e| format!("cannot set up signal handling: {e}"))?;
     let _serving = store::lock_for_serving(&config.data_dir).map_err(|e| e.to_string())?;
     let store = Store::open(&config.data_dir).map_err(|e| e.to_string())?;
+    store.remove_leftovers().map_err(|e| e.to_string())?;
     store.check_writable().map_err(|e| e.to_string())?;
     let built = build(&config, &store)?;
     let _control_socket = match &config.control_socket {

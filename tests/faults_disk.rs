@@ -75,3 +75,28 @@ fn an_unwritable_spool_stops_start_up_naming_it() {
         support::stderr(&out)
     );
 }
+
+/// A read-only command needs no write access: `mailbox list` on a data
+/// directory it cannot write (read-only here, with a crash leftover in a
+/// mailbox's `tmp/` that a clean-up would try to remove) still lists; only
+/// `serve` cleans up.
+#[test]
+fn mailbox_list_works_on_a_data_directory_it_cannot_write() {
+    let sb = Sandbox::new("readonly-list", json!({}));
+    let Some(_mount) = small_tmpfs(&sb.data(), "2m") else {
+        return;
+    };
+    let (id, _) = sb.create_mailbox("Journal");
+    let leftover = sb.mailbox_dir(&id).join("tmp/1-0123456789abcdef.msg");
+    std::fs::write(&leftover, b"half").unwrap();
+    let remount = support::run(
+        std::process::Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(sb.data()),
+    );
+    assert!(remount.status.success(), "{}", support::stderr(&remount));
+    let out = sb.run(&["mailbox", "list"]);
+    assert!(out.status.success(), "{}", support::stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&id));
+    assert!(leftover.exists());
+}

@@ -4,7 +4,7 @@
 //! ```text
 //! <data_dir>/mailboxes/<id>/mailbox.json
 //! <data_dir>/mailboxes/<id>/secret-key.json
-//! <data_dir>/mailboxes/<id>/tmp/         files being written; leftovers removed at open
+//! <data_dir>/mailboxes/<id>/tmp/         files being written; leftovers removed when serve starts
 //! <data_dir>/mailboxes/<id>/messages/    one immutable file per message
 //! <data_dir>/spool/                      messages being received (anonymous files)
 //! ```
@@ -133,8 +133,9 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store under `data_dir` and removes
-    /// what crashed writers left behind.
+    /// Opens (creating if needed) the store under `data_dir`. Nothing is
+    /// removed: read-only commands work without write access, and a CLI
+    /// command never cleans up under a running gateway.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
         let store = Store {
             root: data_dir.to_path_buf(),
@@ -146,7 +147,6 @@ impl Store {
         ] {
             fs::create_dir_all(&dir).map_err(io_error(&dir, "cannot create directory"))?;
         }
-        store.remove_leftovers()?;
         Ok(store)
     }
 
@@ -185,7 +185,10 @@ impl Store {
         self.root.join(MAILBOXES_DIR)
     }
 
-    fn remove_leftovers(&self) -> Result<(), StoreError> {
+    /// Removes what crashed writers left behind: unlocked spool and `tmp/`
+    /// files, half-created and half-deleted mailboxes. `serve` runs it at
+    /// start-up, holding the data directory's lock.
+    pub fn remove_leftovers(&self) -> Result<(), StoreError> {
         let spool = self.root.join(SPOOL_DIR);
         durable::remove_unlocked_files(&spool).map_err(io_error(&spool, "cannot clean up"))?;
         let dir = self.mailboxes_dir();
@@ -477,12 +480,14 @@ mod tests {
     }
 
     #[test]
-    fn leftovers_in_tmp_are_removed_when_the_store_opens() {
+    fn leftovers_in_tmp_are_removed_by_the_clean_up_not_by_opening() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let (a, _) = new_mailbox(&store, "a");
         fs::write(a.dir().join("tmp").join("1-0123456789abcdef.msg"), b"half").unwrap();
-        Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(fs::read_dir(a.dir().join("tmp")).unwrap().next().is_some());
+        store.remove_leftovers().unwrap();
         assert!(fs::read_dir(a.dir().join("tmp")).unwrap().next().is_none());
     }
 

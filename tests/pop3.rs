@@ -238,6 +238,15 @@ fn a_second_session_on_the_same_mailbox_is_in_use() {
     let mut second = implicit_client(&gw);
     let status = login(&mut second, &id, &password);
     assert!(status.starts_with("-ERR [IN-USE]"), "{status}");
+    // Both the login and the refusal leave a line an administrator can read.
+    gw.wait_for_log(
+        &format!("{id} logged in, 1 message(s), "),
+        std::time::Duration::from_secs(10),
+    );
+    gw.wait_for_log(
+        &format!("login for {id} refused: [IN-USE]"),
+        std::time::Duration::from_secs(10),
+    );
     ok(&first.pop3("QUIT"));
     assert!(first.closed());
     let mut third = implicit_client(&gw);

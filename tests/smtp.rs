@@ -509,6 +509,46 @@ fn a_bad_certificate_file_stops_start_up_with_a_clear_error() {
     assert!(stderr(&out).contains("missing.pem"), "{}", stderr(&out));
 }
 
+/// Refusals an administrator must see: a journal rule pointing at a wrong
+/// address, a suspended mailbox, a sender that skips STARTTLS.
+#[test]
+fn refused_recipients_and_mail_before_tls_each_leave_a_log_line() {
+    let sb = Sandbox::for_gateway("smtp-refusal-logs", json!({}));
+    let (id, _) = sb.create_mailbox("Journal");
+    let (suspended, _) = sb.create_mailbox("Old");
+    assert!(sb.run(&["mailbox", "suspend", &suspended]).status.success());
+    let gw = Gateway::start(&sb);
+    let wait = |needle: &str| gw.wait_for_log(needle, std::time::Duration::from_secs(10));
+    let mut plain = LineClient::plain(gw.addr("smtp.listen[0]"));
+    plain.smtp_reply();
+    plain.smtp("EHLO logs.example");
+    expect(&plain.smtp("MAIL FROM:<early@example.org>"), "530");
+    wait("from=<early@example.org> result=refused reply=530 reason=no-tls");
+    let mut c = LineClient::implicit_tls(gw.addr("smtp.listen_tls[0]"), &gw.cert);
+    c.smtp_reply();
+    c.smtp("EHLO logs.example");
+    expect(&c.smtp("MAIL FROM:<j@example.org>"), "250");
+    let wrong = "mbx-00000000000000000000000000000000@localhost";
+    expect(&c.smtp(&format!("RCPT TO:<{wrong}>")), "550 5.1.1");
+    wait(&format!(
+        "rcpt=<{wrong}> result=refused reply=550 reason=unknown"
+    ));
+    expect(
+        &c.smtp(&format!("RCPT TO:<{id}@elsewhere.example>")),
+        "550 5.7.1",
+    );
+    wait(&format!(
+        "rcpt=<{id}@elsewhere.example> result=refused reply=550 reason=not-local"
+    ));
+    expect(
+        &c.smtp(&format!("RCPT TO:<{suspended}@localhost>")),
+        "450 4.2.1",
+    );
+    wait(&format!(
+        "rcpt=<{suspended}@localhost> result=refused reply=450 reason=suspended"
+    ));
+}
+
 #[test]
 fn a_second_gateway_on_the_same_data_directory_refuses_to_start() {
     // No control socket: the data directory's own lock is what refuses.

@@ -103,16 +103,32 @@ impl Backend for StoreLogin {
         attempt.succeeded();
         let lock = match mailbox.try_lock() {
             Ok(lock) => lock,
-            Err(StoreError::InUse(_)) => return Err(LoginError::InUse),
+            Err(StoreError::InUse(_)) => {
+                info!(
+                    "pop3 {}: login for {} refused: [IN-USE], another session holds it",
+                    self.client,
+                    mailbox.id()
+                );
+                return Err(LoginError::InUse);
+            }
             Err(e) => {
                 warn!("pop3 {}: cannot lock {}: {e}", self.client, mailbox.id());
                 return Err(LoginError::Unavailable);
             }
         };
-        StoreMaildrop::snapshot(mailbox, pair, lock).map_err(|e| {
+        let maildrop = StoreMaildrop::snapshot(mailbox, pair, lock).map_err(|e| {
             warn!("pop3 {}: cannot list mailbox: {e}", self.client);
             LoginError::Unavailable
-        })
+        })?;
+        let listing = maildrop.listing();
+        info!(
+            "pop3 {}: {} logged in, {} message(s), {} bytes",
+            self.client,
+            maildrop.mailbox.id(),
+            listing.len(),
+            listing.iter().map(|l| l.size).sum::<u64>()
+        );
+        Ok(maildrop)
     }
 }
 

@@ -473,6 +473,10 @@ impl<B: Backend> Session<B> {
             _ => return Reply::new(503, "5.5.1", "Nested MAIL command"),
         };
         if self.settings.require_tls && self.client.tls.is_none() {
+            info!(
+                "smtp client={} from=<{}> result=refused reply=530 reason=no-tls",
+                self.client_ip, from.0
+            );
             return Reply::new(530, "5.7.0", "Must issue a STARTTLS command first");
         }
         if let Err(reply) = Reply::check_utf8(&from, params.smtputf8, true) {
@@ -506,24 +510,35 @@ impl<B: Backend> Session<B> {
         if let Err(reply) = Reply::check_utf8(&to, tx.params.smtputf8, true) {
             return reply;
         }
-        match self.backend.recipient(&to) {
+        let (reply, reason) = match self.backend.recipient(&to) {
             RecipientCheck::Accept(id) => {
                 tx.recipients.push((id, to.0));
-                Reply::new(250, "2.1.5", "Ok")
+                return Reply::new(250, "2.1.5", "Ok");
             }
-            RecipientCheck::NotLocal => Reply::new(
-                550,
-                "5.7.1",
-                "Relay access denied: not a mailbox of this gateway",
+            RecipientCheck::NotLocal => (
+                Reply::new(
+                    550,
+                    "5.7.1",
+                    "Relay access denied: not a mailbox of this gateway",
+                ),
+                "not-local",
             ),
-            RecipientCheck::Unknown => Reply::new(550, "5.1.1", "No such mailbox"),
-            RecipientCheck::Suspended => {
-                Reply::new(450, "4.2.1", "Mailbox is suspended, try again later")
-            }
-            RecipientCheck::Unavailable => {
-                Reply::new(451, "4.3.0", "Temporary lookup failure, try again later")
-            }
-        }
+            RecipientCheck::Unknown => (Reply::new(550, "5.1.1", "No such mailbox"), "unknown"),
+            RecipientCheck::Suspended => (
+                Reply::new(450, "4.2.1", "Mailbox is suspended, try again later"),
+                "suspended",
+            ),
+            RecipientCheck::Unavailable => (
+                Reply::new(451, "4.3.0", "Temporary lookup failure, try again later"),
+                "lookup-failed",
+            ),
+        };
+        // A journal rule pointing at a wrong address shows here.
+        info!(
+            "smtp[{}] client={} from=<{}> rcpt=<{}> result=refused reply={} reason={reason}",
+            tx.queue_id, self.client_ip, tx.mail_from.0, to.0, reply.code
+        );
+        reply
     }
 
     fn start_incoming(&mut self, tx: &Transaction, helo: &Helo) -> Result<Incoming, Reply> {

@@ -3,11 +3,100 @@
 
 use std::path::{Path, PathBuf};
 
-use log::info;
+use log::{info, warn};
+use serde::Serialize;
+use x509_parser::extensions::GeneralName;
 
 use crate::config::Config;
 use crate::net::tls::{self, TlsError};
 use crate::store::durable;
+
+/// The certificate file the gateway serves (the configured one, or the
+/// generated one), without generating anything.
+pub fn in_use(config: &Config) -> PathBuf {
+    match &config.tls.cert_file {
+        Some(cert) if config.tls.key_file.is_some() => cert.clone(),
+        _ => config.data_dir.join("tls").join("cert.pem"),
+    }
+}
+
+/// What an administrator compares with what a client shows on first connect.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// The file.
+    pub file: PathBuf,
+    /// The subject's distinguished name.
+    pub subject: String,
+    /// The subject alternative names (DNS names and IP addresses).
+    pub names: Vec<String>,
+    /// Valid from, RFC 3339.
+    pub not_before: String,
+    /// Valid until, RFC 3339.
+    pub not_after: String,
+    /// Whole days until `not_after` (negative once expired).
+    pub days_left: i64,
+    /// SHA-256 of the leaf certificate, as the gateway logs it.
+    pub sha256: String,
+}
+
+/// Reads the leaf certificate of `file`.
+pub fn summary(file: &Path) -> Result<Summary, TlsError> {
+    let chain = tls::load_certs(file)?;
+    let der = chain[0].as_ref();
+    let bad = |e: &dyn std::fmt::Display| TlsError(format!("{}: {e}", file.display()));
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| bad(&e))?;
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(dns) => names.push(dns.to_string()),
+                GeneralName::IPAddress(bytes) => names.push(ip_text(bytes)),
+                _ => {}
+            }
+        }
+    }
+    let time = |t: x509_parser::time::ASN1Time| {
+        jiff::Timestamp::from_second(t.timestamp())
+            .map(|ts| ts.to_string())
+            .unwrap_or_else(|_| t.to_string())
+    };
+    let not_after = cert.validity().not_after.timestamp();
+    let now = jiff::Timestamp::now().as_second();
+    Ok(Summary {
+        file: file.to_path_buf(),
+        subject: cert.subject().to_string(),
+        names,
+        not_before: time(cert.validity().not_before),
+        not_after: time(cert.validity().not_after),
+        days_left: (not_after - now).div_euclid(86_400),
+        sha256: tls::fingerprint(der),
+    })
+}
+
+fn ip_text(bytes: &[u8]) -> String {
+    match bytes.len() {
+        4 => std::net::Ipv4Addr::from(<[u8; 4]>::try_from(bytes).unwrap_or_default()).to_string(),
+        16 => std::net::Ipv6Addr::from(<[u8; 16]>::try_from(bytes).unwrap_or_default()).to_string(),
+        _ => format!("{bytes:02x?}"),
+    }
+}
+
+/// Warns when the certificate in use expires within this many days.
+pub const EXPIRY_WARNING_DAYS: i64 = 14;
+
+/// Logs a warning when the certificate in use is near its end.
+pub fn warn_if_expiring(config: &Config) {
+    match summary(&in_use(config)) {
+        Ok(s) if s.days_left < EXPIRY_WARNING_DAYS => warn!(
+            "TLS certificate {} expires {} ({} day(s) left): renew it and reload (SIGHUP)",
+            s.file.display(),
+            s.not_after,
+            s.days_left
+        ),
+        Ok(_) => {}
+        Err(e) => warn!("cannot read the TLS certificate for its expiry: {e}"),
+    }
+}
 
 /// The names the generated certificate is made for, one a line, beside it.
 const NAMES_FILE: &str = "names.txt";
@@ -138,6 +227,25 @@ mod tests {
         files(&config).unwrap();
         assert_eq!(fs::read(&cert).unwrap(), pem);
         assert!(dir.path().join("data/tls/names.txt").exists());
+    }
+
+    #[test]
+    fn the_summary_shows_names_validity_and_the_fingerprint_the_gateway_logs() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path(), r#", "smtp": {"listen": ["192.0.2.7:25"]}"#);
+        let (cert, key) = files(&config).unwrap();
+        assert_eq!(in_use(&config), cert);
+        let s = summary(&cert).unwrap();
+        assert!(s.subject.contains("CN=gw.example"), "{}", s.subject);
+        assert!(s.names.contains(&"gw.example".to_string()), "{:?}", s.names);
+        assert!(s.names.contains(&"192.0.2.7".to_string()), "{:?}", s.names);
+        assert!(s.days_left > EXPIRY_WARNING_DAYS, "{}", s.days_left);
+        // What the gateway logs at start and at each reload.
+        let logged = tls::TlsServer::load(&cert, &key).unwrap().reload().unwrap();
+        assert_eq!(s.sha256, logged);
+        let junk = dir.path().join("junk.pem");
+        fs::write(&junk, b"not a certificate").unwrap();
+        assert!(summary(&junk).is_err());
     }
 
     #[test]

@@ -320,9 +320,13 @@ pub fn serve(config: Config) -> Result<(), String> {
         config.data_dir.display()
     );
     let tls = built.tls;
+    cert::warn_if_expiring(&config);
     acceptor
         .run(&built.control, || match tls.reload() {
-            Ok(fp) => info!("TLS certificate reloaded (SHA-256 {fp})"),
+            Ok(fp) => {
+                info!("TLS certificate reloaded (SHA-256 {fp})");
+                cert::warn_if_expiring(&config);
+            }
             Err(e) => warn!("TLS certificate reload failed, keeping the old certificate: {e}"),
         })
         .map_err(|e| format!("acceptor failed: {e}"))?;

@@ -637,3 +637,37 @@ fn the_configuration_comes_from_sealpost_config_when_no_flag_names_it() {
     let out = check(&elsewhere);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
+
+/// `cert show` prints what a client shows on first connect: the same
+/// fingerprint the gateway logged, its names and validity; a clear error
+/// before there is any certificate.
+#[test]
+fn cert_show_prints_the_served_certificate() {
+    let sb = Sandbox::for_gateway("certshow", json!({}));
+    let out = sb.run(&["cert", "show"]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("no certificate yet"),
+        "{}",
+        stderr(&out)
+    );
+    let gw = support::gateway::Gateway::start(&sb);
+    let logged = gw
+        .log()
+        .split("(SHA-256 ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap()
+        .to_string();
+    let out = sb.run(&["cert", "show"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains(&format!("SHA-256:     {logged}")), "{text}");
+    assert!(text.contains("127.0.0.1"), "{text}");
+    let out = sb.run(&["cert", "show", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["sha256"], logged.as_str());
+    assert!(v["days_left"].as_i64().unwrap() > 14);
+    let out = sb.run(&["cert", "list"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+}

@@ -5,6 +5,7 @@
 //! `mailbox deliver` uses the sysexits codes a Postfix pipe transport
 //! understands (67 no such mailbox, 75 try again later).
 
+mod cert;
 mod crlf;
 mod lockouts;
 mod mailbox;
@@ -75,6 +76,7 @@ Commands:
   check-config     validate the configuration and print the effective values
   mailbox ...      manage mailboxes (sealpost mailbox --help)
   lockouts ...     list or end login lockouts of the running gateway
+  cert show        the served certificate: subject, names, validity, SHA-256
   help             this text
 
 Global options:
@@ -155,6 +157,7 @@ fn dispatch(args: Vec<String>) -> Result<(), CliError> {
         "serve" => serve(&context, rest),
         "mailbox" => mailbox::run(&context, rest),
         "lockouts" => lockouts::run(&context, rest),
+        "cert" => cert::run(&context, rest),
         other => Err(CliError::usage(format!(
             "unknown command {other:?} (see sealpost --help)"
         ))),

@@ -1,0 +1,49 @@
+//! `sealpost cert show`: the certificate the gateway serves, as an
+//! administrator compares it with what a client shows on first connect.
+
+use getopts::Options;
+
+use super::{CliError, Context, context_with, parse_options};
+use crate::cert;
+
+const SUMMARY: &str = "show [--json]\n\n\
+Prints the subject, names (SANs), validity and SHA-256 fingerprint of the\n\
+certificate the gateway serves: tls.cert_file, or the generated one under\n\
+data_dir/tls/. Exits 1 when there is none (yet) or it cannot be read.";
+
+/// Runs `sealpost cert …`.
+pub fn run(context: &Context, args: Vec<String>) -> Result<(), CliError> {
+    let mut opts = Options::new();
+    opts.optflag("", "json", "print as JSON");
+    let Some(m) = parse_options("cert", SUMMARY, &mut opts, &args)? else {
+        return Ok(());
+    };
+    let words: Vec<&str> = m.free.iter().map(String::as_str).collect();
+    if words != ["show"] {
+        return Err(CliError::usage(
+            "cert: the command is `cert show` (see sealpost cert --help)",
+        ));
+    }
+    let context = context_with(context, &m);
+    let config = context.config()?;
+    let file = cert::in_use(&config);
+    if !file.exists() && config.tls.cert_file.is_none() {
+        return Err(CliError::failed(format!(
+            "{}: no certificate yet; `sealpost serve` generates it at first start",
+            file.display()
+        )));
+    }
+    let s = cert::summary(&file).map_err(|e| CliError::failed(e.to_string()))?;
+    if m.opt_present("json") {
+        let json = serde_json::to_string_pretty(&s).map_err(|e| CliError::failed(e.to_string()))?;
+        println!("{json}");
+        return Ok(());
+    }
+    println!("File:        {}", s.file.display());
+    println!("Subject:     {}", s.subject);
+    println!("Names:       {}", s.names.join(", "));
+    println!("Valid from:  {}", s.not_before);
+    println!("Valid until: {} ({} days left)", s.not_after, s.days_left);
+    println!("SHA-256:     {}", s.sha256);
+    Ok(())
+}

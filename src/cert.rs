@@ -249,6 +249,22 @@ mod tests {
     }
 
     #[test]
+    fn a_certificate_near_its_end_counts_its_days_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["gw.example".to_string()]).unwrap();
+        let now = std::time::SystemTime::now();
+        params.not_before = (now - std::time::Duration::from_secs(86_400)).into();
+        params.not_after = (now + std::time::Duration::from_secs(5 * 86_400 + 3_600)).into();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        let file = dir.path().join("soon.pem");
+        fs::write(&file, pem).unwrap();
+        let s = summary(&file).unwrap();
+        assert_eq!(s.days_left, 5);
+        assert!(s.days_left < EXPIRY_WARNING_DAYS);
+    }
+
+    #[test]
     fn configured_files_are_used_as_they_are() {
         let dir = tempfile::tempdir().unwrap();
         let config = config_in(

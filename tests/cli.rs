@@ -257,12 +257,7 @@ fn deliver_refuses_an_empty_message_and_stores_nothing() {
         stderr(&out)
     );
     assert!(sb.message_files(&id).is_empty());
-    assert!(
-        fs::read_dir(sb.mailbox_dir(&id).join("tmp"))
-            .unwrap()
-            .next()
-            .is_none()
-    );
+    assert!(sb.tmp_is_empty(&id));
 }
 
 #[test]

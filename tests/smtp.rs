@@ -422,12 +422,7 @@ fn a_stalled_data_transfer_times_out_and_stores_nothing() {
     c.send_raw(b"Subject: half a message\r\n\r\nand then silen");
     expect(&c.smtp_reply(), "421 4.4.2");
     assert!(sb.message_files(&id).is_empty());
-    assert!(
-        fs::read_dir(sb.mailbox_dir(&id).join("tmp"))
-            .unwrap()
-            .next()
-            .is_none()
-    );
+    assert!(sb.tmp_is_empty(&id));
 }
 
 #[test]
@@ -609,12 +604,7 @@ fn a_full_disk_is_a_temporary_451_and_leaves_nothing_behind() {
     );
     expect(&reply, "250 2.0.0");
     assert_eq!(sb.message_files(&id).len(), 1);
-    assert!(
-        fs::read_dir(sb.mailbox_dir(&id).join("tmp"))
-            .unwrap()
-            .next()
-            .is_none()
-    );
+    assert!(sb.tmp_is_empty(&id));
     gw.wait_for_no_spool();
     assert_eq!(sb.export(&id, &password).len(), 1);
     drop(c);

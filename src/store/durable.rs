@@ -122,6 +122,17 @@ pub fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
+/// Opens (creating, 0600) a file that exists to be locked.
+pub fn open_lock_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+}
+
 /// Takes an exclusive advisory lock without waiting; `Ok(false)` if another
 /// open file description holds it. On Linux the standard library takes it
 /// with `flock(2)`, which the kernel releases when the holder dies.

@@ -1,8 +1,7 @@
 //! One mailbox directory: `mailbox.json`, `secret-key.json`, `tmp/`, `messages/`.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -459,14 +458,7 @@ impl Mailbox {
     /// The kernel releases it if the process dies.
     pub fn try_lock(&self) -> Result<MailboxLock, StoreError> {
         let path = self.dir.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io_error(&path, "cannot open"))?;
+        let file = durable::open_lock_file(&path).map_err(io_error(&path, "cannot open"))?;
         match durable::try_lock_exclusive(&file) {
             Ok(true) => Ok(MailboxLock { _file: file }),
             Ok(false) => Err(StoreError::InUse(self.info.id.clone())),

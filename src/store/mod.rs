@@ -19,7 +19,6 @@ pub mod spool;
 use std::fmt;
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -331,14 +330,7 @@ pub struct ServingLock {
 pub fn lock_for_serving(data_dir: &Path) -> Result<ServingLock, StoreError> {
     fs::create_dir_all(data_dir).map_err(io_error(data_dir, "cannot create directory"))?;
     let path = data_dir.join(SERVE_LOCK);
-    let mut file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io_error(&path, "cannot open"))?;
+    let mut file = durable::open_lock_file(&path).map_err(io_error(&path, "cannot open"))?;
     if !durable::try_lock_exclusive(&file).map_err(io_error(&path, "cannot lock"))? {
         let holder = fs::read_to_string(&path).unwrap_or_default();
         let holder = holder.trim();

@@ -234,6 +234,14 @@ impl Sandbox {
         self.run(&["mailbox", "export", id, "--password-file", pw, "--out", out])
     }
 
+    /// Whether the mailbox's `tmp/` holds nothing (no half-written message).
+    pub fn tmp_is_empty(&self, id: &str) -> bool {
+        fs::read_dir(self.mailbox_dir(id).join("tmp"))
+            .unwrap()
+            .next()
+            .is_none()
+    }
+
     /// Exports a mailbox and returns (uidl, message bytes, metadata) per message.
     pub fn export(&self, id: &str, password: &str) -> Vec<(String, Vec<u8>, serde_json::Value)> {
         let out_dir = self

@@ -460,3 +460,38 @@ fn login_on_a_big_mailbox() {
         &[big - empty],
     );
 }
+
+#[test]
+fn memory_per_idle_connection() {
+    let count = if full() { 500 } else { 20 };
+    let sb = Sandbox::for_gateway(
+        "bench-idle",
+        json!({ "limits": { "max_connections": 1024, "max_connections_per_ip": 1024 } }),
+    );
+    let gw = Gateway::start(&sb);
+    let addr = gw.addr("smtp.listen[0]");
+    // One connection first, so that what every session shares is counted
+    // in the baseline, not against the idle connections.
+    let mut first = LineClient::plain(addr);
+    first.smtp_reply();
+    let before = gw.rss_kib();
+    let mut idle = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut c = LineClient::plain(addr);
+        expect(&c.smtp_reply(), "220 ");
+        idle.push(c);
+    }
+    let after = gw.rss_kib();
+    assert!(gw.threads() as usize >= count, "a session per connection");
+    let per = (after.saturating_sub(before)) as f64 / count as f64;
+    let label = format!("{count} idle SMTP connections");
+    report("memory", &label, "RSS per idle connection", "KiB", &[per]);
+    report(
+        "memory",
+        &label,
+        "gateway RSS, all open",
+        "KiB",
+        &[after as f64],
+    );
+    drop(idle);
+}

@@ -495,3 +495,125 @@ fn memory_per_idle_connection() {
     );
     drop(idle);
 }
+
+/// Our message-file framing against raw secretstream on the same buffer,
+/// both in 64 KiB records; and one unlock with the default `kdf` settings.
+#[test]
+fn crypto_framing_against_raw_secretstream() {
+    use sealpost::crypto::{self, Decryptor, Encryptor, KeyPair, Password, StreamKey};
+    use sealpost::store::message::{MessageReader, write_message};
+    use sealpost::store::{Metadata, Source};
+    use std::io::Read;
+
+    let size = if full() { 64 << 20 } else { 1 << 20 };
+    let buffer: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let mb = size as f64 / 1e6;
+    let label = format!("{} MiB buffer", size >> 20);
+    let pair = KeyPair::generate().unwrap();
+    let metadata = Metadata {
+        received: "2026-12-02T00:00:00Z".into(),
+        source: Source::Cli,
+        mail_from: String::new(),
+        rcpt_to: vec![],
+        client_ip: None,
+        tls: None,
+        size: size as u64,
+        upstream: None,
+    };
+    let (mut raw_push, mut raw_pull, mut ours_write, mut ours_read) =
+        (vec![], vec![], vec![], vec![]);
+    for _ in 0..runs() {
+        let key = StreamKey::generate().unwrap();
+        let started = Instant::now();
+        let (mut enc, header) = Encryptor::start(&key).unwrap();
+        let chunks: Vec<&[u8]> = buffer.chunks(64 * 1024).collect();
+        let records: Vec<Vec<u8>> = chunks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| enc.push(c, i + 1 == chunks.len()).unwrap())
+            .collect();
+        raw_push.push(mb / started.elapsed().as_secs_f64());
+        let started = Instant::now();
+        let mut dec = Decryptor::start(&key, &header).unwrap();
+        let total: usize = records.iter().map(|r| dec.pull(r).unwrap().0.len()).sum();
+        raw_pull.push(mb / started.elapsed().as_secs_f64());
+        assert_eq!(total, size);
+
+        let started = Instant::now();
+        let file = write_message(
+            Vec::with_capacity(size + size / 1000 + 4096),
+            pair.public(),
+            &metadata,
+            &mut &buffer[..],
+        )
+        .unwrap();
+        ours_write.push(mb / started.elapsed().as_secs_f64());
+        let started = Instant::now();
+        let mut back = Vec::with_capacity(size);
+        MessageReader::open(&file[..], &pair)
+            .unwrap()
+            .read_to_end(&mut back)
+            .unwrap();
+        ours_read.push(mb / started.elapsed().as_secs_f64());
+        assert!(back == buffer, "the message reads back");
+    }
+    let raw_push = report(
+        "crypto",
+        &label,
+        "raw secretstream encrypt",
+        "MB/s",
+        &raw_push,
+    );
+    let raw_pull = report(
+        "crypto",
+        &label,
+        "raw secretstream decrypt",
+        "MB/s",
+        &raw_pull,
+    );
+    let ours_write = report(
+        "crypto",
+        &label,
+        "message file encrypt",
+        "MB/s",
+        &ours_write,
+    );
+    let ours_read = report("crypto", &label, "message file decrypt", "MB/s", &ours_read);
+    ratio(
+        "crypto",
+        &label,
+        "encrypt: ours / raw",
+        ours_write / raw_push,
+    );
+    ratio(
+        "crypto",
+        &label,
+        "decrypt: ours / raw",
+        ours_read / raw_pull,
+    );
+
+    let kdf = if full() {
+        sealpost::config::KdfConfig::default().params()
+    } else {
+        crypto::KdfParams {
+            opslimit: 1,
+            memlimit: 8 << 20,
+        }
+    };
+    let password = Password::new("correct horse battery staple".into());
+    let wrapped = crypto::wrap_secret_key(&pair, &password, kdf).unwrap();
+    let started = Instant::now();
+    crypto::unwrap_secret_key(&wrapped, &password, pair.public()).unwrap();
+    let label = format!(
+        "opslimit {}, memlimit {} MiB",
+        kdf.opslimit,
+        kdf.memlimit >> 20
+    );
+    report(
+        "crypto",
+        &label,
+        "one login's key derivation",
+        "s",
+        &[started.elapsed().as_secs_f64()],
+    );
+}

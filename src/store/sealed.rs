@@ -124,6 +124,9 @@ pub struct SealedReader<R: Read> {
     plain: Vec<u8>,
     pos: usize,
     finished: bool,
+    /// The ciphertext of the record being read, reused so that each record
+    /// costs no allocation and no zeroing.
+    record: Vec<u8>,
 }
 
 impl<R: Read> SealedReader<R> {
@@ -135,6 +138,7 @@ impl<R: Read> SealedReader<R> {
             plain: Vec::new(),
             pos: 0,
             finished: false,
+            record: Vec::new(),
         }
     }
 
@@ -150,9 +154,9 @@ impl<R: Read> SealedReader<R> {
         if len_usize < STREAM_ABYTES || len_usize > max_plain + STREAM_ABYTES {
             return Err(damaged(Damage::BadLength(len)));
         }
-        let mut record = vec![0u8; len_usize];
-        read_exact_or_truncated(&mut self.src, &mut record)?;
-        let (plain, last) = self.decryptor.pull(&record).map_err(crypto_failed)?;
+        self.record.resize(len_usize, 0);
+        read_exact_or_truncated(&mut self.src, &mut self.record)?;
+        let (plain, last) = self.decryptor.pull(&self.record).map_err(crypto_failed)?;
         if last {
             self.finished = true;
             let mut probe = [0u8; 1];

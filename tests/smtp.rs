@@ -542,6 +542,43 @@ fn refused_recipients_and_mail_before_tls_each_leave_a_log_line() {
     wait(&format!(
         "rcpt=<{suspended}@localhost> result=refused reply=450 reason=suspended"
     ));
+    // Every line of the TLS session carries its client address and port and
+    // one session id, from the handshake to the end.
+    let client = format!("client={}", c.local_addr());
+    expect(&c.smtp("QUIT"), "221");
+    wait(&format!("{client} smtp {}: closed", c.local_addr()));
+    let log = gw.log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(&client)).collect();
+    let session = |line: &str| {
+        line.split_whitespace()
+            .find(|w| w.starts_with("session="))
+            .map(str::to_owned)
+    };
+    assert!(lines.len() >= 5, "{lines:#?}");
+    assert!(lines[0].contains("connected (TLS"), "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| session(l).is_some() && session(l) == session(lines[0])),
+        "{lines:#?}"
+    );
+    for needle in ["reason=unknown", "reason=not-local", "reason=suspended"] {
+        assert!(
+            lines.iter().any(|l| l.contains(needle)),
+            "{needle}: {lines:#?}"
+        );
+    }
+    // The plain session before it had a session of its own.
+    let plain_lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("reason=no-tls"))
+        .collect();
+    assert_eq!(plain_lines.len(), 1, "{log}");
+    assert_ne!(session(plain_lines[0]), session(lines[0]));
+    assert!(
+        plain_lines[0].contains(&format!("client={}", plain.local_addr())),
+        "{log}"
+    );
 }
 
 #[test]

@@ -248,7 +248,10 @@ impl Acceptor {
             let spawned = std::thread::Builder::new()
                 .name(format!("{} {peer}", service.name))
                 .stack_size(SESSION_STACK_BYTES)
-                .spawn(move || handler(accepted));
+                .spawn(move || {
+                    super::log_context::enter(peer);
+                    handler(accepted)
+                });
             if let Err(e) = spawned {
                 error!(
                     "{}: cannot start a session thread for {peer}: {e}",

@@ -7,6 +7,7 @@ pub mod driver;
 pub mod error_limit;
 pub mod limits;
 pub mod line;
+pub mod log_context;
 pub mod signals;
 pub mod stream;
 pub mod tls;

@@ -474,8 +474,8 @@ impl<B: Backend> Session<B> {
         };
         if self.settings.require_tls && self.client.tls.is_none() {
             info!(
-                "smtp client={} from=<{}> result=refused reply=530 reason=no-tls",
-                self.client_ip, from.0
+                "smtp from=<{}> result=refused reply=530 reason=no-tls",
+                from.0
             );
             return Reply::new(530, "5.7.0", "Must issue a STARTTLS command first");
         }
@@ -535,8 +535,8 @@ impl<B: Backend> Session<B> {
         };
         // A journal rule pointing at a wrong address shows here.
         info!(
-            "smtp[{}] client={} from=<{}> rcpt=<{}> result=refused reply={} reason={reason}",
-            tx.queue_id, self.client_ip, tx.mail_from.0, to.0, reply.code
+            "smtp[{}] from=<{}> rcpt=<{}> result=refused reply={} reason={reason}",
+            tx.queue_id, tx.mail_from.0, to.0, reply.code
         );
         reply
     }
@@ -700,8 +700,7 @@ impl<B: Backend> Session<B> {
         let qid = &tx.queue_id;
         let tls = self.client.tls.as_ref().map(|t| t.version.clone());
         let summary = format!(
-            "smtp[{qid}] client={} tls={} from=<{}> size={} rcpts={}",
-            self.client_ip,
+            "smtp[{qid}] tls={} from=<{}> size={} rcpts={}",
             tls.as_deref().unwrap_or("none"),
             tx.mail_from.0,
             incoming.size,

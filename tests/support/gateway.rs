@@ -304,6 +304,11 @@ impl LineClient {
         }
     }
 
+    /// The client's own address and port, as the gateway sees it.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.tcp.local_addr().unwrap()
+    }
+
     /// Sets how long reads wait.
     pub fn set_timeout(&self, timeout: Duration) {
         self.tcp.set_read_timeout(Some(timeout)).unwrap();

@@ -6,7 +6,7 @@ mod support;
 use std::fs;
 
 use serde_json::json;
-use support::{Sandbox, contains, fixture, stderr, stdout, walk};
+use support::{Sandbox, contains, fixture, is_root, stderr, stdout, walk};
 
 fn code(out: &std::process::Output) -> i32 {
     out.status.code().expect("exit code")
@@ -665,4 +665,71 @@ fn cert_show_prints_the_served_certificate() {
     assert!(v["days_left"].as_i64().unwrap() > 14);
     let out = sb.run(&["cert", "list"]);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
+}
+
+/// Installed, the gateway runs as `sealpost` and owns the data directory; the
+/// administrator runs the CLI as root. What root creates must belong to the
+/// owner, or every delivery to it fails.
+#[test]
+fn run_as_root_the_cli_works_as_the_data_directory_owner() {
+    if !is_root() {
+        eprintln!("SKIPPED: switching to the data directory's owner needs root");
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    const NOBODY: u32 = 65534;
+    let sb = Sandbox::new("owner", json!({}));
+    let (before, _) = sb.create_mailbox("Before");
+    let out = support::run(
+        std::process::Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(sb.data()),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let (id, _) = sb.create_mailbox("Journal");
+    let created: Vec<_> = walk(&sb.mailbox_dir(&id));
+    assert!(!created.is_empty());
+    for path in created.iter().chain([&sb.mailbox_dir(&id)]) {
+        let meta = fs::metadata(path).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (NOBODY, NOBODY), "{path:?}");
+    }
+    let out = sb.run_with_input(&["mailbox", "deliver", &id], &fixture("utf8-headers.eml"));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for path in sb.message_files(&id) {
+        assert_eq!(fs::metadata(&path).unwrap().uid(), NOBODY, "{path:?}");
+    }
+    let out = sb.run(&["mailbox", "list"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains(&before) && stdout(&out).contains(&id));
+
+    // A password file only root can read: the error says why.
+    let secret = sb.password_file("correct horse battery staple 1987");
+    let mut perms = fs::metadata(&secret).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
+    fs::set_permissions(&secret, perms).unwrap();
+    let out = sb.run(&[
+        "mailbox",
+        "create",
+        "--name",
+        "Root file",
+        "--password-file",
+        secret.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("works as the data directory's owner, nobody"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The gateway itself is not started as root on the owner's directory.
+    let out = sb.run(&["serve"]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out)
+            .contains("this data directory belongs to nobody; start the gateway as that user"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -7,6 +7,7 @@
 
 mod cert;
 mod crlf;
+mod identity;
 mod lockouts;
 mod mailbox;
 mod password_input;
@@ -111,9 +112,11 @@ impl Context {
         Config::load(&self.config_file).map_err(|e| CliError::failed(e.to_string()))
     }
 
-    /// Loads the configuration and opens the store it names.
+    /// Loads the configuration and opens the store it names, as the data
+    /// directory's owner when run as root (see `identity`).
     pub fn open(&self) -> Result<(Config, Store), CliError> {
         let config = self.config()?;
+        identity::become_data_owner(&config.data_dir)?;
         let store = Store::open(&config.data_dir)?;
         Ok((config, store))
     }
@@ -228,6 +231,7 @@ fn serve(context: &Context, args: Vec<String>) -> Result<(), CliError> {
     no_arguments("serve", &m)?;
     let context = context_with(context, &m);
     let config = context.config()?;
+    identity::refuse_root_serve(&config.data_dir)?;
     crate::gateway::serve(config).map_err(CliError::failed)
 }
 

@@ -23,8 +23,12 @@ pub fn read_password_file(path: &str) -> Result<Password, CliError> {
             .map_err(|e| CliError::failed(format!("cannot read the password from {what}: {e}")))?;
         buf
     } else {
-        fs::read(path)
-            .map_err(|e| CliError::failed(format!("cannot read password file {what}: {e}")))?
+        fs::read(path).map_err(|e| {
+            CliError::failed(format!(
+                "cannot read password file {what}: {e}{}",
+                super::identity::hint()
+            ))
+        })?
     });
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| CliError::failed(format!("password file {what} is not UTF-8 text")))?;

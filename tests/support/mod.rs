@@ -348,6 +348,13 @@ pub fn run(cmd: &mut Command) -> Output {
     run_with_timeout(cmd, b"", PROGRAM_TIMEOUT)
 }
 
+/// Whether the tests run as root.
+#[allow(dead_code)]
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// Standard error as text.
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

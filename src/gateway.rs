@@ -1,10 +1,12 @@
 //! `sealpost serve`: opens the store, sets up TLS, binds every configured
 //! listener and runs until SIGTERM/SIGINT.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use log::{info, warn};
+use sd_notify::NotifyState;
 
 use crate::auth::{KdfSlots, LoginThrottle, ThrottleSettings};
 use crate::cert;
@@ -71,27 +73,63 @@ impl Services {
     }
 }
 
-/// Everything `serve` builds from the configuration before it binds.
-struct Built {
-    services: Services,
-    limits: Arc<ConnectionLimits>,
+/// What lives as long as the gateway, across reloads: the stop and reload
+/// flags, the connection counts and the failed-login counts. A reload gives
+/// the last two new limits and keeps what they counted.
+struct Shared {
     control: Arc<Control>,
-    tls: Arc<TlsServer>,
+    limits: Arc<ConnectionLimits>,
+    /// Each service counts its own failed logins: a mail client with an
+    /// expired provider password behind the archiver's NAT must not lock
+    /// the archiver out of POP3.
     throttles: Throttles,
 }
 
-fn throttle(config: &Config) -> Arc<LoginThrottle> {
+impl Shared {
+    fn new(config: &Config) -> Shared {
+        let l = &config.limits;
+        let throttle = || Arc::new(LoginThrottle::new(throttle_settings(config)));
+        Shared {
+            control: Arc::new(Control::default()),
+            limits: ConnectionLimits::new(
+                l.max_connections as usize,
+                l.max_connections_per_ip as usize,
+                l.overload_percent as usize,
+            ),
+            throttles: Throttles(vec![
+                ("pop3", throttle()),
+                ("smtp-proxy", throttle()),
+                ("pop3-proxy", throttle()),
+            ]),
+        }
+    }
+
+    /// Applies a reloaded configuration's limits.
+    fn update(&self, config: &Config) {
+        let l = &config.limits;
+        self.limits.set(
+            l.max_connections as usize,
+            l.max_connections_per_ip as usize,
+            l.overload_percent as usize,
+        );
+        for (_, throttle) in &self.throttles.0 {
+            throttle.set_settings(throttle_settings(config));
+        }
+    }
+}
+
+fn throttle_settings(config: &Config) -> ThrottleSettings {
     let l = &config.limits;
-    Arc::new(LoginThrottle::new(ThrottleSettings {
+    ThrottleSettings {
         max_failures: l.max_failed_logins,
         lockout: Duration::from_secs(l.lockout_secs),
         delay: Duration::from_millis(l.failed_login_delay_ms),
         exempt: l.lockout_exempt_clients.clone(),
-    }))
+    }
 }
 
 /// The session settings every service shares, from `limits`.
-fn session_env(config: &Config, tls: &Arc<TlsServer>, control: &Control) -> SessionEnv {
+fn session_env(config: &Config, tls: &Arc<TlsServer>, shared: &Shared) -> SessionEnv {
     let l = &config.limits;
     SessionEnv {
         tls: Arc::clone(tls),
@@ -102,12 +140,8 @@ fn session_env(config: &Config, tls: &Arc<TlsServer>, control: &Control) -> Sess
             handshake: Duration::from_secs(l.tls_handshake_timeout_secs),
             overload: Duration::from_secs(l.overload_timeout_secs),
         },
-        shutdown: Arc::clone(&control.shutdown),
-        limits: ConnectionLimits::new(
-            l.max_connections as usize,
-            l.max_connections_per_ip as usize,
-            l.overload_percent as usize,
-        ),
+        shutdown: Arc::clone(&shared.control.shutdown),
+        limits: Arc::clone(&shared.limits),
     }
 }
 
@@ -213,29 +247,23 @@ impl Parts<'_> {
     }
 }
 
-fn build(config: &Config, store: &Store) -> Result<Built, String> {
+/// Builds every service from `config`: at start, and again on each reload
+/// (the certificate is read afresh, and generated if its names changed).
+fn build(config: &Config, store: &Store, shared: &Shared) -> Result<Services, String> {
     let (cert, key) = cert::files(config).map_err(|e| e.to_string())?;
     let tls = Arc::new(TlsServer::load(&cert, &key).map_err(|e| e.to_string())?);
-    let control = Arc::new(Control::default());
     let parts = Parts {
         config,
         store,
-        env: session_env(config, &tls, &control),
+        env: session_env(config, &tls, shared),
         errors: error_policy(config),
         max_line_bytes: config.limits.max_line_bytes as usize,
     };
-    // Each service counts its own failed logins: a mail client with an
-    // expired provider password behind the archiver's NAT must not lock the
-    // archiver out of POP3.
-    let throttles = Throttles(vec![
-        ("pop3", throttle(config)),
-        ("smtp-proxy", throttle(config)),
-        ("pop3-proxy", throttle(config)),
-    ]);
+    let throttles = &shared.throttles.0;
     let smtp = Arc::new(parts.journal());
-    let pop3 = Arc::new(parts.pop3(&throttles.0[0].1));
-    let smtp_proxy = Arc::new(parts.smtp_proxy(&throttles.0[1].1)?);
-    let pop3_proxy = Arc::new(parts.pop3_proxy(&throttles.0[2].1)?);
+    let pop3 = Arc::new(parts.pop3(&throttles[0].1));
+    let smtp_proxy = Arc::new(parts.smtp_proxy(&throttles[1].1)?);
+    let pop3_proxy = Arc::new(parts.pop3_proxy(&throttles[2].1)?);
     let proxies_listen = [config.smtp_proxy.listeners(), config.pop3_proxy.listeners()]
         .iter()
         .any(|l| !l.listen.is_empty() || !l.listen_tls.is_empty());
@@ -284,57 +312,123 @@ fn build(config: &Config, store: &Store) -> Result<Built, String> {
     if services.bindings.is_empty() {
         return Err("no listener is configured (every listen list is empty)".into());
     }
-    Ok(Built {
-        services,
-        limits: Arc::clone(&parts.env.limits),
-        control,
-        tls,
-        throttles,
-    })
+    Ok(services)
 }
 
-/// Runs the gateway until a stop signal; returns after the grace period.
-pub fn serve(config: Config) -> Result<(), String> {
+/// Runs the gateway from the configuration in `config_file` until a stop
+/// signal; returns after the grace period. SIGHUP reloads the file.
+pub fn serve(config: Config, config_file: &Path) -> Result<(), String> {
     // Before any other thread exists, so that every thread inherits the mask.
     signals::block().map_err(|e| format!("cannot set up signal handling: {e}"))?;
     let _serving = store::lock_for_serving(&config.data_dir).map_err(|e| e.to_string())?;
     let store = Store::open(&config.data_dir).map_err(|e| e.to_string())?;
     store.remove_leftovers().map_err(|e| e.to_string())?;
     store.check_writable().map_err(|e| e.to_string())?;
-    let built = build(&config, &store)?;
+    let shared = Shared::new(&config);
+    let services = build(&config, &store, &shared)?;
     let _control_socket = match &config.control_socket {
-        Some(path) => Some(control::serve(path, built.throttles.clone())?),
+        Some(path) => Some(control::serve(path, shared.throttles.clone())?),
         None => None,
     };
     let acceptor = Acceptor::bind(
-        &built.services.bindings,
-        built.services.services,
-        Arc::clone(&built.limits),
+        &services.bindings,
+        services.services,
+        Arc::clone(&shared.limits),
     )
     .map_err(|e| e.to_string())?;
-    signals::spawn_handler(Arc::clone(&built.control), acceptor.waker())
+    signals::spawn_handler(Arc::clone(&shared.control), acceptor.waker())
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
     info!(
         "Sealpost {} ready (data in {})",
         env!("CARGO_PKG_VERSION"),
         config.data_dir.display()
     );
-    let tls = built.tls;
+    notify_systemd(&[NotifyState::Ready]);
     cert::warn_if_expiring(&config);
+    let mut running = config;
     acceptor
-        .run(&built.control, || match tls.reload() {
-            Ok(fp) => {
-                info!("TLS certificate reloaded (SHA-256 {fp})");
-                cert::warn_if_expiring(&config);
-            }
-            Err(e) => warn!("TLS certificate reload failed, keeping the old certificate: {e}"),
+        .run(&shared.control, || {
+            notify_systemd(&[NotifyState::Reloading]);
+            let services = reload(config_file, &mut running, &store, &shared);
+            notify_systemd(&[NotifyState::Ready]);
+            services
         })
         .map_err(|e| format!("acceptor failed: {e}"))?;
+    notify_systemd(&[NotifyState::Stopping]);
     drain(
-        &built.limits,
-        Duration::from_secs(config.limits.shutdown_grace_secs),
+        &shared.limits,
+        Duration::from_secs(running.limits.shutdown_grace_secs),
     );
     Ok(())
+}
+
+/// Tells systemd (`Type=notify`, sd_notify(3)) about a state change; does
+/// nothing when not started by systemd (no `NOTIFY_SOCKET`).
+fn notify_systemd(state: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(state) {
+        warn!("cannot notify the service manager: {e}");
+    }
+}
+
+/// SIGHUP: reads `config_file` again and, if it is valid, rebuilds every
+/// service from it, the way `postfix reload` and `doveadm reload` behave.
+/// Sessions already open finish with the settings they started with. What
+/// cannot change without a restart (listeners, `data_dir`, `control_socket`)
+/// is logged and keeps its running value. An invalid file changes nothing.
+fn reload(
+    config_file: &Path,
+    running: &mut Config,
+    store: &Store,
+    shared: &Shared,
+) -> Option<Vec<Service>> {
+    info!("SIGHUP: reloading {}", config_file.display());
+    let mut next = match Config::load(config_file) {
+        Ok(config) => config,
+        Err(e) => {
+            warn!("reload failed, keeping the running configuration: {e}");
+            return None;
+        }
+    };
+    for key in keep_restart_only(&mut next, running) {
+        warn!("{key} changed: it takes effect after a restart (systemctl restart sealpost)");
+    }
+    let services = match build(&next, store, shared) {
+        Ok(services) => services,
+        Err(e) => {
+            warn!("reload failed, keeping the running configuration: {e}");
+            return None;
+        }
+    };
+    shared.update(&next);
+    cert::warn_if_expiring(&next);
+    *running = next;
+    info!("configuration reloaded");
+    Some(services.services)
+}
+
+/// Puts back into `next` the running values of what only a restart can
+/// change; returns the keys that differed.
+fn keep_restart_only(next: &mut Config, running: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if next.all_listeners() != running.all_listeners() {
+        changed.push("a listen address");
+        next.smtp.listen = running.smtp.listen.clone();
+        next.smtp.listen_tls = running.smtp.listen_tls.clone();
+        next.pop3 = running.pop3.clone();
+        next.smtp_proxy.listen = running.smtp_proxy.listen.clone();
+        next.smtp_proxy.listen_tls = running.smtp_proxy.listen_tls.clone();
+        next.pop3_proxy.listen = running.pop3_proxy.listen.clone();
+        next.pop3_proxy.listen_tls = running.pop3_proxy.listen_tls.clone();
+    }
+    if next.data_dir != running.data_dir {
+        changed.push("data_dir");
+        next.data_dir = running.data_dir.clone();
+    }
+    if next.control_socket != running.control_socket {
+        changed.push("control_socket");
+        next.control_socket = running.control_socket.clone();
+    }
+    changed
 }
 
 /// Gives open sessions the grace period to finish.

@@ -117,15 +117,19 @@ fn a_garbage_certificate_on_sighup_keeps_the_running_one() {
     let gw = Gateway::start(&sb);
     let mut open = LineClient::implicit_tls(gw.addr("smtp.listen_tls[0]"), &ca.cert_file);
     expect(&open.smtp_reply(), "220 ");
-    for (file, garbage) in [
+    for (n, (file, garbage)) in [
         (&cert, &b"-----BEGIN CERTIFICATE-----\nnonsense\n"[..]),
         (&key, b"\x00\x01"),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let good = fs::read(file).unwrap();
         fs::write(file, garbage).unwrap();
         gw.signal(libc::SIGHUP);
-        gw.wait_for_log(
-            "reload failed, keeping the old certificate",
+        gw.wait_for_log_count(
+            "reload failed, keeping the running configuration",
+            n + 1,
             Duration::from_secs(10),
         );
         // Old sessions go on; new ones still get the running certificate.

@@ -473,7 +473,7 @@ fn sighup_reloads_the_certificate_without_dropping_connections() {
     fs::copy(other.data().join("tls/cert.pem"), &cert).unwrap();
     fs::copy(other.data().join("tls/key.pem"), &key).unwrap();
     gw.signal(libc::SIGHUP);
-    gw.wait_for_log("TLS certificate reloaded", Duration::from_secs(10));
+    gw.wait_for_log("configuration reloaded", Duration::from_secs(10));
     // The open session goes on; a new one is served with the new certificate.
     expect(&open.smtp("NOOP"), "250 2.0.0");
     let mut fresh = LineClient::implicit_tls(gw.addr("smtp.listen_tls[0]"), &cert);
@@ -484,13 +484,107 @@ fn sighup_reloads_the_certificate_without_dropping_connections() {
     fs::write(&cert, b"not a certificate").unwrap();
     gw.signal(libc::SIGHUP);
     gw.wait_for_log(
-        "reload failed, keeping the old certificate",
+        "reload failed, keeping the running configuration",
         Duration::from_secs(10),
     );
     fs::copy(other.data().join("tls/cert.pem"), sb.dir.join("good.pem")).unwrap();
     let mut still =
         LineClient::implicit_tls(gw.addr("smtp.listen_tls[0]"), &sb.dir.join("good.pem"));
     expect(&still.smtp_reply(), "220 ");
+}
+
+/// Rewrites the sandbox's `gateway.json` with `change` applied.
+fn edit_config(sb: &Sandbox, change: impl FnOnce(&mut serde_json::Value)) {
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&fs::read(sb.config()).unwrap()).unwrap();
+    change(&mut config);
+    fs::write(sb.config(), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+}
+
+/// SIGHUP re-reads all of gateway.json, as `postfix reload` does: settings
+/// apply to new sessions, a listener change waits for a restart, and an
+/// invalid file keeps the running configuration.
+#[test]
+fn sighup_reloads_the_whole_configuration() {
+    let sb = Sandbox::for_gateway("smtp-reload", json!({}));
+    let (id, _) = sb.create_mailbox("Journal");
+    let gw = Gateway::start(&sb);
+    let rcpt = |to: &str| {
+        let mut c = implicit_client(&gw);
+        expect(&c.smtp("MAIL FROM:<r@example.org>"), "250");
+        c.smtp(&format!("RCPT TO:<{to}>"))
+    };
+    let reloads = std::cell::Cell::new(0);
+    let hup = |needle: &str| {
+        reloads.set(reloads.get() + 1);
+        gw.signal(libc::SIGHUP);
+        gw.wait_for_log_count("SIGHUP: reloading", reloads.get(), Duration::from_secs(10));
+        gw.wait_for_log(needle, Duration::from_secs(10));
+    };
+    expect(&rcpt(&format!("{id}@localhost")), "250");
+    let mut open = implicit_client(&gw);
+
+    edit_config(&sb, |c| {
+        c["mailbox_domain"] = json!("archive.example");
+        c["smtp"]["listen"] = json!(["127.0.0.1:0", "127.0.0.2:0"]);
+    });
+    hup("configuration reloaded");
+    assert!(
+        gw.log().contains(
+            "a listen address changed: it takes effect after a restart (systemctl restart sealpost)"
+        ),
+        "{}",
+        gw.log()
+    );
+    expect(&rcpt(&format!("{id}@localhost")), "550 5.7.1");
+    expect(&rcpt(&format!("{id}@archive.example")), "250");
+    expect(&open.smtp("NOOP"), "250");
+
+    let valid = fs::read(sb.config()).unwrap();
+    fs::write(sb.config(), b"{ \"mailbox_domain\": ").unwrap();
+    hup("reload failed, keeping the running configuration");
+    expect(&rcpt(&format!("{id}@archive.example")), "250");
+
+    fs::write(sb.config(), valid).unwrap();
+    edit_config(&sb, |c| {
+        c["smtp"]["allowed_clients"] = json!(["192.0.2.0/24"])
+    });
+    hup("configuration reloaded");
+    gw.wait_for_log_count("configuration reloaded", 2, Duration::from_secs(10));
+    let mut refused = LineClient::implicit_tls(gw.addr("smtp.listen_tls[0]"), &gw.cert);
+    expect(&refused.smtp_reply(), "554 5.7.1");
+    expect(&open.smtp("NOOP"), "250");
+    assert!(!gw.log().contains("panicked"));
+}
+
+/// Under systemd (`Type=notify`) the gateway says READY=1 once every
+/// listener is bound, RELOADING=1 then READY=1 around a reload, and
+/// STOPPING=1 on the way out (sd_notify(3)).
+#[test]
+fn systemd_is_told_ready_reloading_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let sb = Sandbox::for_gateway("smtp-notify", json!({}));
+    let socket_path = sb.dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let gw = Gateway::start_with(&sb, |c| {
+        c.env("NOTIFY_SOCKET", &socket_path);
+    });
+    let mut buf = [0u8; 512];
+    let mut next = || {
+        let n = socket.recv(&mut buf).expect("a notification within 30 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(next(), "READY=1\n");
+    // Ready means bound: a client is served at once.
+    expect(&implicit_client(&gw).smtp("NOOP"), "250");
+    gw.signal(libc::SIGHUP);
+    assert_eq!(next(), "RELOADING=1\n");
+    assert_eq!(next(), "READY=1\n");
+    gw.signal(libc::SIGTERM);
+    assert_eq!(next(), "STOPPING=1\n");
 }
 
 #[test]

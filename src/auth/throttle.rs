@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::net::cidr::{Cidr, canonical};
@@ -109,7 +109,8 @@ pub struct LockoutEntry {
 
 /// Counts failed logins per client address and per mailbox for one service.
 pub struct LoginThrottle {
-    settings: ThrottleSettings,
+    /// Replaced as a whole when the configuration is reloaded; the counts stay.
+    settings: RwLock<Arc<ThrottleSettings>>,
     state: Mutex<HashMap<Subject, Entry>>,
     changed: Condvar,
 }
@@ -128,10 +129,21 @@ impl LoginThrottle {
     /// A throttle with these rules.
     pub fn new(settings: ThrottleSettings) -> LoginThrottle {
         LoginThrottle {
-            settings,
+            settings: RwLock::new(Arc::new(settings)),
             state: Mutex::new(HashMap::new()),
             changed: Condvar::new(),
         }
+    }
+
+    /// The rules in force.
+    pub fn settings(&self) -> Arc<ThrottleSettings> {
+        Arc::clone(&self.settings.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// New rules (a reloaded configuration); counted failures are kept.
+    pub fn set_settings(&self, settings: ThrottleSettings) {
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
+        self.changed.notify_all();
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<Subject, Entry>> {
@@ -141,7 +153,7 @@ impl LoginThrottle {
     fn subjects(&self, ip: IpAddr, mailbox: Option<&MailboxId>) -> Vec<Subject> {
         let ip = canonical(ip);
         let mut subjects = Vec::with_capacity(2);
-        if !self.settings.exempt.iter().any(|c| c.contains(ip)) {
+        if !self.settings().exempt.iter().any(|c| c.contains(ip)) {
             subjects.push(Subject::Address(ip));
         }
         subjects.extend(mailbox.cloned().map(Subject::Mailbox));
@@ -157,8 +169,8 @@ impl LoginThrottle {
         mailbox: Option<&MailboxId>,
     ) -> Result<Attempt, Lockout> {
         let subjects = self.subjects(ip, mailbox);
-        let max = self.settings.max_failures;
-        let window = self.settings.lockout;
+        let max = self.settings().max_failures;
+        let window = self.settings().lockout;
         let give_up = Instant::now() + MAX_QUEUE_WAIT;
         let mut state = self.lock();
         loop {
@@ -203,16 +215,17 @@ impl LoginThrottle {
 
     /// The failure delay.
     pub fn delay(&self) -> Duration {
-        self.settings.delay
+        self.settings().delay
     }
 
     /// Current lockouts, longest remaining first.
     pub fn lockouts(&self) -> Vec<LockoutEntry> {
-        let window = self.settings.lockout;
+        let settings = self.settings();
+        let window = settings.lockout;
         let mut out: Vec<LockoutEntry> = self
             .lock()
             .iter()
-            .filter(|(_, e)| e.live_failures(window) >= self.settings.max_failures)
+            .filter(|(_, e)| e.live_failures(window) >= settings.max_failures)
             .map(|(subject, e)| LockoutEntry {
                 subject: subject.clone(),
                 failures: e.failures,
@@ -233,8 +246,8 @@ impl LoginThrottle {
     /// Forgets the failures of `subject` (every subject when `None`);
     /// returns how many lockouts that ended.
     pub fn clear(&self, subject: Option<&Subject>) -> usize {
-        let window = self.settings.lockout;
-        let max = self.settings.max_failures;
+        let window = self.settings().lockout;
+        let max = self.settings().max_failures;
         let mut state = self.lock();
         let mut ended = 0;
         for (s, entry) in state.iter_mut() {
@@ -258,7 +271,7 @@ impl LoginThrottle {
             if let Some(entry) = state.get_mut(subject) {
                 entry.in_flight = entry.in_flight.saturating_sub(1);
                 outcome(subject, entry);
-                if entry.is_idle(self.settings.lockout) {
+                if entry.is_idle(self.settings().lockout) {
                     state.remove(subject);
                 }
             }
@@ -300,10 +313,10 @@ impl Attempt {
     /// answer must wait.
     pub fn failed(mut self) -> Duration {
         self.open = false;
-        let window = self.throttle.settings.lockout;
+        let window = self.throttle.settings().lockout;
         self.throttle
             .settle(&self.subjects, |_, e| add_failure(e, window));
-        self.throttle.settings.delay
+        self.throttle.settings().delay
     }
 
     /// A temporary failure the client caused by where it pointed us (an
@@ -311,13 +324,13 @@ impl Attempt {
     /// cannot be used as a fast port scanner. Returns the delay.
     pub fn unavailable(mut self) -> Duration {
         self.open = false;
-        let window = self.throttle.settings.lockout;
+        let window = self.throttle.settings().lockout;
         self.throttle.settle(&self.subjects, |s, e| {
             if matches!(s, Subject::Address(_)) {
                 add_failure(e, window);
             }
         });
-        self.throttle.settings.delay
+        self.throttle.settings().delay
     }
 
     /// A good login: forgets the failures of the address and the mailbox.

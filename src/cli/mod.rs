@@ -232,7 +232,7 @@ fn serve(context: &Context, args: Vec<String>) -> Result<(), CliError> {
     let context = context_with(context, &m);
     let config = context.config()?;
     identity::refuse_root_serve(&config.data_dir)?;
-    crate::gateway::serve(config).map_err(CliError::failed)
+    crate::gateway::serve(config, &context.config_file).map_err(CliError::failed)
 }
 
 /// Refuses stray positional arguments.

@@ -48,7 +48,7 @@ pub struct Service {
 pub struct Control {
     /// Stop accepting and let sessions finish.
     pub shutdown: Arc<AtomicBool>,
-    /// Reload the certificate.
+    /// Reload the configuration and the certificate.
     pub reload: AtomicBool,
 }
 
@@ -166,9 +166,14 @@ impl Acceptor {
         Arc::clone(&self.waker)
     }
 
-    /// Accepts until `control.shutdown` is set; `reload` runs on request.
-    /// Listeners are closed when this returns.
-    pub fn run(mut self, control: &Control, reload: impl Fn()) -> io::Result<()> {
+    /// Accepts until `control.shutdown` is set; `reload` runs on request and
+    /// may return new services (the same number, in the same order) for the
+    /// listeners. Listeners are closed when this returns.
+    pub fn run(
+        mut self,
+        control: &Control,
+        mut reload: impl FnMut() -> Option<Vec<Service>>,
+    ) -> io::Result<()> {
         let mut events = Events::with_capacity(64);
         loop {
             let timeout = (!self.backlogged.is_empty()).then_some(RETRY_ACCEPT);
@@ -189,8 +194,14 @@ impl Acceptor {
                     self.backlogged.push(index);
                 }
             }
-            if control.reload.swap(false, Ordering::SeqCst) {
-                reload();
+            if control.reload.swap(false, Ordering::SeqCst)
+                && let Some(services) = reload()
+            {
+                if services.len() == self.services.len() {
+                    self.services = services;
+                } else {
+                    error!("reload built a different set of services; keeping the running ones");
+                }
             }
             if control.shutdown.load(Ordering::SeqCst) {
                 return Ok(());

@@ -9,6 +9,10 @@ use super::cidr::canonical;
 
 #[derive(Default)]
 struct Counts {
+    /// The limits live under the same lock as the counts: a reload changes them.
+    max_total: usize,
+    max_per_ip: usize,
+    overload_at: usize,
     total: usize,
     per_ip: HashMap<IpAddr, usize>,
 }
@@ -24,9 +28,6 @@ pub enum LimitHit {
 
 /// Counts open connections and refuses new ones beyond the limits.
 pub struct ConnectionLimits {
-    max_total: usize,
-    max_per_ip: usize,
-    overload_at: usize,
     counts: Mutex<Counts>,
     closed: Condvar,
 }
@@ -45,13 +46,21 @@ impl ConnectionLimits {
         max_per_ip: usize,
         overload_percent: usize,
     ) -> Arc<ConnectionLimits> {
-        Arc::new(ConnectionLimits {
-            max_total,
-            max_per_ip,
-            overload_at: (max_total * overload_percent).div_ceil(100).max(1),
+        let limits = Arc::new(ConnectionLimits {
             counts: Mutex::new(Counts::default()),
             closed: Condvar::new(),
-        })
+        });
+        limits.set(max_total, max_per_ip, overload_percent);
+        limits
+    }
+
+    /// New limits (a reloaded configuration). Connections already open stay;
+    /// only new ones are counted against the new limits.
+    pub fn set(&self, max_total: usize, max_per_ip: usize, overload_percent: usize) {
+        let mut counts = self.lock();
+        counts.max_total = max_total;
+        counts.max_per_ip = max_per_ip;
+        counts.overload_at = (max_total * overload_percent).div_ceil(100).max(1);
     }
 
     fn lock(&self) -> MutexGuard<'_, Counts> {
@@ -62,11 +71,12 @@ impl ConnectionLimits {
     pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionGuard, LimitHit> {
         let ip = canonical(ip);
         let mut counts = self.lock();
-        if counts.total >= self.max_total {
+        if counts.total >= counts.max_total {
             return Err(LimitHit::Total);
         }
+        let max_per_ip = counts.max_per_ip;
         let from_ip = counts.per_ip.entry(ip).or_insert(0);
-        if *from_ip >= self.max_per_ip {
+        if *from_ip >= max_per_ip {
             return Err(LimitHit::PerIp);
         }
         *from_ip += 1;
@@ -85,7 +95,8 @@ impl ConnectionLimits {
     /// Whether so many connections are open that idle clients get short
     /// deadlines (Postfix's stress mode).
     pub fn overloaded(&self) -> bool {
-        self.active() >= self.overload_at
+        let counts = self.lock();
+        counts.total >= counts.overload_at
     }
 
     /// Waits until no connection is open or `timeout` passed; true if none is open.

@@ -1,4 +1,4 @@
-//! SIGTERM/SIGINT stop the gateway, SIGHUP reloads the certificate. The
+//! SIGTERM/SIGINT stop the gateway, SIGHUP reloads the configuration. The
 //! signals are blocked in every thread and taken by one thread with
 //! `sigwait`, so no code runs in signal-handler context. (Kept by hand:
 //! `signal-hook` would need a handler and a self-pipe for the same thing.)
@@ -53,7 +53,6 @@ pub fn spawn_handler(control: Arc<Control>, waker: Arc<Waker>) -> io::Result<()>
                 }
                 match sig {
                     libc::SIGHUP => {
-                        info!("SIGHUP: reloading the TLS certificate");
                         control.reload.store(true, Ordering::SeqCst);
                     }
                     _ if control.shutdown.load(Ordering::SeqCst) => {

@@ -3,8 +3,8 @@
 
 use std::fmt;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::path::Path;
+use std::sync::Arc;
 
 use log::info;
 use rustls::ServerConfig;
@@ -41,47 +41,32 @@ pub fn fingerprint(der: &[u8]) -> String {
         .join(":")
 }
 
-/// The current server TLS configuration, swapped atomically on reload.
+/// The server TLS configuration, loaded once. A reload builds a new one
+/// (with the services); sessions keep the one they started with.
 pub struct TlsServer {
-    current: RwLock<Arc<ServerConfig>>,
-    cert: PathBuf,
-    key: PathBuf,
+    config: Arc<ServerConfig>,
+    fingerprint: String,
 }
 
 impl TlsServer {
     /// Loads the certificate chain and key from PEM files.
     pub fn load(cert: &Path, key: &Path) -> Result<TlsServer, TlsError> {
-        let (config, fp) = build(cert, key)?;
-        info!("TLS certificate {} (SHA-256 {fp})", cert.display());
+        let (config, fingerprint) = build(cert, key)?;
+        info!("TLS certificate {} (SHA-256 {fingerprint})", cert.display());
         Ok(TlsServer {
-            current: RwLock::new(Arc::new(config)),
-            cert: cert.to_path_buf(),
-            key: key.to_path_buf(),
+            config: Arc::new(config),
+            fingerprint,
         })
     }
 
-    /// The configuration new handshakes use.
+    /// The configuration handshakes use.
     pub fn current(&self) -> Arc<ServerConfig> {
-        match self.current.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        Arc::clone(&self.config)
     }
 
-    /// Reads the certificate and key again; on failure the old ones stay.
-    /// Returns the new certificate's fingerprint.
-    pub fn reload(&self) -> Result<String, TlsError> {
-        let (config, fp) = build(&self.cert, &self.key)?;
-        match self.current.write() {
-            Ok(mut guard) => *guard = Arc::new(config),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(config),
-        }
-        Ok(fp)
-    }
-
-    /// The certificate file in use.
-    pub fn cert_path(&self) -> &Path {
-        &self.cert
+    /// The certificate's SHA-256 fingerprint, as logged.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 }
 
@@ -166,7 +151,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// A fresh self-signed certificate and key written into `dir`.
-    pub(crate) fn write_self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+    pub(crate) fn write_self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
         let (cert, key) = self_signed(&["gw.example".into()]).unwrap();
         let paths = (dir.join("cert.pem"), dir.join("key.pem"));
         fs::write(&paths.0, cert).unwrap();
@@ -205,16 +190,5 @@ pub(crate) mod tests {
         fs::write(&k, fs::read(&cert).unwrap()).unwrap();
         let err = TlsServer::load(&c, &k).err().unwrap().to_string();
         assert!(err.contains("k.pem: no private key found"), "{err}");
-    }
-
-    #[test]
-    fn a_failed_reload_keeps_the_old_certificate() {
-        let dir = tempfile::tempdir().unwrap();
-        let (cert, key) = write_self_signed(dir.path());
-        let server = TlsServer::load(&cert, &key).unwrap();
-        let before = Arc::as_ptr(&server.current());
-        fs::write(server.cert_path(), b"garbage").unwrap();
-        assert!(server.reload().is_err());
-        assert_eq!(Arc::as_ptr(&server.current()), before);
     }
 }

@@ -101,14 +101,23 @@ impl Gateway {
 
     /// Waits until the log contains `needle` (or panics after `timeout`).
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        self.wait_for_log_count(needle, 1, timeout);
+    }
+
+    /// Waits until the log contains `needle` at least `count` times (or
+    /// panics after `timeout`): for a line an earlier step logged already.
+    pub fn wait_for_log_count(&self, needle: &str, count: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if self.log().contains(needle) {
+            if self.log().matches(needle).count() >= count {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("{needle:?} never appeared in the log:\n{}", self.log());
+        panic!(
+            "{needle:?} did not appear {count} time(s) in the log:\n{}",
+            self.log()
+        );
     }
 
     /// The process id.

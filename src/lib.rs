@@ -16,5 +16,6 @@ pub mod pop3;
 pub mod proxy;
 pub mod sasl;
 pub mod smtp;
+pub mod status;
 pub mod store;
 pub mod timestamp;

@@ -383,3 +383,92 @@ fn connections_over_the_limit_get_an_error() {
         "{status}"
     );
 }
+
+/// `sealpost status` against a stopped and a running gateway: listeners,
+/// mail waiting, the last retrieval, and exit 4 when mail waited too long.
+#[test]
+fn status_shows_what_needs_attention_and_exits_4_for_it() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let smtp = free.local_addr().unwrap();
+    drop(free);
+    let sb = Sandbox::for_gateway("pop3-status", json!({ "smtp": { "listen": [smtp] } }));
+    let (id, password) = sb.create_mailbox("Journal <Ltd>");
+    deliver(&sb, &id, &fixture("utf8-headers.eml"));
+    let status = |args: &[&str]| {
+        let mut all = vec!["status"];
+        all.extend_from_slice(args);
+        sb.run(&all)
+    };
+
+    // Stopped: the listener does not answer.
+    let out = status(&[]);
+    assert_eq!(out.status.code(), Some(4), "{}", support::stdout(&out));
+    let text = support::stdout(&out);
+    assert!(text.contains("Gateway:     not running"), "{text}");
+    assert!(
+        text.contains(&format!("smtp.listen[0]           {smtp}")),
+        "{text}"
+    );
+    assert!(text.contains("DOES NOT ANSWER"), "{text}");
+    assert!(
+        stderr(&out).contains("1 problem(s) need attention"),
+        "{}",
+        stderr(&out)
+    );
+
+    let gw = Gateway::start(&sb);
+    let out = status(&["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", support::stdout(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["gateway_pid"], gw.pid());
+    assert_eq!(report["listeners"][0]["answers"], true);
+    assert_eq!(
+        report["certificate"]["days_left"].as_i64().map(|d| d > 14),
+        Some(true)
+    );
+    let mailbox = &report["mailboxes"][0];
+    assert_eq!(mailbox["id"], id.as_str());
+    assert_eq!(mailbox["pending_messages"], 1);
+    assert!(mailbox["pending_bytes"].as_u64().unwrap() > 0);
+    assert!(mailbox["oldest_age_secs"].as_u64().unwrap() < 600);
+    assert_eq!(mailbox["last_retrieved"], serde_json::Value::Null);
+
+    // Mail that has waited two days: the archiver stopped collecting. (The
+    // message name carries its arrival time; an older name is older mail.)
+    let file = sb.message_files(&id).remove(0);
+    let name = file.file_name().unwrap().to_str().unwrap().to_owned();
+    let (micros, rest) = name.split_once('-').unwrap();
+    let older = micros.parse::<u64>().unwrap() - 2 * 86_400 * 1_000_000;
+    fs::rename(&file, file.with_file_name(format!("{older}-{rest}"))).unwrap();
+    let out = status(&[]);
+    assert_eq!(out.status.code(), Some(4));
+    let text = support::stdout(&out);
+    assert!(
+        text.contains("the oldest of 1 message(s) has waited 48 h; is the archiver collecting?"),
+        "{text}"
+    );
+    assert_eq!(status(&["--max-age", "72"]).status.code(), Some(0));
+
+    // A POP3 login is the last retrieval.
+    let mut c = implicit_client(&gw);
+    ok(&login(&mut c, &id, &password));
+    ok(&c.pop3("QUIT"));
+    let out = status(&["--prometheus", "--max-age", "72"]);
+    assert_eq!(out.status.code(), Some(0));
+    let metrics = support::stdout(&out);
+    let labels = format!("{{mailbox=\"{id}\",name=\"Journal <Ltd>\"}}");
+    for needle in [
+        "sealpost_up 1\n".to_string(),
+        format!("sealpost_listener_up{{key=\"smtp.listen[0]\",address=\"{smtp}\"}} 1\n"),
+        format!("sealpost_mailbox_pending_messages{labels} 1\n"),
+        format!("sealpost_mailbox_last_retrieval_age_seconds{labels} "),
+        "# TYPE sealpost_attention gauge\nsealpost_attention 0\n".to_string(),
+    ] {
+        assert!(metrics.contains(&needle), "{needle:?} in\n{metrics}");
+    }
+    let out = status(&["--json", "--prometheus"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = status(&["--max-age", "soon"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("whole hours"), "{}", stderr(&out));
+}

@@ -222,6 +222,8 @@ fn mailbox_json(config: &Config, mailbox: &Mailbox) -> Result<serde_json::Value,
         "messages": stats.messages,
         "bytes": stats.bytes,
         "newest": stats.newest.map(timestamp::rfc3339),
+        "oldest": stats.oldest.map(timestamp::rfc3339),
+        "last_retrieved": stats.last_retrieved.map(timestamp::rfc3339),
     }))
 }
 

@@ -1,7 +1,8 @@
 //! The `sealpost` command line: parsing, dispatch and exit codes.
 //!
 //! Exit codes: 0 success, 1 the command failed, 2 usage error,
-//! 3 `mailbox export` finished but skipped damaged messages.
+//! 3 `mailbox export` finished but skipped damaged messages, 4 `status`
+//! found something that needs attention.
 //! `mailbox deliver` uses the sysexits codes a Postfix pipe transport
 //! understands (67 no such mailbox, 75 try again later).
 
@@ -11,6 +12,7 @@ mod identity;
 mod lockouts;
 mod mailbox;
 mod password_input;
+mod status;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -65,6 +67,8 @@ pub const EXIT_FAILURE: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
 /// An export skipped damaged messages.
 pub const EXIT_DAMAGED: i32 = 3;
+/// `status` found something that needs attention.
+pub const EXIT_ATTENTION: i32 = 4;
 
 const USAGE: &str = "\
 Usage: sealpost [-c FILE] <command> [options]
@@ -78,6 +82,8 @@ Commands:
   mailbox ...      manage mailboxes (sealpost mailbox --help)
   lockouts ...     list or end login lockouts of the running gateway
   cert show        the served certificate: subject, names, validity, SHA-256
+  status           listeners, certificate, mail waiting; exit 4 if something
+                   needs attention (for cron and monitoring)
   help             this text
 
 Global options:
@@ -161,6 +167,7 @@ fn dispatch(args: Vec<String>) -> Result<(), CliError> {
         "mailbox" => mailbox::run(&context, rest),
         "lockouts" => lockouts::run(&context, rest),
         "cert" => cert::run(&context, rest),
+        "status" => status::run(&context, rest),
         other => Err(CliError::usage(format!(
             "unknown command {other:?} (see sealpost --help)"
         ))),

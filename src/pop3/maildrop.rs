@@ -120,6 +120,9 @@ impl Backend for StoreLogin {
             warn!("pop3 {}: cannot list mailbox: {e}", self.client);
             LoginError::Unavailable
         })?;
+        if let Err(e) = maildrop.mailbox.mark_retrieved() {
+            warn!("pop3 {}: {e}", self.client);
+        }
         let listing = maildrop.listing();
         info!(
             "pop3 {}: {} logged in, {} message(s), {} bytes",

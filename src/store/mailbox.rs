@@ -20,6 +20,8 @@ pub(super) const KEY_FILE: &str = "secret-key.json";
 pub(super) const TMP_DIR: &str = "tmp";
 pub(super) const MESSAGES_DIR: &str = "messages";
 const LOCK_FILE: &str = "lock";
+/// Its modification time is the last POP3 login (`sealpost status`).
+const RETRIEVED_FILE: &str = "last-retrieval";
 const RETIRED_DIR: &str = "retired-keys";
 const POP3_INDEX_DIR: &str = "pop3-index";
 
@@ -120,6 +122,11 @@ pub struct MailboxStats {
     pub bytes: u64,
     /// When the newest message was stored.
     pub newest: Option<SystemTime>,
+    /// When the oldest message was stored: mail waiting this long means the
+    /// archiver is not collecting.
+    pub oldest: Option<SystemTime>,
+    /// The last POP3 login to the mailbox, if any was recorded.
+    pub last_retrieved: Option<SystemTime>,
 }
 
 /// An open mailbox directory.
@@ -360,7 +367,23 @@ impl Mailbox {
             messages: messages.len(),
             bytes: messages.iter().map(|m| m.file_bytes).sum(),
             newest: messages.last().map(|m| m.name.stored_at()),
+            oldest: messages.first().map(|m| m.name.stored_at()),
+            last_retrieved: fs::metadata(self.dir.join(RETRIEVED_FILE))
+                .and_then(|m| m.modified())
+                .ok(),
         })
+    }
+
+    /// Records a POP3 login now, as the modification time of a marker file.
+    pub fn mark_retrieved(&self) -> Result<(), StoreError> {
+        let path = self.dir.join(RETRIEVED_FILE);
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .and_then(|f| f.set_modified(SystemTime::now()))
+            .map_err(io_error(&path, "cannot record the POP3 retrieval"))
     }
 
     /// The path of a stored message.

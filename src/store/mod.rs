@@ -350,6 +350,19 @@ pub fn lock_for_serving(data_dir: &Path) -> Result<ServingLock, StoreError> {
     Ok(ServingLock { _file: file })
 }
 
+/// The gateway serving `data_dir`, as `serve.lock` names it, if that process
+/// is alive and is a Sealpost. Reads only: the lock itself is not touched,
+/// so a gateway starting at this moment is never refused because of it.
+pub fn serving_pid(data_dir: &Path) -> Option<u32> {
+    let pid: u32 = fs::read_to_string(data_dir.join(SERVE_LOCK))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    (comm.trim() == "sealpost").then_some(pid)
+}
+
 fn is_older_than(path: &Path, age: Duration) -> bool {
     fs::metadata(path)
         .and_then(|m| m.modified())

@@ -1,0 +1,300 @@
+//! What needs an administrator's attention: `sealpost status` prints it and
+//! exits non-zero when something does, so that cron or a monitoring system
+//! can run it. The failure administrators miss is an archiver that stopped
+//! collecting: Microsoft 365 gives up on a journal report after about a day
+//! of `4xx`, and mail nobody retrieves piles up unseen. So mail waiting longer
+//! than a threshold counts, as does a certificate near its end.
+//!
+//! Works whether or not the gateway runs: it reads the store and the
+//! certificate, and checks each listener by connecting to it.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::cert::{self, EXPIRY_WARNING_DAYS};
+use crate::config::Config;
+use crate::store::{self, Store};
+use crate::timestamp;
+
+/// How long a listener may take to accept the check's connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The default for how long mail may wait before it needs attention.
+pub const DEFAULT_MAX_PENDING_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// The whole report.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// When it was taken.
+    pub checked_at: String,
+    /// The pid of the gateway serving the data directory, if one does.
+    pub gateway_pid: Option<u32>,
+    /// Every configured listener.
+    pub listeners: Vec<Listener>,
+    /// The certificate in use.
+    pub certificate: Option<cert::Summary>,
+    /// Why it cannot be read (none yet before the first start, say).
+    pub certificate_error: Option<String>,
+    /// Every mailbox.
+    pub mailboxes: Vec<MailboxStatus>,
+    /// The mail age threshold in force, seconds.
+    pub max_pending_age_secs: u64,
+    /// What needs attention, one sentence each; empty when all is well.
+    pub attention: Vec<String>,
+}
+
+/// One listener and whether it answered.
+#[derive(Debug, Serialize)]
+pub struct Listener {
+    /// `smtp.listen[0]` and so on.
+    pub key: String,
+    /// The configured address.
+    pub address: SocketAddr,
+    /// Whether a TCP connection to it succeeded (`None` for port 0, which
+    /// only the log of the running gateway can tell).
+    pub answers: Option<bool>,
+}
+
+/// One mailbox's state.
+#[derive(Debug, Serialize)]
+pub struct MailboxStatus {
+    /// Mailbox id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// `active` or `suspended`.
+    pub status: String,
+    /// Messages waiting to be retrieved.
+    pub pending_messages: usize,
+    /// Their size on disk.
+    pub pending_bytes: u64,
+    /// How long the oldest of them has waited, seconds.
+    pub oldest_age_secs: Option<u64>,
+    /// When it was last logged in to over POP3 (RFC 3339).
+    pub last_retrieved: Option<String>,
+    /// Seconds since then.
+    pub last_retrieved_age_secs: Option<u64>,
+}
+
+fn age(time: SystemTime, now: SystemTime) -> u64 {
+    now.duration_since(time).unwrap_or_default().as_secs()
+}
+
+/// Where to connect to check a listener: a wildcard is checked on loopback.
+fn target(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
+        _ => addr,
+    }
+}
+
+/// Takes the report. `max_pending_age`: mail waiting longer needs attention.
+pub fn gather(config: &Config, store: &Store, max_pending_age: Duration) -> Report {
+    let now = SystemTime::now();
+    let mut attention = Vec::new();
+    let gateway_pid = store::serving_pid(&config.data_dir);
+    let listeners: Vec<Listener> = config
+        .all_listeners()
+        .into_iter()
+        .map(|(key, address)| {
+            let answers = (address.port() != 0)
+                .then(|| TcpStream::connect_timeout(&target(address), CONNECT_TIMEOUT).is_ok());
+            if answers == Some(false) {
+                attention.push(format!("{key} {address} does not answer"));
+            }
+            Listener {
+                key,
+                address,
+                answers,
+            }
+        })
+        .collect();
+    let file = cert::in_use(config);
+    let certificate = cert::summary(&file).map_err(|e| e.to_string());
+    match &certificate {
+        Ok(s) if s.days_left < EXPIRY_WARNING_DAYS => attention.push(format!(
+            "the TLS certificate {} expires {} ({} day(s) left)",
+            s.file.display(),
+            s.not_after,
+            s.days_left
+        )),
+        Ok(_) => {}
+        // No certificate yet is normal before the first start.
+        Err(_) if !file.exists() && config.tls.cert_file.is_none() => {}
+        Err(e) => attention.push(format!("the TLS certificate cannot be read: {e}")),
+    }
+    let mut mailboxes = Vec::new();
+    match store.mailbox_ids() {
+        Err(e) => attention.push(format!("the mailboxes cannot be listed: {e}")),
+        Ok(ids) => {
+            for id in ids {
+                let read = store
+                    .mailbox(&id)
+                    .and_then(|mb| mb.stats().map(|stats| (mb, stats)));
+                let (mailbox, stats) = match read {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        attention.push(format!("mailbox {id} cannot be read: {e}"));
+                        continue;
+                    }
+                };
+                let oldest_age_secs = stats.oldest.map(|t| age(t, now));
+                if let Some(waited) = oldest_age_secs.filter(|&a| a > max_pending_age.as_secs()) {
+                    attention.push(format!(
+                        "mailbox {id} ({}): the oldest of {} message(s) has waited {} h; is the archiver collecting?",
+                        mailbox.info().name,
+                        stats.messages,
+                        waited / 3600
+                    ));
+                }
+                mailboxes.push(MailboxStatus {
+                    id: id.as_str().to_owned(),
+                    name: mailbox.info().name.clone(),
+                    status: mailbox.info().status.as_str().to_owned(),
+                    pending_messages: stats.messages,
+                    pending_bytes: stats.bytes,
+                    oldest_age_secs,
+                    last_retrieved: stats.last_retrieved.map(timestamp::rfc3339),
+                    last_retrieved_age_secs: stats.last_retrieved.map(|t| age(t, now)),
+                });
+            }
+        }
+    }
+    Report {
+        checked_at: timestamp::rfc3339(now),
+        gateway_pid,
+        listeners,
+        certificate: certificate.as_ref().ok().cloned(),
+        certificate_error: certificate.err(),
+        mailboxes,
+        max_pending_age_secs: max_pending_age.as_secs(),
+        attention,
+    }
+}
+
+/// Escapes a Prometheus label value (exposition format: `\`, `"`, newline).
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Report {
+    /// The report in Prometheus' text exposition format, for node_exporter's
+    /// textfile collector.
+    pub fn to_prometheus(&self) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, help: &str, kind: &str, samples: Vec<(String, f64)>| {
+            out.push_str(&format!(
+                "# HELP sealpost_{name} {help}\n# TYPE sealpost_{name} {kind}\n"
+            ));
+            for (labels, value) in samples {
+                out.push_str(&format!("sealpost_{name}{labels} {value}\n"));
+            }
+        };
+        metric(
+            "up",
+            "1 if a gateway is serving the data directory.",
+            "gauge",
+            vec![(
+                String::new(),
+                f64::from(u8::from(self.gateway_pid.is_some())),
+            )],
+        );
+        metric(
+            "listener_up",
+            "1 if the listener accepted a connection.",
+            "gauge",
+            self.listeners
+                .iter()
+                .filter_map(|l| {
+                    let up = l.answers?;
+                    Some((
+                        format!("{{key=\"{}\",address=\"{}\"}}", label(&l.key), l.address),
+                        f64::from(u8::from(up)),
+                    ))
+                })
+                .collect(),
+        );
+        if let Some(c) = &self.certificate {
+            metric(
+                "certificate_days_left",
+                "Days until the TLS certificate expires.",
+                "gauge",
+                vec![(String::new(), c.days_left as f64)],
+            );
+        }
+        let per_mailbox = |value: &dyn Fn(&MailboxStatus) -> Option<f64>| {
+            self.mailboxes
+                .iter()
+                .filter_map(|m| {
+                    Some((
+                        format!("{{mailbox=\"{}\",name=\"{}\"}}", m.id, label(&m.name)),
+                        value(m)?,
+                    ))
+                })
+                .collect::<Vec<_>>()
+        };
+        metric(
+            "mailbox_pending_messages",
+            "Messages waiting to be retrieved.",
+            "gauge",
+            per_mailbox(&|m| Some(m.pending_messages as f64)),
+        );
+        metric(
+            "mailbox_pending_bytes",
+            "Bytes waiting to be retrieved (encrypted, on disk).",
+            "gauge",
+            per_mailbox(&|m| Some(m.pending_bytes as f64)),
+        );
+        metric(
+            "mailbox_oldest_pending_age_seconds",
+            "How long the oldest waiting message has waited.",
+            "gauge",
+            per_mailbox(&|m| m.oldest_age_secs.map(|a| a as f64)),
+        );
+        metric(
+            "mailbox_last_retrieval_age_seconds",
+            "Seconds since the last POP3 login to the mailbox.",
+            "gauge",
+            per_mailbox(&|m| m.last_retrieved_age_secs.map(|a| a as f64)),
+        );
+        metric(
+            "attention",
+            "Number of problems that need an administrator.",
+            "gauge",
+            vec![(String::new(), self.attention.len() as f64)],
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_labels_are_escaped_and_wildcards_are_checked_on_loopback() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert_eq!(
+            target("0.0.0.0:25".parse().unwrap()),
+            "127.0.0.1:25".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            target("[::]:25".parse().unwrap()),
+            "[::1]:25".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            target("192.0.2.1:25".parse().unwrap()),
+            "192.0.2.1:25".parse::<SocketAddr>().unwrap()
+        );
+    }
+}

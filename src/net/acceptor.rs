@@ -115,6 +115,13 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(TcpListener::from_std(socket.into()))
 }
 
+/// Whether binding `addr` failed because the machine has no IPv6 at all
+/// (the IPv6 wildcard only: a specific address that fails is an error).
+fn no_ipv6_here(addr: SocketAddr, e: &io::Error) -> bool {
+    matches!(addr, SocketAddr::V6(v6) if v6.ip().is_unspecified())
+        && e.raw_os_error() == Some(libc::EAFNOSUPPORT)
+}
+
 impl Acceptor {
     /// Binds every `(key, address, service index)`; logs the bound address
     /// (useful with port 0).
@@ -136,15 +143,26 @@ impl Acceptor {
             })?,
         );
         let mut listeners = Vec::new();
-        for (i, (key, addr, service)) in bindings.iter().enumerate() {
+        for (key, addr, service) in bindings {
             let fail = |source| BindError {
                 key: key.clone(),
                 addr: *addr,
                 source,
             };
-            let mut listener = listen(*addr).map_err(fail)?;
+            let mut listener = match listen(*addr) {
+                Ok(listener) => listener,
+                Err(e) if no_ipv6_here(*addr, &e) => {
+                    // The installed configuration lists `[::]` beside
+                    // `0.0.0.0`; a machine booted with IPv6 off still starts.
+                    warn!(
+                        "{key} {addr}: IPv6 is not available on this machine ({e}); not listening there"
+                    );
+                    continue;
+                }
+                Err(e) => return Err(fail(e)),
+            };
             poll.registry()
-                .register(&mut listener, Token(i), Interest::READABLE)
+                .register(&mut listener, Token(listeners.len()), Interest::READABLE)
                 .map_err(fail)?;
             let local = listener.local_addr().map_err(fail)?;
             info!("listening on {key} {local} ({})", services[*service].name);
@@ -276,6 +294,17 @@ impl Acceptor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_missing_ipv6_family_skips_only_the_ipv6_wildcard() {
+        let gone = io::Error::from_raw_os_error(libc::EAFNOSUPPORT);
+        let busy = io::Error::from_raw_os_error(libc::EADDRINUSE);
+        let wildcard: SocketAddr = "[::]:25".parse().unwrap();
+        assert!(no_ipv6_here(wildcard, &gone));
+        assert!(!no_ipv6_here(wildcard, &busy));
+        assert!(!no_ipv6_here("[2001:db8::1]:25".parse().unwrap(), &gone));
+        assert!(!no_ipv6_here("0.0.0.0:25".parse().unwrap(), &gone));
+    }
 
     /// The README's `["0.0.0.0:25", "[::]:25"]`: both wildcards on one port.
     /// (Bound for a moment, never accepting: no traffic reaches them.)

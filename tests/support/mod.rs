@@ -349,7 +349,6 @@ pub fn run(cmd: &mut Command) -> Output {
 }
 
 /// Whether the tests run as root.
-#[allow(dead_code)]
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }

@@ -676,7 +676,7 @@ fn run_as_root_the_cli_works_as_the_data_directory_owner() {
         eprintln!("SKIPPED: switching to the data directory's owner needs root");
         return;
     }
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     const NOBODY: u32 = 65534;
     let sb = Sandbox::new("owner", json!({}));
     let (before, _) = sb.create_mailbox("Before");
@@ -687,7 +687,7 @@ fn run_as_root_the_cli_works_as_the_data_directory_owner() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
 
-    let (id, _) = sb.create_mailbox("Journal");
+    let (id, password) = sb.create_mailbox("Journal");
     let created: Vec<_> = walk(&sb.mailbox_dir(&id));
     assert!(!created.is_empty());
     for path in created.iter().chain([&sb.mailbox_dir(&id)]) {
@@ -705,9 +705,7 @@ fn run_as_root_the_cli_works_as_the_data_directory_owner() {
 
     // A password file only root can read: the error says why.
     let secret = sb.password_file("correct horse battery staple 1987");
-    let mut perms = fs::metadata(&secret).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
-    fs::set_permissions(&secret, perms).unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
     let out = sb.run(&[
         "mailbox",
         "create",
@@ -719,6 +717,19 @@ fn run_as_root_the_cli_works_as_the_data_directory_owner() {
     assert_eq!(code(&out), 1);
     assert!(
         stderr(&out).contains("works as the data directory's owner, nobody"),
+        "{}",
+        stderr(&out)
+    );
+
+    // So is an export into a directory only root may write.
+    let locked = sb.dir.join("root-only");
+    fs::create_dir(&locked).unwrap();
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o700)).unwrap();
+    let out = sb.run_export(&id, &sb.password_file(&password), locked.join("out"));
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("Permission denied")
+            && stderr(&out).contains("give it files and directories that user can use"),
         "{}",
         stderr(&out)
     );

@@ -69,12 +69,13 @@ pub fn refuse_root_serve(data_dir: &Path) -> Result<(), CliError> {
 }
 
 /// A hint for an error met after switching: the file may be root's only.
+/// Empty when the process did not switch.
 pub fn hint() -> String {
     match SWITCHED_TO.load(Ordering::SeqCst) {
         0 => String::new(),
         uid => format!(
             " (run as root, sealpost works as the data directory's owner, {}; \
-             give it files that user can read)",
+             give it files and directories that user can use)",
             user_name(uid)
         ),
     }

@@ -102,6 +102,9 @@ pub fn run(args: Vec<String>) -> i32 {
             for line in e.message.lines() {
                 eprintln!("sealpost: {line}");
             }
+            if e.message.contains("Permission denied") && !e.message.contains(&identity::hint()) {
+                eprintln!("sealpost: {}", identity::hint().trim());
+            }
             e.code
         }
     }

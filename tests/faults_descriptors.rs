@@ -20,12 +20,10 @@ fn accepted_ports(gw: &Gateway) -> Vec<u16> {
         .lines()
         .filter(|l| l.contains(": connected"))
         .filter_map(|l| {
-            l.split("127.0.0.1:")
-                .nth(1)?
-                .split(':')
-                .next()?
-                .parse()
-                .ok()
+            let client = l
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("client="))?;
+            Some(client.parse::<std::net::SocketAddr>().ok()?.port())
         })
         .collect()
 }

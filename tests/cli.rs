@@ -22,6 +22,19 @@ fn help_and_usage_errors() {
     assert_eq!(code(&out), 0);
     assert!(stdout(&out).contains("--password-file"));
 
+    for command in [&["status"][..], &["cert"], &["serve"], &["check-config"]] {
+        let mut args = command.to_vec();
+        args.push("--help");
+        let out = sb.run(&args);
+        assert_eq!(code(&out), 0, "{args:?}");
+        assert!(
+            stdout(&out).contains(&format!("Usage: sealpost {}", command[0])),
+            "{args:?}"
+        );
+    }
+    let out = sb.run(&["status", "--help"]);
+    assert!(stdout(&out).contains("--prometheus") && stdout(&out).contains("Exits 4"));
+
     let out = sb.run(&["frobnicate"]);
     assert_eq!(code(&out), 2);
     assert!(stderr(&out).contains("unknown command \"frobnicate\""));

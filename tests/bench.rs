@@ -1,6 +1,6 @@
 //! Benchmarks against the peers an administrator would run instead: Postfix's
-//! `smtp-sink` (the protocol ceiling), the disk's durable-write limit, and
-//! Dovecot serving a Maildir. In the normal suite they run tiny, a few
+//! `smtp-sink` (the protocol ceiling), a throwaway Postfix delivering into a
+//! Maildir, the disk's durable-write limit, and Dovecot serving a Maildir. In the normal suite they run tiny, a few
 //! messages, so that they cannot rot, and they check that every message
 //! arrived. `scripts/bench` runs them with `SEALPOST_BENCH=full` in release
 //! mode; every figure is printed as one `BENCH {json}` line (median, min and
@@ -10,13 +10,14 @@ mod support;
 
 use std::fs;
 use std::io::Write;
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::gateway::{Gateway, LineClient, expect};
-use support::postfix::free_port;
+use support::postfix::{Postfix, free_port};
 use support::upstreams::{POP3_PASSWORD, POP3_USER, Pop3Upstream};
 use support::{Sandbox, peer, run_with_timeout};
 
@@ -154,6 +155,110 @@ fn durable_write_limit(dir: &Path, size: usize, count: usize, threads: usize) ->
     rate
 }
 
+/// A throwaway Postfix that delivers every message for `bench.example`
+/// into one Maildir with its `virtual` agent (which fsyncs each file, as
+/// Sealpost does): what an administrator would run instead of Sealpost.
+struct PostfixMaildir {
+    _postfix: Postfix,
+    port: u16,
+    new: PathBuf,
+}
+
+impl PostfixMaildir {
+    fn start(dir: &Path) -> Option<PostfixMaildir> {
+        let maildirs = dir.join("maildirs");
+        fs::create_dir_all(&maildirs).unwrap();
+        let chown = support::run(
+            Command::new("chown")
+                .args(["nobody:nogroup"])
+                .arg(&maildirs),
+        );
+        assert!(chown.status.success());
+        let port = free_port();
+        let main = format!(
+            "virtual_mailbox_domains = bench.example
+virtual_mailbox_base = {base}
+virtual_mailbox_maps = static:bench/
+virtual_uid_maps = static:65534
+virtual_gid_maps = static:65534
+virtual_minimum_uid = 1
+virtual_mailbox_limit = 0
+in_flow_delay = 0
+default_process_limit = 256
+",
+            base = maildirs.display()
+        );
+        let service = format!("127.0.0.1:{port} inet n - n - - smtpd");
+        let postfix = Postfix::start(dir, &main, &service)?;
+        postfix.wait_listening(([127, 0, 0, 1], port).into());
+        Some(PostfixMaildir {
+            _postfix: postfix,
+            port,
+            new: maildirs.join("bench/new"),
+        })
+    }
+
+    fn delivered(&self) -> usize {
+        fs::read_dir(&self.new).map_or(0, |d| d.count())
+    }
+
+    /// Sends the load and waits until the last file is in the Maildir;
+    /// messages per second. Empties the Maildir afterwards.
+    fn ingest(&self, source: &Path, load: &Load, per_session: bool) -> f64 {
+        let started = Instant::now();
+        smtp_source(source, self.port, load, "bench@bench.example", per_session);
+        let deadline = started + TIMEOUT;
+        while self.delivered() < load.count {
+            assert!(
+                Instant::now() < deadline,
+                "Postfix never delivered everything"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let rate = load.count as f64 / started.elapsed().as_secs_f64();
+        fs::remove_dir_all(&self.new).unwrap();
+        fs::create_dir(&self.new).unwrap();
+        let chown = support::run(
+            Command::new("chown")
+                .args(["nobody:nogroup"])
+                .arg(&self.new),
+        );
+        assert!(chown.status.success());
+        rate
+    }
+}
+
+/// Our load generator for what `smtp-source` cannot do: STARTTLS. One
+/// connection per message (as `smtp-source` without `-d`), `sessions` at a
+/// time; messages per second.
+fn starttls_load(addr: SocketAddr, cert: &Path, load: &Load, to: &str) -> f64 {
+    let mut body = message(load.size);
+    body.extend_from_slice(b".\r\n");
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for t in 0..load.sessions {
+            let body = &body;
+            scope.spawn(move || {
+                for _ in (t..load.count).step_by(load.sessions) {
+                    let mut c = LineClient::plain(addr);
+                    expect(&c.smtp_reply(), "220 ");
+                    expect(&c.smtp("EHLO bench.example"), "250");
+                    expect(&c.smtp("STARTTLS"), "220");
+                    let mut c = c.start_tls(cert);
+                    expect(&c.smtp("EHLO bench.example"), "250");
+                    expect(&c.smtp("MAIL FROM:<bench@example.org>"), "250");
+                    expect(&c.smtp(&format!("RCPT TO:<{to}>")), "250");
+                    expect(&c.smtp("DATA"), "354");
+                    c.send_raw(body);
+                    expect(&c.smtp_reply(), "250");
+                    c.smtp("QUIT");
+                }
+            });
+        }
+    });
+    load.count as f64 / started.elapsed().as_secs_f64()
+}
+
 fn remove_messages(sb: &Sandbox, id: &str) {
     for file in sb.message_files(id) {
         fs::remove_file(file).unwrap();
@@ -219,10 +324,14 @@ fn smtp_ingest_against_smtp_sink_and_the_disk() {
             .unwrap(),
     );
     wait_listening(sink_port);
+    let Some(postfix) = PostfixMaildir::start(&sb.dir.join("postfix")) else {
+        return;
+    };
     let to = format!("{id}@localhost");
     for (load, per_session) in &loads {
         let label = load.label(*per_session);
-        let (mut ours, mut ceiling, mut disk) = (vec![], vec![], vec![]);
+        let (mut ours, mut ceiling, mut disk, mut maildir, mut tls) =
+            (vec![], vec![], vec![], vec![], vec![]);
         for _ in 0..runs() {
             let secs = smtp_source(&source, port, load, &to, *per_session);
             assert_eq!(
@@ -234,6 +343,7 @@ fn smtp_ingest_against_smtp_sink_and_the_disk() {
             ours.push(load.count as f64 / secs);
             let secs = smtp_source(&source, sink_port, load, &to, *per_session);
             ceiling.push(load.count as f64 / secs);
+            maildir.push(postfix.ingest(&source, load, *per_session));
             let dir = sb.data().join("disk-limit");
             disk.push(durable_write_limit(
                 &dir,
@@ -241,17 +351,55 @@ fn smtp_ingest_against_smtp_sink_and_the_disk() {
                 load.count,
                 load.sessions,
             ));
+            if !*per_session {
+                tls.push(starttls_load(
+                    gw.addr("smtp.listen[0]"),
+                    &gw.cert,
+                    load,
+                    &to,
+                ));
+                assert_eq!(sb.message_files(&id).len(), load.count);
+                remove_messages(&sb, &id);
+            }
         }
         let ours = report("smtp ingest", &label, "sealpost", "msg/s", &ours);
         let mb = ours * load.size as f64 / 1e6;
         report("smtp ingest", &label, "sealpost", "MB/s", &[mb]);
         let ceiling = report("smtp ingest", &label, "smtp-sink", "msg/s", &ceiling);
+        let maildir = report(
+            "smtp ingest",
+            &label,
+            "postfix -> maildir",
+            "msg/s",
+            &maildir,
+        );
         let disk = report(
             "smtp ingest",
             &label,
             "durable-write limit",
             "files/s",
             &disk,
+        );
+        if !tls.is_empty() {
+            let tls = report(
+                "smtp ingest",
+                &label,
+                "sealpost, STARTTLS (our generator)",
+                "msg/s",
+                &tls,
+            );
+            ratio(
+                "smtp ingest",
+                &label,
+                "sealpost STARTTLS / postfix -> maildir",
+                tls / maildir,
+            );
+        }
+        ratio(
+            "smtp ingest",
+            &label,
+            "sealpost / postfix -> maildir",
+            ours / maildir,
         );
         ratio(
             "smtp ingest",
@@ -420,44 +568,130 @@ fn login_on_a_big_mailbox() {
     };
     let port = gw.addr("smtp.listen[0]").port();
     smtp_source(&source, port, &load, &format!("{big}@localhost"), true);
-    let label = format!("{count} messages, warm cache");
-    let (mut on_big, mut on_empty, mut kdf) = (vec![], vec![], vec![]);
-    for _ in 0..runs() {
-        let (all, pass, n) = login_stat_uidl(&gw, &empty, &empty_password);
-        assert_eq!(n, 0);
-        on_empty.push(all);
-        kdf.push(pass);
-        let (all, _, n) = login_stat_uidl(&gw, &big, &big_password);
-        assert_eq!(n, count, "STAT counts every message");
-        on_big.push(all);
+    for cold in [false, true] {
+        if cold && !drop_caches() {
+            break;
+        }
+        let label = format!(
+            "{count} messages, {} cache",
+            if cold { "cold" } else { "warm" }
+        );
+        let (mut on_big, mut on_empty, mut kdf) = (vec![], vec![], vec![]);
+        for _ in 0..runs() {
+            if cold {
+                drop_caches();
+            }
+            let (all, pass, n) = login_stat_uidl(&gw, &empty, &empty_password);
+            assert_eq!(n, 0);
+            on_empty.push(all);
+            kdf.push(pass);
+            if cold {
+                drop_caches();
+            }
+            let (all, _, n) = login_stat_uidl(&gw, &big, &big_password);
+            assert_eq!(n, count, "STAT counts every message");
+            on_big.push(all);
+        }
+        login_figures(&label, &on_big, &on_empty, &kdf);
     }
+}
+
+/// Empties the page, dentry and inode caches (root only), so that the next
+/// login reads the mailbox from the disk; false after saying why not.
+fn drop_caches() -> bool {
+    let synced = support::run(&mut Command::new("sync")).status.success();
+    if synced && fs::write("/proc/sys/vm/drop_caches", "3\n").is_ok() {
+        return true;
+    }
+    eprintln!("SKIPPED: a cold-cache login needs root (/proc/sys/vm/drop_caches)");
+    false
+}
+
+fn login_figures(label: &str, on_big: &[f64], on_empty: &[f64], kdf: &[f64]) {
     let big = report(
         "big mailbox login",
-        &label,
+        label,
         "login+STAT+UIDL, big",
         "s",
-        &on_big,
+        on_big,
     );
     let empty = report(
         "big mailbox login",
-        &label,
+        label,
         "login+STAT+UIDL, empty",
         "s",
-        &on_empty,
+        on_empty,
     );
     report(
         "big mailbox login",
-        &label,
+        label,
         "PASS (key derivation)",
         "s",
-        &kdf,
+        kdf,
     );
     report(
         "big mailbox login",
-        &label,
+        label,
         "big - empty",
         "s",
         &[big - empty],
+    );
+}
+
+/// Peak RSS of the gateway while it receives one large message over SMTP
+/// with TLS, and while it serves it over POP3 with TLS (RETR and DELE).
+#[test]
+fn memory_for_one_large_message_in_and_out() {
+    let size = if full() { 100 << 20 } else { 1 << 20 };
+    let sb = Sandbox::for_gateway("bench-large", json!({}));
+    let (id, password) = sb.create_mailbox("Large");
+    let gw = Gateway::start(&sb);
+    let body = message(size);
+    let label = format!("one {} MiB message, TLS", size >> 20);
+    let idle = gw.rss_kib();
+
+    gw.reset_peak_rss();
+    let mut c = LineClient::implicit_tls(gw.addr("smtp.listen_tls[0]"), &gw.cert);
+    expect(&c.smtp_reply(), "220 ");
+    expect(&c.smtp("EHLO bench.example"), "250");
+    expect(&c.smtp("MAIL FROM:<bench@example.org>"), "250");
+    expect(&c.smtp(&format!("RCPT TO:<{id}@localhost>")), "250");
+    expect(&c.smtp("DATA"), "354");
+    c.send_raw(&body);
+    c.send_raw(b".\r\n");
+    expect(&c.smtp_reply(), "250");
+    c.smtp("QUIT");
+    let receiving = gw.peak_rss_kib();
+
+    gw.reset_peak_rss();
+    let mut c = LineClient::implicit_tls(gw.addr("pop3.listen_tls[0]"), &gw.cert);
+    c.read_line();
+    c.pop3(&format!("USER {id}"));
+    let answer = c.pop3(&format!("PASS {password}"));
+    assert!(answer.starts_with("+OK"), "{answer}");
+    let (status, served) = c.pop3_multi("RETR 1");
+    assert!(status.starts_with("+OK"), "{status}");
+    assert!(served.len() >= size, "the whole message came back");
+    assert!(c.pop3("DELE 1").starts_with("+OK"));
+    assert!(c.pop3("QUIT").starts_with("+OK"));
+    let serving = gw.peak_rss_kib();
+
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    report("memory", &label, "gateway RSS before", "MiB", &[mib(idle)]);
+    report(
+        "memory",
+        &label,
+        "peak RSS receiving",
+        "MiB",
+        &[mib(receiving)],
+    );
+    // The login's key derivation is in it: 8 MiB with the sandbox's kdf.
+    report(
+        "memory",
+        &label,
+        "peak RSS serving (incl. 8 MiB KDF)",
+        "MiB",
+        &[mib(serving)],
     );
 }
 

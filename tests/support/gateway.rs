@@ -159,6 +159,17 @@ impl Gateway {
         self.status_kib("VmRSS:")
     }
 
+    /// Peak resident memory (VmHWM) since start or the last reset, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.status_kib("VmHWM:")
+    }
+
+    /// Starts counting the peak afresh from the current RSS (proc(5),
+    /// /proc/pid/clear_refs: writing 5 resets the peak RSS).
+    pub fn reset_peak_rss(&self) {
+        std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5").unwrap();
+    }
+
     /// Threads of the process.
     pub fn threads(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
@@ -176,11 +187,6 @@ impl Gateway {
             .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap()
-    }
-
-    /// Peak resident memory so far (VmHWM), in KiB.
-    pub fn peak_rss_kib(&self) -> u64 {
-        self.status_kib("VmHWM:")
     }
 
     /// Sends a signal.

@@ -1,5 +1,6 @@
 //! `sealpost mailbox ...`: create, list, show, passwd, reset-password,
-//! suspend, resume, update, delete, deliver, export.
+//! suspend, resume, update, delete, deliver, export, export-public,
+//! import-public.
 
 use std::fs;
 use std::io::{self, BufWriter, Read, Write};
@@ -34,6 +35,8 @@ Commands:
   delete ID [--force]
   deliver ID [--from ADDR] < message
   export ID [--password-file FILE] --out DIR
+  export-public ID > FILE
+  import-public FILE
 
 Password files: the first line is the password; - reads standard input.
 Each command takes --help.";
@@ -69,6 +72,8 @@ pub fn run(context: &Context, mut args: Vec<String>) -> Result<(), CliError> {
         "delete" => delete(context, &args),
         "deliver" => deliver(context, &args),
         "export" => export(context, &args),
+        "export-public" => export_public(context, &args),
+        "import-public" => import_public(context, &args),
         other => Err(CliError::usage(format!(
             "mailbox: unknown command {other:?} (see sealpost mailbox --help)"
         ))),
@@ -224,6 +229,7 @@ fn mailbox_json(config: &Config, mailbox: &Mailbox) -> Result<serde_json::Value,
         "newest": stats.newest.map(timestamp::rfc3339),
         "oldest": stats.oldest.map(timestamp::rfc3339),
         "last_retrieved": stats.last_retrieved.map(timestamp::rfc3339),
+        "secret_key": mailbox.has_secret_key(),
     }))
 }
 
@@ -295,11 +301,16 @@ fn show(context: &Context, args: &[String]) -> Result<(), CliError> {
     let id = one_id("show", &m)?;
     let (config, store) = context.open()?;
     let mailbox = store.mailbox(&id)?;
-    let wrapped = mailbox.wrapped_key()?;
+    let wrapped = match mailbox.wrapped_key() {
+        Ok(wrapped) => Some(wrapped),
+        Err(StoreError::PublicOnly(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
     let mut out = mailbox_json(&config, &mailbox)?;
     out["public_key"] = json!(crypto::base64_encode(mailbox.info().public_key.as_bytes()));
-    out["kdf"] =
-        json!({ "opslimit": wrapped.params.opslimit, "memlimit_bytes": wrapped.params.memlimit });
+    out["kdf"] = json!(wrapped.as_ref().map(|w| {
+        json!({ "opslimit": w.params.opslimit, "memlimit_bytes": w.params.memlimit })
+    }));
     if m.opt_present("json") {
         print_json(&out);
         return Ok(());
@@ -318,10 +329,75 @@ fn show(context: &Context, args: &[String]) -> Result<(), CliError> {
     );
     println!("newest:      {}", newest_text(&stats));
     println!("public key:  {}", out["public_key"].as_str().unwrap_or(""));
+    match wrapped {
+        Some(w) => println!(
+            "key wrap:    argon2id13, opslimit {}, memlimit {} bytes",
+            w.params.opslimit, w.params.memlimit
+        ),
+        None => println!(
+            "key wrap:    none: a standby copy, public key only (mail is stored, never read here)"
+        ),
+    }
+    Ok(())
+}
+
+fn export_public(context: &Context, args: &[String]) -> Result<(), CliError> {
+    let Some((context, m)) = options(
+        context,
+        "export-public",
+        "ID > FILE\n\nPrints the mailbox's public half (its mailbox.json: id, name, status,\n\
+         public key; never the secret key) for `mailbox import-public` on a standby\n\
+         gateway, which can then receive mail for it but never read it.",
+        args,
+        |_| {},
+    )?
+    else {
+        return Ok(());
+    };
+    let id = one_id("export-public", &m)?;
+    let (_, store) = context.open()?;
+    let json = store.mailbox(&id)?.info_json()?;
+    io::stdout()
+        .write_all(&json)
+        .and_then(|()| io::stdout().write_all(b"\n"))
+        .map_err(|e| CliError::failed(format!("cannot write: {e}")))
+}
+
+fn import_public(context: &Context, args: &[String]) -> Result<(), CliError> {
+    let Some((context, m)) = options(
+        context,
+        "import-public",
+        "FILE\n\nCreates a mailbox from another gateway's `mailbox export-public` (- reads\n\
+         standard input): same id, address and public key, no secret key. This\n\
+         gateway stores mail for it (a lower-priority MX while the primary is\n\
+         down); POP3 logins and exports are refused. Move the mail to the primary\n\
+         with `sealpost merge`.",
+        args,
+        |_| {},
+    )?
+    else {
+        return Ok(());
+    };
+    let [file] = m.free.as_slice() else {
+        return Err(CliError::usage(
+            "mailbox import-public: give one file (see sealpost mailbox import-public --help)",
+        ));
+    };
+    let mut bytes = Vec::new();
+    let read = if file == "-" {
+        io::stdin().read_to_end(&mut bytes).map(|_| ())
+    } else {
+        fs::File::open(file).and_then(|mut f| f.read_to_end(&mut bytes).map(|_| ()))
+    };
+    read.map_err(|e| CliError::failed(format!("cannot read {file}: {e}")))?;
+    let (config, store) = context.open()?;
+    let mailbox = store.import_public(&bytes)?;
+    let id = mailbox.id();
     println!(
-        "key wrap:    argon2id13, opslimit {}, memlimit {} bytes",
-        wrapped.params.opslimit, wrapped.params.memlimit
+        "Imported mailbox {id} (public key only: this gateway stores its mail, never reads it)"
     );
+    println!("  address:  {}", address(&config, id));
+    println!("  name:     {}", mailbox.info().name);
     Ok(())
 }
 
@@ -404,7 +480,7 @@ fn reset_password(context: &Context, args: &[String]) -> Result<(), CliError> {
     let id = one_id("reset-password", &m)?;
     let (config, store) = context.open()?;
     let mut mailbox = store.mailbox(&id)?;
-    let count = mailbox.messages()?.len();
+    let count = mailbox.message_names()?.len();
     if !m.opt_present("force") {
         return Err(CliError::failed(format!(
             "reset-password makes a new key pair for mailbox {id}: the {count} message(s) stored in it\n\

@@ -6,6 +6,7 @@
 //! `mailbox deliver` uses the sysexits codes a Postfix pipe transport
 //! understands (67 no such mailbox, 75 try again later).
 
+mod backup;
 mod cert;
 mod crlf;
 mod identity;
@@ -84,6 +85,8 @@ Commands:
   cert show        the served certificate: subject, names, validity, SHA-256
   status           listeners, certificate, mail waiting; exit 4 if something
                    needs attention (for cron and monitoring)
+  backup DEST      a consistent, incremental snapshot of the data directory
+  merge DIR        move a standby gateway's messages into this one
   help             this text
 
 Global options:
@@ -171,6 +174,8 @@ fn dispatch(args: Vec<String>) -> Result<(), CliError> {
         "lockouts" => lockouts::run(&context, rest),
         "cert" => cert::run(&context, rest),
         "status" => status::run(&context, rest),
+        "backup" => backup::run_backup(&context, rest),
+        "merge" => backup::run_merge(&context, rest),
         other => Err(CliError::usage(format!(
             "unknown command {other:?} (see sealpost --help)"
         ))),

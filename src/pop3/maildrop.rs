@@ -2,7 +2,7 @@
 //! key (throttled, capped, constant-time for unknown mailboxes), and the
 //! maildrop serves and deletes the messages of the snapshot taken at login.
 
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -90,6 +90,14 @@ impl Backend for StoreLogin {
         drop(password);
         let (mailbox, pair) = match (mailbox, unlocked) {
             (Some(mailbox), Ok(Some(pair))) => (mailbox, pair),
+            (_, Err(StoreError::PublicOnly(id))) => {
+                info!(
+                    "pop3 {}: login for {id} refused: a standby copy, public key only",
+                    self.client
+                );
+                std::thread::sleep(attempt.failed());
+                return Err(LoginError::Failed);
+            }
             (_, Ok(_)) | (_, Err(StoreError::WrongPassword(_))) => {
                 info!("pop3 {}: failed login for {user:?}", self.client);
                 std::thread::sleep(attempt.failed());
@@ -155,28 +163,26 @@ impl StoreMaildrop {
         pair: KeyPair,
         lock: MailboxLock,
     ) -> Result<StoreMaildrop, StoreError> {
-        let entries = mailbox.messages()?;
-        let mut names = Vec::with_capacity(entries.len());
-        let mut listing = Vec::with_capacity(entries.len());
-        for entry in entries {
+        let names = mailbox.message_names()?;
+        let mut listing = Vec::with_capacity(names.len());
+        for name in &names {
             // Newer file names carry the size; an older file is opened for
             // the size in its metadata record. One whose metadata cannot be
             // read is listed with its file size and refused at RETR.
-            let size = match entry.name.size() {
+            let size = match name.size() {
                 Some(size) => size,
-                None => match mailbox.open_message(&entry.name, &pair) {
+                None => match mailbox.open_message(name, &pair) {
                     Ok(reader) => reader.metadata().size,
                     Err(e) => {
                         warn!("pop3 {}: {e}", mailbox.id());
-                        entry.file_bytes
+                        fs::metadata(mailbox.message_path(name)).map_or(0, |m| m.len())
                     }
                 },
             };
             listing.push(Listing {
-                uidl: entry.name.to_string(),
+                uidl: name.to_string(),
                 size,
             });
-            names.push(entry.name);
         }
         Ok(StoreMaildrop {
             mailbox,

@@ -22,8 +22,8 @@ pub(super) const MESSAGES_DIR: &str = "messages";
 const LOCK_FILE: &str = "lock";
 /// Its modification time is the last POP3 login (`sealpost status`).
 const RETRIEVED_FILE: &str = "last-retrieval";
-const RETIRED_DIR: &str = "retired-keys";
-const POP3_INDEX_DIR: &str = "pop3-index";
+pub(super) const RETIRED_DIR: &str = "retired-keys";
+pub(super) const POP3_INDEX_DIR: &str = "pop3-index";
 
 /// Whether a mailbox takes new mail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +86,28 @@ struct KeyFile {
 
 const KDF_NAME: &str = "argon2id13";
 
+/// Parses and checks the contents of a `mailbox.json` read from `path`.
+pub(super) fn parse_info(text: &[u8], path: &Path) -> Result<MailboxInfo, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file: InfoFile = serde_json::from_slice(text).map_err(|e| corrupt(e.to_string()))?;
+    let id: MailboxId = file.id.parse().map_err(corrupt)?;
+    check_label("name", &file.name, 200, true)?;
+    check_label("description", &file.description, 2000, false)?;
+    let key = crypto::base64_decode_exact::<32>(&file.public_key)
+        .map_err(|e| corrupt(format!("public_key: {e}")))?;
+    Ok(MailboxInfo {
+        id,
+        name: file.name,
+        description: file.description,
+        status: file.status,
+        created: file.created,
+        public_key: PublicKey::from_bytes(&key).map_err(|e| corrupt(e.to_string()))?,
+    })
+}
+
 /// Checks a mailbox name or description: printable, bounded.
 pub fn check_label(what: &str, text: &str, max: usize, required: bool) -> Result<(), StoreError> {
     if required && text.trim().is_empty() {
@@ -138,10 +160,11 @@ pub struct Mailbox {
 
 impl Mailbox {
     /// Writes a complete new mailbox into `dir` (which must be empty).
+    /// Without `wrapped` the mailbox holds only its public key (a standby's copy).
     pub(super) fn initialise(
         dir: &Path,
         info: MailboxInfo,
-        wrapped: &WrappedKey,
+        wrapped: Option<&WrappedKey>,
     ) -> Result<Mailbox, StoreError> {
         for sub in [TMP_DIR, MESSAGES_DIR] {
             let path = dir.join(sub);
@@ -152,7 +175,9 @@ impl Mailbox {
             dir: dir.to_path_buf(),
             info,
         };
-        mailbox.write_key_file(wrapped)?;
+        if let Some(wrapped) = wrapped {
+            mailbox.write_key_file(wrapped)?;
+        }
         mailbox.write_info()?;
         Ok(mailbox)
     }
@@ -167,26 +192,26 @@ impl Mailbox {
                 io_error(&path, "cannot read")(e)
             }
         })?;
-        let corrupt = |reason: String| StoreError::Corrupt {
-            path: path.clone(),
-            reason,
-        };
-        let file: InfoFile = serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))?;
-        let file_id: MailboxId = file.id.parse().map_err(corrupt)?;
-        if &file_id != id {
-            return Err(corrupt(format!("it names mailbox {file_id}, not {id}")));
+        let info = parse_info(&text, &path)?;
+        if &info.id != id {
+            return Err(StoreError::Corrupt {
+                path,
+                reason: format!("it names mailbox {}, not {id}", info.id),
+            });
         }
-        let key = crypto::base64_decode_exact::<32>(&file.public_key)
-            .map_err(|e| corrupt(format!("public_key: {e}")))?;
-        let info = MailboxInfo {
-            id: file_id,
-            name: file.name,
-            description: file.description,
-            status: file.status,
-            created: file.created,
-            public_key: PublicKey::from_bytes(&key).map_err(|e| corrupt(e.to_string()))?,
-        };
         Ok(Mailbox { dir, info })
+    }
+
+    /// `mailbox.json` as it is on disk: what `mailbox export-public` prints.
+    pub fn info_json(&self) -> Result<Vec<u8>, StoreError> {
+        let path = self.dir.join(INFO_FILE);
+        fs::read(&path).map_err(io_error(&path, "cannot read"))
+    }
+
+    /// Whether this gateway holds the mailbox's (wrapped) secret key; a
+    /// standby's copy holds only the public key.
+    pub fn has_secret_key(&self) -> bool {
+        self.dir.join(KEY_FILE).exists()
     }
 
     fn write_info(&self) -> Result<(), StoreError> {
@@ -269,7 +294,13 @@ impl Mailbox {
     /// Reads `secret-key.json`.
     pub fn wrapped_key(&self) -> Result<WrappedKey, StoreError> {
         let path = self.dir.join(KEY_FILE);
-        let text = fs::read(&path).map_err(io_error(&path, "cannot read"))?;
+        let text = fs::read(&path).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                StoreError::PublicOnly(self.info.id.clone())
+            } else {
+                io_error(&path, "cannot read")(e)
+            }
+        })?;
         let corrupt = |reason: String| StoreError::Corrupt {
             path: path.clone(),
             reason,
@@ -338,25 +369,41 @@ impl Mailbox {
     /// The stored messages, oldest first.
     pub fn messages(&self) -> Result<Vec<MessageEntry>, StoreError> {
         let dir = self.dir.join(MESSAGES_DIR);
+        self.message_names()?
+            .into_iter()
+            .map(|name| {
+                let path = dir.join(name.file_name());
+                match fs::metadata(&path) {
+                    Ok(meta) => Ok(Some(MessageEntry {
+                        name,
+                        file_bytes: meta.len(),
+                    })),
+                    // Retrieved and deleted since the listing.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(io_error(&path, "cannot stat")(e)),
+                }
+            })
+            .filter_map(Result::transpose)
+            .collect()
+    }
+
+    /// The names of the stored messages, oldest first, from the directory
+    /// listing alone: no file is opened or even stat'ed, so a POP3 login to
+    /// a mailbox of 100,000 messages reads one directory, cold cache or not.
+    pub fn message_names(&self) -> Result<Vec<MessageName>, StoreError> {
+        let dir = self.dir.join(MESSAGES_DIR);
         let mut out = Vec::new();
         for entry in fs::read_dir(&dir).map_err(io_error(&dir, "cannot list"))? {
             let entry = entry.map_err(io_error(&dir, "cannot list"))?;
-            let Some(name) = entry
+            if let Some(name) = entry
                 .file_name()
                 .to_str()
                 .and_then(MessageName::from_file_name)
-            else {
-                continue;
-            };
-            let meta = entry
-                .metadata()
-                .map_err(io_error(&entry.path(), "cannot stat"))?;
-            out.push(MessageEntry {
-                name,
-                file_bytes: meta.len(),
-            });
+            {
+                out.push(name);
+            }
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out.sort();
         Ok(out)
     }
 

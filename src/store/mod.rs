@@ -9,6 +9,7 @@
 //! <data_dir>/spool/                      messages being received (anonymous files)
 //! ```
 
+pub mod backup;
 pub mod durable;
 pub mod ids;
 pub mod mailbox;
@@ -68,6 +69,9 @@ pub enum StoreError {
     Invalid(String),
     /// A cryptographic operation failed.
     Crypto(CryptoError),
+    /// The mailbox holds only its public key here (a standby's copy): mail
+    /// can be stored for it but not read.
+    PublicOnly(MailboxId),
 }
 
 impl fmt::Display for StoreError {
@@ -89,6 +93,11 @@ impl fmt::Display for StoreError {
             StoreError::InUse(id) => write!(f, "mailbox {id} is in use by another session"),
             StoreError::Invalid(why) => f.write_str(why),
             StoreError::Crypto(e) => e.fmt(f),
+            StoreError::PublicOnly(id) => write!(
+                f,
+                "mailbox {id} holds only its public key on this gateway (a standby copy): \
+                 its mail can be read only on the gateway that holds its secret key"
+            ),
         }
     }
 }
@@ -103,7 +112,10 @@ impl StoreError {
     pub fn is_permanent(&self) -> bool {
         matches!(
             self,
-            StoreError::NotFound(_) | StoreError::Invalid(_) | StoreError::NotEmpty(..)
+            StoreError::NotFound(_)
+                | StoreError::Invalid(_)
+                | StoreError::NotEmpty(..)
+                | StoreError::PublicOnly(_)
         )
     }
 }
@@ -229,8 +241,35 @@ impl Store {
             created: timestamp::rfc3339(SystemTime::now()),
             public_key,
         };
-        let result = Mailbox::initialise(&staging, info, wrapped).and_then(|_| {
+        let result = Mailbox::initialise(&staging, info, Some(wrapped)).and_then(|_| {
             let dest = self.mailboxes_dir().join(id.as_str());
+            fs::rename(&staging, &dest).map_err(io_error(&dest, "cannot create"))?;
+            let dir = self.mailboxes_dir();
+            durable::sync_dir(&dir).map_err(io_error(&dir, "cannot sync"))?;
+            Mailbox::load(dest, &id)
+        });
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&staging);
+        }
+        result
+    }
+
+    /// Creates a mailbox from another gateway's `mailbox.json` (`mailbox
+    /// export-public`): the same id and public key, and no secret key. This
+    /// gateway can then store mail for it (a standby MX) but never read it.
+    pub fn import_public(&self, info_json: &[u8]) -> Result<Mailbox, StoreError> {
+        let info = mailbox::parse_info(info_json, Path::new("the imported file"))?;
+        let id = info.id.clone();
+        let dest = self.mailboxes_dir().join(id.as_str());
+        if dest.exists() {
+            return Err(StoreError::Invalid(format!(
+                "mailbox {id} already exists on this gateway"
+            )));
+        }
+        let staging = self.mailboxes_dir().join(format!("{id}{CREATING}"));
+        durable::create_private_dir(&staging)
+            .map_err(io_error(&staging, "cannot create directory"))?;
+        let result = Mailbox::initialise(&staging, info, None).and_then(|_| {
             fs::rename(&staging, &dest).map_err(io_error(&dest, "cannot create"))?;
             let dir = self.mailboxes_dir();
             durable::sync_dir(&dir).map_err(io_error(&dir, "cannot sync"))?;
@@ -270,7 +309,7 @@ impl Store {
     pub fn delete_mailbox(&self, id: &MailboxId, force: bool) -> Result<usize, StoreError> {
         let mailbox = self.mailbox(id)?;
         let _lock = mailbox.try_lock()?;
-        let count = mailbox.messages()?.len();
+        let count = mailbox.message_names()?.len();
         if count > 0 && !force {
             return Err(StoreError::NotEmpty(id.clone(), count));
         }

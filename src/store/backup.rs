@@ -1,0 +1,310 @@
+//! Copies of the store that stay readable: `sealpost backup` takes a
+//! consistent snapshot while the gateway runs, and `sealpost merge` moves a
+//! standby gateway's messages into this one.
+//!
+//! Both rest on the store's one rule: a message file is written in `tmp/`
+//! and renamed into `messages/` whole, and never changes afterwards. So a
+//! file seen in `messages/` can be copied at any time, and a copy already
+//! taken never needs taking again.
+
+use std::fs;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use super::mailbox::{INFO_FILE, KEY_FILE, MESSAGES_DIR, POP3_INDEX_DIR, RETIRED_DIR, TMP_DIR};
+use super::{MAILBOXES_DIR, Mailbox, Store, StoreError, durable, io_error};
+
+/// What the data directory's `tls/` holds: the generated certificate.
+const TLS_DIR: &str = "tls";
+/// In the backup directory: the name of the newest complete snapshot.
+const LATEST: &str = "latest";
+/// A snapshot being written; renamed to its own name once complete.
+const PARTIAL: &str = ".partial-";
+
+/// What one backup did.
+#[derive(Debug, Default)]
+pub struct BackupReport {
+    /// The new snapshot: a data directory as it was.
+    pub snapshot: PathBuf,
+    /// Mailboxes in it.
+    pub mailboxes: usize,
+    /// Message files in it.
+    pub messages: usize,
+    /// Of those, hard links to the previous snapshot (nothing copied).
+    pub linked: usize,
+    /// Bytes copied.
+    pub copied_bytes: u64,
+    /// Old snapshots removed to keep the count.
+    pub pruned: usize,
+}
+
+/// A directory readable by its owner only (mail and keys are in it).
+fn private_dir(path: &Path) -> Result<(), StoreError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(io_error(path, "cannot create directory"))
+}
+
+/// Snapshot names: UTC time, sortable, valid as file names.
+fn snapshot_name(dest: &Path) -> String {
+    let base = jiff::Timestamp::try_from(SystemTime::now())
+        .map(|t| t.strftime("%Y-%m-%dT%H%M%SZ").to_string())
+        .unwrap_or_else(|_| "snapshot".into());
+    let mut name = base.clone();
+    let mut n = 1;
+    while dest.join(&name).exists() {
+        n += 1;
+        name = format!("{base}-{n}");
+    }
+    name
+}
+
+fn is_snapshot_name(name: &str) -> bool {
+    name.len() >= 18 && name.as_bytes()[..4].iter().all(u8::is_ascii_digit) && name.contains('T')
+}
+
+/// Copies `from` to `to`, or hard-links it from `previous` when the
+/// previous snapshot holds the same immutable file. `Ok(None)` when `from`
+/// vanished meanwhile (a message retrieved and deleted during the backup).
+fn copy_or_link(
+    from: &Path,
+    to: &Path,
+    previous: Option<&Path>,
+) -> Result<Option<(bool, u64)>, StoreError> {
+    let meta = match fs::metadata(from) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error(from, "cannot read")(e)),
+    };
+    if let Some(old) = previous
+        && fs::metadata(old).is_ok_and(|m| m.len() == meta.len())
+        && fs::hard_link(old, to).is_ok()
+    {
+        return Ok(Some((true, 0)));
+    }
+    match fs::copy(from, to) {
+        Ok(bytes) => Ok(Some((false, bytes))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error(to, "cannot copy")(e)),
+    }
+}
+
+/// Copies the small files of a directory (key files, index entries), if it exists.
+fn copy_dir_files(from: &Path, to: &Path) -> Result<(), StoreError> {
+    let entries = match fs::read_dir(from) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_error(from, "cannot list")(e)),
+    };
+    private_dir(to)?;
+    for entry in entries {
+        let entry = entry.map_err(io_error(from, "cannot list"))?;
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            copy_or_link(&entry.path(), &to.join(entry.file_name()), None)?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies one mailbox into `to`. Messages first, keys after: a message is
+/// sealed to the key current when it was stored, and a key replaced during
+/// the backup is kept under `retired-keys/`, which is copied last. So every
+/// message in the snapshot has its key in the snapshot too.
+fn copy_mailbox(
+    mailbox: &Mailbox,
+    to: &Path,
+    previous: Option<&Path>,
+    report: &mut BackupReport,
+) -> Result<(), StoreError> {
+    let messages = to.join(MESSAGES_DIR);
+    private_dir(&messages)?;
+    private_dir(&to.join(TMP_DIR))?;
+    for entry in mailbox.messages()? {
+        let file = entry.name.file_name();
+        let old = previous.map(|p| p.join(MESSAGES_DIR).join(&file));
+        let from = mailbox.dir().join(MESSAGES_DIR).join(&file);
+        if let Some((linked, bytes)) = copy_or_link(&from, &messages.join(&file), old.as_deref())? {
+            report.messages += 1;
+            report.linked += usize::from(linked);
+            report.copied_bytes += bytes;
+        }
+    }
+    // Not `last-retrieval`: its time would become the backup's.
+    for file in [INFO_FILE, KEY_FILE] {
+        copy_or_link(&mailbox.dir().join(file), &to.join(file), None)?;
+    }
+    for dir in [RETIRED_DIR, POP3_INDEX_DIR] {
+        copy_dir_files(&mailbox.dir().join(dir), &to.join(dir))?;
+    }
+    Ok(())
+}
+
+/// Writes everything under `dir` to the disk (syncfs(2)).
+fn sync_tree(dir: &Path) -> Result<(), StoreError> {
+    let handle = fs::File::open(dir).map_err(io_error(dir, "cannot open"))?;
+    // SAFETY: syncfs on a descriptor we hold open.
+    if unsafe { libc::syncfs(handle.as_raw_fd()) } != 0 {
+        return Err(io_error(dir, "cannot sync")(io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Takes a snapshot of `store` into `dest/<UTC time>/`, a directory laid out
+/// as a data directory (restore by copying it back with `cp -a`). Message
+/// files the previous snapshot already holds are hard-linked, not copied,
+/// so a daily backup costs only the new mail. `tmp/`, the spool, locks and
+/// the control socket are left out. `dest/latest` names the newest complete
+/// snapshot; snapshots beyond the newest `keep` are removed.
+pub fn backup(store: &Store, dest: &Path, keep: usize) -> Result<BackupReport, StoreError> {
+    if keep == 0 {
+        return Err(StoreError::Invalid("keep at least one snapshot".into()));
+    }
+    private_dir(dest)?;
+    let dest = fs::canonicalize(dest).map_err(io_error(dest, "cannot open"))?;
+    if dest.starts_with(store.root()) || store.root().starts_with(&dest) {
+        return Err(StoreError::Invalid(format!(
+            "{}: the backup must be outside the data directory {}",
+            dest.display(),
+            store.root().display()
+        )));
+    }
+    let previous = fs::read_link(dest.join(LATEST))
+        .ok()
+        .map(|name| dest.join(name))
+        .filter(|p| p.is_dir());
+    let name = snapshot_name(&dest);
+    let partial = dest.join(format!("{PARTIAL}{name}"));
+    let _ = fs::remove_dir_all(&partial);
+    private_dir(&partial.join(MAILBOXES_DIR))?;
+    let mut report = BackupReport::default();
+    for id in store.mailbox_ids()? {
+        let mailbox = match store.mailbox(&id) {
+            Ok(mailbox) => mailbox,
+            // Deleted while the backup ran.
+            Err(StoreError::NotFound(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        let rel = Path::new(MAILBOXES_DIR).join(id.as_str());
+        let old = previous.as_ref().map(|p| p.join(&rel));
+        copy_mailbox(&mailbox, &partial.join(&rel), old.as_deref(), &mut report)?;
+        report.mailboxes += 1;
+    }
+    copy_dir_files(&store.root().join(TLS_DIR), &partial.join(TLS_DIR))?;
+    sync_tree(&partial)?;
+    let snapshot = dest.join(&name);
+    fs::rename(&partial, &snapshot).map_err(io_error(&snapshot, "cannot create"))?;
+    let link = dest.join(format!("{LATEST}.new"));
+    let _ = fs::remove_file(&link);
+    std::os::unix::fs::symlink(&name, &link).map_err(io_error(&link, "cannot create"))?;
+    fs::rename(&link, dest.join(LATEST)).map_err(io_error(&link, "cannot rename"))?;
+    durable::sync_dir(&dest).map_err(io_error(&dest, "cannot sync"))?;
+    report.snapshot = snapshot;
+    report.pruned = prune(&dest, keep)?;
+    Ok(report)
+}
+
+/// Removes all but the newest `keep` snapshots, and what an interrupted
+/// backup left behind; returns how many snapshots went.
+fn prune(dest: &Path, keep: usize) -> Result<usize, StoreError> {
+    let mut snapshots = Vec::new();
+    for entry in fs::read_dir(dest).map_err(io_error(dest, "cannot list"))? {
+        let entry = entry.map_err(io_error(dest, "cannot list"))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(PARTIAL) {
+            let _ = fs::remove_dir_all(entry.path());
+        } else if is_snapshot_name(&name) && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            snapshots.push(name);
+        }
+    }
+    snapshots.sort();
+    let excess = snapshots.len().saturating_sub(keep);
+    for name in &snapshots[..excess] {
+        let path = dest.join(name);
+        fs::remove_dir_all(&path).map_err(io_error(&path, "cannot remove"))?;
+    }
+    Ok(excess)
+}
+
+/// What one merge did.
+#[derive(Debug, Default)]
+pub struct MergeReport {
+    /// Messages moved into this gateway's mailboxes.
+    pub moved: usize,
+    /// Messages this gateway held already (removed from the standby).
+    pub present: usize,
+    /// Mailboxes not merged, with the reason.
+    pub skipped: Vec<String>,
+}
+
+/// Moves the messages of a standby gateway's data directory `standby` into
+/// the mailboxes of `store` with the same id and public key. Each file is
+/// copied into the mailbox's `tmp/`, fsynced, renamed into `messages/` and
+/// the directory fsynced, as a delivery is; only then is it removed from the
+/// standby. So a merge run again, or interrupted and run again, never gives
+/// the archiver a message twice, and never loses one.
+pub fn merge(store: &Store, standby: &Path) -> Result<MergeReport, StoreError> {
+    let from = Store {
+        root: standby.to_path_buf(),
+    };
+    let standby_root = fs::canonicalize(standby).map_err(io_error(standby, "cannot open"))?;
+    if standby_root == fs::canonicalize(store.root()).unwrap_or_default() {
+        return Err(StoreError::Invalid(
+            "the standby's data directory is this gateway's own".into(),
+        ));
+    }
+    let mut report = MergeReport::default();
+    for id in from.mailbox_ids()? {
+        let theirs = from.mailbox(&id)?;
+        let ours = match store.mailbox(&id) {
+            Ok(ours) => ours,
+            Err(StoreError::NotFound(_)) => {
+                report
+                    .skipped
+                    .push(format!("{id}: no such mailbox on this gateway"));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if ours.info().public_key != theirs.info().public_key {
+            report.skipped.push(format!(
+                "{id}: the public keys differ (was its password reset?); not merged"
+            ));
+            continue;
+        }
+        merge_mailbox(&theirs, &ours, &mut report)?;
+    }
+    Ok(report)
+}
+
+fn merge_mailbox(
+    theirs: &Mailbox,
+    ours: &Mailbox,
+    report: &mut MergeReport,
+) -> Result<(), StoreError> {
+    let their_dir = theirs.dir().join(MESSAGES_DIR);
+    let our_dir = ours.dir().join(MESSAGES_DIR);
+    for entry in theirs.messages()? {
+        let file = entry.name.file_name();
+        let source = their_dir.join(&file);
+        let target = our_dir.join(&file);
+        if target.exists() {
+            report.present += 1;
+        } else {
+            let tmp = ours.dir().join(TMP_DIR).join(&file);
+            fs::copy(&source, &tmp).map_err(io_error(&tmp, "cannot copy"))?;
+            fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(io_error(&tmp, "cannot sync"))?;
+            fs::rename(&tmp, &target).map_err(io_error(&target, "cannot store"))?;
+            durable::sync_dir(&our_dir).map_err(io_error(&our_dir, "cannot sync"))?;
+            report.moved += 1;
+        }
+        fs::remove_file(&source).map_err(io_error(&source, "cannot remove"))?;
+    }
+    durable::sync_dir(&their_dir).map_err(io_error(&their_dir, "cannot sync"))
+}

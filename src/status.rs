@@ -147,8 +147,13 @@ pub fn gather(config: &Config, store: &Store, max_pending_age: Duration) -> Repo
                 };
                 let oldest_age_secs = stats.oldest.map(|t| age(t, now));
                 if let Some(waited) = oldest_age_secs.filter(|&a| a > max_pending_age.as_secs()) {
+                    let advice = if mailbox.is_public_only() {
+                        "a standby copy: merge it into the primary (sealpost merge)"
+                    } else {
+                        "is the archiver collecting?"
+                    };
                     attention.push(format!(
-                        "mailbox {id} ({}): the oldest of {} message(s) has waited {} h; is the archiver collecting?",
+                        "mailbox {id} ({}): the oldest of {} message(s) has waited {} h; {advice}",
                         mailbox.info().name,
                         stats.messages,
                         waited / 3600

@@ -301,7 +301,7 @@ fn a_standby_receives_while_the_primary_is_down_and_merges_back_once() {
     let out = standby.run(&["mailbox", "show", &id, "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(shown["secret_key"], false);
+    assert_eq!(shown["public_only"], true);
 
     // Mail that reached the primary before it went down.
     for i in 0..2 {

@@ -229,7 +229,7 @@ fn mailbox_json(config: &Config, mailbox: &Mailbox) -> Result<serde_json::Value,
         "newest": stats.newest.map(timestamp::rfc3339),
         "oldest": stats.oldest.map(timestamp::rfc3339),
         "last_retrieved": stats.last_retrieved.map(timestamp::rfc3339),
-        "secret_key": mailbox.has_secret_key(),
+        "public_only": mailbox.is_public_only(),
     }))
 }
 

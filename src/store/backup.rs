@@ -14,7 +14,9 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::mailbox::{INFO_FILE, KEY_FILE, MESSAGES_DIR, POP3_INDEX_DIR, RETIRED_DIR, TMP_DIR};
+use super::mailbox::{
+    INFO_FILE, KEY_FILE, MESSAGES_DIR, POP3_INDEX_DIR, PUBLIC_ONLY_FILE, RETIRED_DIR, TMP_DIR,
+};
 use super::{MAILBOXES_DIR, Mailbox, Store, StoreError, durable, io_error};
 
 /// What the data directory's `tls/` holds: the generated certificate.
@@ -135,7 +137,7 @@ fn copy_mailbox(
         }
     }
     // Not `last-retrieval`: its time would become the backup's.
-    for file in [INFO_FILE, KEY_FILE] {
+    for file in [INFO_FILE, KEY_FILE, PUBLIC_ONLY_FILE] {
         copy_or_link(&mailbox.dir().join(file), &to.join(file), None)?;
     }
     for dir in [RETIRED_DIR, POP3_INDEX_DIR] {

@@ -23,6 +23,9 @@ const LOCK_FILE: &str = "lock";
 /// Its modification time is the last POP3 login (`sealpost status`).
 const RETRIEVED_FILE: &str = "last-retrieval";
 pub(super) const RETIRED_DIR: &str = "retired-keys";
+/// Present in a standby's copy of a mailbox (`import-public`): it has no
+/// secret key by design. Without it, a missing key file is damage.
+pub(super) const PUBLIC_ONLY_FILE: &str = "public-only";
 pub(super) const POP3_INDEX_DIR: &str = "pop3-index";
 
 /// Whether a mailbox takes new mail.
@@ -175,8 +178,14 @@ impl Mailbox {
             dir: dir.to_path_buf(),
             info,
         };
-        if let Some(wrapped) = wrapped {
-            mailbox.write_key_file(wrapped)?;
+        match wrapped {
+            Some(wrapped) => mailbox.write_key_file(wrapped)?,
+            None => durable::replace_file(
+                dir,
+                PUBLIC_ONLY_FILE,
+                b"A standby copy: this gateway stores mail for the mailbox and cannot read it.\n",
+            )
+            .map_err(io_error(&dir.join(PUBLIC_ONLY_FILE), "cannot write"))?,
         }
         mailbox.write_info()?;
         Ok(mailbox)
@@ -208,10 +217,9 @@ impl Mailbox {
         fs::read(&path).map_err(io_error(&path, "cannot read"))
     }
 
-    /// Whether this gateway holds the mailbox's (wrapped) secret key; a
-    /// standby's copy holds only the public key.
-    pub fn has_secret_key(&self) -> bool {
-        self.dir.join(KEY_FILE).exists()
+    /// Whether this is a standby's copy, which holds only the public key.
+    pub fn is_public_only(&self) -> bool {
+        self.dir.join(PUBLIC_ONLY_FILE).exists()
     }
 
     fn write_info(&self) -> Result<(), StoreError> {
@@ -295,7 +303,7 @@ impl Mailbox {
     pub fn wrapped_key(&self) -> Result<WrappedKey, StoreError> {
         let path = self.dir.join(KEY_FILE);
         let text = fs::read(&path).map_err(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
+            if e.kind() == io::ErrorKind::NotFound && self.is_public_only() {
                 StoreError::PublicOnly(self.info.id.clone())
             } else {
                 io_error(&path, "cannot read")(e)

@@ -107,19 +107,12 @@ fn fetchmail_examples_collect_and_delete_over_pop3s_and_stls() {
     ] {
         let s = setup(&format!("guide-{name}"), 2);
         let home = s.sb.dir.join("fetchmail");
-        let out_dir = home.join("out");
-        fs::create_dir_all(&out_dir).unwrap();
-        let mda = home.join("deliver.sh");
-        fs::write(&mda, "#!/bin/sh\ncat > \"$1/$(date +%s%N).eml\"\n").unwrap();
-        fs::set_permissions(&mda, fs::Permissions::from_mode(0o755)).unwrap();
+        let (mda, out_dir) = support::fetchmail_mda(&home);
         let text = s.localise(
             &example(name),
             &[
                 (port, format!("service {} ", s.port(key))),
-                (
-                    "mda \"/usr/bin/procmail -d %T\"",
-                    format!("mda \"{} {}\"", mda.display(), out_dir.display()),
-                ),
+                ("mda \"/usr/bin/procmail -d %T\"", format!("mda \"{mda}\"")),
             ],
         );
         let rc = home.join("fetchmailrc");

@@ -93,23 +93,17 @@ fn fetchmail(
         "fetchmail-{}",
         if keep { "keep" } else { "delete" }
     ));
-    let out_dir = home.join("out");
-    fs::create_dir_all(&out_dir).unwrap();
-    let mda = home.join("deliver.sh");
-    fs::write(&mda, "#!/bin/sh\ncat > \"$1/$(date +%s%N).eml\"\n").unwrap();
-    fs::set_permissions(&mda, fs::Permissions::from_mode(0o755)).unwrap();
+    let (mda, out_dir) = support::fetchmail_mda(&home);
     let rc = home.join("fetchmailrc");
     fs::write(
         &rc,
         format!(
             "set no syslog\npoll 127.0.0.1 service {port} protocol pop3 auth password\n  \
              user \"{id}\" password \"{password}\" ssl sslcertfile \"{cert}\" sslcertck sslcommonname localhost\n  \
-             {keep} no rewrite no stripcr mda \"{mda} {out}\"\n",
+             {keep} no rewrite no stripcr mda \"{mda}\"\n",
             port = gw.addr("pop3.listen_tls[0]").port(),
             cert = gw.cert.display(),
             keep = if keep { "keep" } else { "no keep" },
-            mda = mda.display(),
-            out = out_dir.display(),
         ),
     )
     .unwrap();

@@ -229,20 +229,35 @@ impl Store {
     ) -> Result<Mailbox, StoreError> {
         mailbox::check_label("name", name, 200, true)?;
         mailbox::check_label("description", description, 2000, false)?;
-        let id = MailboxId::generate();
-        let staging = self.mailboxes_dir().join(format!("{id}{CREATING}"));
-        durable::create_private_dir(&staging)
-            .map_err(io_error(&staging, "cannot create directory"))?;
         let info = MailboxInfo {
-            id: id.clone(),
+            id: MailboxId::generate(),
             name: name.to_string(),
             description: description.to_string(),
             status: Status::Active,
             created: timestamp::rfc3339(SystemTime::now()),
             public_key,
         };
-        let result = Mailbox::initialise(&staging, info, Some(wrapped)).and_then(|_| {
-            let dest = self.mailboxes_dir().join(id.as_str());
+        self.install_mailbox(info, Some(wrapped))
+    }
+
+    /// Writes a mailbox whole under a staging name, then renames it into
+    /// place: it appears whole or not at all.
+    fn install_mailbox(
+        &self,
+        info: MailboxInfo,
+        wrapped: Option<&WrappedKey>,
+    ) -> Result<Mailbox, StoreError> {
+        let id = info.id.clone();
+        let dest = self.mailboxes_dir().join(id.as_str());
+        if dest.exists() {
+            return Err(StoreError::Invalid(format!(
+                "mailbox {id} already exists on this gateway"
+            )));
+        }
+        let staging = self.mailboxes_dir().join(format!("{id}{CREATING}"));
+        durable::create_private_dir(&staging)
+            .map_err(io_error(&staging, "cannot create directory"))?;
+        let result = Mailbox::initialise(&staging, info, wrapped).and_then(|_| {
             fs::rename(&staging, &dest).map_err(io_error(&dest, "cannot create"))?;
             let dir = self.mailboxes_dir();
             durable::sync_dir(&dir).map_err(io_error(&dir, "cannot sync"))?;
@@ -259,26 +274,7 @@ impl Store {
     /// gateway can then store mail for it (a standby MX) but never read it.
     pub fn import_public(&self, info_json: &[u8]) -> Result<Mailbox, StoreError> {
         let info = mailbox::parse_info(info_json, Path::new("the imported file"))?;
-        let id = info.id.clone();
-        let dest = self.mailboxes_dir().join(id.as_str());
-        if dest.exists() {
-            return Err(StoreError::Invalid(format!(
-                "mailbox {id} already exists on this gateway"
-            )));
-        }
-        let staging = self.mailboxes_dir().join(format!("{id}{CREATING}"));
-        durable::create_private_dir(&staging)
-            .map_err(io_error(&staging, "cannot create directory"))?;
-        let result = Mailbox::initialise(&staging, info, None).and_then(|_| {
-            fs::rename(&staging, &dest).map_err(io_error(&dest, "cannot create"))?;
-            let dir = self.mailboxes_dir();
-            durable::sync_dir(&dir).map_err(io_error(&dir, "cannot sync"))?;
-            Mailbox::load(dest, &id)
-        });
-        if result.is_err() {
-            let _ = fs::remove_dir_all(&staging);
-        }
-        result
+        self.install_mailbox(info, None)
     }
 
     /// Opens a mailbox by id.

@@ -348,6 +348,19 @@ pub fn run(cmd: &mut Command) -> Output {
     run_with_timeout(cmd, b"", PROGRAM_TIMEOUT)
 }
 
+/// For fetchmail: `home/out/` and an MDA script that writes each message
+/// it is given into the directory named by its argument. Returns the MDA
+/// command (`"<script> <home>/out"`) and the output directory.
+pub fn fetchmail_mda(home: &Path) -> (String, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let out_dir = home.join("out");
+    fs::create_dir_all(&out_dir).unwrap();
+    let mda = home.join("deliver.sh");
+    fs::write(&mda, "#!/bin/sh\ncat > \"$1/$(date +%s%N).eml\"\n").unwrap();
+    fs::set_permissions(&mda, fs::Permissions::from_mode(0o755)).unwrap();
+    (format!("{} {}", mda.display(), out_dir.display()), out_dir)
+}
+
 /// Whether the tests run as root.
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.

@@ -757,3 +757,46 @@ fn run_as_root_the_cli_works_as_the_data_directory_owner() {
         stderr(&out)
     );
 }
+
+/// `backup` and `merge` refuse what would do harm, with the reason.
+#[test]
+fn backup_and_merge_refuse_bad_arguments_clearly() {
+    let sb = Sandbox::new("backup-args", json!({}));
+    sb.create_mailbox("Journal");
+    let out = sb.run(&["backup"]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("give the backup directory"),
+        "{}",
+        stderr(&out)
+    );
+    let dest = sb.dir.join("b");
+    let out = sb.run(&["backup", dest.to_str().unwrap(), "--keep", "0"]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("--keep \"0\""), "{}", stderr(&out));
+    // Into the data directory itself: a backup that copies itself.
+    let inside = sb.data().join("backups");
+    let out = sb.run(&["backup", inside.to_str().unwrap()]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("the backup must be outside the data directory"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!inside.exists(), "nothing was created");
+    let out = sb.run(&["merge"]);
+    assert_eq!(code(&out), 2);
+    let missing = sb.dir.join("no-such-standby");
+    let out = sb.run(&["merge", missing.to_str().unwrap()]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("no-such-standby"), "{}", stderr(&out));
+    let out = sb.run(&["mailbox", "import-public"]);
+    assert_eq!(code(&out), 2);
+    let out = sb.run(&[
+        "mailbox",
+        "export-public",
+        "mbx-00000000000000000000000000000000",
+    ]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+}

@@ -166,14 +166,25 @@ pub fn backup(store: &Store, dest: &Path, keep: usize) -> Result<BackupReport, S
     if keep == 0 {
         return Err(StoreError::Invalid("keep at least one snapshot".into()));
     }
-    private_dir(dest)?;
-    let dest = fs::canonicalize(dest).map_err(io_error(dest, "cannot open"))?;
-    if dest.starts_with(store.root()) || store.root().starts_with(&dest) {
-        return Err(StoreError::Invalid(format!(
+    // Checked before anything is created: a backup inside the data
+    // directory would copy itself.
+    let root = fs::canonicalize(store.root()).map_err(io_error(store.root(), "cannot open"))?;
+    let inside = |path: &Path| {
+        StoreError::Invalid(format!(
             "{}: the backup must be outside the data directory {}",
-            dest.display(),
-            store.root().display()
-        )));
+            path.display(),
+            root.display()
+        ))
+    };
+    let wanted = std::path::absolute(dest).map_err(io_error(dest, "cannot open"))?;
+    if wanted.starts_with(&root) || root.starts_with(&wanted) {
+        return Err(inside(&wanted));
+    }
+    private_dir(dest)?;
+    // Again with symbolic links resolved.
+    let dest = fs::canonicalize(dest).map_err(io_error(dest, "cannot open"))?;
+    if dest.starts_with(&root) {
+        return Err(inside(&dest));
     }
     let previous = fs::read_link(dest.join(LATEST))
         .ok()

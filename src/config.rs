@@ -102,6 +102,12 @@ pub struct Config {
     /// turns it off. Absent means `<data_dir>/control.sock`.
     #[serde(deserialize_with = "optional_path")]
     pub control_socket: Option<PathBuf>,
+    /// Load balancers whose connections start with a PROXY protocol header
+    /// (HAProxy's `send-proxy` / `send-proxy-v2`) naming the real client;
+    /// named as Dovecot names it. Connections from anywhere else must not
+    /// carry one.
+    #[serde(deserialize_with = "parsed_list")]
+    pub haproxy_trusted_networks: Vec<Cidr>,
 }
 
 impl Default for Config {
@@ -121,6 +127,7 @@ impl Default for Config {
             // An empty path is never read from a file (empty names are
             // refused): it stands for "absent" until data_dir is known.
             control_socket: Some(PathBuf::new()),
+            haproxy_trusted_networks: Vec::new(),
         }
     }
 }

@@ -89,13 +89,15 @@ impl Shared {
     fn new(config: &Config) -> Shared {
         let l = &config.limits;
         let throttle = || Arc::new(LoginThrottle::new(throttle_settings(config)));
+        let limits = ConnectionLimits::new(
+            l.max_connections as usize,
+            l.max_connections_per_ip as usize,
+            l.overload_percent as usize,
+        );
+        limits.set_trusted(config.haproxy_trusted_networks.clone());
         Shared {
             control: Arc::new(Control::default()),
-            limits: ConnectionLimits::new(
-                l.max_connections as usize,
-                l.max_connections_per_ip as usize,
-                l.overload_percent as usize,
-            ),
+            limits,
             throttles: Throttles(vec![
                 ("pop3", throttle()),
                 ("smtp-proxy", throttle()),
@@ -112,6 +114,8 @@ impl Shared {
             l.max_connections_per_ip as usize,
             l.overload_percent as usize,
         );
+        self.limits
+            .set_trusted(config.haproxy_trusted_networks.clone());
         for (_, throttle) in &self.throttles.0 {
             throttle.set_settings(throttle_settings(config));
         }
@@ -142,6 +146,7 @@ fn session_env(config: &Config, tls: &Arc<TlsServer>, shared: &Shared) -> Sessio
         },
         shutdown: Arc::clone(&shared.control.shutdown),
         limits: Arc::clone(&shared.limits),
+        proxy_trusted: Arc::new(config.haproxy_trusted_networks.clone()),
     }
 }
 

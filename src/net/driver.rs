@@ -24,10 +24,12 @@ use log::{debug, info};
 use rustls::ServerConfig;
 
 use super::acceptor::Accepted;
+use super::cidr::Cidr;
 use super::conn::{Connection, Input, OnShutdown, TlsInfo};
 use super::limits::{ConnectionGuard, ConnectionLimits};
 use super::tls::TlsServer;
 use super::upstream::{Perform, Request, Response, UpstreamLink};
+use super::{log_context, proxy_header};
 
 /// What the loop does after feeding input.
 #[derive(Debug)]
@@ -233,6 +235,9 @@ pub struct SessionEnv {
     pub shutdown: Arc<AtomicBool>,
     /// The connection counts, which say when the gateway is overloaded.
     pub limits: Arc<ConnectionLimits>,
+    /// Load balancers whose connections start with a PROXY header
+    /// (`haproxy_trusted_networks`).
+    pub proxy_trusted: Arc<Vec<Cidr>>,
 }
 
 /// An accepted connection, ready for its protocol.
@@ -249,11 +254,22 @@ impl SessionEnv {
     /// Wraps an accepted socket and, on an implicit-TLS listener, completes the
     /// handshake; `None` (logged) when that fails.
     pub fn open(&self, accepted: Accepted, implicit_tls: bool, service: &str) -> Option<Opened> {
-        let Accepted { tcp, peer, guard } = accepted;
+        let Accepted {
+            tcp,
+            peer,
+            mut guard,
+        } = accepted;
+        let deadline = Instant::now() + self.timeouts.handshake;
+        let peer = match self.client_behind(&tcp, peer, &mut guard, deadline) {
+            Ok(client) => client,
+            Err(why) => {
+                info!("{service} {peer}: refused: {why}");
+                return None;
+            }
+        };
         let mut conn = Connection::new(tcp, peer, Arc::clone(&self.shutdown));
         let mut tls = None;
         if implicit_tls {
-            let deadline = Instant::now() + self.timeouts.handshake;
             match conn.start_tls(self.tls.current(), deadline) {
                 Ok(info) => tls = Some(info),
                 Err(e) => {
@@ -269,6 +285,41 @@ impl SessionEnv {
                 .unwrap_or_default()
         );
         Some(Opened { conn, tls, guard })
+    }
+
+    /// The client of a connection: for a trusted load balancer the one its
+    /// PROXY header names (read before anything else, by the handshake
+    /// deadline), counted against its own per-address limit and tagged on
+    /// every log line from here on; for anyone else the connection's own
+    /// address, and a PROXY header from them is refused.
+    fn client_behind(
+        &self,
+        tcp: &std::net::TcpStream,
+        peer: SocketAddr,
+        guard: &mut ConnectionGuard,
+        deadline: Instant,
+    ) -> Result<SocketAddr, String> {
+        if !self.proxy_trusted.iter().any(|c| c.contains(peer.ip())) {
+            return match sent_already(tcp) {
+                Some(start) if proxy_header::looks_like_header(&start) => {
+                    Err("a PROXY header from outside haproxy_trusted_networks".into())
+                }
+                _ => Ok(peer),
+            };
+        }
+        let mut src = DeadlineReader { tcp, deadline };
+        let client = match proxy_header::read_header(&mut src) {
+            Ok(Some(client)) => client,
+            // LOCAL: the balancer's own health check.
+            Ok(None) => return Ok(peer),
+            Err(e) => return Err(e.to_string()),
+        };
+        guard
+            .count_as(client.ip())
+            .map_err(|_| format!("{client}: limits.max_connections_per_ip reached"))?;
+        info!("{peer}: PROXY header: client {client}");
+        log_context::set_client(client);
+        Ok(client)
     }
 
     /// Runs `protocol` over `conn` until either side ends it; returns why.
@@ -323,6 +374,35 @@ pub trait Surroundings {
     fn tls_config(&self) -> Arc<ServerConfig>;
     /// Sleeps `delay`, giving up early when the gateway stops.
     fn hold_back(&self, delay: Duration);
+}
+
+/// What a client sent before the greeting, without taking it: mail
+/// clients wait for the server, so only a load balancer's header is there.
+fn sent_already(tcp: &std::net::TcpStream) -> Option<Vec<u8>> {
+    let mut start = [0u8; 16];
+    tcp.set_nonblocking(true).ok()?;
+    let peeked = tcp.peek(&mut start);
+    tcp.set_nonblocking(false).ok()?;
+    peeked.ok().map(|n| start[..n].to_vec())
+}
+
+/// Reads a blocking socket, each read bounded by what is left of `deadline`.
+struct DeadlineReader<'a> {
+    tcp: &'a std::net::TcpStream,
+    deadline: Instant,
+}
+
+impl io::Read for DeadlineReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
+        }
+        self.tcp.set_read_timeout(Some(left))?;
+        let result = (&mut &*self.tcp).read(buf);
+        self.tcp.set_read_timeout(None)?;
+        result
+    }
 }
 
 impl Surroundings for SessionEnv {

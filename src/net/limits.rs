@@ -5,11 +5,14 @@ use std::net::IpAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::cidr::canonical;
+use super::cidr::{Cidr, canonical};
 
 #[derive(Default)]
 struct Counts {
     /// The limits live under the same lock as the counts: a reload changes them.
+    /// Load balancers (`haproxy_trusted_networks`) are not counted per
+    /// address: their clients are, once the PROXY header has named them.
+    trusted: Vec<Cidr>,
     max_total: usize,
     max_per_ip: usize,
     overload_at: usize,
@@ -35,7 +38,9 @@ pub struct ConnectionLimits {
 /// Held by a session; its drop frees the slot.
 pub struct ConnectionGuard {
     limits: Arc<ConnectionLimits>,
-    ip: IpAddr,
+    /// The address counted per address, if any (none for a load balancer's
+    /// connection until its PROXY header names the client).
+    ip: Option<IpAddr>,
 }
 
 impl ConnectionLimits {
@@ -67,6 +72,11 @@ impl ConnectionLimits {
         self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The load balancers whose connections are not counted per address.
+    pub fn set_trusted(&self, trusted: Vec<Cidr>) {
+        self.lock().trusted = trusted;
+    }
+
     /// Takes a slot for a connection from `ip`.
     pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionGuard, LimitHit> {
         let ip = canonical(ip);
@@ -74,17 +84,25 @@ impl ConnectionLimits {
         if counts.total >= counts.max_total {
             return Err(LimitHit::Total);
         }
+        let per_ip = !counts.trusted.iter().any(|c| c.contains(ip));
+        if per_ip {
+            Self::count_per_ip(&mut counts, ip)?;
+        }
+        counts.total += 1;
+        Ok(ConnectionGuard {
+            limits: Arc::clone(self),
+            ip: per_ip.then_some(ip),
+        })
+    }
+
+    fn count_per_ip(counts: &mut Counts, ip: IpAddr) -> Result<(), LimitHit> {
         let max_per_ip = counts.max_per_ip;
         let from_ip = counts.per_ip.entry(ip).or_insert(0);
         if *from_ip >= max_per_ip {
             return Err(LimitHit::PerIp);
         }
         *from_ip += 1;
-        counts.total += 1;
-        Ok(ConnectionGuard {
-            limits: Arc::clone(self),
-            ip,
-        })
+        Ok(())
     }
 
     /// Open connections.
@@ -117,15 +135,35 @@ impl ConnectionLimits {
     }
 }
 
+impl ConnectionGuard {
+    /// Counts the connection against `client`, the address a load
+    /// balancer's PROXY header named, instead of its own.
+    pub fn count_as(&mut self, client: IpAddr) -> Result<(), LimitHit> {
+        let client = canonical(client);
+        let mut counts = self.limits.lock();
+        ConnectionLimits::count_per_ip(&mut counts, client)?;
+        if let Some(old) = self.ip.replace(client) {
+            Self::uncount(&mut counts, old);
+        }
+        Ok(())
+    }
+
+    fn uncount(counts: &mut Counts, ip: IpAddr) {
+        if let Some(n) = counts.per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.per_ip.remove(&ip);
+            }
+        }
+    }
+}
+
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         let mut counts = self.limits.lock();
         counts.total = counts.total.saturating_sub(1);
-        if let Some(n) = counts.per_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                counts.per_ip.remove(&self.ip);
-            }
+        if let Some(ip) = self.ip {
+            Self::uncount(&mut counts, ip);
         }
         self.limits.closed.notify_all();
     }
@@ -159,6 +197,33 @@ mod tests {
         assert_eq!(limits.active(), 3);
         drop(again);
         assert_eq!(limits.active(), 2);
+    }
+
+    /// A load balancer's connections count per client, once named.
+    #[test]
+    fn a_trusted_balancer_is_counted_per_client_not_per_itself() {
+        let limits = ConnectionLimits::new(10, 2, 100);
+        limits.set_trusted(vec!["10.0.0.1/32".parse().unwrap()]);
+        let mut guards: Vec<_> = (0..4)
+            .map(|_| limits.try_acquire(ip("10.0.0.1")).unwrap())
+            .collect();
+        assert_eq!(limits.active(), 4, "more than max_per_ip from the balancer");
+        guards[0].count_as(ip("192.0.2.5")).unwrap();
+        guards[1].count_as(ip("192.0.2.5")).unwrap();
+        assert_eq!(guards[2].count_as(ip("192.0.2.5")), Err(LimitHit::PerIp));
+        let direct = limits.try_acquire(ip("192.0.2.5"));
+        assert_eq!(
+            direct.err(),
+            Some(LimitHit::PerIp),
+            "the client's own count"
+        );
+        guards.remove(0);
+        assert!(
+            limits.try_acquire(ip("192.0.2.5")).is_ok(),
+            "released on drop"
+        );
+        drop(guards);
+        assert_eq!(limits.active(), 0);
     }
 
     #[test]

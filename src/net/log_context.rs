@@ -50,6 +50,16 @@ pub fn enter(client: SocketAddr) -> SessionTag {
     tag
 }
 
+/// The client of the calling thread's session is `client` from now on
+/// (the one a load balancer's PROXY header named).
+pub fn set_client(client: SocketAddr) {
+    CURRENT.with(|c| {
+        if let Some(tag) = c.get() {
+            c.set(Some(SessionTag { client, ..tag }));
+        }
+    });
+}
+
 /// The calling thread's session, if it runs one.
 pub fn current() -> Option<SessionTag> {
     CURRENT.with(Cell::get)

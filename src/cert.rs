@@ -105,12 +105,22 @@ const NAMES_FILE: &str = "names.txt";
 /// self-signed pair under `<data_dir>/tls/` is generated on first start and
 /// again whenever the names it must carry change: the `hostname` and every
 /// specific listen address (as IP SANs; `0.0.0.0` and `[::]` name nothing).
+/// With `node` set, the hostname alone.
 pub fn files(config: &Config) -> Result<(PathBuf, PathBuf), TlsError> {
     if let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) {
         return Ok((cert.clone(), key.clone()));
     }
     let dir = config.data_dir.join("tls");
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    // Gateways sharing the data directory (nodes) may start together: one
+    // generates while the others wait here, then find its certificate.
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&dir)
+        .map_err(|e| TlsError(format!("{}: {e}", dir.display())))?;
+    let lock_path = dir.join(".generate.lock");
+    let lock = durable::open_lock_file(&lock_path)
+        .and_then(|file| file.lock().map(|()| file))
+        .map_err(|e| TlsError(format!("{}: {e}", lock_path.display())))?;
     let names = names(config);
     let recorded = std::fs::read_to_string(dir.join(NAMES_FILE)).ok();
     let wanted = names.join("\n") + "\n";
@@ -127,6 +137,7 @@ pub fn files(config: &Config) -> Result<(PathBuf, PathBuf), TlsError> {
     };
     generate(&dir, &names)?;
     record(&dir, &wanted)?;
+    drop(lock);
     info!(
         "{why} a self-signed certificate for {} in {}",
         names.join(", "),
@@ -135,9 +146,14 @@ pub fn files(config: &Config) -> Result<(PathBuf, PathBuf), TlsError> {
     Ok((cert, key))
 }
 
-/// The hostname, then the distinct specific listen addresses.
+/// The hostname, then the distinct specific listen addresses. Nodes of a
+/// cluster share one certificate and each listens on its own addresses, so
+/// theirs names the hostname alone (the name the balancer is reached by).
 fn names(config: &Config) -> Vec<String> {
     let mut names = vec![config.hostname.clone()];
+    if config.node.is_some() {
+        return names;
+    }
     for (_, addr) in config.all_listeners() {
         let ip = addr.ip().to_string();
         if !addr.ip().is_unspecified() && !names.contains(&ip) {

@@ -108,6 +108,10 @@ pub struct Config {
     /// carry one.
     #[serde(deserialize_with = "parsed_list")]
     pub haproxy_trusted_networks: Vec<Cidr>,
+    /// This gateway's name among several sharing one data directory
+    /// (letters, digits, hyphens). `None`: the only gateway on it.
+    #[serde(deserialize_with = "optional_node")]
+    pub node: Option<String>,
 }
 
 impl Default for Config {
@@ -128,6 +132,7 @@ impl Default for Config {
             // refused): it stands for "absent" until data_dir is known.
             control_socket: Some(PathBuf::new()),
             haproxy_trusted_networks: Vec::new(),
+            node: None,
         }
     }
 }
@@ -523,7 +528,11 @@ impl Config {
             .as_ref()
             .is_some_and(|p| p.as_os_str().is_empty())
         {
-            self.control_socket = Some(self.data_dir.join("control.sock"));
+            let name = match &self.node {
+                Some(node) => format!("control-{node}.sock"),
+                None => "control.sock".into(),
+            };
+            self.control_socket = Some(self.data_dir.join(name));
         }
         for path in [
             &mut self.tls.cert_file,
@@ -668,6 +677,21 @@ fn dns_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         Err(de::Error::custom(format!(
             "{name:?} is not a valid DNS name"
         )))
+    }
+}
+
+fn optional_node<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match value(d)? {
+        Value::Null => Ok(None),
+        Value::String(s)
+            if (1..=63).contains(&s.len())
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
+        {
+            Ok(Some(s))
+        }
+        other => Err(de::Error::custom(format!(
+            "{other} is not a node name (1 to 63 letters, digits and hyphens)"
+        ))),
     }
 }
 
@@ -869,6 +893,10 @@ mod tests {
             e.contains("smtp.listen[1]: \"localhost:25\" is not an address:port"),
             "{e}"
         );
+        let e = error_of(r#"{"node": "node one"}"#);
+        assert!(e.contains("node") && e.contains("not a node name"), "{e}");
+        let e = error_of(r#"{"haproxy_trusted_networks": ["balancer"]}"#);
+        assert!(e.contains("haproxy_trusted_networks[0]"), "{e}");
         let e = error_of(r#"{"smtp": {"allowed_clients": ["10.0.0.0/40"]}}"#);
         assert!(e.contains("smtp.allowed_clients[0]"), "{e}");
     }

@@ -325,7 +325,8 @@ fn build(config: &Config, store: &Store, shared: &Shared) -> Result<Services, St
 pub fn serve(config: Config, config_file: &Path) -> Result<(), String> {
     // Before any other thread exists, so that every thread inherits the mask.
     signals::block().map_err(|e| format!("cannot set up signal handling: {e}"))?;
-    let _serving = store::lock_for_serving(&config.data_dir).map_err(|e| e.to_string())?;
+    let _serving = store::lock_for_serving(&config.data_dir, config.node.as_deref())
+        .map_err(|e| e.to_string())?;
     let store = Store::open(&config.data_dir).map_err(|e| e.to_string())?;
     store.remove_leftovers().map_err(|e| e.to_string())?;
     store.check_writable().map_err(|e| e.to_string())?;
@@ -428,6 +429,10 @@ fn keep_restart_only(next: &mut Config, running: &Config) -> Vec<&'static str> {
     if next.data_dir != running.data_dir {
         changed.push("data_dir");
         next.data_dir = running.data_dir.clone();
+    }
+    if next.node != running.node {
+        changed.push("node");
+        next.node = running.node.clone();
     }
     if next.control_socket != running.control_socket {
         changed.push("control_socket");

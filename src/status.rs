@@ -99,7 +99,7 @@ fn target(addr: SocketAddr) -> SocketAddr {
 pub fn gather(config: &Config, store: &Store, max_pending_age: Duration) -> Report {
     let now = SystemTime::now();
     let mut attention = Vec::new();
-    let gateway_pid = store::serving_pid(&config.data_dir);
+    let gateway_pid = store::serving_pid(&config.data_dir, config.node.as_deref());
     let listeners: Vec<Listener> = config
         .all_listeners()
         .into_iter()

@@ -362,9 +362,13 @@ pub struct ServingLock {
 /// Takes `<data_dir>/serve.lock` (creating the directory if needed), so that
 /// a second `sealpost serve` on the same data directory refuses to start
 /// instead of sharing mailboxes, locks and clean-ups with the first.
-pub fn lock_for_serving(data_dir: &Path) -> Result<ServingLock, StoreError> {
+///
+/// Several gateways may share one data directory (a cluster on a shared
+/// file system), each under its own `node` name: each then holds
+/// `serve-<node>.lock`, and only a second gateway with the same name refuses.
+pub fn lock_for_serving(data_dir: &Path, node: Option<&str>) -> Result<ServingLock, StoreError> {
     fs::create_dir_all(data_dir).map_err(io_error(data_dir, "cannot create directory"))?;
-    let path = data_dir.join(SERVE_LOCK);
+    let path = data_dir.join(serve_lock_name(node));
     let mut file = durable::open_lock_file(&path).map_err(io_error(&path, "cannot open"))?;
     if !durable::try_lock_exclusive(&file).map_err(io_error(&path, "cannot lock"))? {
         let holder = fs::read_to_string(&path).unwrap_or_default();
@@ -388,14 +392,21 @@ pub fn lock_for_serving(data_dir: &Path) -> Result<ServingLock, StoreError> {
 /// The gateway serving `data_dir`, as `serve.lock` names it, if that process
 /// is alive and is a Sealpost. Reads only: the lock itself is not touched,
 /// so a gateway starting at this moment is never refused because of it.
-pub fn serving_pid(data_dir: &Path) -> Option<u32> {
-    let pid: u32 = fs::read_to_string(data_dir.join(SERVE_LOCK))
+pub fn serving_pid(data_dir: &Path, node: Option<&str>) -> Option<u32> {
+    let pid: u32 = fs::read_to_string(data_dir.join(serve_lock_name(node)))
         .ok()?
         .trim()
         .parse()
         .ok()?;
     let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
     (comm.trim() == "sealpost").then_some(pid)
+}
+
+fn serve_lock_name(node: Option<&str>) -> String {
+    match node {
+        Some(node) => format!("serve-{node}.lock"),
+        None => SERVE_LOCK.into(),
+    }
 }
 
 fn is_older_than(path: &Path, age: Duration) -> bool {

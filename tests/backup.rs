@@ -35,12 +35,9 @@ fn send(gw: &Gateway, to: &str, subject: &str) -> bool {
     let mut c = LineClient::implicit_tls(gw.addr("smtp.listen_tls[0]"), &gw.cert);
     expect(&c.smtp_reply(), "220 ");
     expect(&c.smtp("EHLO backup.example"), "250");
-    expect(&c.smtp("MAIL FROM:<journal@example.org>"), "250");
-    expect(&c.smtp(&format!("RCPT TO:<{to}>")), "250");
-    expect(&c.smtp("DATA"), "354");
-    c.send_raw(&message(subject));
-    c.send_raw(b".\r\n");
-    let ok = c.smtp_reply().starts_with("250");
+    let ok = c
+        .smtp_send("journal@example.org", to, &message(subject))
+        .starts_with("250");
     c.smtp("QUIT");
     ok
 }

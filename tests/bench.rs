@@ -654,12 +654,8 @@ fn memory_for_one_large_message_in_and_out() {
     let mut c = LineClient::implicit_tls(gw.addr("smtp.listen_tls[0]"), &gw.cert);
     expect(&c.smtp_reply(), "220 ");
     expect(&c.smtp("EHLO bench.example"), "250");
-    expect(&c.smtp("MAIL FROM:<bench@example.org>"), "250");
-    expect(&c.smtp(&format!("RCPT TO:<{id}@localhost>")), "250");
-    expect(&c.smtp("DATA"), "354");
-    c.send_raw(&body);
-    c.send_raw(b".\r\n");
-    expect(&c.smtp_reply(), "250");
+    let to = format!("{id}@localhost");
+    expect(&c.smtp_send("bench@example.org", &to, &body), "250");
     c.smtp("QUIT");
     let receiving = gw.peak_rss_kib();
 

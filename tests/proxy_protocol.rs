@@ -43,11 +43,12 @@ fn with_header(gw: &Gateway, header: &[u8]) -> LineClient {
 fn deliver(c: &mut LineClient, id: &str) {
     expect(&c.smtp_reply(), "220 ");
     expect(&c.smtp("EHLO balanced.example"), "250");
-    expect(&c.smtp("MAIL FROM:<j@example.org>"), "250");
-    expect(&c.smtp(&format!("RCPT TO:<{id}@localhost>")), "250");
-    expect(&c.smtp("DATA"), "354");
-    c.send_raw(b"Subject: behind a balancer\r\n\r\nbody\r\n.\r\n");
-    expect(&c.smtp_reply(), "250");
+    let reply = c.smtp_send(
+        "j@example.org",
+        &format!("{id}@localhost"),
+        b"Subject: behind a balancer\r\n\r\nbody\r\n",
+    );
+    expect(&reply, "250");
     c.smtp("QUIT");
 }
 

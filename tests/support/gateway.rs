@@ -319,6 +319,22 @@ impl LineClient {
         }
     }
 
+    /// One SMTP transaction after EHLO: MAIL, RCPT and DATA with `message`
+    /// (CRLF lines, no line starting with a dot). Returns the reply to the
+    /// message, or the first reply that refused the transaction.
+    pub fn smtp_send(&mut self, from: &str, to: &str, message: &[u8]) -> String {
+        for command in [format!("MAIL FROM:<{from}>"), format!("RCPT TO:<{to}>")] {
+            let reply = self.smtp(&command);
+            if !reply.starts_with("250") {
+                return reply;
+            }
+        }
+        expect(&self.smtp("DATA"), "354");
+        self.send_raw(message);
+        self.send_raw(b".\r\n");
+        self.smtp_reply()
+    }
+
     /// The client's own address and port, as the gateway sees it.
     pub fn local_addr(&self) -> SocketAddr {
         self.tcp.local_addr().unwrap()

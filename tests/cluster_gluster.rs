@@ -198,7 +198,7 @@ fn node(name: &str, mount: &Path) -> (Sandbox, u16, u16) {
             "smtp": { "require_tls": false, "listen": [format!("127.0.0.1:{smtp}")], "listen_tls": [] },
             "pop3": { "listen": [], "listen_tls": [format!("127.0.0.1:{pop3s}")] },
             "smtp_proxy": { "listen": [], "listen_tls": [] },
-            "limits": { "tls_handshake_timeout_secs": 5 },
+            "limits": { "tls_handshake_timeout_secs": 5, "max_connections": 512, "max_connections_per_ip": 256 },
         }),
     );
     (sb, smtp, pop3s)
@@ -424,4 +424,115 @@ fn a_glusterfs_cluster_behind_haproxy_keeps_every_guarantee() {
     assert_eq!(fs::read_dir(messages).unwrap().count(), 0, "nothing left");
     drop(ga);
     drop(gb);
+}
+
+/// Ingest through HAProxy into two nodes on the GlusterFS volume, next to
+/// one node on the local disk, with Postfix's `smtp-source` (10 KiB, one
+/// message per connection). A few messages in the suite; `scripts/bench`
+/// runs it at full size (`SEALPOST_BENCH=full`) and prints `BENCH` lines.
+#[test]
+fn cluster_throughput_next_to_a_single_node() {
+    let (Some(haproxy), Some(source)) = (
+        peer("haproxy", &["haproxy", "/usr/sbin/haproxy"]),
+        peer("smtp-source", &["/usr/sbin/smtp-source"]),
+    ) else {
+        return;
+    };
+    let full = std::env::var("SEALPOST_BENCH").as_deref() == Ok("full");
+    let (count, sessions) = if full { (2000, 32) } else { (10, 2) };
+    let base = Sandbox::new("gluster-bench", json!({}));
+    let Some(gluster) = Gluster::start(&base.dir, 2) else {
+        return;
+    };
+    let (a, a_smtp, _) = node("bench-a", &gluster.mounts[0]);
+    let (b, b_smtp, _) = node("bench-b", &gluster.mounts[1]);
+    let (id, _) = a.create_mailbox("Bench");
+    let _ga = Gateway::start(&a);
+    let _gb = Gateway::start(&b);
+    let front = free_port();
+    let config = base.dir.join("haproxy.cfg");
+    fs::write(
+        &config,
+        format!(
+            "defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n\
+             frontend smtp\n  bind 127.0.0.1:{front}\n  default_backend smtp\n\
+             backend smtp\n  balance roundrobin\n\
+             \x20 server a 127.0.0.1:{a_smtp} send-proxy-v2\n  server b 127.0.0.1:{b_smtp} send-proxy-v2\n"
+        ),
+    )
+    .unwrap();
+    let _haproxy = Haproxy(
+        Command::new(haproxy)
+            .arg("-f")
+            .arg(&config)
+            .arg("-db")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    support::wait_until("HAProxy listens", || {
+        TcpStream::connect(("127.0.0.1", front)).is_ok()
+    });
+    let single = Sandbox::for_gateway(
+        "gluster-bench-single",
+        json!({
+            "smtp": { "require_tls": false },
+            "limits": { "max_connections": 512, "max_connections_per_ip": 256 },
+        }),
+    );
+    let (single_id, _) = single.create_mailbox("Bench");
+    let gs = Gateway::start(&single);
+
+    let rate = |port: u16, to: &str| {
+        let started = std::time::Instant::now();
+        let out = support::run_with_timeout(
+            Command::new(&source)
+                .args([
+                    "-s",
+                    &sessions.to_string(),
+                    "-m",
+                    &count.to_string(),
+                    "-l",
+                    "10240",
+                ])
+                .args(["-f", "bench@example.org", "-t", to])
+                .arg(format!("127.0.0.1:{port}")),
+            b"",
+            Duration::from_secs(900),
+        );
+        assert!(out.status.success(), "smtp-source: {}", stderr(&out));
+        count as f64 / started.elapsed().as_secs_f64()
+    };
+    let cluster = rate(front, &format!("{id}@localhost"));
+    let stored = fs::read_dir(
+        gluster.mounts[1]
+            .join("data/mailboxes")
+            .join(&id)
+            .join("messages"),
+    )
+    .unwrap()
+    .count();
+    assert_eq!(stored, count, "every message is on the shared volume");
+    let local = rate(
+        gs.addr("smtp.listen[0]").port(),
+        &format!("{single_id}@localhost"),
+    );
+    assert_eq!(single.message_files(&single_id).len(), count);
+    let load = format!("10 KiB x {count} over {sessions} connections");
+    for (target, unit, value) in [
+        (
+            "2 nodes on GlusterFS replica 3, via HAProxy",
+            "msg/s",
+            cluster,
+        ),
+        ("1 node on the local disk", "msg/s", local),
+        ("cluster / single node", "ratio", cluster / local),
+    ] {
+        println!(
+            "BENCH {}",
+            json!({ "group": "cluster ingest", "load": load, "target": target, "unit": unit,
+                    "median": value, "min": value, "max": value })
+        );
+    }
 }

@@ -109,6 +109,8 @@ fn two_nodes_share_one_data_directory_and_every_guarantee() {
 fn a_starting_node_leaves_another_nodes_file_in_progress_alone() {
     let a = node("cluster-clean-a", "a", None);
     let (id, _) = a.create_mailbox("Journal");
+    // Node a runs while its writer is at work; then node b starts.
+    let ga = Gateway::start(&a);
     let tmp = a.mailbox_dir(&id).join("tmp");
     let live = tmp.join("live-writer.msg");
     let dead = tmp.join("dead-writer.msg");
@@ -132,4 +134,5 @@ fn a_starting_node_leaves_another_nodes_file_in_progress_alone() {
     let _ = holder.kill();
     let _ = holder.wait();
     drop(gb);
+    drop(ga);
 }

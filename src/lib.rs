@@ -3,6 +3,7 @@
 //! proxies. `docs/architecture.md` says what each module is and may touch;
 //! README.md says what the product does.
 
+pub mod admin;
 pub mod auth;
 pub mod cert;
 pub mod cli;

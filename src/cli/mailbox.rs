@@ -13,7 +13,7 @@ use serde_json::json;
 use super::crlf::CrlfWriter;
 use super::password_input::{password_from, read_password_file};
 use super::{CliError, Context, EXIT_DAMAGED, context_with, parse_options};
-use crate::auth;
+use crate::admin::{self, NewPassword};
 use crate::config::Config;
 use crate::crypto::{self, KeyPair, Password};
 use crate::store::mailbox::message_error;
@@ -128,18 +128,20 @@ const LOST_PASSWORD_WARNING: &str = "\
 Write this password down now: it is shown only once and cannot be recovered.
 Without it, the mail stored in this mailbox can never be read, by anyone.";
 
-/// A chosen password (checked) or a generated one (`generated = true`).
-fn new_password(
-    file: Option<String>,
-    context_words: &[&str],
-) -> Result<(Password, bool), CliError> {
-    match file {
-        Some(path) => {
-            let password = read_password_file(&path)?;
-            auth::check_password_strength(&password, context_words).map_err(CliError::failed)?;
-            Ok((password, false))
-        }
-        None => Ok((auth::generate_password(), true)),
+/// The password from `file`, else one to generate.
+fn new_password(file: Option<String>) -> Result<NewPassword, CliError> {
+    Ok(match file {
+        Some(path) => NewPassword::Chosen(read_password_file(&path)?),
+        None => NewPassword::Generate,
+    })
+}
+
+/// Prints a generated password once, with the warning.
+fn show_generated(label: &str, password: &Option<Password>) {
+    if let Some(password) = password {
+        println!("  {label}: {}", password.expose());
+        println!();
+        println!("{LOST_PASSWORD_WARNING}");
     }
 }
 
@@ -179,31 +181,25 @@ fn create(context: &Context, args: &[String]) -> Result<(), CliError> {
         .ok_or_else(|| CliError::usage("mailbox create: --name is required"))?;
     let description = m.opt_str("description").unwrap_or_default();
     let (config, store) = context.open()?;
-    let (password, generated) = new_password(m.opt_str("password-file"), &[&name, &description])?;
-    let pair = KeyPair::generate().map_err(|e| CliError::failed(e.to_string()))?;
-    let wrapped = crypto::wrap_secret_key(&pair, &password, config.kdf.params())
-        .map_err(|e| CliError::failed(e.to_string()))?;
-    let mailbox = store.create_mailbox(&name, &description, pair.public().clone(), &wrapped)?;
+    let password = new_password(m.opt_str("password-file"))?;
+    let (mailbox, generated) =
+        admin::create_mailbox(&store, config.kdf.params(), &name, &description, password)?;
     let id = mailbox.id();
     if m.opt_present("json") {
         let mut out = json!({ "id": id.as_str(), "address": address(&config, id) });
-        if generated {
+        if let Some(password) = &generated {
             out["password"] = json!(password.expose());
-        }
-        print_json(&out);
-        if generated {
+            print_json(&out);
             eprintln!("{LOST_PASSWORD_WARNING}");
+        } else {
+            print_json(&out);
         }
         return Ok(());
     }
     println!("Created mailbox {id}");
     println!("  address:  {}", address(&config, id));
     println!("  name:     {name}");
-    if generated {
-        println!("  password: {}", password.expose());
-        println!();
-        println!("{LOST_PASSWORD_WARNING}");
-    }
+    show_generated("password", &generated);
     Ok(())
 }
 
@@ -433,24 +429,16 @@ fn passwd(context: &Context, args: &[String]) -> Result<(), CliError> {
         ));
     }
     let (config, store) = context.open()?;
-    let mailbox = store.mailbox(&id)?;
+    store.mailbox(&id)?;
     let old = password_from(
         old_file,
         "password-file",
         &format!("Current password for {id}: "),
     )?;
-    let pair = mailbox.unlock(&old)?;
-    let info = mailbox.info();
-    let (password, generated) = new_password(new_file, &[&info.name, &info.description])?;
-    let wrapped = crypto::wrap_secret_key(&pair, &password, config.kdf.params())
-        .map_err(|e| CliError::failed(e.to_string()))?;
-    mailbox.replace_wrapped_key(&wrapped)?;
+    let new = new_password(new_file)?;
+    let generated = admin::change_password(&store, config.kdf.params(), &id, &old, new)?;
     println!("Password of mailbox {id} changed.");
-    if generated {
-        println!("  new password: {}", password.expose());
-        println!();
-        println!("{LOST_PASSWORD_WARNING}");
-    }
+    show_generated("new password", &generated);
     Ok(())
 }
 
@@ -479,8 +467,7 @@ fn reset_password(context: &Context, args: &[String]) -> Result<(), CliError> {
     };
     let id = one_id("reset-password", &m)?;
     let (config, store) = context.open()?;
-    let mut mailbox = store.mailbox(&id)?;
-    let count = mailbox.message_names()?.len();
+    let count = store.mailbox(&id)?.message_names()?.len();
     if !m.opt_present("force") {
         return Err(CliError::failed(format!(
             "reset-password makes a new key pair for mailbox {id}: the {count} message(s) stored in it\n\
@@ -489,26 +476,15 @@ fn reset_password(context: &Context, args: &[String]) -> Result<(), CliError> {
              Add --force to reset anyway."
         )));
     }
-    let info = mailbox.info().clone();
-    let (password, generated) = new_password(
-        m.opt_str("new-password-file"),
-        &[&info.name, &info.description],
-    )?;
-    let pair = KeyPair::generate().map_err(|e| CliError::failed(e.to_string()))?;
-    let wrapped = crypto::wrap_secret_key(&pair, &password, config.kdf.params())
-        .map_err(|e| CliError::failed(e.to_string()))?;
-    mailbox.reset_keys(pair.public().clone(), &wrapped)?;
+    let new = new_password(m.opt_str("new-password-file"))?;
+    let (mailbox, generated) = admin::reset_password(&store, config.kdf.params(), &id, new)?;
     println!("Mailbox {id} has a new key pair.");
     println!(
         "The {count} message(s) stored before now are unreadable with the new password; the old\n\
          key file is kept in {} in case the old password turns up.",
         mailbox.dir().join("retired-keys").display()
     );
-    if generated {
-        println!("  new password: {}", password.expose());
-        println!();
-        println!("{LOST_PASSWORD_WARNING}");
-    }
+    show_generated("new password", &generated);
     Ok(())
 }
 

@@ -56,6 +56,12 @@ impl fmt::Display for CliError {
     }
 }
 
+impl From<crate::admin::AdminError> for CliError {
+    fn from(e: crate::admin::AdminError) -> CliError {
+        CliError::failed(e.to_string())
+    }
+}
+
 impl From<StoreError> for CliError {
     fn from(e: StoreError) -> CliError {
         CliError::failed(e.to_string())

@@ -237,8 +237,10 @@ fn garbage_on_every_listener_gets_a_reply_or_a_close_and_leaves_nothing_behind()
     assert_eq!(cases, 4 * (6 * 3 + 2));
 
     assert!(!gw.log().contains("panicked"), "{}", gw.log());
+    // At most the baseline: it may still have counted a warm-up session
+    // that ended after it was taken (seen on a loaded machine).
     wait_until("every session thread has ended", || {
-        gw.threads() == baseline_threads
+        gw.threads() <= baseline_threads
     });
     let rss = gw.rss_kib();
     println!(

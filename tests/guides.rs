@@ -120,7 +120,8 @@ fn fetchmail_examples_collect_and_delete_over_pop3s_and_stls() {
         let out = run(Command::new(&fetchmail)
             .arg("-f")
             .arg(&rc)
-            .args(["--nodetach", "-v"])
+            .args(["--nodetach", "-v", "--pidfile"])
+            .arg(home.join("fetchmail.pid"))
             .env("FETCHMAILHOME", &home));
         assert!(
             out.status.success(),

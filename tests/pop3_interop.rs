@@ -112,7 +112,8 @@ fn fetchmail(
         Command::new(fetchmail)
             .arg("-f")
             .arg(&rc)
-            .args(["--nodetach", "-v"])
+            .args(["--nodetach", "-v", "--pidfile"])
+            .arg(home.join("fetchmail.pid"))
             .env("FETCHMAILHOME", &home),
     );
     assert!(

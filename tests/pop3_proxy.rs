@@ -244,7 +244,8 @@ fn fetchmail_through_the_proxy() {
         Command::new(fetchmail)
             .arg("-f")
             .arg(&rc)
-            .args(["--nodetach", "-v"])
+            .args(["--nodetach", "-v", "--pidfile"])
+            .arg(home.join("fetchmail.pid"))
             .env("FETCHMAILHOME", &home),
     );
     assert!(

@@ -349,7 +349,9 @@ pub fn run(cmd: &mut Command) -> Output {
 }
 
 /// For fetchmail: `home/out/` and an MDA script that writes each message
-/// it is given into the directory named by its argument. Returns the MDA
+/// it is given into the directory named by its argument. (Run fetchmail
+/// with `--pidfile` under `home`: as root its lock is otherwise the one
+/// global /var/run/fetchmail.pid, and two runs at once refuse each other.) Returns the MDA
 /// command (`"<script> <home>/out"`) and the output directory.
 pub fn fetchmail_mda(home: &Path) -> (String, PathBuf) {
     use std::os::unix::fs::PermissionsExt;

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::gateway::{Gateway, LineClient, expect};
+use support::haproxy::Haproxy;
 use support::postfix::free_port;
 use support::{Sandbox, is_root, peer, run, stderr, under_ci};
 
@@ -175,16 +176,6 @@ impl Drop for Gluster {
     }
 }
 
-/// HAProxy killed when dropped.
-struct Haproxy(Child);
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A node: its own configuration, its data directory on its own mount,
 /// fixed ports (so that a restarted node is where HAProxy looks for it).
 fn node(name: &str, mount: &Path) -> (Sandbox, u16, u16) {
@@ -261,9 +252,6 @@ fn stored_subjects(sb: &Sandbox, id: &str, password: &str) -> BTreeMap<String, u
 
 #[test]
 fn a_glusterfs_cluster_behind_haproxy_keeps_every_guarantee() {
-    let Some(haproxy) = peer("haproxy", &["haproxy", "/usr/sbin/haproxy"]) else {
-        return;
-    };
     let base = Sandbox::new("gluster-base", json!({}));
     let Some(gluster) = Gluster::start(&base.dir, 2) else {
         return;
@@ -276,41 +264,26 @@ fn a_glusterfs_cluster_behind_haproxy_keeps_every_guarantee() {
     let gb = Gateway::start(&b);
     let cert = gluster.mounts[0].join("data/tls/cert.pem");
 
-    let (smtp_front, pop3_front) = (free_port(), free_port());
-    let config = base.dir.join("haproxy.cfg");
+    let smtp_front: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let pop3_front: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let server = |name: &str, port: u16| {
         format!(
             "  server {name} 127.0.0.1:{port} send-proxy-v2 check check-send-proxy inter 200ms fall 1 rise 2\n"
         )
     };
-    fs::write(
-        &config,
-        format!(
-            "defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n  retries 3\n  option redispatch\n\
-             frontend smtp\n  bind 127.0.0.1:{smtp_front}\n  default_backend smtp\n\
-             backend smtp\n  balance roundrobin\n{}{}\
-             frontend pop3s\n  bind 127.0.0.1:{pop3_front}\n  default_backend pop3s\n\
-             backend pop3s\n  balance roundrobin\n{}{}",
-            server("a", a_smtp),
-            server("b", b_smtp),
-            server("a", a_pop3),
-            server("b", b_pop3),
-        ),
-    )
-    .unwrap();
-    let _haproxy = Haproxy(
-        Command::new(haproxy)
-            .arg("-f")
-            .arg(&config)
-            .arg("-db")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let config = format!(
+        "frontend smtp\n  bind {smtp_front}\n  default_backend smtp\n\
+         backend smtp\n  balance roundrobin\n  retries 3\n  option redispatch\n{}{}\
+         frontend pop3s\n  bind {pop3_front}\n  default_backend pop3s\n\
+         backend pop3s\n  balance roundrobin\n{}{}",
+        server("a", a_smtp),
+        server("b", b_smtp),
+        server("a", a_pop3),
+        server("b", b_pop3),
     );
-    let smtp_front: SocketAddr = ([127, 0, 0, 1], smtp_front).into();
-    let pop3_front: SocketAddr = ([127, 0, 0, 1], pop3_front).into();
-    support::wait_until("HAProxy listens", || TcpStream::connect(smtp_front).is_ok());
+    let Some(_haproxy) = Haproxy::start(&base.dir, &config, smtp_front) else {
+        return;
+    };
 
     // Journal mail while node a is killed and restarted.
     let mut acknowledged = Vec::new();
@@ -442,10 +415,7 @@ fn a_glusterfs_cluster_behind_haproxy_keeps_every_guarantee() {
 /// runs it at full size (`SEALPOST_BENCH=full`) and prints `BENCH` lines.
 #[test]
 fn cluster_throughput_next_to_a_single_node() {
-    let (Some(haproxy), Some(source)) = (
-        peer("haproxy", &["haproxy", "/usr/sbin/haproxy"]),
-        peer("smtp-source", &["/usr/sbin/smtp-source"]),
-    ) else {
+    let Some(source) = peer("smtp-source", &["/usr/sbin/smtp-source"]) else {
         return;
     };
     let full = std::env::var("SEALPOST_BENCH").as_deref() == Ok("full");
@@ -459,31 +429,15 @@ fn cluster_throughput_next_to_a_single_node() {
     let (id, _) = a.create_mailbox("Bench");
     let _ga = Gateway::start(&a);
     let _gb = Gateway::start(&b);
-    let front = free_port();
-    let config = base.dir.join("haproxy.cfg");
-    fs::write(
-        &config,
-        format!(
-            "defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n\
-             frontend smtp\n  bind 127.0.0.1:{front}\n  default_backend smtp\n\
-             backend smtp\n  balance roundrobin\n\
-             \x20 server a 127.0.0.1:{a_smtp} send-proxy-v2\n  server b 127.0.0.1:{b_smtp} send-proxy-v2\n"
-        ),
-    )
-    .unwrap();
-    let _haproxy = Haproxy(
-        Command::new(haproxy)
-            .arg("-f")
-            .arg(&config)
-            .arg("-db")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let front: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let config = format!(
+        "frontend smtp\n  bind {front}\n  default_backend smtp\n\
+         backend smtp\n  balance roundrobin\n\
+         \x20 server a 127.0.0.1:{a_smtp} send-proxy-v2\n  server b 127.0.0.1:{b_smtp} send-proxy-v2\n"
     );
-    support::wait_until("HAProxy listens", || {
-        TcpStream::connect(("127.0.0.1", front)).is_ok()
-    });
+    let Some(_haproxy) = Haproxy::start(&base.dir, &config, front) else {
+        return;
+    };
     let single = Sandbox::for_gateway(
         "gluster-bench-single",
         json!({
@@ -514,7 +468,7 @@ fn cluster_throughput_next_to_a_single_node() {
         assert!(out.status.success(), "smtp-source: {}", stderr(&out));
         count as f64 / started.elapsed().as_secs_f64()
     };
-    let cluster = rate(front, &format!("{id}@localhost"));
+    let cluster = rate(front.port(), &format!("{id}@localhost"));
     let stored = fs::read_dir(
         gluster.mounts[1]
             .join("data/mailboxes")

@@ -9,13 +9,13 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
+use support::Sandbox;
 use support::gateway::{Gateway, LineClient, expect};
+use support::haproxy::Haproxy;
 use support::postfix::free_port;
-use support::{Sandbox, peer};
 
 /// A gateway behind a balancer at 127.0.0.1; mail is accepted only from
 /// 192.0.2.0/24, which no test connection really comes from.
@@ -163,46 +163,18 @@ fn a_header_from_outside_the_trusted_networks_is_refused() {
     expect(&c.smtp_reply(), "220 ");
 }
 
-/// HAProxy killed when dropped.
-struct Haproxy(Child);
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn through_a_real_haproxy_with_send_proxy_v2() {
-    let Some(haproxy) = peer("haproxy", &["haproxy", "/usr/sbin/haproxy"]) else {
+    let (sb, gw, id) = behind_balancer("pp-haproxy");
+    let front: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let config = format!(
+        "frontend smtp\n  bind {front}\n  default_backend gateway\n\
+         backend gateway\n  server gw1 {} send-proxy-v2\n",
+        gw.addr("smtp.listen[0]")
+    );
+    let Some(_haproxy) = Haproxy::start(&sb.dir, &config, front) else {
         return;
     };
-    let (sb, gw, id) = behind_balancer("pp-haproxy");
-    let front = free_port();
-    let config = sb.dir.join("haproxy.cfg");
-    std::fs::write(
-        &config,
-        format!(
-            "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
-             frontend smtp\n  bind 127.0.0.1:{front}\n  default_backend gateway\n\
-             backend gateway\n  server gw1 {gw_addr} send-proxy-v2\n",
-            gw_addr = gw.addr("smtp.listen[0]"),
-        ),
-    )
-    .unwrap();
-    let _haproxy = Haproxy(
-        Command::new(haproxy)
-            .arg("-f")
-            .arg(&config)
-            .arg("-db")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let front: SocketAddr = ([127, 0, 0, 1], front).into();
-    support::wait_until("HAProxy listens", || TcpStream::connect(front).is_ok());
     // From 127.0.0.2: HAProxy itself connects from 127.0.0.1.
     let mut c = LineClient::plain_from(front, Some("127.0.0.2"));
     let client = c.local_addr();

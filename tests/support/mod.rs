@@ -5,6 +5,7 @@
 pub mod ca;
 pub mod dovecot;
 pub mod gateway;
+pub mod haproxy;
 pub mod postfix;
 pub mod recorder;
 pub mod scripted;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::gateway::{Gateway, LineClient, expect};
-use support::postfix::{Postfix, free_port};
+use support::postfix::{Load, Postfix, free_port, smtp_source};
 use support::upstreams::{POP3_PASSWORD, POP3_USER, Pop3Upstream};
 use support::{Sandbox, peer, run_with_timeout};
 
@@ -80,49 +80,6 @@ fn wait_listening(port: u16) {
     support::wait_until("the peer listens", || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
-}
-
-/// Runs Postfix's `smtp-source` against `port`; the seconds until its last
-/// message was answered.
-fn smtp_source(source: &Path, port: u16, load: &Load, to: &str, per_session: bool) -> f64 {
-    let mut cmd = Command::new(source);
-    cmd.args(["-s", &load.sessions.to_string()])
-        .args(["-m", &load.count.to_string()])
-        .args(["-l", &load.size.to_string()])
-        .args(["-f", "bench@example.org", "-t", to]);
-    if per_session {
-        cmd.arg("-d");
-    }
-    cmd.arg(format!("127.0.0.1:{port}"));
-    let started = Instant::now();
-    let out = run_with_timeout(&mut cmd, b"", TIMEOUT);
-    assert!(
-        out.status.success(),
-        "smtp-source: {}",
-        support::stderr(&out)
-    );
-    started.elapsed().as_secs_f64()
-}
-
-struct Load {
-    size: usize,
-    count: usize,
-    sessions: usize,
-}
-
-impl Load {
-    fn label(&self, per_session: bool) -> String {
-        let size = if self.size >= 1 << 20 {
-            format!("{} MiB", self.size >> 20)
-        } else {
-            format!("{} KiB", self.size >> 10)
-        };
-        let how = if per_session { ", -d" } else { "" };
-        format!(
-            "{size} x {} over {} connections{how}",
-            self.count, self.sessions
-        )
-    }
 }
 
 /// The durable-write limit of this filesystem: `count` files of `size`

@@ -792,6 +792,27 @@ fn backup_and_merge_refuse_bad_arguments_clearly() {
     assert!(stderr(&out).contains("no-such-standby"), "{}", stderr(&out));
     let out = sb.run(&["mailbox", "import-public"]);
     assert_eq!(code(&out), 2);
+
+    // A standby copy whose public key no longer matches (the password was
+    // reset on the primary): its mail is not merged, and it stays.
+    let (id, _) = sb.create_mailbox("Reset later");
+    let public = sb.run(&["mailbox", "export-public", &id]).stdout;
+    let standby = Sandbox::new("backup-args-standby", json!({}));
+    let out = standby.run_with_input(&["mailbox", "import-public", "-"], &public);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = standby.run_with_input(&["mailbox", "deliver", &id], &fixture("utf8-headers.eml"));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = sb.run(&["mailbox", "reset-password", &id, "--force"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = sb.run(&["merge", standby.data().to_str().unwrap()]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("the public keys differ"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(standby.message_files(&id).len(), 1, "left on the standby");
+    assert!(sb.message_files(&id).is_empty());
     let out = sb.run(&[
         "mailbox",
         "export-public",

@@ -23,7 +23,7 @@ use std::time::Duration;
 use serde_json::json;
 use support::gateway::{Gateway, LineClient, expect};
 use support::haproxy::Haproxy;
-use support::postfix::free_port;
+use support::postfix::{Load, free_port, smtp_source};
 use support::{Sandbox, is_root, peer, run, stderr, under_ci};
 
 const ADDRESS: &str = "10.77.0.1";
@@ -448,26 +448,12 @@ fn cluster_throughput_next_to_a_single_node() {
     let (single_id, _) = single.create_mailbox("Bench");
     let gs = Gateway::start(&single);
 
-    let rate = |port: u16, to: &str| {
-        let started = std::time::Instant::now();
-        let out = support::run_with_timeout(
-            Command::new(&source)
-                .args([
-                    "-s",
-                    &sessions.to_string(),
-                    "-m",
-                    &count.to_string(),
-                    "-l",
-                    "10240",
-                ])
-                .args(["-f", "bench@example.org", "-t", to])
-                .arg(format!("127.0.0.1:{port}")),
-            b"",
-            Duration::from_secs(900),
-        );
-        assert!(out.status.success(), "smtp-source: {}", stderr(&out));
-        count as f64 / started.elapsed().as_secs_f64()
+    let load = Load {
+        size: 10 << 10,
+        count,
+        sessions,
     };
+    let rate = |port: u16, to: &str| count as f64 / smtp_source(&source, port, &load, to, false);
     let cluster = rate(front.port(), &format!("{id}@localhost"));
     let stored = fs::read_dir(
         gluster.mounts[1]
@@ -483,7 +469,7 @@ fn cluster_throughput_next_to_a_single_node() {
         &format!("{single_id}@localhost"),
     );
     assert_eq!(single.message_files(&single_id).len(), count);
-    let load = format!("10 KiB x {count} over {sessions} connections");
+    let load = load.label(false);
     for (target, unit, value) in [
         (
             "2 nodes on GlusterFS replica 3, via HAProxy",

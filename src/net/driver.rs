@@ -27,6 +27,7 @@ use super::acceptor::Accepted;
 use super::cidr::Cidr;
 use super::conn::{Connection, Input, OnShutdown, TlsInfo};
 use super::limits::{ConnectionGuard, ConnectionLimits};
+use super::stream::DeadlineSocket;
 use super::tls::TlsServer;
 use super::upstream::{Perform, Request, Response, UpstreamLink};
 use super::{log_context, proxy_header};
@@ -300,14 +301,14 @@ impl SessionEnv {
         deadline: Instant,
     ) -> Result<SocketAddr, String> {
         if !self.proxy_trusted.iter().any(|c| c.contains(peer.ip())) {
-            return match sent_already(tcp) {
-                Some(start) if proxy_header::looks_like_header(&start) => {
-                    Err("a PROXY header from outside haproxy_trusted_networks".into())
-                }
-                _ => Ok(peer),
+            let start = sent_already(tcp).map_err(|e| e.to_string())?;
+            return if proxy_header::looks_like_header(&start) {
+                Err("a PROXY header from outside haproxy_trusted_networks".into())
+            } else {
+                Ok(peer)
             };
         }
-        let mut src = DeadlineReader { tcp, deadline };
+        let mut src = DeadlineSocket { tcp, deadline };
         let client = match proxy_header::read_header(&mut src) {
             Ok(Some(client)) => client,
             // LOCAL: the balancer's own health check.
@@ -378,31 +379,13 @@ pub trait Surroundings {
 
 /// What a client sent before the greeting, without taking it: mail
 /// clients wait for the server, so only a load balancer's header is there.
-fn sent_already(tcp: &std::net::TcpStream) -> Option<Vec<u8>> {
+/// An error means the socket could not be put back in blocking mode.
+fn sent_already(tcp: &std::net::TcpStream) -> io::Result<Vec<u8>> {
     let mut start = [0u8; 16];
-    tcp.set_nonblocking(true).ok()?;
+    tcp.set_nonblocking(true)?;
     let peeked = tcp.peek(&mut start);
-    tcp.set_nonblocking(false).ok()?;
-    peeked.ok().map(|n| start[..n].to_vec())
-}
-
-/// Reads a blocking socket, each read bounded by what is left of `deadline`.
-struct DeadlineReader<'a> {
-    tcp: &'a std::net::TcpStream,
-    deadline: Instant,
-}
-
-impl io::Read for DeadlineReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
-        }
-        self.tcp.set_read_timeout(Some(left))?;
-        let result = (&mut &*self.tcp).read(buf);
-        self.tcp.set_read_timeout(None)?;
-        result
-    }
+    tcp.set_nonblocking(false)?;
+    Ok(peeked.map_or_else(|_| Vec::new(), |n| start[..n].to_vec()))
 }
 
 impl Surroundings for SessionEnv {

@@ -39,10 +39,11 @@ fn timed_out() -> io::Error {
 }
 
 /// The socket seen through a deadline: each read or write may take only the
-/// time that is left.
-struct DeadlineSocket<'a> {
-    tcp: &'a TcpStream,
-    deadline: Instant,
+/// time that is left. (Also what reads a PROXY header before a connection
+/// becomes a `Stream`.)
+pub(super) struct DeadlineSocket<'a> {
+    pub(super) tcp: &'a TcpStream,
+    pub(super) deadline: Instant,
 }
 
 impl DeadlineSocket<'_> {

@@ -45,7 +45,6 @@ pub fn fingerprint(der: &[u8]) -> String {
 /// (with the services); sessions keep the one they started with.
 pub struct TlsServer {
     config: Arc<ServerConfig>,
-    fingerprint: String,
 }
 
 impl TlsServer {
@@ -55,18 +54,12 @@ impl TlsServer {
         info!("TLS certificate {} (SHA-256 {fingerprint})", cert.display());
         Ok(TlsServer {
             config: Arc::new(config),
-            fingerprint,
         })
     }
 
     /// The configuration handshakes use.
     pub fn current(&self) -> Arc<ServerConfig> {
         Arc::clone(&self.config)
-    }
-
-    /// The certificate's SHA-256 fingerprint, as logged.
-    pub fn fingerprint(&self) -> &str {
-        &self.fingerprint
     }
 }
 

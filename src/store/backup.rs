@@ -256,9 +256,9 @@ pub struct MergeReport {
 
 /// Moves the messages of a standby gateway's data directory `standby` into
 /// the mailboxes of `store` with the same id and public key. Each file is
-/// copied into the mailbox's `tmp/`, fsynced, renamed into `messages/` and
-/// the directory fsynced, as a delivery is; only then is it removed from the
-/// standby. So a merge run again, or interrupted and run again, never gives
+/// copied into the mailbox's `tmp/`, fsynced and renamed into `messages/`,
+/// as a delivery is; one directory fsync per mailbox makes the renames
+/// durable, and only then are the files removed from the standby. So a merge run again, or interrupted and run again, never gives
 /// the archiver a message twice, and never loses one.
 pub fn merge(store: &Store, standby: &Path) -> Result<MergeReport, StoreError> {
     let from = Store {
@@ -301,22 +301,27 @@ fn merge_mailbox(
 ) -> Result<(), StoreError> {
     let their_dir = theirs.dir().join(MESSAGES_DIR);
     let our_dir = ours.dir().join(MESSAGES_DIR);
+    let mut merged = Vec::new();
     for entry in theirs.messages()? {
         let file = entry.name.file_name();
-        let source = their_dir.join(&file);
         let target = our_dir.join(&file);
         if target.exists() {
             report.present += 1;
         } else {
             let tmp = ours.dir().join(TMP_DIR).join(&file);
-            fs::copy(&source, &tmp).map_err(io_error(&tmp, "cannot copy"))?;
+            fs::copy(their_dir.join(&file), &tmp).map_err(io_error(&tmp, "cannot copy"))?;
             fs::File::open(&tmp)
                 .and_then(|f| f.sync_all())
                 .map_err(io_error(&tmp, "cannot sync"))?;
             fs::rename(&tmp, &target).map_err(io_error(&target, "cannot store"))?;
-            durable::sync_dir(&our_dir).map_err(io_error(&our_dir, "cannot sync"))?;
             report.moved += 1;
         }
+        merged.push(their_dir.join(file));
+    }
+    // One directory fsync makes every rename above durable; only then does
+    // the standby let go of its copies.
+    durable::sync_dir(&our_dir).map_err(io_error(&our_dir, "cannot sync"))?;
+    for source in merged {
         fs::remove_file(&source).map_err(io_error(&source, "cannot remove"))?;
     }
     durable::sync_dir(&their_dir).map_err(io_error(&their_dir, "cannot sync"))

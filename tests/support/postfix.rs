@@ -50,6 +50,51 @@ pub fn refused_port() -> (std::os::fd::OwnedFd, u16) {
     }
 }
 
+/// Runs Postfix's `smtp-source` against `port`; the seconds until its last
+/// message was answered (within 15 minutes, or the test fails).
+pub fn smtp_source(source: &Path, port: u16, load: &Load, to: &str, per_session: bool) -> f64 {
+    let mut cmd = Command::new(source);
+    cmd.args(["-s", &load.sessions.to_string()])
+        .args(["-m", &load.count.to_string()])
+        .args(["-l", &load.size.to_string()])
+        .args(["-f", "bench@example.org", "-t", to]);
+    if per_session {
+        cmd.arg("-d");
+    }
+    cmd.arg(format!("127.0.0.1:{port}"));
+    let started = Instant::now();
+    let out = super::run_with_timeout(&mut cmd, b"", Duration::from_secs(900));
+    assert!(out.status.success(), "smtp-source: {}", super::stderr(&out));
+    started.elapsed().as_secs_f64()
+}
+
+/// A load for `smtp-source`: `count` messages of about `size` bytes over
+/// `sessions` connections at a time.
+pub struct Load {
+    /// Message size in bytes.
+    pub size: usize,
+    /// Messages in all.
+    pub count: usize,
+    /// Connections at a time.
+    pub sessions: usize,
+}
+
+impl Load {
+    /// `10 KiB x 5000 over 32 connections[, -d]`.
+    pub fn label(&self, per_session: bool) -> String {
+        let size = if self.size >= 1 << 20 {
+            format!("{} MiB", self.size >> 20)
+        } else {
+            format!("{} KiB", self.size >> 10)
+        };
+        let how = if per_session { ", -d" } else { "" };
+        format!(
+            "{size} x {} over {} connections{how}",
+            self.count, self.sessions
+        )
+    }
+}
+
 /// A running private Postfix.
 pub struct Postfix {
     dir: PathBuf,

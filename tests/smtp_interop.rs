@@ -291,8 +291,16 @@ fn postfix_relays_journal_mail_over_tls() {
             name.starts_with("utf8"),
         );
     }
+    // Postfix logs `status=sent` only after the gateway's 250, a moment
+    // after the file is stored: wait for both.
+    let sent = || {
+        postfix
+            .log()
+            .matches("status=sent (250 2.0.0 Ok: queued as")
+            .count()
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
-    while sb.message_files(&id).len() < names.len() {
+    while sb.message_files(&id).len() < names.len() || sent() < names.len() {
         assert!(
             Instant::now() < deadline,
             "Postfix did not deliver everything:\n{}\n{}",

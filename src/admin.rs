@@ -1,6 +1,6 @@
 //! The mailbox operations that involve keys, written once for every front
-//! end: the `mailbox` CLI today, the web console next (DESIGN: the console
-//! shares mailbox operations with the CLI). Reading passwords, printing and
+//! end: the `mailbox` CLI and the web console (DESIGN: the console shares
+//! mailbox operations with the CLI). Reading passwords, printing and
 //! confirmations stay with each front end.
 
 use std::fmt;
@@ -115,6 +115,20 @@ pub fn reset_password(
     let wrapped = crypto::wrap_secret_key(&pair, &password, kdf)?;
     mailbox.reset_keys(pair.public().clone(), &wrapped)?;
     Ok((mailbox, generated.then_some(password)))
+}
+
+/// Sets the web console's administrator password, after the same strength
+/// check as a chosen mailbox password; stored as an Argon2id hash.
+pub fn set_console_password(
+    store: &Store,
+    kdf: KdfParams,
+    password: &Password,
+) -> Result<(), AdminError> {
+    auth::check_password_strength(password, &["sealpost", "admin", "console"])
+        .map_err(AdminError::WeakPassword)?;
+    let hash = crypto::hash_password(password, kdf)?;
+    store.set_console_password_hash(&hash)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -98,6 +98,8 @@ pub struct Config {
     pub limits: Limits,
     /// Argon2id cost for newly wrapped keys.
     pub kdf: KdfConfig,
+    /// The HTTPS management console.
+    pub console: ConsoleConfig,
     /// Where `serve` listens for `sealpost lockouts` (a Unix socket); `None`
     /// turns it off. Absent means `<data_dir>/control.sock`.
     #[serde(deserialize_with = "optional_path")]
@@ -128,6 +130,7 @@ impl Default for Config {
             proxy: ProxyConfig::default(),
             limits: Limits::default(),
             kdf: KdfConfig::default(),
+            console: ConsoleConfig::default(),
             // An empty path is never read from a file (empty names are
             // refused): it stands for "absent" until data_dir is known.
             control_socket: Some(PathBuf::new()),
@@ -302,6 +305,27 @@ impl Pop3ProxyConfig {
     }
 }
 
+/// The `console` section: the web console, HTTPS only.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// HTTPS listeners; an empty list turns the console off.
+    #[serde(deserialize_with = "addrs")]
+    pub listen: Vec<SocketAddr>,
+    /// A console session ends after this long without a request.
+    #[serde(deserialize_with = "number::<_, 1, 86_400>")]
+    pub session_idle_secs: u64,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> ConsoleConfig {
+        ConsoleConfig {
+            listen: addr_list(&["127.0.0.1:8450"]),
+            session_idle_secs: 900,
+        }
+    }
+}
+
 /// The `proxy` section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -455,8 +479,9 @@ impl KdfConfig {
 }
 
 /// The sections: each must be a JSON object when given.
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "tls",
+    "console",
     "smtp",
     "pop3",
     "smtp_proxy",
@@ -563,6 +588,9 @@ impl Config {
             for (i, a) in l.listen_tls.iter().enumerate() {
                 out.push((format!("{name}.listen_tls[{i}]"), *a));
             }
+        }
+        for (i, a) in self.console.listen.iter().enumerate() {
+            out.push((format!("console.listen[{i}]"), *a));
         }
         out
     }
@@ -906,6 +934,27 @@ mod tests {
         let config = parse(r#"{"pop3": {"listen": []}}"#).unwrap();
         assert!(config.pop3.listen.is_empty());
         assert_eq!(config.pop3.listen_tls.len(), 1);
+    }
+
+    #[test]
+    fn the_console_listens_on_loopback_unless_told_otherwise() {
+        let config = parse("{}").unwrap();
+        assert_eq!(config.console.listen, addr_list(&["127.0.0.1:8450"]));
+        assert_eq!(config.console.session_idle_secs, 900);
+        assert!(
+            parse(r#"{"console": {"listen": []}}"#)
+                .unwrap()
+                .console
+                .listen
+                .is_empty()
+        );
+        let e = error_of(r#"{"console": {"listen": ["127.0.0.1:10025"]}}"#);
+        assert!(
+            e.contains("console.listen[0]: 127.0.0.1:10025 is already used by smtp.listen[0]"),
+            "{e}"
+        );
+        let e = error_of(r#"{"console": {"session_idle_secs": 0}}"#);
+        assert!(e.contains("console.session_idle_secs"), "{e}");
     }
 
     #[test]

@@ -251,6 +251,25 @@ pub fn burn_key_derivation(password: &Password, params: KdfParams) {
     let _ = derive_wrapping_key(password, &salt, params);
 }
 
+/// An Argon2id password hash in libsodium's string form
+/// (`$argon2id$v=19$m=…,t=…,p=1$salt$hash`, `crypto_pwhash_str`), which
+/// carries its own salt and cost: for the console's administrator password.
+pub fn hash_password(password: &Password, params: KdfParams) -> Result<String, CryptoError> {
+    init()?;
+    let memlimit = usize::try_from(params.memlimit)
+        .map_err(|_| CryptoError::Kdf("memlimit is too large for this machine".into()))?;
+    crypto_pwhash::argon2id::pwhash_str(password.expose().as_bytes(), params.opslimit, memlimit)
+        .map_err(|e| CryptoError::Kdf(e.to_string()))
+}
+
+/// Whether `password` matches a hash made by [`hash_password`] (in constant
+/// time, inside libsodium); a malformed hash matches nothing.
+pub fn verify_password_hash(hash: &str, password: &Password) -> bool {
+    init().is_ok()
+        && hash.starts_with("$argon2id$")
+        && crypto_pwhash::argon2id::pwhash_str_verify(hash, password.expose().as_bytes())
+}
+
 /// A secretstream key for one message file or spool file; no `Debug`.
 pub struct StreamKey(secretstream::Key);
 
@@ -343,6 +362,13 @@ pub fn random_bytes(buf: &mut [u8]) {
     random::fill_bytes(buf);
 }
 
+/// `bytes` random bytes as lowercase hex: ids, names and tokens.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = Zeroizing::new(vec![0u8; bytes]);
+    random_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A uniformly random number below `upper` (no modulo bias).
 pub fn random_below(upper: u32) -> u32 {
     let _ = init();
@@ -403,6 +429,21 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_administrator_hash_is_argon2id_and_checks_only_its_password() {
+        let params = KdfParams {
+            opslimit: 1,
+            memlimit: 8 * 1024 * 1024,
+        };
+        let right = Password::new("correct horse battery staple 42".into());
+        let hash = hash_password(&right, params).unwrap();
+        assert!(hash.starts_with("$argon2id$v=19$m=8192,t=1,"), "{hash}");
+        assert!(verify_password_hash(&hash, &right));
+        assert!(!verify_password_hash(&hash, &Password::new("wrong".into())));
+        assert!(!verify_password_hash("$argon2id$broken", &right));
+        assert!(!verify_password_hash("", &right));
+    }
 
     const FAST: KdfParams = KdfParams {
         opslimit: 1,

@@ -11,6 +11,8 @@ use sd_notify::NotifyState;
 use crate::auth::{KdfSlots, LoginThrottle, ThrottleSettings};
 use crate::cert;
 use crate::config::{Config, Listeners};
+use crate::console::ConsoleService;
+use crate::console::session::Sessions;
 use crate::control::{self, Throttles};
 use crate::net::acceptor::{Accepted, Acceptor, Control, Service};
 use crate::net::driver::{SessionEnv, Timeouts};
@@ -83,6 +85,8 @@ struct Shared {
     /// expired provider password behind the archiver's NAT must not lock
     /// the archiver out of POP3.
     throttles: Throttles,
+    /// The web console's open sessions.
+    console_sessions: Arc<Sessions>,
 }
 
 impl Shared {
@@ -102,7 +106,9 @@ impl Shared {
                 ("pop3", throttle()),
                 ("smtp-proxy", throttle()),
                 ("pop3-proxy", throttle()),
+                ("console", throttle()),
             ]),
+            console_sessions: Arc::default(),
         }
     }
 
@@ -239,6 +245,19 @@ impl Parts<'_> {
         })
     }
 
+    fn console(&self, throttle: &Arc<LoginThrottle>, sessions: &Arc<Sessions>) -> ConsoleService {
+        ConsoleService {
+            config: Arc::new(self.config.clone()),
+            store: self.store.clone(),
+            env: self.env.clone(),
+            throttle: Arc::clone(throttle),
+            sessions: Arc::clone(sessions),
+            kdf_slots: Arc::new(KdfSlots::new(
+                self.config.limits.max_concurrent_kdf as usize,
+            )),
+        }
+    }
+
     fn pop3_proxy(&self, throttle: &Arc<LoginThrottle>) -> Result<Pop3ProxyService, String> {
         Ok(Pop3ProxyService {
             settings: Pop3ProxySettings {
@@ -314,6 +333,20 @@ fn build(config: &Config, store: &Store, shared: &Shared) -> Result<Services, St
         pop3_busy,
         Arc::new(move |a, implicit| pop3_proxy.run(a, implicit)),
     );
+    let console = Arc::new(parts.console(&throttles[3].1, &shared.console_sessions));
+    for (i, addr) in config.console.listen.iter().enumerate() {
+        services.bindings.push((
+            format!("console.listen[{i}]"),
+            *addr,
+            services.services.len(),
+        ));
+    }
+    services.services.push(Service {
+        name: "console",
+        // HTTPS from the first byte: nothing can be said before the handshake.
+        busy_reply: Vec::new(),
+        handler: Arc::new(move |a| console.run(a)),
+    });
     if services.bindings.is_empty() {
         return Err("no listener is configured (every listen list is empty)".into());
     }
@@ -425,6 +458,7 @@ fn keep_restart_only(next: &mut Config, running: &Config) -> Vec<&'static str> {
         next.smtp_proxy.listen_tls = running.smtp_proxy.listen_tls.clone();
         next.pop3_proxy.listen = running.pop3_proxy.listen.clone();
         next.pop3_proxy.listen_tls = running.pop3_proxy.listen_tls.clone();
+        next.console.listen = running.console.listen.clone();
     }
     if next.data_dir != running.data_dir {
         changed.push("data_dir");

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cert;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod control;
 pub mod crypto;
 pub mod dot_stuffing;

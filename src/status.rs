@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::cert::{self, EXPIRY_WARNING_DAYS};
 use crate::config::Config;
-use crate::store::{self, Store};
+use crate::store::{self, Mailbox, Store, StoreError};
 use crate::timestamp;
 
 /// How long a listener may take to accept the check's connection.
@@ -95,8 +95,18 @@ fn target(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+/// How the listeners are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// Connect to each (the CLI, from outside the gateway).
+    Connect,
+    /// The gateway asking about itself: it bound every listener before it
+    /// started, so each one is served (connecting would only start sessions).
+    Serving,
+}
+
 /// Takes the report. `max_pending_age`: mail waiting longer needs attention.
-pub fn gather(config: &Config, store: &Store, max_pending_age: Duration) -> Report {
+pub fn gather(config: &Config, store: &Store, max_pending_age: Duration, probe: Probe) -> Report {
     let now = SystemTime::now();
     let mut attention = Vec::new();
     let gateway_pid = store::serving_pid(&config.data_dir, config.node.as_deref());
@@ -104,8 +114,11 @@ pub fn gather(config: &Config, store: &Store, max_pending_age: Duration) -> Repo
         .all_listeners()
         .into_iter()
         .map(|(key, address)| {
-            let answers = (address.port() != 0)
-                .then(|| TcpStream::connect_timeout(&target(address), CONNECT_TIMEOUT).is_ok());
+            let answers = match probe {
+                Probe::Serving => Some(true),
+                Probe::Connect => (address.port() != 0)
+                    .then(|| TcpStream::connect_timeout(&target(address), CONNECT_TIMEOUT).is_ok()),
+            };
             if answers == Some(false) {
                 attention.push(format!("{key} {address} does not answer"));
             }
@@ -135,40 +148,16 @@ pub fn gather(config: &Config, store: &Store, max_pending_age: Duration) -> Repo
         Err(e) => attention.push(format!("the mailboxes cannot be listed: {e}")),
         Ok(ids) => {
             for id in ids {
-                let read = store
+                match store
                     .mailbox(&id)
-                    .and_then(|mb| mb.stats().map(|stats| (mb, stats)));
-                let (mailbox, stats) = match read {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        attention.push(format!("mailbox {id} cannot be read: {e}"));
-                        continue;
+                    .and_then(|mb| mailbox_status(&mb, now, max_pending_age))
+                {
+                    Ok((status, warning)) => {
+                        attention.extend(warning);
+                        mailboxes.push(status);
                     }
-                };
-                let oldest_age_secs = stats.oldest.map(|t| age(t, now));
-                if let Some(waited) = oldest_age_secs.filter(|&a| a > max_pending_age.as_secs()) {
-                    let advice = if mailbox.is_public_only() {
-                        "a standby copy: merge it into the primary (sealpost merge)"
-                    } else {
-                        "is the archiver collecting?"
-                    };
-                    attention.push(format!(
-                        "mailbox {id} ({}): the oldest of {} message(s) has waited {} h; {advice}",
-                        mailbox.info().name,
-                        stats.messages,
-                        waited / 3600
-                    ));
+                    Err(e) => attention.push(format!("mailbox {id} cannot be read: {e}")),
                 }
-                mailboxes.push(MailboxStatus {
-                    id: id.as_str().to_owned(),
-                    name: mailbox.info().name.clone(),
-                    status: mailbox.info().status.as_str().to_owned(),
-                    pending_messages: stats.messages,
-                    pending_bytes: stats.bytes,
-                    oldest_age_secs,
-                    last_retrieved: stats.last_retrieved.map(timestamp::rfc3339),
-                    last_retrieved_age_secs: stats.last_retrieved.map(|t| age(t, now)),
-                });
             }
         }
     }
@@ -182,6 +171,44 @@ pub fn gather(config: &Config, store: &Store, max_pending_age: Duration) -> Repo
         max_pending_age_secs: max_pending_age.as_secs(),
         attention,
     }
+}
+
+/// One mailbox's state, and the sentence saying why it needs attention if
+/// it does (mail waiting longer than `max_pending_age`).
+pub fn mailbox_status(
+    mailbox: &Mailbox,
+    now: SystemTime,
+    max_pending_age: Duration,
+) -> Result<(MailboxStatus, Option<String>), StoreError> {
+    let stats = mailbox.stats()?;
+    let id = mailbox.id();
+    let oldest_age_secs = stats.oldest.map(|t| age(t, now));
+    let warning = oldest_age_secs
+        .filter(|&a| a > max_pending_age.as_secs())
+        .map(|waited| {
+            let advice = if mailbox.is_public_only() {
+                "a standby copy: merge it into the primary (sealpost merge)"
+            } else {
+                "is the archiver collecting?"
+            };
+            format!(
+                "mailbox {id} ({}): the oldest of {} message(s) has waited {} h; {advice}",
+                mailbox.info().name,
+                stats.messages,
+                waited / 3600
+            )
+        });
+    let status = MailboxStatus {
+        id: id.as_str().to_owned(),
+        name: mailbox.info().name.clone(),
+        status: mailbox.info().status.as_str().to_owned(),
+        pending_messages: stats.messages,
+        pending_bytes: stats.bytes,
+        oldest_age_secs,
+        last_retrieved: stats.last_retrieved.map(timestamp::rfc3339),
+        last_retrieved_age_secs: stats.last_retrieved.map(|t| age(t, now)),
+    };
+    Ok((status, warning))
 }
 
 /// Escapes a Prometheus label value (exposition format: `\`, `"`, newline).

@@ -256,6 +256,7 @@ fn the_readme_quick_start_works_when_pasted() {
         }
     }
     config["pop3"]["listen_tls"] = json!([format!("127.0.0.1:{port}")]);
+    config["console"]["listen"] = json!(["127.0.0.1:0"]);
     config["kdf"] = json!({ "opslimit": 1, "memlimit_bytes": 8 * 1024 * 1024 });
     fs::write(sb.config(), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
     fs::create_dir_all(sb.dir.join("tests")).unwrap();

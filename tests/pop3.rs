@@ -433,13 +433,8 @@ fn status_shows_what_needs_attention_and_exits_4_for_it() {
     assert!(mailbox["oldest_age_secs"].as_u64().unwrap() < 600);
     assert_eq!(mailbox["last_retrieved"], serde_json::Value::Null);
 
-    // Mail that has waited two days: the archiver stopped collecting. (The
-    // message name carries its arrival time; an older name is older mail.)
-    let file = sb.message_files(&id).remove(0);
-    let name = file.file_name().unwrap().to_str().unwrap().to_owned();
-    let (micros, rest) = name.split_once('-').unwrap();
-    let older = micros.parse::<u64>().unwrap() - 2 * 86_400 * 1_000_000;
-    fs::rename(&file, file.with_file_name(format!("{older}-{rest}"))).unwrap();
+    // Mail that has waited two days: the archiver stopped collecting.
+    sb.age_oldest_message(&id, 2 * 86_400);
     let out = status(&[]);
     assert_eq!(out.status.code(), Some(4));
     let text = support::stdout(&out);

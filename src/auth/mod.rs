@@ -63,7 +63,6 @@ pub fn check_password_strength(password: &Password, context: &[&str]) -> Result<
             reason.push_str(&format!(" {suggestion}"));
         }
     }
-    reason.push_str(" (leave out --password-file to have a strong one generated)");
     Err(reason)
 }
 

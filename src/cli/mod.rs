@@ -8,6 +8,7 @@
 
 mod backup;
 mod cert;
+mod console;
 mod crlf;
 mod identity;
 mod lockouts;
@@ -58,7 +59,12 @@ impl fmt::Display for CliError {
 
 impl From<crate::admin::AdminError> for CliError {
     fn from(e: crate::admin::AdminError) -> CliError {
-        CliError::failed(e.to_string())
+        match e {
+            crate::admin::AdminError::WeakPassword(why) => CliError::failed(format!(
+                "{why} (without a new password file, a strong one is generated)"
+            )),
+            e => CliError::failed(e.to_string()),
+        }
     }
 }
 
@@ -89,6 +95,7 @@ Commands:
   mailbox ...      manage mailboxes (sealpost mailbox --help)
   lockouts ...     list or end login lockouts of the running gateway
   cert show        the served certificate: subject, names, validity, SHA-256
+  console passwd   set the web console's administrator password
   status           listeners, certificate, mail waiting; exit 4 if something
                    needs attention (for cron and monitoring)
   backup DEST      a consistent, incremental snapshot of the data directory
@@ -179,6 +186,7 @@ fn dispatch(args: Vec<String>) -> Result<(), CliError> {
         "mailbox" => mailbox::run(&context, rest),
         "lockouts" => lockouts::run(&context, rest),
         "cert" => cert::run(&context, rest),
+        "console" => console::run(&context, rest),
         "status" => status::run(&context, rest),
         "backup" => backup::run_backup(&context, rest),
         "merge" => backup::run_merge(&context, rest),

@@ -54,7 +54,7 @@ pub fn run(context: &Context, args: Vec<String>) -> Result<(), CliError> {
     };
     let context = context_with(context, &m);
     let (config, store) = context.open()?;
-    let report = status::gather(&config, &store, max_age);
+    let report = status::gather(&config, &store, max_age, status::Probe::Connect);
     if m.opt_present("json") {
         let json =
             serde_json::to_string_pretty(&report).map_err(|e| CliError::failed(e.to_string()))?;

@@ -208,6 +208,11 @@ pub fn backup(store: &Store, dest: &Path, keep: usize) -> Result<BackupReport, S
         report.mailboxes += 1;
     }
     copy_dir_files(&store.root().join(TLS_DIR), &partial.join(TLS_DIR))?;
+    if let Some(hash) = store.console_password_hash()? {
+        let file = super::CONSOLE_PASSWORD_FILE;
+        durable::replace_file(&partial, file, format!("{hash}\n").as_bytes())
+            .map_err(io_error(&partial.join(file), "cannot write"))?;
+    }
     sync_tree(&partial)?;
     let snapshot = dest.join(&name);
     fs::rename(&partial, &snapshot).map_err(io_error(&snapshot, "cannot create"))?;

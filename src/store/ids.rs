@@ -8,10 +8,6 @@ use std::time::SystemTime;
 use crate::crypto;
 use crate::timestamp;
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn is_lower_hex(s: &str) -> bool {
     s.bytes()
         .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
@@ -24,9 +20,7 @@ pub struct MailboxId(String);
 impl MailboxId {
     /// A fresh random id (128 bits).
     pub fn generate() -> MailboxId {
-        let mut bytes = [0u8; 16];
-        crypto::random_bytes(&mut bytes);
-        MailboxId(format!("mbx-{}", hex(&bytes)))
+        MailboxId(format!("mbx-{}", crypto::random_hex(16)))
     }
 
     /// The id text, also its directory name.
@@ -72,11 +66,13 @@ pub struct MessageName {
 impl MessageName {
     /// A fresh name for a message of `size` bytes stored now.
     pub fn generate(now: SystemTime, size: u64) -> MessageName {
-        let mut bytes = [0u8; 8];
-        crypto::random_bytes(&mut bytes);
         // Zero-padded so that names sort in time order as plain strings.
         MessageName {
-            id: format!("{:016}-{}", timestamp::unix_micros(now), hex(&bytes)),
+            id: format!(
+                "{:016}-{}",
+                timestamp::unix_micros(now),
+                crypto::random_hex(8)
+            ),
             size: Some(size),
         }
     }

@@ -130,6 +130,8 @@ pub(crate) fn io_error(
 }
 
 const MAILBOXES_DIR: &str = "mailboxes";
+/// The console administrator's Argon2id hash (`sealpost console passwd`).
+pub(crate) const CONSOLE_PASSWORD_FILE: &str = "console-password";
 const SPOOL_DIR: &str = "spool";
 const SERVE_LOCK: &str = "serve.lock";
 const CREATING: &str = ".creating";
@@ -316,6 +318,29 @@ impl Store {
         durable::sync_dir(&dir).map_err(io_error(&dir, "cannot sync"))?;
         fs::remove_dir_all(&doomed).map_err(io_error(&doomed, "cannot remove"))?;
         Ok(count)
+    }
+
+    /// The console administrator's password hash, if one was set.
+    pub fn console_password_hash(&self) -> Result<Option<String>, StoreError> {
+        let path = self.root.join(CONSOLE_PASSWORD_FILE);
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text.trim().to_owned()).filter(|h| !h.is_empty())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(&path, "cannot read")(e)),
+        }
+    }
+
+    /// Sets the console administrator's password hash (replaced whole, 0600).
+    pub fn set_console_password_hash(&self, hash: &str) -> Result<(), StoreError> {
+        durable::replace_file(
+            &self.root,
+            CONSOLE_PASSWORD_FILE,
+            format!("{hash}\n").as_bytes(),
+        )
+        .map_err(io_error(
+            &self.root.join(CONSOLE_PASSWORD_FILE),
+            "cannot write",
+        ))
     }
 
     /// Starts receiving a message.

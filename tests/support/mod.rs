@@ -6,6 +6,7 @@ pub mod ca;
 pub mod dovecot;
 pub mod gateway;
 pub mod haproxy;
+pub mod https;
 pub mod postfix;
 pub mod recorder;
 pub mod scripted;
@@ -129,8 +130,11 @@ impl Sandbox {
             u64::from_le_bytes(bytes)
         ));
         fs::create_dir_all(&dir).unwrap();
+        // The console is off unless a test turns it on: its default port
+        // is fixed, and tests run side by side.
         let mut config = serde_json::json!({
             "kdf": { "opslimit": 1, "memlimit_bytes": 8 * 1024 * 1024 },
+            "console": { "listen": [] },
         });
         merge(&mut config, extra);
         fs::write(
@@ -226,6 +230,16 @@ impl Sandbox {
             .unwrap_or_default();
         files.sort();
         files
+    }
+
+    /// Makes the oldest message of a mailbox `secs` older: a message's name
+    /// carries its arrival time, so an older name is older mail.
+    pub fn age_oldest_message(&self, id: &str, secs: u64) {
+        let file = self.message_files(id).remove(0);
+        let name = file.file_name().unwrap().to_str().unwrap().to_owned();
+        let (micros, rest) = name.split_once('-').unwrap();
+        let older = micros.parse::<u64>().unwrap() - secs * 1_000_000;
+        fs::rename(&file, file.with_file_name(format!("{older}-{rest}"))).unwrap();
     }
 
     /// Runs `mailbox export <id> --password-file <password_file> --out <out>`.

@@ -1,0 +1,575 @@
+//! The HTTPS management console: the dashboard of `sealpost status` and
+//! the operations of `sealpost mailbox`, in a browser.
+//!
+//! It runs behind the same acceptor, connection limits, TLS certificate and
+//! deadlines as the mail listeners (TLS from the first byte, one request per
+//! connection). The mailbox operations are the CLI's own (`admin`, `store`);
+//! the administrator's failed logins go through the same delays and
+//! lockouts as mail logins (its own `LoginThrottle`, listed by
+//! `sealpost lockouts` as `console`).
+//!
+//! Security: a session is a random token in a `__Host-` cookie that is
+//! `Secure`, `HttpOnly` and `SameSite=Strict` with an idle expiry; every
+//! state-changing request is a POST carrying the session's CSRF token (the
+//! login form a double-submitted one) and, when the browser sends one, an
+//! `Origin` of this very console. Nothing secret is ever put in a URL or a
+//! log line: passwords and tokens travel in bodies and cookies only.
+
+pub mod http;
+pub mod pages;
+pub mod session;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use log::{info, warn};
+use maud::Markup;
+
+use crate::admin::{self, AdminError, NewPassword};
+use crate::auth::{KdfSlots, LoginThrottle};
+use crate::cert;
+use crate::config::Config;
+use crate::crypto::{self, Password};
+use crate::net::acceptor::Accepted;
+use crate::net::driver::{SessionEnv, Surroundings};
+use crate::status::{self, Probe};
+use crate::store::{Mailbox, MailboxId, Status, Store, StoreError};
+
+use http::{Request, Response};
+use pages::Chrome;
+use session::{Active, Sessions};
+
+/// The session cookie (`__Host-`: Secure, path `/`, no domain; RFC 6265bis §4.1.3.2).
+const SESSION_COOKIE: &str = "__Host-sealpost";
+/// The login form's double-submitted CSRF cookie.
+const LOGIN_COOKIE: &str = "__Host-sealpost-login";
+
+/// What the console runs with; rebuilt on each reload, except the sessions
+/// and the throttle, which carry over.
+pub struct ConsoleService {
+    /// The running configuration.
+    pub config: Arc<Config>,
+    /// The mailboxes.
+    pub store: Store,
+    /// TLS, deadlines, shutdown, connection limits.
+    pub env: SessionEnv,
+    /// Failed administrator logins.
+    pub throttle: Arc<LoginThrottle>,
+    /// Open sessions.
+    pub sessions: Arc<Sessions>,
+    /// The cap on concurrent key derivations.
+    pub kdf_slots: Arc<KdfSlots>,
+}
+
+/// The headers of every answer (besides the Content-Security-Policy).
+const SECURITY_HEADERS: [(&str, &str); 5] = [
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Cache-Control", "no-store"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+];
+
+fn cookie(name: &str, value: &str, max_age: Option<u64>) -> String {
+    let age = max_age
+        .map(|s| format!("; Max-Age={s}"))
+        .unwrap_or_default();
+    format!("{name}={value}; Secure; HttpOnly; SameSite=Strict; Path=/{age}")
+}
+
+fn clear_cookie(name: &str) -> String {
+    cookie(name, "", Some(0))
+}
+
+/// A notice for `?done=` after a redirect: fixed texts only, so the URL
+/// never carries anything but a word.
+fn notice_for(done: Option<String>) -> Option<&'static str> {
+    Some(match done?.as_str() {
+        "updated" => "Saved.",
+        "suspended" => "The mailbox is suspended: new mail is refused for now.",
+        "active" => "The mailbox accepts mail again.",
+        "password" => "The password was changed; the stored mail stays readable with the new one.",
+        "reset" => "The password was reset with new keys.",
+        "deleted" => "The mailbox was deleted.",
+        _ => return None,
+    })
+}
+
+impl ConsoleService {
+    /// Serves one connection: TLS, one request, one answer.
+    pub fn run(&self, accepted: Accepted) {
+        let Some(mut opened) = self.env.open(accepted, true, "console") else {
+            return;
+        };
+        let peer = opened.conn.peer();
+        let timeouts = self.env.timeouts;
+        let wait = if Surroundings::overloaded(&self.env) {
+            timeouts.overload.min(timeouts.handshake)
+        } else {
+            timeouts.handshake
+        };
+        let response = match http::read_request(&mut opened.conn, Instant::now() + wait) {
+            Ok(request) => {
+                let response = self.handle(&request, peer);
+                info!(
+                    "console {peer}: {} {} {}",
+                    request.method,
+                    request.path,
+                    response.status()
+                );
+                response
+            }
+            Err(e) => {
+                info!("console {peer}: {e}");
+                match e.status() {
+                    Some(code) => self.problem(code, &e.to_string(), None),
+                    None => {
+                        opened.conn.close();
+                        return;
+                    }
+                }
+            }
+        };
+        let mut security: Vec<(&str, &str)> = SECURITY_HEADERS.to_vec();
+        security.push(("Content-Security-Policy", pages::content_security_policy()));
+        let bytes = response.to_bytes(&security);
+        if let Err(e) = opened.conn.send(&bytes, Instant::now() + timeouts.command) {
+            info!("console {peer}: write failed: {e}");
+        }
+        opened.conn.close();
+    }
+
+    fn chrome<'a>(&'a self, csrf: Option<&'a str>) -> Chrome<'a> {
+        Chrome {
+            hostname: &self.config.hostname,
+            csrf,
+        }
+    }
+
+    fn page(&self, status: u16, csrf: Option<&str>, title: &str, content: Markup) -> Response {
+        Response::html(status, pages::page(&self.chrome(csrf), title, content))
+    }
+
+    fn problem(&self, status: u16, message: &str, csrf: Option<&str>) -> Response {
+        self.page(status, csrf, "Problem", pages::problem(message))
+    }
+
+    /// Whether a POST comes from a page of this console: browsers send
+    /// `Origin` with every POST (RFC 6454 §7.3), and a foreign one is refused
+    /// before the CSRF token is even looked at.
+    fn same_origin(request: &Request) -> bool {
+        match (request.header("origin"), request.header("host")) {
+            (None, _) => true,
+            (Some(origin), Some(host)) => origin.eq_ignore_ascii_case(&format!("https://{host}")),
+            (Some(_), None) => false,
+        }
+    }
+
+    fn handle(&self, request: &Request, peer: SocketAddr) -> Response {
+        let method = request.method.as_str();
+        if !matches!(method, "GET" | "POST") {
+            return self
+                .problem(405, "Only GET and POST are used here.", None)
+                .with_header("Allow", "GET, POST".into());
+        }
+        let hash = match self.store.console_password_hash() {
+            Ok(Some(hash)) => hash,
+            Ok(None) => {
+                return self.page(503, None, "Set an administrator password", pages::setup());
+            }
+            Err(e) => {
+                warn!("console: {e}");
+                return self.problem(500, &format!("The store cannot be read: {e}"), None);
+            }
+        };
+        if method == "POST" && !Self::same_origin(request) {
+            return self.problem(
+                403,
+                "This form came from another site; it was refused.",
+                None,
+            );
+        }
+        match (method, request.path.as_str()) {
+            ("GET", "/login") => return self.login_form(None, 200),
+            ("POST", "/login") => return self.login(request, peer, &hash),
+            _ => {}
+        }
+        let idle = Duration::from_secs(self.config.console.session_idle_secs);
+        let session = request
+            .cookie(SESSION_COOKIE)
+            .and_then(|token| self.sessions.resume(token, &hash, idle));
+        let Some(session) = session else {
+            return Response::redirect("/login");
+        };
+        if method == "POST" && !session.csrf_matches(request.form().get("csrf")) {
+            warn!(
+                "console {peer}: {} without a valid CSRF token refused",
+                request.path
+            );
+            return self.problem(
+                403,
+                "The form was stale or not sent by this console; nothing was changed. Reload the page and try again.",
+                Some(&session.csrf),
+            );
+        }
+        self.route(request, &session)
+    }
+
+    fn route(&self, request: &Request, session: &Active) -> Response {
+        let csrf = session.csrf.as_str();
+        let parts: Vec<&str> = request.path.trim_start_matches('/').split('/').collect();
+        match (request.method.as_str(), parts.as_slice()) {
+            ("GET", [""]) => self.dashboard(csrf, notice_for(request.query_param("done"))),
+            ("POST", ["logout"]) => {
+                if let Some(token) = request.cookie(SESSION_COOKIE) {
+                    self.sessions.close(token);
+                }
+                Response::redirect("/login").with_header("Set-Cookie", clear_cookie(SESSION_COOKIE))
+            }
+            ("GET", ["mailboxes", "new"]) => self.page(
+                200,
+                Some(csrf),
+                "New mailbox",
+                pages::new_mailbox(csrf, "", "", None),
+            ),
+            ("POST", ["mailboxes"]) => self.create(request, csrf),
+            ("GET", ["certificate"]) => {
+                let summary = cert::summary(&cert::in_use(&self.config)).map_err(|e| e.to_string());
+                let content = pages::certificate(summary.as_ref().map_err(String::as_str));
+                self.page(200, Some(csrf), "Certificate", content)
+            }
+            (method, ["mailboxes", id, rest @ ..]) => {
+                let Ok(id) = id.parse::<MailboxId>() else {
+                    return self.problem(404, "There is no such mailbox.", Some(csrf));
+                };
+                match (method, rest) {
+                    ("GET", []) => self.mailbox_page(
+                        &id,
+                        csrf,
+                        notice_for(request.query_param("done")),
+                        None,
+                        200,
+                    ),
+                    ("POST", [op]) => self.mailbox_op(request, &id, op, csrf),
+                    _ => self.problem(404, "There is no such page.", Some(csrf)),
+                }
+            }
+            _ => self.problem(404, "There is no such page.", Some(csrf)),
+        }
+    }
+
+    fn login_form(&self, error: Option<&str>, status: u16) -> Response {
+        let token = Sessions::login_token();
+        self.page(status, None, "Log in", pages::login(&token, error))
+            .with_header("Set-Cookie", cookie(LOGIN_COOKIE, &token, None))
+    }
+
+    fn login(&self, request: &Request, peer: SocketAddr, hash: &str) -> Response {
+        let form = request.form();
+        let expected = request.cookie(LOGIN_COOKIE).unwrap_or("");
+        if expected.is_empty()
+            || !crypto::constant_time_eq(expected.as_bytes(), form.get("csrf").as_bytes())
+        {
+            return self.login_form(Some("The login form had expired. Please try again."), 403);
+        }
+        let attempt = match self.throttle.begin(peer.ip(), None) {
+            Ok(attempt) => attempt,
+            Err(_) => {
+                warn!("console {peer}: login refused: too many failed logins from this address");
+                let minutes = self.throttle.settings().lockout.as_secs().div_ceil(60);
+                return self.login_form(
+                    Some(&format!(
+                        "Too many failed logins from your address. Try again in {minutes} minute(s), or end the lockout on the gateway with: sealpost lockouts clear {}",
+                        peer.ip()
+                    )),
+                    429,
+                );
+            }
+        };
+        let password = Password::new(form.get("password").to_owned());
+        let right = self
+            .kdf_slots
+            .run(|| crypto::verify_password_hash(hash, &password));
+        if right {
+            attempt.succeeded();
+            let token = self.sessions.open(hash);
+            info!("console {peer}: administrator logged in");
+            Response::redirect("/")
+                .with_header("Set-Cookie", cookie(SESSION_COOKIE, &token, None))
+                .with_header("Set-Cookie", clear_cookie(LOGIN_COOKIE))
+        } else {
+            let delay = attempt.failed();
+            warn!("console {peer}: wrong administrator password");
+            Surroundings::hold_back(&self.env, delay);
+            self.login_form(Some("Wrong password."), 401)
+        }
+    }
+
+    fn dashboard(&self, csrf: &str, notice: Option<&str>) -> Response {
+        let report = status::gather(
+            &self.config,
+            &self.store,
+            status::DEFAULT_MAX_PENDING_AGE,
+            Probe::Serving,
+        );
+        self.page(
+            200,
+            Some(csrf),
+            "Dashboard",
+            pages::dashboard(&report, notice),
+        )
+    }
+
+    fn pop3_endpoints(&self) -> Vec<String> {
+        let host = &self.config.hostname;
+        let plain = self
+            .config
+            .pop3
+            .listen
+            .iter()
+            .map(|a| format!("{host} port {} (STLS)", a.port()));
+        let tls = self
+            .config
+            .pop3
+            .listen_tls
+            .iter()
+            .map(|a| format!("{host} port {} (TLS)", a.port()));
+        tls.chain(plain).collect()
+    }
+
+    fn address(&self, id: &MailboxId) -> String {
+        format!("{id}@{}", self.config.mailbox_domain)
+    }
+
+    fn mailbox_page(
+        &self,
+        id: &MailboxId,
+        csrf: &str,
+        notice: Option<&str>,
+        error: Option<&str>,
+        status: u16,
+    ) -> Response {
+        let mailbox = match self.store.mailbox(id) {
+            Ok(mailbox) => mailbox,
+            Err(e) => return self.store_problem(e, csrf),
+        };
+        let (state, warning) = match status::mailbox_status(
+            &mailbox,
+            SystemTime::now(),
+            status::DEFAULT_MAX_PENDING_AGE,
+        ) {
+            Ok(pair) => pair,
+            Err(e) => return self.store_problem(e, csrf),
+        };
+        let address = self.address(id);
+        let pop3 = self.pop3_endpoints();
+        let view = pages::MailboxView {
+            status: &state,
+            description: &mailbox.info().description,
+            access: pages::Access {
+                id: id.as_str(),
+                address: &address,
+                pop3: &pop3,
+            },
+            public_only: mailbox.is_public_only(),
+        };
+        let error = error.map(str::to_owned).or(warning);
+        let title = format!("Mailbox {}", mailbox.info().name);
+        self.page(
+            status,
+            Some(csrf),
+            &title,
+            pages::mailbox(&view, csrf, notice, error.as_deref()),
+        )
+    }
+
+    fn store_problem(&self, e: StoreError, csrf: &str) -> Response {
+        let status = match &e {
+            StoreError::NotFound(_) => 404,
+            StoreError::InUse(_) | StoreError::NotEmpty(..) => 409,
+            StoreError::Invalid(_) | StoreError::WrongPassword(_) | StoreError::PublicOnly(_) => {
+                400
+            }
+            _ => {
+                warn!("console: {e}");
+                500
+            }
+        };
+        self.problem(status, &e.to_string(), Some(csrf))
+    }
+
+    fn create(&self, request: &Request, csrf: &str) -> Response {
+        let form = request.form();
+        let (name, description) = (form.get("name").trim(), form.get("description").trim());
+        let created = self.kdf_slots.run(|| {
+            admin::create_mailbox(
+                &self.store,
+                self.config.kdf.params(),
+                name,
+                description,
+                NewPassword::Generate,
+            )
+        });
+        match created {
+            Ok((mailbox, password)) => {
+                let id = mailbox.id().clone();
+                info!("console: mailbox {id} created");
+                let address = self.address(&id);
+                let pop3 = self.pop3_endpoints();
+                let access = pages::Access {
+                    id: id.as_str(),
+                    address: &address,
+                    pop3: &pop3,
+                };
+                let shown = password.as_ref().map_or("", |p| p.expose());
+                let content = pages::password_once("The mailbox was created.", shown, &access);
+                self.page(
+                    200,
+                    Some(csrf),
+                    &format!("Mailbox {}", mailbox.info().name),
+                    content,
+                )
+            }
+            Err(e) => {
+                let content = pages::new_mailbox(csrf, name, description, Some(&e.to_string()));
+                self.page(400, Some(csrf), "New mailbox", content)
+            }
+        }
+    }
+
+    /// The new password a form asks for: chosen, or generated when empty.
+    fn new_password(form: &http::Form) -> NewPassword {
+        match form.get("new") {
+            "" => NewPassword::Generate,
+            chosen => NewPassword::Chosen(Password::new(chosen.to_owned())),
+        }
+    }
+
+    fn mailbox_op(&self, request: &Request, id: &MailboxId, op: &str, csrf: &str) -> Response {
+        let form = request.form();
+        let done = |word: &str| Response::redirect(&format!("/mailboxes/{id}?done={word}"));
+        let again =
+            |error: &str, status: u16| self.mailbox_page(id, csrf, None, Some(error), status);
+        let mut mailbox: Mailbox = match self.store.mailbox(id) {
+            Ok(mailbox) => mailbox,
+            Err(e) => return self.store_problem(e, csrf),
+        };
+        let kdf = self.config.kdf.params();
+        let result: Result<Response, AdminError> = match op {
+            "edit" => {
+                let (name, description) = (form.get("name").trim(), form.get("description").trim());
+                mailbox
+                    .update(Some(name.to_owned()), Some(description.to_owned()))
+                    .map(|()| done("updated"))
+                    .map_err(AdminError::from)
+            }
+            "status" => {
+                let status = match form.get("status") {
+                    "active" => Status::Active,
+                    "suspended" => Status::Suspended,
+                    _ => return again("Unknown status.", 400),
+                };
+                mailbox
+                    .set_status(status)
+                    .map(|()| done(status.as_str()))
+                    .map_err(AdminError::from)
+            }
+            "password" => {
+                let old = Password::new(form.get("old").to_owned());
+                let new = Self::new_password(&form);
+                self.kdf_slots
+                    .run(|| admin::change_password(&self.store, kdf, id, &old, new))
+                    .map(|generated| match generated {
+                        Some(password) => self.shown(
+                            &mailbox,
+                            "The password was changed; the stored mail stays readable with it.",
+                            &password,
+                            csrf,
+                        ),
+                        None => done("password"),
+                    })
+            }
+            "reset" => {
+                if !form.ticked("confirm") {
+                    return again(
+                        "Tick the box to confirm that the mail stored so far becomes unreadable; nothing was changed.",
+                        400,
+                    );
+                }
+                let new = Self::new_password(&form);
+                self.kdf_slots
+                    .run(|| admin::reset_password(&self.store, kdf, id, new))
+                    .map(|(mailbox, generated)| match generated {
+                        Some(password) => self.shown(
+                            &mailbox,
+                            "The password was reset with new keys.",
+                            &password,
+                            csrf,
+                        ),
+                        None => done("reset"),
+                    })
+            }
+            "delete" => match self.store.delete_mailbox(id, form.ticked("confirm")) {
+                Ok(removed) => {
+                    info!("console: mailbox {id} deleted ({removed} message(s) removed)");
+                    Ok(Response::redirect("/?done=deleted"))
+                }
+                Err(StoreError::NotEmpty(_, n)) => {
+                    return again(
+                        &format!(
+                            "The mailbox still holds {n} message(s) nobody retrieved. Tick \"Delete them too\" to delete it anyway; nothing was deleted."
+                        ),
+                        409,
+                    );
+                }
+                Err(e) => Err(e.into()),
+            },
+            _ => return self.problem(404, "There is no such operation.", Some(csrf)),
+        };
+        match result {
+            Ok(response) => {
+                if response.status() == 303 {
+                    info!("console: mailbox {id}: {op} done");
+                }
+                response
+            }
+            Err(AdminError::WeakPassword(why)) => again(
+                &format!(
+                    "{why} (leave the field empty to have a strong one generated); nothing was changed."
+                ),
+                400,
+            ),
+            Err(
+                AdminError::Store(StoreError::WrongPassword(_))
+                | AdminError::Crypto(crypto::CryptoError::WrongPassword),
+            ) => again("The current password is wrong; nothing was changed.", 403),
+            Err(AdminError::Store(e)) => match e {
+                StoreError::Invalid(why) => again(&format!("{why}; nothing was changed."), 400),
+                e => self.store_problem(e, csrf),
+            },
+            Err(e) => {
+                warn!("console: mailbox {id}: {op}: {e}");
+                again(&e.to_string(), 500)
+            }
+        }
+    }
+
+    fn shown(&self, mailbox: &Mailbox, heading: &str, password: &Password, csrf: &str) -> Response {
+        let id = mailbox.id();
+        let address = self.address(id);
+        let pop3 = self.pop3_endpoints();
+        let access = pages::Access {
+            id: id.as_str(),
+            address: &address,
+            pop3: &pop3,
+        };
+        let content = pages::password_once(heading, password.expose(), &access);
+        self.page(
+            200,
+            Some(csrf),
+            &format!("Mailbox {}", mailbox.info().name),
+            content,
+        )
+    }
+}

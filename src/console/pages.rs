@@ -1,0 +1,412 @@
+//! The console's pages, rendered by maud, which escapes every value it is
+//! given: a mailbox called `<script>` shows as text. They work without
+//! JavaScript; one short script adds the "Copy" buttons. Styles and the
+//! script are inline and allowed by their hashes in the
+//! Content-Security-Policy, so no other script or style can run.
+
+use std::sync::OnceLock;
+
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+
+use crate::cert::Summary;
+use crate::crypto;
+use crate::status::{MailboxStatus, Report};
+
+const STYLE: &str = "\
+body{font-family:system-ui,sans-serif;margin:0;color:#1d2430;background:#f5f6f8}\
+header{background:#1d2430;color:#fff;padding:.6em 1.2em;display:flex;gap:1.2em;align-items:center}\
+header a{color:#fff}header form{margin-left:auto}\
+main{padding:1em 1.2em;max-width:70em}\
+table{border-collapse:collapse;background:#fff;width:100%}\
+th,td{text-align:left;padding:.35em .6em;border-bottom:1px solid #dde}\
+.attention{background:#fff1d6}.error{color:#a40000;font-weight:bold}\
+.notice{color:#14612d;font-weight:bold}\
+.secret{font-family:monospace;font-size:1.2em;background:#fff;border:1px solid #889;padding:.3em .5em}\
+.warning{background:#fff1d6;border-left:4px solid #d08000;padding:.5em}\
+section{background:#fff;padding:.2em 1em 1em;margin:1em 0;border:1px solid #dde}\
+label{display:block;margin:.4em 0}input[type=text],input[type=password]{width:24em}";
+
+const SCRIPT: &str = "\
+document.querySelectorAll('button[data-copy]').forEach(function(b){\
+b.hidden=false;b.addEventListener('click',function(){\
+var t=document.getElementById(b.getAttribute('data-copy')).textContent;\
+navigator.clipboard.writeText(t).then(function(){b.textContent='Copied';});});});";
+
+fn csp_hash(text: &str) -> String {
+    format!(
+        "'sha256-{}'",
+        crypto::base64_encode(&crypto::sha256(text.as_bytes()))
+    )
+}
+
+/// The Content-Security-Policy of every answer: nothing but our own inline
+/// style and script, forms only to ourselves, no framing.
+pub fn content_security_policy() -> &'static str {
+    static CSP: OnceLock<String> = OnceLock::new();
+    CSP.get_or_init(|| {
+        format!(
+            "default-src 'none'; style-src {}; script-src {}; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+            csp_hash(STYLE),
+            csp_hash(SCRIPT)
+        )
+    })
+}
+
+/// What the header of a logged-in page needs.
+pub struct Chrome<'a> {
+    /// The gateway's hostname.
+    pub hostname: &'a str,
+    /// The session's CSRF token (for the logout form); `None` when logged out.
+    pub csrf: Option<&'a str>,
+}
+
+fn csrf_field(csrf: &str) -> Markup {
+    html! { input type="hidden" name="csrf" value=(csrf); }
+}
+
+/// A whole page.
+pub fn page(chrome: &Chrome<'_>, title: &str, content: Markup) -> String {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="referrer" content="no-referrer";
+                title { (title) " — Sealpost " (chrome.hostname) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                header {
+                    strong { "Sealpost " (chrome.hostname) }
+                    @if let Some(csrf) = chrome.csrf {
+                        a href="/" { "Dashboard" }
+                        a href="/mailboxes/new" { "New mailbox" }
+                        a href="/certificate" { "Certificate" }
+                        form method="post" action="/logout" {
+                            (csrf_field(csrf))
+                            button type="submit" { "Log out" }
+                        }
+                    }
+                }
+                main {
+                    h1 { (title) }
+                    (content)
+                }
+                script { (PreEscaped(SCRIPT)) }
+            }
+        }
+    }
+    .into_string()
+}
+
+/// Before any administrator password exists.
+pub fn setup() -> Markup {
+    html! {
+        p { "The console has no administrator password yet, and there is no default one." }
+        p { "Set one on the gateway's machine, then reload this page:" }
+        pre { "sudo sealpost console passwd" }
+        p { "(With a configuration file elsewhere: " code { "sealpost -c FILE console passwd" } ".)" }
+    }
+}
+
+/// The login form; `csrf` is the double-submitted login token.
+pub fn login(csrf: &str, error: Option<&str>) -> Markup {
+    html! {
+        @if let Some(error) = error { p.error { (error) } }
+        form method="post" action="/login" {
+            (csrf_field(csrf))
+            label { "Administrator password " input type="password" name="password" autocomplete="current-password" required autofocus; }
+            button type="submit" { "Log in" }
+        }
+    }
+}
+
+/// A short notice or error above a page's content.
+pub fn messages(notice: Option<&str>, error: Option<&str>) -> Markup {
+    html! {
+        @if let Some(notice) = notice { p.notice role="status" { (notice) } }
+        @if let Some(error) = error { p.error role="alert" { (error) } }
+    }
+}
+
+/// Seconds as a person reads them.
+fn ago(secs: u64) -> String {
+    match secs {
+        0..120 => format!("{secs} s"),
+        120..7200 => format!("{} min", secs / 60),
+        7200..172_800 => format!("{} h", secs / 3600),
+        _ => format!("{} days", secs / 86_400),
+    }
+}
+
+fn bytes(n: u64) -> String {
+    match n {
+        0..1024 => format!("{n} B"),
+        1024..1_048_576 => format!("{:.1} KiB", n as f64 / 1024.0),
+        _ => format!("{:.1} MiB", n as f64 / 1_048_576.0),
+    }
+}
+
+/// Whether a mailbox's line in the report needs attention.
+fn needs_attention(report: &Report, mailbox: &MailboxStatus) -> bool {
+    mailbox
+        .oldest_age_secs
+        .is_some_and(|a| a > report.max_pending_age_secs)
+}
+
+fn mailbox_rows(report: &Report) -> Markup {
+    html! {
+        table {
+            thead { tr { th { "Name" } th { "Id" } th { "Status" } th { "Pending" } th { "Size" } th { "Oldest waiting" } th { "Last retrieval" } } }
+            tbody {
+                @for m in &report.mailboxes {
+                    tr.attention[needs_attention(report, m)] {
+                        td { a href={ "/mailboxes/" (m.id) } { (m.name) } }
+                        td { code { (m.id) } }
+                        td { (m.status) }
+                        td.pending { (m.pending_messages) }
+                        td { (bytes(m.pending_bytes)) }
+                        td { @if let Some(a) = m.oldest_age_secs { (ago(a)) } @else { "—" } }
+                        td { @if let Some(a) = m.last_retrieved_age_secs { (ago(a)) " ago" } @else { "never" } }
+                    }
+                }
+            }
+        }
+        @if report.mailboxes.is_empty() {
+            p { "No mailbox yet. " a href="/mailboxes/new" { "Create one" } "." }
+        }
+    }
+}
+
+/// The dashboard: what needs attention, mailboxes, listeners, certificate.
+pub fn dashboard(report: &Report, notice: Option<&str>) -> Markup {
+    html! {
+        (messages(notice, None))
+        @if report.attention.is_empty() {
+            p.notice { "Nothing needs attention." }
+        } @else {
+            section.attention {
+                h2 { "Needs attention" }
+                ul { @for line in &report.attention { li { (line) } } }
+            }
+        }
+        h2 { "Mailboxes" }
+        (mailbox_rows(report))
+        h2 { "Listeners" }
+        table {
+            thead { tr { th { "Key" } th { "Address" } th { "State" } } }
+            tbody {
+                @for l in &report.listeners {
+                    tr.attention[l.answers == Some(false)] {
+                        td { (l.key) } td { (l.address) }
+                        td { @match l.answers { Some(true) => "serving", Some(false) => "not answering", None => "—" } }
+                    }
+                }
+            }
+        }
+        h2 { "Certificate" }
+        @match &report.certificate {
+            Some(c) => p { (c.subject) ", valid until " (c.not_after) " (" (c.days_left) " days left). " a href="/certificate" { "Details" } }
+            None => p.error { (report.certificate_error.as_deref().unwrap_or("no certificate")) }
+        }
+        p { small { "Checked " (report.checked_at) ". Mail waiting longer than " (report.max_pending_age_secs / 3600) " h needs attention." } }
+    }
+}
+
+/// The new-mailbox form, refilled after an error.
+pub fn new_mailbox(csrf: &str, name: &str, description: &str, error: Option<&str>) -> Markup {
+    html! {
+        (messages(None, error))
+        form method="post" action="/mailboxes" {
+            (csrf_field(csrf))
+            label { "Name " input type="text" name="name" value=(name) required maxlength="200"; }
+            label { "Description " input type="text" name="description" value=(description) maxlength="2000"; }
+            p { "A strong password is generated and shown once." }
+            button type="submit" { "Create mailbox" }
+        }
+    }
+}
+
+/// How an archiver reaches a mailbox.
+pub struct Access<'a> {
+    /// Mailbox id, the POP3 user name.
+    pub id: &'a str,
+    /// `<id>@<mailbox_domain>`.
+    pub address: &'a str,
+    /// `host:port` of each POP3 listener with its kind.
+    pub pop3: &'a [String],
+}
+
+fn access(access: &Access<'_>) -> Markup {
+    html! {
+        table {
+            tr { th { "Journal address" } td { code #address { (access.address) } " " button type="button" data-copy="address" hidden { "Copy" } } }
+            tr { th { "POP3 user name" } td { code { (access.id) } } }
+            tr { th { "POP3 server" } td { @for p in access.pop3 { (p) br; } } }
+        }
+    }
+}
+
+/// A password shown once: after creating a mailbox or setting a new password.
+pub fn password_once(heading: &str, password: &str, access_to: &Access<'_>) -> Markup {
+    html! {
+        p.notice role="status" { (heading) }
+        p.warning {
+            strong { "Copy this password now. " }
+            "It is shown only this once and cannot be shown again: Sealpost keeps no copy, only the key it unlocks. "
+            "Without it the stored mail cannot be read."
+        }
+        p { "Password: " span.secret #password { (password) } " " button type="button" data-copy="password" hidden { "Copy" } }
+        (access(access_to))
+        p { a href={ "/mailboxes/" (access_to.id) } { "Go to the mailbox" } }
+    }
+}
+
+/// One mailbox, with every operation.
+pub struct MailboxView<'a> {
+    /// Its state, as the dashboard shows it.
+    pub status: &'a MailboxStatus,
+    /// Its description.
+    pub description: &'a str,
+    /// How the archiver reaches it.
+    pub access: Access<'a>,
+    /// Whether it is a standby's public-only copy.
+    pub public_only: bool,
+}
+
+/// The mailbox page.
+pub fn mailbox(
+    view: &MailboxView<'_>,
+    csrf: &str,
+    notice: Option<&str>,
+    error: Option<&str>,
+) -> Markup {
+    let m = view.status;
+    let action = |what: &str| format!("/mailboxes/{}/{what}", m.id);
+    let suspended = m.status == "suspended";
+    html! {
+        (messages(notice, error))
+        table {
+            tr { th { "Name" } td { (m.name) } }
+            tr { th { "Description" } td { (view.description) } }
+            tr { th { "Status" } td { (m.status) @if view.public_only { " (standby copy: public key only)" } } }
+            tr { th { "Pending" } td.pending { (m.pending_messages) " message(s), " (bytes(m.pending_bytes)) } }
+            tr { th { "Oldest waiting" } td { @if let Some(a) = m.oldest_age_secs { (ago(a)) } @else { "—" } } }
+            tr { th { "Last retrieval" } td { @if let Some(t) = &m.last_retrieved { (t) } @else { "never" } } }
+        }
+        (access(&view.access))
+        section {
+            h2 { "Name and description" }
+            form method="post" action=(action("edit")) {
+                (csrf_field(csrf))
+                label { "Name " input type="text" name="name" value=(m.name) required maxlength="200"; }
+                label { "Description " input type="text" name="description" value=(view.description) maxlength="2000"; }
+                button type="submit" { "Save" }
+            }
+        }
+        section {
+            h2 { @if suspended { "Resume" } @else { "Suspend" } }
+            p { @if suspended { "New mail is refused (senders retry later). Resume to accept it again." }
+                @else { "Suspending refuses new mail with a temporary error, so senders retry; the archiver can still collect." } }
+            form method="post" action=(action("status")) {
+                (csrf_field(csrf))
+                input type="hidden" name="status" value=(if suspended { "active" } else { "suspended" });
+                button type="submit" { @if suspended { "Resume" } @else { "Suspend" } }
+            }
+        }
+        section {
+            h2 { "Change password" }
+            p { "Needs the current password. The stored mail stays readable." }
+            form method="post" action=(action("password")) {
+                (csrf_field(csrf))
+                label { "Current password " input type="password" name="old" autocomplete="off" required; }
+                label { "New password (leave empty to have a strong one generated) " input type="password" name="new" autocomplete="new-password"; }
+                button type="submit" { "Change password" }
+            }
+        }
+        section {
+            h2 { "Reset password" }
+            p.warning { "For a lost password: makes new keys. The " (m.pending_messages) " message(s) stored so far "
+                "were sealed to the old key and become unreadable with the new password." }
+            form method="post" action=(action("reset")) {
+                (csrf_field(csrf))
+                label { input type="checkbox" name="confirm" value="yes" required; " I understand that the mail stored so far becomes unreadable" }
+                label { "New password (leave empty to have a strong one generated) " input type="password" name="new" autocomplete="new-password"; }
+                button type="submit" { "Reset password" }
+            }
+        }
+        section {
+            h2 { "Delete" }
+            form method="post" action=(action("delete")) {
+                (csrf_field(csrf))
+                @if m.pending_messages > 0 {
+                    p.warning { (m.pending_messages) " message(s) have not been retrieved yet." }
+                    label { input type="checkbox" name="confirm" value="yes"; " Delete them too" }
+                }
+                button type="submit" { "Delete mailbox" }
+            }
+        }
+    }
+}
+
+/// The certificate page.
+pub fn certificate(summary: Result<&Summary, &str>) -> Markup {
+    html! {
+        @match summary {
+            Ok(c) => table {
+                tr { th { "File" } td { code { (c.file.display()) } } }
+                tr { th { "Subject" } td { (c.subject) } }
+                tr { th { "Names" } td { (c.names.join(", ")) } }
+                tr { th { "Valid from" } td { (c.not_before) } }
+                tr { th { "Valid until" } td { (c.not_after) " (" (c.days_left) " days left)" } }
+                tr { th { "SHA-256" } td { code { (c.sha256) } } }
+            },
+            Err(e) => p.error { (e) },
+        }
+        p { "To use another certificate, set " code { "tls.cert_file" } " and " code { "tls.key_file" }
+            " in gateway.json and reload the gateway (" code { "systemctl reload sealpost" } "); clients compare the SHA-256 above with what they are shown." }
+    }
+}
+
+/// A page that only says what went wrong.
+pub fn problem(message: &str) -> Markup {
+    html! {
+        p.error { (message) }
+        p { a href="/" { "Back to the dashboard" } }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_escaped_and_the_policy_allows_only_our_inline_code() {
+        let hostile = "<script>alert(1)</script>";
+        let html = page(
+            &Chrome {
+                hostname: hostile,
+                csrf: Some("\"><x>"),
+            },
+            hostile,
+            problem(hostile),
+        );
+        assert!(!html.contains("<script>alert"), "{html}");
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(!html.contains("\"><x>"));
+        let csp = content_security_policy();
+        assert!(csp.contains(&csp_hash(SCRIPT)) && csp.contains(&csp_hash(STYLE)));
+        assert!(!csp.contains("unsafe-inline"));
+    }
+
+    #[test]
+    fn ages_and_sizes_read_as_people_write_them() {
+        assert_eq!(ago(59), "59 s");
+        assert_eq!(ago(3600), "60 min");
+        assert_eq!(ago(3 * 86_400), "3 days");
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(10 * 1024), "10.0 KiB");
+    }
+}

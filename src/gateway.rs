@@ -11,8 +11,8 @@ use sd_notify::NotifyState;
 use crate::auth::{KdfSlots, LoginThrottle, ThrottleSettings};
 use crate::cert;
 use crate::config::{Config, Listeners};
-use crate::console::ConsoleService;
 use crate::console::session::Sessions;
+use crate::console::{Bound, ConsoleService};
 use crate::control::{self, Throttles};
 use crate::net::acceptor::{Accepted, Acceptor, Control, Service};
 use crate::net::driver::{SessionEnv, Timeouts};
@@ -87,6 +87,8 @@ struct Shared {
     throttles: Throttles,
     /// The web console's open sessions.
     console_sessions: Arc<Sessions>,
+    /// What the acceptor bound (key, address), for the console's dashboard.
+    bound: Bound,
 }
 
 impl Shared {
@@ -109,6 +111,7 @@ impl Shared {
                 ("console", throttle()),
             ]),
             console_sessions: Arc::default(),
+            bound: Bound::default(),
         }
     }
 
@@ -245,13 +248,14 @@ impl Parts<'_> {
         })
     }
 
-    fn console(&self, throttle: &Arc<LoginThrottle>, sessions: &Arc<Sessions>) -> ConsoleService {
+    fn console(&self, throttle: &Arc<LoginThrottle>, shared: &Shared) -> ConsoleService {
         ConsoleService {
             config: Arc::new(self.config.clone()),
             store: self.store.clone(),
             env: self.env.clone(),
             throttle: Arc::clone(throttle),
-            sessions: Arc::clone(sessions),
+            sessions: Arc::clone(&shared.console_sessions),
+            bound: shared.bound.clone(),
             kdf_slots: Arc::new(KdfSlots::new(
                 self.config.limits.max_concurrent_kdf as usize,
             )),
@@ -333,7 +337,7 @@ fn build(config: &Config, store: &Store, shared: &Shared) -> Result<Services, St
         pop3_busy,
         Arc::new(move |a, implicit| pop3_proxy.run(a, implicit)),
     );
-    let console = Arc::new(parts.console(&throttles[3].1, &shared.console_sessions));
+    let console = Arc::new(parts.console(&throttles[3].1, shared));
     for (i, addr) in config.console.listen.iter().enumerate() {
         services.bindings.push((
             format!("console.listen[{i}]"),
@@ -375,6 +379,7 @@ pub fn serve(config: Config, config_file: &Path) -> Result<(), String> {
         Arc::clone(&shared.limits),
     )
     .map_err(|e| e.to_string())?;
+    shared.bound.set(acceptor.bound());
     signals::spawn_handler(Arc::clone(&shared.control), acceptor.waker())
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
     info!(

@@ -97,12 +97,13 @@ fn target(addr: SocketAddr) -> SocketAddr {
 
 /// How the listeners are checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Probe {
+pub enum Probe<'a> {
     /// Connect to each (the CLI, from outside the gateway).
     Connect,
-    /// The gateway asking about itself: it bound every listener before it
-    /// started, so each one is served (connecting would only start sessions).
-    Serving,
+    /// The gateway asking about itself, with what it bound (configuration
+    /// key, address): those are served, any other is not listening
+    /// (connecting would only start sessions).
+    Serving(&'a [(String, SocketAddr)]),
 }
 
 /// Takes the report. `max_pending_age`: mail waiting longer needs attention.
@@ -114,10 +115,17 @@ pub fn gather(config: &Config, store: &Store, max_pending_age: Duration, probe: 
         .all_listeners()
         .into_iter()
         .map(|(key, address)| {
-            let answers = match probe {
-                Probe::Serving => Some(true),
-                Probe::Connect => (address.port() != 0)
-                    .then(|| TcpStream::connect_timeout(&target(address), CONNECT_TIMEOUT).is_ok()),
+            let (address, answers) = match probe {
+                Probe::Serving(bound) => match bound.iter().find(|(k, _)| *k == key) {
+                    Some((_, local)) => (*local, Some(true)),
+                    None => (address, Some(false)),
+                },
+                Probe::Connect => (
+                    address,
+                    (address.port() != 0).then(|| {
+                        TcpStream::connect_timeout(&target(address), CONNECT_TIMEOUT).is_ok()
+                    }),
+                ),
             };
             if answers == Some(false) {
                 attention.push(format!("{key} {address} does not answer"));

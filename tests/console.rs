@@ -171,7 +171,7 @@ fn login_opens_a_strict_session_and_logout_ends_it() {
     }
     assert!(!csp.contains("unsafe-inline"), "{csp}");
     assert_eq!(dashboard.header("x-frame-options"), Some("DENY"));
-    assert_eq!(dashboard.header("referrer-policy"), Some("no-referrer"));
+    assert_eq!(dashboard.header("referrer-policy"), Some("same-origin"));
     assert_eq!(dashboard.header("cache-control"), Some("no-store"));
 
     let logout = client.post("/logout", &[("csrf", &dashboard.csrf())]);
@@ -442,7 +442,7 @@ fn every_mailbox_operation_works_from_the_console() {
 
 #[test]
 fn the_dashboard_shows_pending_mail_and_what_needs_attention() {
-    let (sb, _gw, mut client) = logged_in("console-dashboard", json!({}));
+    let (sb, gw, mut client) = logged_in("console-dashboard", json!({}));
     let (id, _) = sb.create_mailbox("Waiting");
     deliver(&sb, &id);
     deliver(&sb, &id);
@@ -456,7 +456,24 @@ fn the_dashboard_shows_pending_mail_and_what_needs_attention() {
         page.body
     );
     assert!(page.body.contains("<td class=\"pending\">2</td>"));
-    assert!(page.body.contains("console.listen[0]"));
+    // The listeners as bound: real ports, not the configured port 0.
+    let console = gw.addr("console.listen[0]");
+    assert!(
+        page.body.contains(&format!(
+            "<td>console.listen[0]</td><td>{console}</td><td>serving</td>"
+        )),
+        "{}",
+        page.body
+    );
+    let mailbox = client.get(&format!("/mailboxes/{id}"));
+    let pop3s = gw.addr("pop3.listen_tls[0]").port();
+    assert!(
+        mailbox
+            .body
+            .contains(&format!("localhost port {pop3s} (TLS)")),
+        "{}",
+        mailbox.body
+    );
     assert!(page.body.contains("CN=localhost"));
     let cert = client.get("/certificate");
     let out = sb.run(&["cert", "show", "--json"]);

@@ -45,6 +45,23 @@ const SESSION_COOKIE: &str = "__Host-sealpost";
 /// The login form's double-submitted CSRF cookie.
 const LOGIN_COOKIE: &str = "__Host-sealpost-login";
 
+/// The listeners the acceptor bound (configuration key, address), known
+/// once it has bound them: the dashboard shows real ports, port 0 resolved.
+#[derive(Clone, Default)]
+pub struct Bound(Arc<std::sync::RwLock<Vec<(String, SocketAddr)>>>);
+
+impl Bound {
+    /// Records what was bound.
+    pub fn set(&self, bound: Vec<(String, SocketAddr)>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = bound;
+    }
+
+    /// What was bound.
+    pub fn get(&self) -> Vec<(String, SocketAddr)> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// What the console runs with; rebuilt on each reload, except the sessions
 /// and the throttle, which carry over.
 pub struct ConsoleService {
@@ -60,12 +77,18 @@ pub struct ConsoleService {
     pub sessions: Arc<Sessions>,
     /// The cap on concurrent key derivations.
     pub kdf_slots: Arc<KdfSlots>,
+    /// The bound listeners.
+    pub bound: Bound,
 }
 
 /// The headers of every answer (besides the Content-Security-Policy).
+/// `Referrer-Policy: same-origin`, not `no-referrer`: under `no-referrer` a
+/// browser sends `Origin: null` with our own forms (Fetch, "serializing a
+/// request origin"), and the Origin check could not tell them from a
+/// foreign page's. Our URLs carry no secret, and no other site sees them.
 const SECURITY_HEADERS: [(&str, &str); 5] = [
     ("X-Frame-Options", "DENY"),
-    ("Referrer-Policy", "no-referrer"),
+    ("Referrer-Policy", "same-origin"),
     ("X-Content-Type-Options", "nosniff"),
     ("Cache-Control", "no-store"),
     ("Cross-Origin-Opener-Policy", "same-origin"),
@@ -307,11 +330,12 @@ impl ConsoleService {
     }
 
     fn dashboard(&self, csrf: &str, notice: Option<&str>) -> Response {
+        let bound = self.bound.get();
         let report = status::gather(
             &self.config,
             &self.store,
             status::DEFAULT_MAX_PENDING_AGE,
-            Probe::Serving,
+            Probe::Serving(&bound),
         );
         self.page(
             200,
@@ -321,21 +345,23 @@ impl ConsoleService {
         )
     }
 
+    /// Where the archiver connects: the hostname and each bound POP3 port.
     fn pop3_endpoints(&self) -> Vec<String> {
         let host = &self.config.hostname;
-        let plain = self
-            .config
-            .pop3
-            .listen
-            .iter()
-            .map(|a| format!("{host} port {} (STLS)", a.port()));
-        let tls = self
-            .config
-            .pop3
-            .listen_tls
-            .iter()
-            .map(|a| format!("{host} port {} (TLS)", a.port()));
-        tls.chain(plain).collect()
+        let mut endpoints: Vec<(bool, String)> = self
+            .bound
+            .get()
+            .into_iter()
+            .filter_map(|(key, addr)| {
+                let tls = key.starts_with("pop3.listen_tls");
+                let kind = if tls { "TLS" } else { "STLS" };
+                (tls || key.starts_with("pop3.listen["))
+                    .then(|| (!tls, format!("{host} port {} ({kind})", addr.port())))
+            })
+            .collect();
+        endpoints.sort();
+        endpoints.dedup();
+        endpoints.into_iter().map(|(_, text)| text).collect()
     }
 
     fn address(&self, id: &MailboxId) -> String {

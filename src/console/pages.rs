@@ -73,7 +73,7 @@ pub fn page(chrome: &Chrome<'_>, title: &str, content: Markup) -> String {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="referrer" content="no-referrer";
+                meta name="referrer" content="same-origin";
                 title { (title) " — Sealpost " (chrome.hostname) }
                 style { (PreEscaped(STYLE)) }
             }

@@ -84,6 +84,8 @@ pub struct Acceptor {
     poll: Poll,
     waker: Arc<Waker>,
     listeners: Vec<(TcpListener, usize)>,
+    /// Each listener's configuration key and bound address.
+    bound: Vec<(String, SocketAddr)>,
     services: Vec<Service>,
     limits: Arc<ConnectionLimits>,
     /// Listeners whose backlog could not be emptied (out of descriptors):
@@ -143,6 +145,7 @@ impl Acceptor {
             })?,
         );
         let mut listeners = Vec::new();
+        let mut bound = Vec::new();
         for (key, addr, service) in bindings {
             let fail = |source| BindError {
                 key: key.clone(),
@@ -167,16 +170,24 @@ impl Acceptor {
             let local = listener.local_addr().map_err(fail)?;
             info!("listening on {key} {local} ({})", services[*service].name);
             listeners.push((listener, *service));
+            bound.push((key.clone(), local));
         }
         Ok(Acceptor {
             poll,
             waker,
             listeners,
+            bound,
             services,
             limits,
             backlogged: Vec::new(),
             last_warning: None,
         })
+    }
+
+    /// Every listener's configuration key and the address it is bound to
+    /// (port 0 resolved; a skipped IPv6 wildcard absent).
+    pub fn bound(&self) -> Vec<(String, SocketAddr)> {
+        self.bound.clone()
     }
 
     /// Wakes the acceptor from another thread.

@@ -1,0 +1,139 @@
+//! The web console end to end in a real browser: Debian's Chromium and
+//! chromium-driver, driven by Python's Selenium (tests/python/console_browser.py).
+//! The administrator password is set with the CLI; the browser logs in,
+//! creates a mailbox and reads its password from the page; mail arrives over
+//! SMTP and the dashboard's pending count changes; POP3 retrieves it with
+//! the password the page showed. Screenshots land in target/console-screenshots/.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+use support::gateway::Gateway;
+use support::{Sandbox, peer, repo, run_with_timeout, stderr, stdout, under_ci};
+
+const ADMIN: &str = "Tangerine-Orbit-Glacier-42";
+
+/// Whether Python can import Selenium (Debian's python3-selenium).
+fn python_with_selenium() -> Option<PathBuf> {
+    // Debian's python3-selenium belongs to the system Python.
+    let python = peer("python3", &["/usr/bin/python3", "python3"])?;
+    let out = run_with_timeout(
+        Command::new(&python).args(["-c", "import selenium"]),
+        b"",
+        Duration::from_secs(30),
+    );
+    if out.status.success() {
+        return Some(python);
+    }
+    let msg = "python3-selenium is not installed (scripts/test installs it)";
+    assert!(
+        !under_ci(),
+        "CI=true and a required test peer is missing: {msg}"
+    );
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+/// The base64 SHA-256 of the certificate's public key, as Chromium's
+/// `--ignore-certificate-errors-spki-list` takes it (computed by openssl).
+fn spki_hash(cert: &std::path::Path) -> String {
+    let script = format!(
+        "openssl x509 -in '{}' -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64",
+        cert.display()
+    );
+    let out = run_with_timeout(
+        Command::new("sh").args(["-c", &script]),
+        b"",
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out).trim().to_string()
+}
+
+#[test]
+fn an_administrator_manages_a_mailbox_in_a_real_browser() {
+    let (Some(chromium), Some(chromedriver), Some(python), Some(_)) = (
+        peer("chromium", &["chromium", "/usr/bin/chromium"]),
+        peer(
+            "chromium-driver",
+            &["chromedriver", "/usr/bin/chromedriver"],
+        ),
+        python_with_selenium(),
+        peer("openssl", &["openssl"]),
+    ) else {
+        return;
+    };
+    let sb = Sandbox::for_gateway(
+        "console-browser",
+        json!({ "console": { "listen": ["127.0.0.1:0"] } }),
+    );
+    let password_file = sb.password_file(ADMIN);
+    let out = sb.run(&[
+        "console",
+        "passwd",
+        "--password-file",
+        password_file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let gw = Gateway::start(&sb);
+    let shots = repo().join("target/console-screenshots");
+    let url = format!("https://localhost:{}", gw.addr("console.listen[0]").port());
+    // `timeout` signals its whole process group: chromedriver and Chromium
+    // go with Python if the deadline passes.
+    let out = run_with_timeout(
+        Command::new("timeout")
+            .args(["-k", "5", "170"])
+            .arg(python)
+            .arg(repo().join("tests/python/console_browser.py"))
+            .arg(&url)
+            .arg(&password_file)
+            .arg(&gw.cert)
+            .arg(gw.addr("smtp.listen[0]").port().to_string())
+            .arg(gw.addr("pop3.listen_tls[0]").port().to_string())
+            .arg(spki_hash(&gw.cert))
+            .arg(&shots)
+            .env("CHROMIUM", chromium)
+            .env("CHROMEDRIVER", chromedriver),
+        b"",
+        Duration::from_secs(180),
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{}\n{}",
+        stdout(&out),
+        stderr(&out),
+        gw.log()
+    );
+    let seen: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(
+        seen["copy_button_shown"], true,
+        "the page's script ran: {seen}"
+    );
+    assert_eq!(seen["pending_before"], 0, "{seen}");
+    assert_eq!(seen["pending_after"], 1, "{seen}");
+    assert_eq!(seen["retrieved"], 1, "{seen}");
+    assert_eq!(seen["subject_seen"], true, "{seen}");
+    assert_eq!(seen["pending_at_end"], 0, "{seen}");
+    assert_eq!(
+        seen["console_problems"],
+        json!([]),
+        "no CSP or script error: {seen}"
+    );
+    let id = seen["mailbox_id"].as_str().unwrap();
+    assert!(sb.mailbox_dir(id).join("messages").is_dir());
+    for name in [
+        "console-dashboard.png",
+        "console-mailbox.png",
+        "console-mailbox-created.png",
+    ] {
+        let png = std::fs::read(shots.join(name)).unwrap();
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{name} is a PNG");
+    }
+    // The browser's whole session left no secret in the log.
+    assert!(!gw.log().contains(ADMIN));
+    assert!(gw.log().contains("administrator logged in"));
+}

@@ -142,6 +142,11 @@ fn a_backup_under_load_restores_and_decrypts_without_sealpost() {
     support::wait_until("some mail arrives during the backup", || {
         during.load(Ordering::SeqCst) >= 3
     });
+    let out = sb.run_with_input(
+        &["console", "passwd", "--password-file", "-"],
+        b"Tangerine-Orbit-Glacier-42\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
     let dest = sb.dir.join("backups");
     let out = sb.run(&["backup", dest.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -149,6 +154,11 @@ fn a_backup_under_load_restores_and_decrypts_without_sealpost() {
     stop.store(true, Ordering::SeqCst);
     load.join().unwrap();
     let first = fs::canonicalize(dest.join("latest")).unwrap();
+    // The console's administrator password hash comes along.
+    assert_eq!(
+        fs::read(first.join("console-password")).unwrap(),
+        fs::read(sb.data().join("console-password")).unwrap()
+    );
 
     // The next backup links what it has, copies the new mail, and prunes.
     assert!(send(&gw, &to, "after-backup"));

@@ -71,13 +71,6 @@ fn deliver(sb: &Sandbox, id: &str) {
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
-/// Waits, polling the clock, until `instant` has passed.
-fn wait_until(instant: Instant) {
-    while Instant::now() < instant {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The mailbox id in a page that shows a journal address.
 fn id_in(page: &Page) -> String {
     let address = page.text_of("address").expect("an address on the page");
@@ -232,7 +225,10 @@ fn an_idle_session_expires_and_its_forms_change_nothing() {
     let page = client.get(&format!("/mailboxes/{id}"));
     assert_eq!(page.status, 200);
     let csrf = page.csrf();
-    wait_until(Instant::now() + Duration::from_millis(1500));
+    let idle_past = Instant::now() + Duration::from_millis(1500);
+    support::wait_until("the session's idle time passes", || {
+        Instant::now() >= idle_past
+    });
     let post = client.post(
         &format!("/mailboxes/{id}/status"),
         &[("csrf", &csrf), ("status", "suspended")],

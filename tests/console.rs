@@ -213,6 +213,24 @@ fn failed_logins_are_delayed_and_lock_the_address_out_like_mail_logins() {
     let out = sb.run(&["lockouts", "clear", "127.0.0.1"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(client.login(ADMIN).status, 303);
+
+    // Guessing a mailbox's current password in the change form counts the
+    // same way: it would open the mail stored so far.
+    let (id, password) = sb.create_mailbox("Guessed");
+    let csrf = client.get(&format!("/mailboxes/{id}")).csrf();
+    let change = format!("/mailboxes/{id}/password");
+    for _ in 0..3 {
+        let guess = client.post(
+            &change,
+            &[("csrf", &csrf), ("old", "guess-guess-guess"), ("new", "")],
+        );
+        assert_eq!(guess.status, 403);
+    }
+    let locked = client.post(&change, &[("csrf", &csrf), ("old", &password), ("new", "")]);
+    assert_eq!(locked.status, 429, "{}", locked.body);
+    assert!(locked.body.contains("Too many wrong passwords"));
+    let out = sb.run(&["lockouts"]);
+    assert!(stdout(&out).contains(&id), "{}", stdout(&out));
 }
 
 #[test]

@@ -65,6 +65,13 @@ impl Request {
     }
 }
 
+impl Drop for Request {
+    /// A body may carry passwords.
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.body);
+    }
+}
+
 /// Decoded form fields.
 pub struct Form(Vec<(String, String)>);
 

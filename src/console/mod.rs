@@ -105,6 +105,15 @@ fn clear_cookie(name: &str) -> String {
     cookie(name, "", Some(0))
 }
 
+/// Whether an operation failed because the current password was wrong.
+fn is_wrong_password(e: &AdminError) -> bool {
+    matches!(
+        e,
+        AdminError::Store(StoreError::WrongPassword(_))
+            | AdminError::Crypto(crypto::CryptoError::WrongPassword)
+    )
+}
+
 /// A notice for `?done=` after a redirect: fixed texts only, so the URL
 /// never carries anything but a word.
 fn notice_for(done: Option<String>) -> Option<&'static str> {
@@ -156,10 +165,12 @@ impl ConsoleService {
         };
         let mut security: Vec<(&str, &str)> = SECURITY_HEADERS.to_vec();
         security.push(("Content-Security-Policy", pages::content_security_policy()));
-        let bytes = response.to_bytes(&security);
+        let mut bytes = response.to_bytes(&security);
         if let Err(e) = opened.conn.send(&bytes, Instant::now() + timeouts.command) {
             info!("console {peer}: write failed: {e}");
         }
+        // A page may have shown a generated password.
+        zeroize::Zeroize::zeroize(&mut bytes);
         opened.conn.close();
     }
 
@@ -236,10 +247,10 @@ impl ConsoleService {
                 Some(&session.csrf),
             );
         }
-        self.route(request, &session)
+        self.route(request, &session, peer)
     }
 
-    fn route(&self, request: &Request, session: &Active) -> Response {
+    fn route(&self, request: &Request, session: &Active, peer: SocketAddr) -> Response {
         let csrf = session.csrf.as_str();
         let parts: Vec<&str> = request.path.trim_start_matches('/').split('/').collect();
         match (request.method.as_str(), parts.as_slice()) {
@@ -274,7 +285,7 @@ impl ConsoleService {
                         None,
                         200,
                     ),
-                    ("POST", [op]) => self.mailbox_op(request, &id, op, csrf),
+                    ("POST", [op]) => self.mailbox_op(request, &id, op, csrf, peer),
                     _ => self.problem(404, "There is no such page.", Some(csrf)),
                 }
             }
@@ -472,7 +483,14 @@ impl ConsoleService {
         }
     }
 
-    fn mailbox_op(&self, request: &Request, id: &MailboxId, op: &str, csrf: &str) -> Response {
+    fn mailbox_op(
+        &self,
+        request: &Request,
+        id: &MailboxId,
+        op: &str,
+        csrf: &str,
+        peer: SocketAddr,
+    ) -> Response {
         let form = request.form();
         let done = |word: &str| Response::redirect(&format!("/mailboxes/{id}?done={word}"));
         let again =
@@ -502,19 +520,42 @@ impl ConsoleService {
                     .map_err(AdminError::from)
             }
             "password" => {
+                // A guessed current password would open the mail stored so
+                // far, which even the administrator cannot read: guesses
+                // count like POP3 logins, per address and per mailbox.
+                let Ok(attempt) = self.throttle.begin(peer.ip(), Some(id)) else {
+                    warn!(
+                        "console {peer}: mailbox {id}: password change refused: too many wrong passwords"
+                    );
+                    return again(
+                        "Too many wrong passwords from your address or for this mailbox; nothing was changed. Try again later, or end the lockout with sealpost lockouts.",
+                        429,
+                    );
+                };
                 let old = Password::new(form.get("old").to_owned());
                 let new = Self::new_password(&form);
-                self.kdf_slots
-                    .run(|| admin::change_password(&self.store, kdf, id, &old, new))
-                    .map(|generated| match generated {
-                        Some(password) => self.shown(
-                            &mailbox,
-                            "The password was changed; the stored mail stays readable with it.",
-                            &password,
-                            csrf,
-                        ),
-                        None => done("password"),
-                    })
+                let changed = self
+                    .kdf_slots
+                    .run(|| admin::change_password(&self.store, kdf, id, &old, new));
+                match &changed {
+                    Ok(_) => attempt.succeeded(),
+                    Err(e) if is_wrong_password(e) => {
+                        warn!("console {peer}: mailbox {id}: wrong current password");
+                        let delay = attempt.failed();
+                        Surroundings::hold_back(&self.env, delay);
+                    }
+                    // Refused for another reason (a weak new password): no guess was made.
+                    Err(_) => drop(attempt),
+                }
+                changed.map(|generated| match generated {
+                    Some(password) => self.shown(
+                        &mailbox,
+                        "The password was changed; the stored mail stays readable with it.",
+                        &password,
+                        csrf,
+                    ),
+                    None => done("password"),
+                })
             }
             "reset" => {
                 if !form.ticked("confirm") {
@@ -555,9 +596,7 @@ impl ConsoleService {
         };
         match result {
             Ok(response) => {
-                if response.status() == 303 {
-                    info!("console: mailbox {id}: {op} done");
-                }
+                info!("console: mailbox {id}: {op} done");
                 response
             }
             Err(AdminError::WeakPassword(why)) => again(
@@ -566,10 +605,9 @@ impl ConsoleService {
                 ),
                 400,
             ),
-            Err(
-                AdminError::Store(StoreError::WrongPassword(_))
-                | AdminError::Crypto(crypto::CryptoError::WrongPassword),
-            ) => again("The current password is wrong; nothing was changed.", 403),
+            Err(e) if is_wrong_password(&e) => {
+                again("The current password is wrong; nothing was changed.", 403)
+            }
             Err(AdminError::Store(e)) => match e {
                 StoreError::Invalid(why) => again(&format!("{why}; nothing was changed."), 400),
                 e => self.store_problem(e, csrf),

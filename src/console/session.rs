@@ -1,6 +1,10 @@
 //! Console sessions: a random token in a cookie, a CSRF token per session,
 //! an idle expiry, and an end when the administrator password changes.
 //!
+//! Kept here rather than taken from a crate: the session crates (tower-sessions,
+//! actix-session) belong to async web frameworks, and what the console needs
+//! is a map of some sixty entries under a mutex.
+//!
 //! Only a hash of each token is kept, so a look-up's timing says nothing
 //! about the tokens held; CSRF tokens are compared in constant time.
 

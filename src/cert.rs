@@ -11,11 +11,21 @@ use crate::config::Config;
 use crate::net::tls::{self, TlsError};
 use crate::store::durable;
 
-/// The certificate file the gateway serves (the configured one, or the
-/// generated one), without generating anything.
+/// A certificate installed from the web console: chain and key in one file
+/// under `<data_dir>/tls/`, so that one rename replaces both.
+const INSTALLED: &str = "installed.pem";
+
+fn installed(config: &Config) -> PathBuf {
+    config.data_dir.join("tls").join(INSTALLED)
+}
+
+/// The certificate file the gateway serves (the configured one, else one
+/// installed from the console, else the generated one), without generating
+/// anything.
 pub fn in_use(config: &Config) -> PathBuf {
     match &config.tls.cert_file {
         Some(cert) if config.tls.key_file.is_some() => cert.clone(),
+        _ if installed(config).exists() => installed(config),
         _ => config.data_dir.join("tls").join("cert.pem"),
     }
 }
@@ -42,7 +52,11 @@ pub struct Summary {
 /// Reads the leaf certificate of `file`.
 pub fn summary(file: &Path) -> Result<Summary, TlsError> {
     let chain = tls::load_certs(file)?;
-    let der = chain[0].as_ref();
+    summary_of(chain[0].as_ref(), file)
+}
+
+/// The summary of the DER certificate `der`, to be kept in `file`.
+fn summary_of(der: &[u8], file: &Path) -> Result<Summary, TlsError> {
     let bad = |e: &dyn std::fmt::Display| TlsError(format!("{}: {e}", file.display()));
     let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| bad(&e))?;
     let mut names = Vec::new();
@@ -110,6 +124,10 @@ pub fn files(config: &Config) -> Result<(PathBuf, PathBuf), TlsError> {
     if let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) {
         return Ok((cert.clone(), key.clone()));
     }
+    let installed = installed(config);
+    if installed.exists() {
+        return Ok((installed.clone(), installed));
+    }
     let dir = config.data_dir.join("tls");
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     // Gateways sharing the data directory (nodes) may start together: one
@@ -168,6 +186,84 @@ fn record(dir: &Path, names: &str) -> Result<(), TlsError> {
         .map_err(|e| TlsError(format!("{}: {e}", dir.join(NAMES_FILE).display())))
 }
 
+/// What installing a certificate did.
+pub struct Installed {
+    /// The configuration to serve from now on.
+    pub server: rustls::ServerConfig,
+    /// The certificate.
+    pub summary: Summary,
+    /// Whether it names the `hostname` that clients connect to.
+    pub names_hostname: bool,
+}
+
+/// Installs a certificate chain and its private key, in PEM as pasted into
+/// the console, as the one to serve: checked to go together and to be valid
+/// now, then written with the key into `<data_dir>/tls/installed.pem` (0600)
+/// in one durable replace. Refused when the configuration names
+/// `tls.cert_file`, which stays the administrator's to change.
+pub fn install(config: &Config, cert_pem: &str, key_pem: &str) -> Result<Installed, TlsError> {
+    if let Some(file) = &config.tls.cert_file {
+        return Err(TlsError(format!(
+            "this gateway serves tls.cert_file {} from its configuration: replace that file and tls.key_file, then reload",
+            file.display()
+        )));
+    }
+    let (server, chain) = tls::server_config_from_pem(cert_pem.as_bytes(), key_pem.as_bytes())?;
+    let file = installed(config);
+    let summary = summary_of(chain[0].as_ref(), &file)?;
+    if summary.days_left < 0 {
+        return Err(TlsError(format!(
+            "the certificate expired on {}",
+            summary.not_after
+        )));
+    }
+    let starts = summary.not_before.parse::<jiff::Timestamp>();
+    if starts.is_ok_and(|t| t > jiff::Timestamp::now()) {
+        return Err(TlsError(format!(
+            "the certificate is valid only from {}",
+            summary.not_before
+        )));
+    }
+    let mut pem = String::new();
+    for part in [cert_pem.trim(), key_pem.trim()] {
+        pem.push_str(part);
+        pem.push('\n');
+    }
+    let dir = config.data_dir.join("tls");
+    durable::replace_file(&dir, INSTALLED, pem.as_bytes())
+        .map_err(|e| TlsError(format!("{}: {e}", file.display())))?;
+    zeroize::Zeroize::zeroize(&mut pem);
+    let names_hostname = summary
+        .names
+        .iter()
+        .any(|n| n.eq_ignore_ascii_case(&config.hostname));
+    Ok(Installed {
+        server,
+        summary,
+        names_hostname,
+    })
+}
+
+/// Removes a certificate installed from the console (the generated one is
+/// served again); returns whether there was one.
+pub fn uninstall(config: &Config) -> Result<bool, TlsError> {
+    let file = installed(config);
+    match std::fs::remove_file(&file) {
+        Ok(()) => {
+            let dir = config.data_dir.join("tls");
+            durable::sync_dir(&dir).map_err(|e| TlsError(format!("{}: {e}", dir.display())))?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(TlsError(format!("{}: {e}", file.display()))),
+    }
+}
+
+/// Whether the certificate served is one installed from the console.
+pub fn is_installed(config: &Config) -> bool {
+    config.tls.cert_file.is_none() && installed(config).exists()
+}
+
 fn generate(dir: &Path, names: &[String]) -> Result<(), TlsError> {
     let fail =
         |what: &str, e: std::io::Error| TlsError(format!("{}: {e}", dir.join(what).display()));
@@ -190,6 +286,73 @@ mod tests {
     fn config_in(dir: &Path, extra: &str) -> Config {
         let text = format!(r#"{{"hostname": "gw.example", "data_dir": "data" {extra}}}"#);
         Config::parse(&text, &dir.join("gateway.json"), dir).unwrap()
+    }
+
+    /// A certificate for `name` valid from `from` to `until` (Unix seconds):
+    /// (certificate PEM, key PEM).
+    fn made(name: &str, from: i64, until: i64) -> (String, String) {
+        let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(1970, 1, 1) + time_offset(from);
+        params.not_after = rcgen::date_time_ymd(1970, 1, 1) + time_offset(until);
+        let key = rcgen::KeyPair::generate().unwrap();
+        (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
+    }
+
+    fn time_offset(secs: i64) -> std::time::Duration {
+        std::time::Duration::from_secs(secs.max(0) as u64)
+    }
+
+    #[test]
+    fn an_installed_certificate_is_checked_first_and_then_served_until_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path(), "");
+        let (generated, _) = files(&config).unwrap();
+        let now = jiff::Timestamp::now().as_second();
+        let (good, good_key) = made("gw.example", now - 3600, now + 90 * 86_400);
+        let (_, other_key) = made("gw.example", now - 3600, now + 90 * 86_400);
+        let (expired, expired_key) = made("gw.example", now - 90 * 86_400, now - 86_400);
+        let (early, early_key) = made("gw.example", now + 86_400, now + 90 * 86_400);
+        let refusals = [
+            (good.as_str(), other_key.as_str(), "do not go together"),
+            ("hello", good_key.as_str(), "not a PEM certificate"),
+            (good.as_str(), "", "not a PEM private key"),
+            (expired.as_str(), expired_key.as_str(), "expired"),
+            (early.as_str(), early_key.as_str(), "valid only from"),
+        ];
+        for (cert, key, why) in refusals {
+            let e = install(&config, cert, key).err().unwrap().to_string();
+            assert!(e.contains(why), "{why}: {e}");
+            assert!(!is_installed(&config));
+            assert_eq!(in_use(&config), generated);
+        }
+        let installed = install(&config, &good, &good_key).unwrap();
+        assert!(installed.names_hostname);
+        assert!(is_installed(&config));
+        let (cert, key) = files(&config).unwrap();
+        assert_eq!(
+            (cert.clone(), key.clone()),
+            (in_use(&config), in_use(&config))
+        );
+        assert_eq!(summary(&cert).unwrap().sha256, installed.summary.sha256);
+        tls::TlsServer::load(&cert, &key).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(&cert).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(uninstall(&config).unwrap());
+        assert!(!uninstall(&config).unwrap());
+        assert_eq!(files(&config).unwrap().0, generated);
+
+        let configured = config_in(
+            dir.path(),
+            r#", "tls": {"cert_file": "c.pem", "key_file": "k.pem"}"#,
+        );
+        let e = install(&configured, &good, &good_key)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("tls.cert_file"), "{e}");
     }
 
     #[test]

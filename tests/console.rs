@@ -646,3 +646,81 @@ fn malformed_requests_get_clear_http_errors_and_the_console_goes_on() {
     assert_eq!(client.get("/login").status, 200);
     assert!(!gw.log().contains("panicked"));
 }
+
+#[test]
+fn a_certificate_pasted_into_the_console_is_served_at_once_on_every_listener() {
+    let (sb, gw, mut client) = logged_in("console-cert", json!({}));
+    let ca = support::ca::TestCa::new(&sb.dir, "office");
+    let (cert, key) = ca.issue(&sb.dir, "office", &["localhost"]);
+    let (_, other_key) = ca.issue(&sb.dir, "other", &["localhost"]);
+    let (cert, key, other_key) = (
+        std::fs::read_to_string(cert).unwrap(),
+        std::fs::read_to_string(key).unwrap(),
+        std::fs::read_to_string(other_key).unwrap(),
+    );
+    let page = client.get("/certificate");
+    assert!(page.body.contains("Install a certificate"), "{}", page.body);
+    assert!(!page.body.contains("Remove the installed certificate"));
+    let csrf = page.csrf();
+    let before = stdout(&sb.run(&["cert", "show", "--json"]));
+
+    let refused = client.post(
+        "/certificate",
+        &[("csrf", &csrf), ("certificate", &cert), ("key", &other_key)],
+    );
+    assert_eq!(refused.status, 400);
+    assert!(
+        refused.body.contains("do not go together"),
+        "{}",
+        refused.body
+    );
+    assert!(refused.body.contains("nothing was changed"));
+    assert_eq!(stdout(&sb.run(&["cert", "show", "--json"])), before);
+
+    let installed = client.post(
+        "/certificate",
+        &[("csrf", &csrf), ("certificate", &cert), ("key", &key)],
+    );
+    assert_eq!(installed.status, 200, "{}", installed.body);
+    assert!(
+        installed.body.contains("Installed: every new connection"),
+        "{}",
+        installed.body
+    );
+    // Served at once, by the console and the mail listeners alike, to
+    // clients that trust the office CA; the session goes on.
+    let mut trusting = Client::new(gw.addr("console.listen[0]"), &ca.cert_file);
+    trusting.cookies = client.cookies.clone();
+    let page = trusting.get("/certificate");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Remove the installed certificate"));
+    let shown: serde_json::Value =
+        serde_json::from_str(&stdout(&sb.run(&["cert", "show", "--json"]))).unwrap();
+    assert!(
+        shown["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("tls/installed.pem")
+    );
+    assert!(page.body.contains(shown["sha256"].as_str().unwrap()));
+    let mut pop3 = LineClient::implicit_tls(gw.addr("pop3.listen_tls[0]"), &ca.cert_file);
+    assert!(pop3.read_line().unwrap().starts_with("+OK"));
+    gw.wait_for_log("console: certificate installed", Duration::from_secs(5));
+    assert!(!gw.log().contains("PRIVATE KEY"));
+
+    let removed = trusting.post("/certificate/remove", &[("csrf", &csrf)]);
+    assert!(
+        removed
+            .body
+            .contains("self-signed certificate is served again"),
+        "{}",
+        removed.body
+    );
+    assert_eq!(
+        Client::new(gw.addr("console.listen[0]"), &gw.cert)
+            .get("/login")
+            .status,
+        200
+    );
+    assert_eq!(stdout(&sb.run(&["cert", "show", "--json"])), before);
+}

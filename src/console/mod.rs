@@ -33,6 +33,7 @@ use crate::config::Config;
 use crate::crypto::{self, Password};
 use crate::net::acceptor::Accepted;
 use crate::net::driver::{SessionEnv, Surroundings};
+use crate::net::tls::TlsServer;
 use crate::status::{self, Probe};
 use crate::store::{Mailbox, MailboxId, Status, Store, StoreError};
 
@@ -268,11 +269,9 @@ impl ConsoleService {
                 pages::new_mailbox(csrf, "", "", None),
             ),
             ("POST", ["mailboxes"]) => self.create(request, csrf),
-            ("GET", ["certificate"]) => {
-                let summary = cert::summary(&cert::in_use(&self.config)).map_err(|e| e.to_string());
-                let content = pages::certificate(summary.as_ref().map_err(String::as_str));
-                self.page(200, Some(csrf), "Certificate", content)
-            }
+            ("GET", ["certificate"]) => self.certificate_page(csrf, None, None, 200),
+            ("POST", ["certificate"]) => self.install_certificate(request, csrf),
+            ("POST", ["certificate", "remove"]) => self.remove_certificate(csrf),
             (method, ["mailboxes", id, rest @ ..]) => {
                 let Ok(id) = id.parse::<MailboxId>() else {
                     return self.problem(404, "There is no such mailbox.", Some(csrf));
@@ -290,6 +289,82 @@ impl ConsoleService {
                 }
             }
             _ => self.problem(404, "There is no such page.", Some(csrf)),
+        }
+    }
+
+    fn certificate_page(
+        &self,
+        csrf: &str,
+        notice: Option<&str>,
+        error: Option<&str>,
+        status: u16,
+    ) -> Response {
+        let source = if self.config.tls.cert_file.is_some() {
+            pages::CertSource::Configured
+        } else if cert::is_installed(&self.config) {
+            pages::CertSource::Installed
+        } else {
+            pages::CertSource::Generated
+        };
+        let summary = cert::summary(&cert::in_use(&self.config)).map_err(|e| e.to_string());
+        let content = pages::certificate(
+            summary.as_ref().map_err(String::as_str),
+            source,
+            csrf,
+            notice,
+            error,
+        );
+        self.page(status, Some(csrf), "Certificate", content)
+    }
+
+    /// Installs a pasted certificate and serves it on every listener at once.
+    fn install_certificate(&self, request: &Request, csrf: &str) -> Response {
+        let form = request.form();
+        match cert::install(&self.config, form.get("certificate"), form.get("key")) {
+            Ok(installed) => {
+                self.env.tls.replace(installed.server);
+                info!(
+                    "console: certificate installed: {} (SHA-256 {})",
+                    installed.summary.subject, installed.summary.sha256
+                );
+                let notice = if installed.names_hostname {
+                    "Installed: every new connection gets this certificate.".to_owned()
+                } else {
+                    format!(
+                        "Installed: every new connection gets this certificate. It does not name {}, the hostname clients are told to connect to; they will refuse it unless they connect by a name it carries.",
+                        self.config.hostname
+                    )
+                };
+                self.certificate_page(csrf, Some(&notice), None, 200)
+            }
+            Err(e) => {
+                let error = format!("{e}; nothing was changed.");
+                self.certificate_page(csrf, None, Some(&error), 400)
+            }
+        }
+    }
+
+    /// Removes an installed certificate; the generated one is served again.
+    fn remove_certificate(&self, csrf: &str) -> Response {
+        let served = cert::uninstall(&self.config).and_then(|_| {
+            let (cert_file, key_file) = cert::files(&self.config)?;
+            TlsServer::load(&cert_file, &key_file)
+        });
+        match served {
+            Ok(server) => {
+                self.env.tls.replace_with(&server);
+                info!("console: installed certificate removed");
+                self.certificate_page(
+                    csrf,
+                    Some("Removed: the self-signed certificate is served again."),
+                    None,
+                    200,
+                )
+            }
+            Err(e) => {
+                warn!("console: {e}");
+                self.certificate_page(csrf, None, Some(&e.to_string()), 500)
+            }
         }
     }
 

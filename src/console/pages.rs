@@ -351,9 +351,28 @@ pub fn mailbox(
     }
 }
 
-/// The certificate page.
-pub fn certificate(summary: Result<&Summary, &str>) -> Markup {
+/// Where the served certificate comes from, for the certificate page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertSource {
+    /// `tls.cert_file` in gateway.json: changed there, not here.
+    Configured,
+    /// Installed from this console.
+    Installed,
+    /// Generated self-signed.
+    Generated,
+}
+
+/// The certificate page, with the upload form unless the configuration
+/// names the files.
+pub fn certificate(
+    summary: Result<&Summary, &str>,
+    source: CertSource,
+    csrf: &str,
+    notice: Option<&str>,
+    error: Option<&str>,
+) -> Markup {
     html! {
+        (messages(notice, error))
         @match summary {
             Ok(c) => table {
                 tr { th { "File" } td { code { (c.file.display()) } } }
@@ -365,8 +384,32 @@ pub fn certificate(summary: Result<&Summary, &str>) -> Markup {
             },
             Err(e) => p.error { (e) },
         }
-        p { "To use another certificate, set " code { "tls.cert_file" } " and " code { "tls.key_file" }
-            " in gateway.json and reload the gateway (" code { "systemctl reload sealpost" } "); clients compare the SHA-256 above with what they are shown." }
+        p { "Clients compare the SHA-256 above with what they are shown on first connect." }
+        @if source == CertSource::Configured {
+            p { "This certificate comes from " code { "tls.cert_file" } " and " code { "tls.key_file" }
+                " in gateway.json: replace those files and reload the gateway (" code { "systemctl reload sealpost" } ")." }
+        } @else {
+            section {
+                h2 { "Install a certificate" }
+                p { "Paste the certificate chain (the server's certificate first) and its private key, both in PEM. "
+                    "They are checked to go together and to be valid now before anything changes; every listener uses them from the next connection." }
+                form method="post" action="/certificate" {
+                    (csrf_field(csrf))
+                    label { "Certificate chain (PEM)" br; textarea name="certificate" rows="8" cols="70" required {} }
+                    label { "Private key (PEM)" br; textarea name="key" rows="6" cols="70" autocomplete="off" required {} }
+                    button type="submit" { "Install certificate" }
+                }
+            }
+            @if source == CertSource::Installed {
+                section {
+                    h2 { "Go back to the self-signed certificate" }
+                    form method="post" action="/certificate/remove" {
+                        (csrf_field(csrf))
+                        button type="submit" { "Remove the installed certificate" }
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::fs;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use log::info;
 use rustls::ServerConfig;
@@ -41,52 +41,91 @@ pub fn fingerprint(der: &[u8]) -> String {
         .join(":")
 }
 
-/// The server TLS configuration, loaded once. A reload builds a new one
-/// (with the services); sessions keep the one they started with.
+/// The server TLS configuration. A reload builds a new one (with the
+/// services); a certificate installed from the console replaces it in
+/// place. Sessions keep the one they started with.
 pub struct TlsServer {
-    config: Arc<ServerConfig>,
+    config: RwLock<Arc<ServerConfig>>,
 }
 
 impl TlsServer {
     /// Loads the certificate chain and key from PEM files.
     pub fn load(cert: &Path, key: &Path) -> Result<TlsServer, TlsError> {
-        let (config, fingerprint) = build(cert, key)?;
+        let certs = load_certs(cert)?;
+        let key_der = parse_key(&read(key, "key file")?, key)?;
+        let fingerprint = fingerprint(&certs[0]);
+        let config = server_config(certs, key_der).map_err(|e| {
+            TlsError(format!(
+                "certificate file {} and key file {} do not go together: {e}",
+                cert.display(),
+                key.display()
+            ))
+        })?;
         info!("TLS certificate {} (SHA-256 {fingerprint})", cert.display());
         Ok(TlsServer {
-            config: Arc::new(config),
+            config: RwLock::new(Arc::new(config)),
         })
     }
 
     /// The configuration handshakes use.
     pub fn current(&self) -> Arc<ServerConfig> {
-        Arc::clone(&self.config)
+        Arc::clone(&self.config.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Serves what `other` serves from the next handshake on.
+    pub fn replace_with(&self, other: &TlsServer) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = other.current();
+    }
+
+    /// Serves `config` from the next handshake on, on every listener.
+    pub fn replace(&self, config: ServerConfig) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
     }
 }
 
-fn build(cert_path: &Path, key_path: &Path) -> Result<(ServerConfig, String), TlsError> {
-    let certs = load_certs(cert_path)?;
-    let key = load_key(key_path)?;
-    let fp = fingerprint(&certs[0]);
-    let config = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&TLS13, &TLS12])
-        .map_err(|e| TlsError(format!("TLS setup: {e}")))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| {
-            TlsError(format!(
-                "certificate file {} and key file {} do not go together: {e}",
-                cert_path.display(),
-                key_path.display()
-            ))
-        })?;
-    Ok((config, fp))
+/// A server configuration for a certificate chain and its key, both in PEM
+/// as an administrator pastes them: checked to go together. Returns the
+/// chain too.
+pub fn server_config_from_pem(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<(ServerConfig, Vec<CertificateDer<'static>>), TlsError> {
+    let certs = parse_certs(cert_pem, Path::new("(pasted)")).map_err(|_| {
+        TlsError("the certificate is not a PEM certificate (-----BEGIN CERTIFICATE-----)".into())
+    })?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| {
+        TlsError("the key is not a PEM private key (-----BEGIN PRIVATE KEY-----, RSA or EC)".into())
+    })?;
+    let config = server_config(certs.clone(), key).map_err(|e| {
+        TlsError(format!(
+            "the certificate and the key do not go together: {e}"
+        ))
+    })?;
+    Ok((config, certs))
 }
 
-/// Reads a PEM certificate chain, leaf first.
+fn server_config(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<ServerConfig, rustls::Error> {
+    ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&TLS13, &TLS12])?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+}
+
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, TlsError> {
+    fs::read(path).map_err(|e| TlsError(format!("{what} {}: {e}", path.display())))
+}
+
+/// Reads a PEM certificate chain, leaf first (other PEM sections, a key
+/// that shares the file, are skipped).
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bytes = fs::read(path)
-        .map_err(|e| TlsError(format!("certificate file {}: {e}", path.display())))?;
-    let certs = CertificateDer::pem_slice_iter(&bytes)
+    parse_certs(&read(path, "certificate file")?, path)
+}
+
+fn parse_certs(bytes: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| {
             TlsError(format!(
@@ -103,10 +142,8 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     Ok(certs)
 }
 
-fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let bytes =
-        fs::read(path).map_err(|e| TlsError(format!("key file {}: {e}", path.display())))?;
-    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
+fn parse_key(bytes: &[u8], path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(bytes).map_err(|e| match e {
         rustls_pki_types::pem::Error::NoItemsFound => {
             TlsError(format!("key file {}: no private key found", path.display()))
         }

@@ -36,7 +36,7 @@ pub struct Throttles(pub Vec<(&'static str, Arc<LoginThrottle>)>);
 /// One lockout as the socket reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockoutReport {
-    /// `pop3`, `smtp-proxy`, `pop3-proxy`.
+    /// `pop3`, `smtp-proxy`, `pop3-proxy`, `console`.
     pub service: String,
     /// `address 192.0.2.7` or `mailbox mbx-…`.
     pub subject: String,

@@ -24,7 +24,7 @@ use serde_json::json;
 use support::gateway::{Gateway, LineClient, expect};
 use support::haproxy::Haproxy;
 use support::postfix::{Load, free_port, smtp_source};
-use support::{Sandbox, is_root, peer, run, stderr, under_ci};
+use support::{Sandbox, is_root, peer, run, stderr};
 
 const ADDRESS: &str = "10.77.0.1";
 
@@ -40,12 +40,7 @@ struct Gluster {
 
 impl Gluster {
     fn start(dir: &Path, mounts: usize) -> Option<Gluster> {
-        let missing = |what: &str| {
-            let msg = format!("the cluster test needs {what}");
-            assert!(!under_ci(), "CI=true: {msg}");
-            eprintln!("SKIPPED: {msg}");
-            None
-        };
+        let missing = |what: &str| support::missing_peer(&format!("the cluster test needs {what}"));
         if !is_root() {
             return missing("root");
         }

@@ -66,10 +66,18 @@ pub fn peer(program: &str, candidates: &[&str]) -> Option<PathBuf> {
             }
         }
     }
-    let msg = format!("{program} is not installed (run scripts/test, which installs it)");
-    if under_ci() {
-        panic!("CI=true and a required test peer is missing: {msg}");
-    }
+    missing_peer(&format!(
+        "{program} is not installed (run scripts/test, which installs it)"
+    ))
+}
+
+/// A test cannot run here: says SKIPPED and gives `None`, except under CI,
+/// where a missing peer (or privilege) fails the test.
+pub fn missing_peer<T>(msg: &str) -> Option<T> {
+    assert!(
+        !under_ci(),
+        "CI=true and a required test peer is missing: {msg}"
+    );
     eprintln!("SKIPPED: {msg}");
     None
 }
@@ -91,12 +99,9 @@ pub fn python_with_nacl() -> Option<PathBuf> {
             return Some(PathBuf::from(c));
         }
     }
-    let msg = "Python with PyNaCl is not available (run scripts/test, which creates target/pyenv)";
-    if under_ci() {
-        panic!("CI=true and a required test peer is missing: {msg}");
-    }
-    eprintln!("SKIPPED: {msg}");
-    None
+    missing_peer(
+        "Python with PyNaCl is not available (run scripts/test, which creates target/pyenv)",
+    )
 }
 
 /// A throwaway directory with a `gateway.json` using cheap key derivation.

@@ -126,7 +126,7 @@ fn without_an_administrator_password_the_console_only_says_how_to_set_one() {
 
 #[test]
 fn login_opens_a_strict_session_and_logout_ends_it() {
-    let (_sb, gw, mut client) = console("console-login", json!({}));
+    let (sb, gw, mut client) = console("console-login", json!({}));
     let page = client.get("/");
     assert_eq!(
         (page.status, page.header("location")),
@@ -183,6 +183,36 @@ fn login_opens_a_strict_session_and_logout_ends_it() {
     gw.wait_for_log("console 127.0.0.1", Duration::from_secs(5));
     assert!(gw.log().contains("wrong administrator password"));
     assert!(gw.log().contains("administrator logged in"));
+
+    // A new administrator password ends the sessions opened under the old one.
+    assert_eq!(client.login(ADMIN).status, 303);
+    assert_eq!(client.get("/").status, 200);
+    let newer = "Harbour-Pepper-Violin-Comet-58";
+    assert!(set_admin_password(&sb, newer).status.success());
+    let page = client.get("/");
+    assert_eq!(
+        (page.status, page.header("location")),
+        (303, Some("/login"))
+    );
+    assert_eq!(client.login(ADMIN).status, 401);
+    assert_eq!(client.login(newer).status, 303);
+}
+
+#[test]
+fn an_empty_listen_list_turns_the_console_off() {
+    let sb = Sandbox::for_gateway("console-off", json!({ "console": { "listen": [] } }));
+    let gw = Gateway::start(&sb);
+    assert!(!gw.log().contains("console.listen"), "{}", gw.log());
+    let out = sb.run(&["status", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keys: Vec<&str> = report["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["key"].as_str().unwrap())
+        .collect();
+    assert!(keys.contains(&"pop3.listen[0]"), "{keys:?}");
+    assert!(!keys.iter().any(|k| k.starts_with("console")), "{keys:?}");
 }
 
 #[test]
@@ -445,7 +475,26 @@ fn every_mailbox_operation_works_from_the_console() {
         refused.body
     );
     assert!(sb.mailbox_dir(&id).exists());
-    let deleted = client.post(&delete, &[("csrf", &csrf), ("confirm", "yes")]);
+    // Nor while the archiver is collecting from it.
+    let mut collecting = pop3_login(&gw, &id, &new_password).expect("a POP3 session");
+    let busy = client.post(&delete, &[("csrf", &csrf), ("confirm", "yes")]);
+    assert_eq!(busy.status, 409);
+    assert!(
+        busy.body.contains("in use by another session"),
+        "{}",
+        busy.body
+    );
+    assert!(sb.mailbox_dir(&id).exists());
+    collecting.pop3("QUIT");
+    // The session lets go of the mailbox as it ends, a moment after its +OK.
+    let mut deleted = None;
+    support::wait_until("the POP3 session lets go of the mailbox", || {
+        let answer = client.post(&delete, &[("csrf", &csrf), ("confirm", "yes")]);
+        let done = answer.status != 409;
+        deleted = Some(answer);
+        done
+    });
+    let deleted = deleted.unwrap();
     assert_eq!(deleted.header("location"), Some("/?done=deleted"));
     assert!(!sb.mailbox_dir(&id).exists());
     let dashboard = client.get("/?done=deleted");

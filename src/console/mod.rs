@@ -37,7 +37,7 @@ use crate::net::tls::TlsServer;
 use crate::status::{self, Probe};
 use crate::store::{Mailbox, MailboxId, Status, Store, StoreError};
 
-use http::{Request, Response};
+use http::{Form, Request, Response};
 use pages::Chrome;
 use session::{Active, Sessions};
 
@@ -225,9 +225,11 @@ impl ConsoleService {
                 None,
             );
         }
+        // Decoded once: the CSRF check and the handler read the same fields.
+        let form = request.form();
         match (method, request.path.as_str()) {
             ("GET", "/login") => return self.login_form(None, 200),
-            ("POST", "/login") => return self.login(request, peer, &hash),
+            ("POST", "/login") => return self.login(request, &form, peer, &hash),
             _ => {}
         }
         let idle = Duration::from_secs(self.config.console.session_idle_secs);
@@ -237,7 +239,7 @@ impl ConsoleService {
         let Some(session) = session else {
             return Response::redirect("/login");
         };
-        if method == "POST" && !session.csrf_matches(request.form().get("csrf")) {
+        if method == "POST" && !session.csrf_matches(form.get("csrf")) {
             warn!(
                 "console {peer}: {} without a valid CSRF token refused",
                 request.path
@@ -248,10 +250,16 @@ impl ConsoleService {
                 Some(&session.csrf),
             );
         }
-        self.route(request, &session, peer)
+        self.route(request, &form, &session, peer)
     }
 
-    fn route(&self, request: &Request, session: &Active, peer: SocketAddr) -> Response {
+    fn route(
+        &self,
+        request: &Request,
+        form: &Form,
+        session: &Active,
+        peer: SocketAddr,
+    ) -> Response {
         let csrf = session.csrf.as_str();
         let parts: Vec<&str> = request.path.trim_start_matches('/').split('/').collect();
         match (request.method.as_str(), parts.as_slice()) {
@@ -268,9 +276,9 @@ impl ConsoleService {
                 "New mailbox",
                 pages::new_mailbox(csrf, "", "", None),
             ),
-            ("POST", ["mailboxes"]) => self.create(request, csrf),
+            ("POST", ["mailboxes"]) => self.create(form, csrf),
             ("GET", ["certificate"]) => self.certificate_page(csrf, None, None, 200),
-            ("POST", ["certificate"]) => self.install_certificate(request, csrf),
+            ("POST", ["certificate"]) => self.install_certificate(form, csrf),
             ("POST", ["certificate", "remove"]) => self.remove_certificate(csrf),
             (method, ["mailboxes", id, rest @ ..]) => {
                 let Ok(id) = id.parse::<MailboxId>() else {
@@ -284,7 +292,7 @@ impl ConsoleService {
                         None,
                         200,
                     ),
-                    ("POST", [op]) => self.mailbox_op(request, &id, op, csrf, peer),
+                    ("POST", [op]) => self.mailbox_op(form, &id, op, csrf, peer),
                     _ => self.problem(404, "There is no such page.", Some(csrf)),
                 }
             }
@@ -318,8 +326,7 @@ impl ConsoleService {
     }
 
     /// Installs a pasted certificate and serves it on every listener at once.
-    fn install_certificate(&self, request: &Request, csrf: &str) -> Response {
-        let form = request.form();
+    fn install_certificate(&self, form: &Form, csrf: &str) -> Response {
         match cert::install(&self.config, form.get("certificate"), form.get("key")) {
             Ok(installed) => {
                 self.env.tls.replace(installed.server);
@@ -374,8 +381,7 @@ impl ConsoleService {
             .with_header("Set-Cookie", cookie(LOGIN_COOKIE, &token, None))
     }
 
-    fn login(&self, request: &Request, peer: SocketAddr, hash: &str) -> Response {
-        let form = request.form();
+    fn login(&self, request: &Request, form: &Form, peer: SocketAddr, hash: &str) -> Response {
         let expected = request.cookie(LOGIN_COOKIE).unwrap_or("");
         if expected.is_empty()
             || !crypto::constant_time_eq(expected.as_bytes(), form.get("csrf").as_bytes())
@@ -431,23 +437,20 @@ impl ConsoleService {
         )
     }
 
-    /// Where the archiver connects: the hostname and each bound POP3 port.
+    /// Where the archiver connects: the hostname and each bound POP3 port,
+    /// implicit TLS first (an IPv4 and an IPv6 wildcard share a line).
     fn pop3_endpoints(&self) -> Vec<String> {
-        let host = &self.config.hostname;
-        let mut endpoints: Vec<(bool, String)> = self
-            .bound
-            .get()
-            .into_iter()
-            .filter_map(|(key, addr)| {
-                let tls = key.starts_with("pop3.listen_tls");
-                let kind = if tls { "TLS" } else { "STLS" };
-                (tls || key.starts_with("pop3.listen["))
-                    .then(|| (!tls, format!("{host} port {} ({kind})", addr.port())))
-            })
-            .collect();
-        endpoints.sort();
-        endpoints.dedup();
-        endpoints.into_iter().map(|(_, text)| text).collect()
+        let bound = self.bound.get();
+        let mut endpoints = Vec::new();
+        for (prefix, kind) in [("pop3.listen_tls[", "TLS"), ("pop3.listen[", "STLS")] {
+            for (_, addr) in bound.iter().filter(|(key, _)| key.starts_with(prefix)) {
+                let line = format!("{} port {} ({kind})", self.config.hostname, addr.port());
+                if !endpoints.contains(&line) {
+                    endpoints.push(line);
+                }
+            }
+        }
+        endpoints
     }
 
     fn address(&self, id: &MailboxId) -> String {
@@ -511,8 +514,7 @@ impl ConsoleService {
         self.problem(status, &e.to_string(), Some(csrf))
     }
 
-    fn create(&self, request: &Request, csrf: &str) -> Response {
-        let form = request.form();
+    fn create(&self, form: &Form, csrf: &str) -> Response {
         let (name, description) = (form.get("name").trim(), form.get("description").trim());
         let created = self.kdf_slots.run(|| {
             admin::create_mailbox(
@@ -551,7 +553,7 @@ impl ConsoleService {
     }
 
     /// The new password a form asks for: chosen, or generated when empty.
-    fn new_password(form: &http::Form) -> NewPassword {
+    fn new_password(form: &Form) -> NewPassword {
         match form.get("new") {
             "" => NewPassword::Generate,
             chosen => NewPassword::Chosen(Password::new(chosen.to_owned())),
@@ -560,13 +562,12 @@ impl ConsoleService {
 
     fn mailbox_op(
         &self,
-        request: &Request,
+        form: &Form,
         id: &MailboxId,
         op: &str,
         csrf: &str,
         peer: SocketAddr,
     ) -> Response {
-        let form = request.form();
         let done = |word: &str| Response::redirect(&format!("/mailboxes/{id}?done={word}"));
         let again =
             |error: &str, status: u16| self.mailbox_page(id, csrf, None, Some(error), status);
@@ -608,7 +609,7 @@ impl ConsoleService {
                     );
                 };
                 let old = Password::new(form.get("old").to_owned());
-                let new = Self::new_password(&form);
+                let new = Self::new_password(form);
                 let changed = self
                     .kdf_slots
                     .run(|| admin::change_password(&self.store, kdf, id, &old, new));
@@ -639,7 +640,7 @@ impl ConsoleService {
                         400,
                     );
                 }
-                let new = Self::new_password(&form);
+                let new = Self::new_password(form);
                 self.kdf_slots
                     .run(|| admin::reset_password(&self.store, kdf, id, new))
                     .map(|(mailbox, generated)| match generated {

@@ -27,22 +27,20 @@ pub const INSTALLED_FILE: &str = "/etc/sealpost/gateway.json";
 /// The environment variable that names the configuration file.
 pub const ENV_VAR: &str = "SEALPOST_CONFIG";
 
-/// Which configuration file to use: `-c FILE` if given, else
-/// `$SEALPOST_CONFIG` if set, else `./gateway.json` if it exists (a
-/// checkout), else `/etc/sealpost/gateway.json` (an installation). With
-/// neither file present it is `./gateway.json`, so the error names the
-/// file a newcomer expects.
+/// Which configuration file to use, in the order Postfix and Dovecot use:
+/// `-c FILE` if given, else `$SEALPOST_CONFIG` if set, else
+/// `/etc/sealpost/gateway.json` if it exists (an installed system), else
+/// `./gateway.json` (a checkout). So a command run on an installed system
+/// never picks up some other `gateway.json` lying in the current
+/// directory (a checkout, a standby's files). With neither file present it
+/// is `./gateway.json`, so the error names the file a newcomer expects.
 pub fn locate(flag: Option<&str>, env: Option<&str>, exists: impl Fn(&Path) -> bool) -> PathBuf {
     if let Some(file) = flag.or(env.filter(|v| !v.is_empty())) {
         return PathBuf::from(file);
     }
     let local = PathBuf::from(DEFAULT_FILE);
     let installed = PathBuf::from(INSTALLED_FILE);
-    if !exists(&local) && exists(&installed) {
-        installed
-    } else {
-        local
-    }
+    if exists(&installed) { installed } else { local }
 }
 
 /// A configuration that could not be loaded, with the file and key it is about.
@@ -824,7 +822,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_configuration_file_is_the_flag_then_the_variable_then_local_then_installed() {
+    fn the_configuration_file_is_the_flag_then_the_variable_then_installed_then_local() {
         let both = |_: &Path| true;
         let installed_only = |p: &Path| p == Path::new(INSTALLED_FILE);
         let neither = |_: &Path| false;
@@ -833,8 +831,11 @@ mod tests {
             Path::new("a.json")
         );
         assert_eq!(locate(None, Some("b.json"), both), Path::new("b.json"));
-        assert_eq!(locate(None, Some(""), both), Path::new(DEFAULT_FILE));
-        assert_eq!(locate(None, None, both), Path::new(DEFAULT_FILE));
+        // An installed system's file wins over a stray ./gateway.json.
+        assert_eq!(locate(None, Some(""), both), Path::new(INSTALLED_FILE));
+        assert_eq!(locate(None, None, both), Path::new(INSTALLED_FILE));
+        let local_only = |p: &Path| p == Path::new(DEFAULT_FILE);
+        assert_eq!(locate(None, None, local_only), Path::new(DEFAULT_FILE));
         assert_eq!(
             locate(None, None, installed_only),
             Path::new(INSTALLED_FILE)

@@ -12,7 +12,7 @@
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -113,20 +113,27 @@ impl Throttles {
     }
 }
 
-/// The socket of a running gateway; the file goes when this is dropped.
+/// The socket of a running gateway; the file goes when this is dropped,
+/// if it is still the socket this gateway bound.
 pub struct ControlSocket {
     path: PathBuf,
+    identity: (u64, u64),
 }
 
 impl Drop for ControlSocket {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        if fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.identity) {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 
 /// Binds `path` and answers requests on a thread of its own. A socket left
 /// by a gateway that died is replaced; one that answers means another
-/// gateway runs on this path, and starting is refused.
+/// gateway runs on this path, and starting is refused. Anything at the
+/// path that is not a socket (a file, a directory, a link) is left alone
+/// and starting is refused: a mistyped `control_socket` must not delete
+/// the file it names.
 pub fn serve(path: &Path, throttles: Throttles) -> Result<ControlSocket, String> {
     if UnixStream::connect(path).is_ok() {
         return Err(format!(
@@ -134,14 +141,27 @@ pub fn serve(path: &Path, throttles: Throttles) -> Result<ControlSocket, String>
             path.display()
         ));
     }
-    match fs::remove_file(path) {
-        Ok(()) => {}
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            fs::remove_file(path).map_err(|e| format!("control_socket {}: {e}", path.display()))?
+        }
+        Ok(meta) => {
+            return Err(format!(
+                "control_socket {}: there is a {} at this path, not a socket; \
+                 remove it or choose another control_socket",
+                path.display(),
+                crate::store::beneath::kind_name(rustix::fs::FileType::from_raw_mode(meta.mode()))
+            ));
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(format!("control_socket {}: {e}", path.display())),
     }
     let listener = UnixListener::bind(path)
         .map_err(|e| format!("control_socket {}: cannot listen: {e}", path.display()))?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("control_socket {}: {e}", path.display()))?;
+    let identity = fs::symlink_metadata(path)
+        .map(|m| (m.dev(), m.ino()))
         .map_err(|e| format!("control_socket {}: {e}", path.display()))?;
     std::thread::Builder::new()
         .name("control".into())
@@ -164,6 +184,7 @@ pub fn serve(path: &Path, throttles: Throttles) -> Result<ControlSocket, String>
         .map_err(|e| format!("cannot start the control thread: {e}"))?;
     Ok(ControlSocket {
         path: path.to_path_buf(),
+        identity,
     })
 }
 
@@ -281,6 +302,32 @@ mod tests {
         let _first = serve(&path, Throttles::default()).unwrap();
         let err = serve(&path, Throttles::default()).err().unwrap();
         assert!(err.contains("another gateway is already running"), "{err}");
+    }
+
+    #[test]
+    fn only_a_socket_is_replaced_at_the_control_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        fs::write(&path, b"precious").unwrap();
+        let err = serve(&path, Throttles::default()).err().unwrap();
+        assert!(
+            err.contains("regular file at this path, not a socket"),
+            "{err}"
+        );
+        assert_eq!(fs::read(&path).unwrap(), b"precious");
+        fs::remove_file(&path).unwrap();
+        fs::create_dir(&path).unwrap();
+        let err = serve(&path, Throttles::default()).err().unwrap();
+        assert!(err.contains("directory at this path"), "{err}");
+        fs::remove_dir(&path).unwrap();
+        // A socket left by a gateway that died is replaced.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let socket = serve(&path, Throttles::default()).unwrap();
+        // A file put in its place meanwhile is not removed at shutdown.
+        fs::remove_file(&path).unwrap();
+        fs::write(&path, b"other").unwrap();
+        drop(socket);
+        assert_eq!(fs::read(&path).unwrap(), b"other");
     }
 
     #[test]

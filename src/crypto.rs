@@ -366,7 +366,7 @@ pub fn random_bytes(buf: &mut [u8]) {
 pub fn random_hex(bytes: usize) -> String {
     let mut buf = Zeroizing::new(vec![0u8; bytes]);
     random_bytes(&mut buf);
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&buf)
 }
 
 /// A uniformly random number below `upper` (no modulo bias).
@@ -396,6 +396,38 @@ pub fn index_hash(public: &PublicKey, parts: &[&str]) -> [u8; 32] {
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     let _ = init();
     sha256::hash(data)
+}
+
+/// SHA-256 of everything read from `input` (a merged message file, whose
+/// digest goes into the merge receipt).
+pub fn sha256_of(input: impl std::io::Read) -> std::io::Result<[u8; 32]> {
+    copy_with_sha256(input, std::io::sink())
+}
+
+/// Copies `input` to `output` whole and returns the SHA-256 of what was copied.
+pub fn copy_with_sha256(
+    mut input: impl std::io::Read,
+    mut output: impl std::io::Write,
+) -> std::io::Result<[u8; 32]> {
+    let _ = init();
+    let mut state = sha256::State::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match input.read(&mut buf) {
+            Ok(0) => return Ok(state.finalize()),
+            Ok(n) => {
+                state.update(&buf[..n]);
+                output.write_all(&buf[..n])?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Standard base64 with padding, as the key files use.

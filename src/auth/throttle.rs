@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 use crate::net::cidr::{Cidr, canonical};
 use crate::store::MailboxId;
 
-/// At most this many addresses and mailboxes are tracked; beyond it the
-/// oldest idle entries are dropped (so a flood cannot exhaust memory).
+/// At most this many addresses and mailboxes are tracked, so a flood cannot
+/// exhaust memory. When the table is full, entries that are not locked out
+/// make room (see [`make_room`]); a lockout is never dropped to make room.
 const MAX_TRACKED: usize = 10_000;
 
 /// How long an attempt waits for the attempts in flight ahead of it.
@@ -202,7 +203,16 @@ impl LoginThrottle {
                 Err(p) => p.into_inner().0,
             };
         }
-        make_room(&mut state, window);
+        let needed = subjects.iter().filter(|s| !state.contains_key(s)).count();
+        if !make_room(&mut state, window, max, needed) {
+            // Every tracked entry is a lockout or an attempt in flight: a
+            // flood from many addresses. A new address waits until one
+            // ends; an exempt one (the archiver) is never refused, and
+            // grows the table past its bound by its mailbox entry alone.
+            if subjects.iter().any(|s| matches!(s, Subject::Address(_))) {
+                return Err(Lockout::Address);
+            }
+        }
         for subject in &subjects {
             state.entry(subject.clone()).or_insert(Entry::NEW).in_flight += 1;
         }
@@ -281,25 +291,35 @@ impl LoginThrottle {
     }
 }
 
-/// Keeps the tracker bounded: idle entries go first, then the oldest.
-fn make_room(state: &mut HashMap<Subject, Entry>, window: Duration) {
-    if state.len() < MAX_TRACKED {
-        return;
+/// Makes room for `needed` new entries and says whether there is room.
+/// Idle entries go first; then entries that are neither locked out nor in
+/// flight, those with the fewest failures first and, among equals, the
+/// oldest. An active lockout is never evicted: a flood of new addresses
+/// must not unlock an address that is locked out.
+fn make_room(
+    state: &mut HashMap<Subject, Entry>,
+    window: Duration,
+    max: u64,
+    needed: usize,
+) -> bool {
+    if state.len() + needed <= MAX_TRACKED {
+        return true;
     }
     state.retain(|_, e| !e.is_idle(window));
-    while state.len() >= MAX_TRACKED {
-        let oldest = state
+    while state.len() + needed > MAX_TRACKED {
+        let victim = state
             .iter()
-            .filter(|(_, e)| e.in_flight == 0)
-            .min_by_key(|(_, e)| e.last_failure)
+            .filter(|(_, e)| e.in_flight == 0 && e.live_failures(window) < max)
+            .min_by_key(|(_, e)| (e.live_failures(window), e.last_failure))
             .map(|(k, _)| k.clone());
-        match oldest {
+        match victim {
             Some(k) => {
                 state.remove(&k);
             }
-            None => break,
+            None => return false,
         }
     }
+    true
 }
 
 fn add_failure(entry: &mut Entry, window: Duration) {
@@ -527,6 +547,49 @@ mod tests {
         assert_eq!(t.begin(ip("192.0.2.1"), None).err(), Some(Lockout::Address));
         assert_eq!(t.clear(None), 2);
         assert!(t.begin(ip("192.0.2.1"), Some(&id())).is_ok());
+    }
+
+    #[test]
+    fn a_flood_from_many_addresses_never_unlocks_a_locked_out_address() {
+        let t = throttle(3, Duration::from_secs(60));
+        for _ in 0..3 {
+            fail(&t, "198.51.100.7", None);
+        }
+        for i in 0..(MAX_TRACKED as u32 + 500) {
+            let from = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            if let Ok(attempt) = t.begin(from, None) {
+                let _ = attempt.failed();
+            }
+        }
+        assert!(t.lock().len() <= MAX_TRACKED);
+        assert_eq!(
+            t.begin(ip("198.51.100.7"), None).err(),
+            Some(Lockout::Address)
+        );
+    }
+
+    #[test]
+    fn a_table_full_of_lockouts_refuses_new_addresses_but_never_an_exempt_one() {
+        let t = Arc::new(LoginThrottle::new(ThrottleSettings {
+            max_failures: 1,
+            lockout: Duration::from_secs(60),
+            delay: Duration::ZERO,
+            exempt: vec!["192.0.2.0/24".parse().unwrap()],
+        }));
+        for i in 0..MAX_TRACKED as u32 {
+            let from = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            let _ = t.begin(from, None).unwrap().failed();
+        }
+        assert_eq!(t.lockouts().len(), MAX_TRACKED);
+        assert_eq!(
+            t.begin(ip("203.0.113.1"), None).err(),
+            Some(Lockout::Address)
+        );
+        // The archiver, exempt by address, still logs in, with its mailbox.
+        t.begin(ip("192.0.2.10"), Some(&id())).unwrap().succeeded();
+        t.begin(ip("192.0.2.10"), None).unwrap().succeeded();
+        // Every lockout is still there.
+        assert_eq!(t.lockouts().len(), MAX_TRACKED);
     }
 
     #[test]

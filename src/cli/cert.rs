@@ -46,25 +46,25 @@ pub fn run(context: &Context, args: Vec<String>) -> Result<(), CliError> {
         let certs =
             crate::net::tls::load_certs(&file).map_err(|e| CliError::failed(e.to_string()))?;
         for der in certs {
-            println!("-----BEGIN CERTIFICATE-----");
+            outln!("-----BEGIN CERTIFICATE-----");
             let b64 = crate::crypto::base64_encode(&der);
             for line in b64.as_bytes().chunks(64) {
-                println!("{}", String::from_utf8_lossy(line));
+                outln!("{}", String::from_utf8_lossy(line));
             }
-            println!("-----END CERTIFICATE-----");
+            outln!("-----END CERTIFICATE-----");
         }
         return Ok(());
     }
     if m.opt_present("json") {
         let json = serde_json::to_string_pretty(&s).map_err(|e| CliError::failed(e.to_string()))?;
-        println!("{json}");
+        outln!("{json}");
         return Ok(());
     }
-    println!("File:        {}", s.file.display());
-    println!("Subject:     {}", s.subject);
-    println!("Names:       {}", s.names.join(", "));
-    println!("Valid from:  {}", s.not_before);
-    println!("Valid until: {} ({} days left)", s.not_after, s.days_left);
-    println!("SHA-256:     {}", s.sha256);
+    outln!("File:        {}", s.file.display());
+    outln!("Subject:     {}", s.subject);
+    outln!("Names:       {}", s.names.join(", "));
+    outln!("Valid from:  {}", s.not_before);
+    outln!("Valid until: {} ({} days left)", s.not_after, s.days_left);
+    outln!("SHA-256:     {}", s.sha256);
     Ok(())
 }

@@ -32,7 +32,7 @@ pub fn run(context: &Context, args: Vec<String>) -> Result<(), CliError> {
         ));
     }
     let context = context_with(context, &m);
-    let (config, store) = context.open()?;
+    let (config, store) = context.open_to_change("console passwd")?;
     let password = password_from(
         m.opt_str("password-file"),
         "password-file",
@@ -56,11 +56,11 @@ pub fn run(context: &Context, args: Vec<String>) -> Result<(), CliError> {
         .iter()
         .map(|a| a.to_string())
         .collect();
-    println!("Console administrator password set.");
+    outln!("Console administrator password set.");
     if listen.is_empty() {
-        println!("The console is off (console.listen is empty).");
+        outln!("The console is off (console.listen is empty).");
     } else {
-        println!(
+        outln!(
             "Log in at https://{} (console.listen).",
             listen.join(", https://")
         );

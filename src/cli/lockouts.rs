@@ -36,18 +36,24 @@ pub fn run(context: &Context, args: Vec<String>) -> Result<(), CliError> {
             if m.opt_present("json") {
                 let json = serde_json::to_string_pretty(&lockouts)
                     .map_err(|e| CliError::failed(e.to_string()))?;
-                println!("{json}");
+                outln!("{json}");
             } else if lockouts.is_empty() {
-                println!("No lockouts.");
+                outln!("No lockouts.");
             } else {
-                println!(
+                outln!(
                     "{:<12} {:<45} {:>8} {:>10}",
-                    "SERVICE", "LOCKED OUT", "FAILURES", "ENDS IN"
+                    "SERVICE",
+                    "LOCKED OUT",
+                    "FAILURES",
+                    "ENDS IN"
                 );
                 for l in &lockouts {
-                    println!(
+                    outln!(
                         "{:<12} {:<45} {:>8} {:>9}s",
-                        l.service, l.subject, l.failures, l.remaining_secs
+                        l.service,
+                        l.subject,
+                        l.failures,
+                        l.remaining_secs
                     );
                 }
             }
@@ -70,6 +76,6 @@ fn clear(
     failed: impl Fn(ClientError) -> CliError,
 ) -> Result<(), CliError> {
     let ended = control::unlock(socket, target).map_err(failed)?;
-    println!("Ended {ended} lockout(s).");
+    outln!("Ended {ended} lockout(s).");
     Ok(())
 }

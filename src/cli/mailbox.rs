@@ -58,7 +58,7 @@ pub fn run(context: &Context, mut args: Vec<String>) -> Result<(), CliError> {
     let command = args.remove(0);
     match command.as_str() {
         "-h" | "--help" | "help" => {
-            println!("{USAGE}");
+            outln!("{USAGE}");
             Ok(())
         }
         "create" => create(context, &args),
@@ -118,7 +118,7 @@ fn address(config: &Config, id: &MailboxId) -> String {
 }
 
 fn print_json(value: &serde_json::Value) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()
     );
@@ -139,9 +139,9 @@ fn new_password(file: Option<String>) -> Result<NewPassword, CliError> {
 /// Prints a generated password once, with the warning.
 fn show_generated(label: &str, password: &Option<Password>) {
     if let Some(password) = password {
-        println!("  {label}: {}", password.expose());
-        println!();
-        println!("{LOST_PASSWORD_WARNING}");
+        outln!("  {label}: {}", password.expose());
+        outln!();
+        outln!("{LOST_PASSWORD_WARNING}");
     }
 }
 
@@ -180,7 +180,7 @@ fn create(context: &Context, args: &[String]) -> Result<(), CliError> {
         .opt_str("name")
         .ok_or_else(|| CliError::usage("mailbox create: --name is required"))?;
     let description = m.opt_str("description").unwrap_or_default();
-    let (config, store) = context.open()?;
+    let (config, store) = context.open_to_change("mailbox create")?;
     let password = new_password(m.opt_str("password-file"))?;
     let (mailbox, generated) =
         admin::create_mailbox(&store, config.kdf.params(), &name, &description, password)?;
@@ -196,9 +196,9 @@ fn create(context: &Context, args: &[String]) -> Result<(), CliError> {
         }
         return Ok(());
     }
-    println!("Created mailbox {id}");
-    println!("  address:  {}", address(&config, id));
-    println!("  name:     {name}");
+    outln!("Created mailbox {id}");
+    outln!("  address:  {}", address(&config, id));
+    outln!("  name:     {name}");
     show_generated("password", &generated);
     Ok(())
 }
@@ -255,14 +255,19 @@ fn list(context: &Context, args: &[String]) -> Result<(), CliError> {
     if m.opt_present("json") {
         print_json(&json!(rows));
     } else if rows.is_empty() && broken.is_empty() {
-        println!("No mailboxes. Create one with: sealpost mailbox create --name NAME");
+        outln!("No mailboxes. Create one with: sealpost mailbox create --name NAME");
     } else {
-        println!(
+        outln!(
             "{:<36}  {:<9}  {:>8}  {:>12}  {:<20}  {:<20}  ADDRESS",
-            "ID", "STATUS", "MESSAGES", "BYTES", "NEWEST", "NAME"
+            "ID",
+            "STATUS",
+            "MESSAGES",
+            "BYTES",
+            "NEWEST",
+            "NAME"
         );
         for row in &rows {
-            println!(
+            outln!(
                 "{:<36}  {:<9}  {:>8}  {:>12}  {:<20}  {:<20}  {}",
                 row["id"].as_str().unwrap_or(""),
                 row["status"].as_str().unwrap_or(""),
@@ -313,24 +318,26 @@ fn show(context: &Context, args: &[String]) -> Result<(), CliError> {
     }
     let stats = mailbox.stats()?;
     let info = mailbox.info();
-    println!("id:          {}", info.id);
-    println!("address:     {}", address(&config, &info.id));
-    println!("name:        {}", info.name);
-    println!("description: {}", info.description);
-    println!("status:      {}", info.status.as_str());
-    println!("created:     {}", info.created);
-    println!(
+    outln!("id:          {}", info.id);
+    outln!("address:     {}", address(&config, &info.id));
+    outln!("name:        {}", info.name);
+    outln!("description: {}", info.description);
+    outln!("status:      {}", info.status.as_str());
+    outln!("created:     {}", info.created);
+    outln!(
         "messages:    {} ({} bytes on disk)",
-        stats.messages, stats.bytes
+        stats.messages,
+        stats.bytes
     );
-    println!("newest:      {}", newest_text(&stats));
-    println!("public key:  {}", out["public_key"].as_str().unwrap_or(""));
+    outln!("newest:      {}", newest_text(&stats));
+    outln!("public key:  {}", out["public_key"].as_str().unwrap_or(""));
     match wrapped {
-        Some(w) => println!(
+        Some(w) => outln!(
             "key wrap:    argon2id13, opslimit {}, memlimit {} bytes",
-            w.params.opslimit, w.params.memlimit
+            w.params.opslimit,
+            w.params.memlimit
         ),
-        None => println!(
+        None => outln!(
             "key wrap:    none: a standby copy, public key only (mail is stored, never read here)"
         ),
     }
@@ -353,10 +360,9 @@ fn export_public(context: &Context, args: &[String]) -> Result<(), CliError> {
     let id = one_id("export-public", &m)?;
     let (_, store) = context.open()?;
     let json = store.mailbox(&id)?.info_json()?;
-    io::stdout()
-        .write_all(&json)
-        .and_then(|()| io::stdout().write_all(b"\n"))
-        .map_err(|e| CliError::failed(format!("cannot write: {e}")))
+    super::output::write_bytes(&json);
+    outln!();
+    Ok(())
 }
 
 fn import_public(context: &Context, args: &[String]) -> Result<(), CliError> {
@@ -386,14 +392,12 @@ fn import_public(context: &Context, args: &[String]) -> Result<(), CliError> {
         fs::File::open(file).and_then(|mut f| f.read_to_end(&mut bytes).map(|_| ()))
     };
     read.map_err(|e| CliError::failed(format!("cannot read {file}: {e}")))?;
-    let (config, store) = context.open()?;
+    let (config, store) = context.open_to_change("mailbox import-public")?;
     let mailbox = store.import_public(&bytes)?;
     let id = mailbox.id();
-    println!(
-        "Imported mailbox {id} (public key only: this gateway stores its mail, never reads it)"
-    );
-    println!("  address:  {}", address(&config, id));
-    println!("  name:     {}", mailbox.info().name);
+    outln!("Imported mailbox {id} (public key only: this gateway stores its mail, never reads it)");
+    outln!("  address:  {}", address(&config, id));
+    outln!("  name:     {}", mailbox.info().name);
     Ok(())
 }
 
@@ -428,7 +432,7 @@ fn passwd(context: &Context, args: &[String]) -> Result<(), CliError> {
             "mailbox passwd: only one password can come from standard input",
         ));
     }
-    let (config, store) = context.open()?;
+    let (config, store) = context.open_to_change("mailbox passwd")?;
     store.mailbox(&id)?;
     let old = password_from(
         old_file,
@@ -437,7 +441,7 @@ fn passwd(context: &Context, args: &[String]) -> Result<(), CliError> {
     )?;
     let new = new_password(new_file)?;
     let generated = admin::change_password(&store, config.kdf.params(), &id, &old, new)?;
-    println!("Password of mailbox {id} changed.");
+    outln!("Password of mailbox {id} changed.");
     show_generated("new password", &generated);
     Ok(())
 }
@@ -466,7 +470,7 @@ fn reset_password(context: &Context, args: &[String]) -> Result<(), CliError> {
         return Ok(());
     };
     let id = one_id("reset-password", &m)?;
-    let (config, store) = context.open()?;
+    let (config, store) = context.open_to_change("mailbox reset-password")?;
     let count = store.mailbox(&id)?.message_names()?.len();
     if !m.opt_present("force") {
         return Err(CliError::failed(format!(
@@ -478,8 +482,8 @@ fn reset_password(context: &Context, args: &[String]) -> Result<(), CliError> {
     }
     let new = new_password(m.opt_str("new-password-file"))?;
     let (mailbox, generated) = admin::reset_password(&store, config.kdf.params(), &id, new)?;
-    println!("Mailbox {id} has a new key pair.");
-    println!(
+    outln!("Mailbox {id} has a new key pair.");
+    outln!(
         "The {count} message(s) stored before now are unreadable with the new password; the old\n\
          key file is kept in {} in case the old password turns up.",
         mailbox.dir().join("retired-keys").display()
@@ -504,10 +508,10 @@ fn set_status(
         return Ok(());
     };
     let id = one_id(name, &m)?;
-    let (_, store) = context.open()?;
+    let (_, store) = context.open_to_change(&format!("mailbox {name}"))?;
     let mut mailbox = store.mailbox(&id)?;
     mailbox.set_status(status)?;
-    println!("Mailbox {id} is now {}.", status.as_str());
+    outln!("Mailbox {id} is now {}.", status.as_str());
     Ok(())
 }
 
@@ -532,10 +536,10 @@ fn update(context: &Context, args: &[String]) -> Result<(), CliError> {
             "mailbox update: give --name and/or --description",
         ));
     }
-    let (_, store) = context.open()?;
+    let (_, store) = context.open_to_change("mailbox update")?;
     let mut mailbox = store.mailbox(&id)?;
     mailbox.update(name, description)?;
-    println!("Mailbox {id} updated.");
+    outln!("Mailbox {id} updated.");
     Ok(())
 }
 
@@ -553,9 +557,9 @@ fn delete(context: &Context, args: &[String]) -> Result<(), CliError> {
         return Ok(());
     };
     let id = one_id("delete", &m)?;
-    let (_, store) = context.open()?;
+    let (_, store) = context.open_to_change("mailbox delete")?;
     let removed = store.delete_mailbox(&id, m.opt_present("force"))?;
-    println!("Mailbox {id} deleted ({removed} message(s) removed).");
+    outln!("Mailbox {id} deleted ({removed} message(s) removed).");
     Ok(())
 }
 
@@ -638,7 +642,7 @@ fn deliver(context: &Context, args: &[String]) -> Result<(), CliError> {
         .deliver(&spool, &[(&mailbox, metadata)])
         .map_err(temporary)?;
     for name in names {
-        println!(
+        outln!(
             "Stored message {name} ({} bytes) in mailbox {id}.",
             spool.size()
         );
@@ -696,7 +700,7 @@ fn export(context: &Context, args: &[String]) -> Result<(), CliError> {
             Err(ExportError::Fatal(e)) => return Err(e),
         }
     }
-    println!(
+    outln!(
         "Exported {} of {} message(s) from mailbox {id} to {}.",
         messages.len() - damaged,
         messages.len(),

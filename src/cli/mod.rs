@@ -6,6 +6,19 @@
 //! `mailbox deliver` uses the sysexits codes a Postfix pipe transport
 //! understands (67 no such mailbox, 75 try again later).
 
+/// `print!` that ends quietly on a closed standard output (see `output`).
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::cli::output::write(format_args!($($arg)*)) };
+}
+
+/// `println!` that ends quietly on a closed standard output (see `output`).
+macro_rules! outln {
+    () => { $crate::cli::output::write(format_args!("\n")) };
+    ($($arg:tt)*) => {
+        $crate::cli::output::write(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod backup;
 mod cert;
 mod console;
@@ -13,6 +26,7 @@ mod crlf;
 mod identity;
 mod lockouts;
 mod mailbox;
+mod output;
 mod password_input;
 mod status;
 
@@ -104,10 +118,13 @@ Commands:
 
 Global options:
   -c, --config FILE   configuration file (default: $SEALPOST_CONFIG, else
-                      ./gateway.json if present, else /etc/sealpost/gateway.json)
+                      /etc/sealpost/gateway.json if present (an installed
+                      system), else ./gateway.json (a checkout))
   -h, --help          show help
   -V, --version       show the version
 
+Commands that change or remove data name the configuration file and data
+directory they act on, on standard error, before they act.
 Every command takes --help. Logging follows RUST_LOG (default: info for serve).";
 
 /// Runs the command line `args` (without the program name); returns the exit code.
@@ -145,6 +162,23 @@ impl Context {
         let store = Store::open(&config.data_dir)?;
         Ok((config, store))
     }
+
+    /// [`Context::open`] for a command that changes or removes data: first
+    /// names, on standard error, the configuration file and the data
+    /// directory it acts on, so that acting on the wrong gateway is seen
+    /// before it happens. Standard output stays clean for `--json`.
+    pub fn open_to_change(&self, command: &str) -> Result<(Config, Store), CliError> {
+        let config = self.config()?;
+        let file = std::path::absolute(&self.config_file).unwrap_or(self.config_file.clone());
+        eprintln!(
+            "sealpost {command}: configuration {}, data directory {}",
+            file.display(),
+            config.data_dir.display()
+        );
+        identity::become_data_owner(&config.data_dir)?;
+        let store = Store::open(&config.data_dir)?;
+        Ok((config, store))
+    }
 }
 
 fn dispatch(args: Vec<String>) -> Result<(), CliError> {
@@ -157,7 +191,7 @@ fn dispatch(args: Vec<String>) -> Result<(), CliError> {
         .parse(&args)
         .map_err(|e| CliError::usage(format!("{e} (see sealpost --help)")))?;
     if matches.opt_present("V") {
-        println!("sealpost {}", env!("CARGO_PKG_VERSION"));
+        outln!("sealpost {}", env!("CARGO_PKG_VERSION"));
         return Ok(());
     }
     let mut rest = matches.free.clone();
@@ -165,7 +199,7 @@ fn dispatch(args: Vec<String>) -> Result<(), CliError> {
         if rest.is_empty() && !matches.opt_present("h") {
             return Err(CliError::usage(format!("no command given\n{USAGE}")));
         }
-        println!("{USAGE}");
+        outln!("{USAGE}");
         return Ok(());
     }
     let command = rest.remove(0);
@@ -178,7 +212,7 @@ fn dispatch(args: Vec<String>) -> Result<(), CliError> {
     };
     match command.as_str() {
         "help" => {
-            println!("{USAGE}");
+            outln!("{USAGE}");
             Ok(())
         }
         "check-config" => check_config(&context, rest),
@@ -207,14 +241,14 @@ pub(crate) fn parse_options(
     opts.optopt(
         "c",
         "config",
-        "configuration file (default: $SEALPOST_CONFIG, ./gateway.json, /etc/sealpost/gateway.json)",
+        "configuration file (default: $SEALPOST_CONFIG, then /etc/sealpost/gateway.json, then ./gateway.json)",
         "FILE",
     );
     let matches = opts
         .parse(args)
         .map_err(|e| CliError::usage(format!("{command}: {e} (see sealpost {command} --help)")))?;
     if matches.opt_present("h") {
-        println!(
+        outln!(
             "{}",
             opts.usage(&format!("Usage: sealpost {command} {summary}"))
         );
@@ -247,7 +281,7 @@ fn check_config(context: &Context, args: Vec<String>) -> Result<(), CliError> {
     no_arguments("check-config", &m)?;
     let context = context_with(context, &m);
     let config = context.config()?;
-    println!("{}", config.to_pretty_json());
+    outln!("{}", config.to_pretty_json());
     eprintln!("{}: configuration is valid", context.config_file.display());
     Ok(())
 }

@@ -58,9 +58,9 @@ pub fn run(context: &Context, args: Vec<String>) -> Result<(), CliError> {
     if m.opt_present("json") {
         let json =
             serde_json::to_string_pretty(&report).map_err(|e| CliError::failed(e.to_string()))?;
-        println!("{json}");
+        outln!("{json}");
     } else if m.opt_present("prometheus") {
-        print!("{}", report.to_prometheus());
+        out!("{}", report.to_prometheus());
     } else {
         print_text(&report);
     }
@@ -85,37 +85,42 @@ fn duration(secs: u64) -> String {
 
 fn print_text(report: &Report) {
     match report.gateway_pid {
-        Some(pid) => println!("Gateway:     running (pid {pid})"),
-        None => println!("Gateway:     not running"),
+        Some(pid) => outln!("Gateway:     running (pid {pid})"),
+        None => outln!("Gateway:     not running"),
     }
-    println!("Listeners:");
+    outln!("Listeners:");
     for l in &report.listeners {
         let state = match l.answers {
             Some(true) => "answers",
             Some(false) => "DOES NOT ANSWER",
             None => "port 0 (a free port, see the gateway's log)",
         };
-        println!("  {:<24} {:<24} {state}", l.key, l.address.to_string());
+        outln!("  {:<24} {:<24} {state}", l.key, l.address.to_string());
     }
     match (&report.certificate, &report.certificate_error) {
         (Some(c), _) => {
-            println!("Certificate: {}", c.subject);
-            println!("  names:     {}", c.names.join(", "));
-            println!("  expires:   {} ({} days left)", c.not_after, c.days_left);
-            println!("  SHA-256:   {}", c.sha256);
+            outln!("Certificate: {}", c.subject);
+            outln!("  names:     {}", c.names.join(", "));
+            outln!("  expires:   {} ({} days left)", c.not_after, c.days_left);
+            outln!("  SHA-256:   {}", c.sha256);
         }
-        (None, Some(e)) => println!("Certificate: {e}"),
-        (None, None) => println!("Certificate: none"),
+        (None, Some(e)) => outln!("Certificate: {e}"),
+        (None, None) => outln!("Certificate: none"),
     }
     if report.mailboxes.is_empty() {
-        println!("Mailboxes:   none");
+        outln!("Mailboxes:   none");
     } else {
-        println!(
+        outln!(
             "{:<36}  {:<9}  {:>7}  {:>12}  {:<14}  {:<14}  NAME",
-            "MAILBOX", "STATUS", "PENDING", "BYTES", "OLDEST WAITS", "LAST RETRIEVAL"
+            "MAILBOX",
+            "STATUS",
+            "PENDING",
+            "BYTES",
+            "OLDEST WAITS",
+            "LAST RETRIEVAL"
         );
         for mb in &report.mailboxes {
-            println!(
+            outln!(
                 "{:<36}  {:<9}  {:>7}  {:>12}  {:<14}  {:<14}  {}",
                 mb.id,
                 mb.status,
@@ -129,11 +134,11 @@ fn print_text(report: &Report) {
         }
     }
     if report.attention.is_empty() {
-        println!("All well.");
+        outln!("All well.");
     } else {
-        println!("Needs attention:");
+        outln!("Needs attention:");
         for line in &report.attention {
-            println!("  - {line}");
+            outln!("  - {line}");
         }
     }
 }

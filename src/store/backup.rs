@@ -1,6 +1,6 @@
 //! Copies of the store that stay readable: `sealpost backup` takes a
-//! consistent snapshot while the gateway runs, and `sealpost merge` moves a
-//! standby gateway's messages into this one.
+//! consistent snapshot while the gateway runs (`sealpost merge`, which
+//! moves a standby gateway's messages into this one, is in `merge.rs`).
 //!
 //! Both rest on the store's one rule: a message file is written in `tmp/`
 //! and renamed into `messages/` whole, and never changes afterwards. So a
@@ -246,88 +246,4 @@ fn prune(dest: &Path, keep: usize) -> Result<usize, StoreError> {
         fs::remove_dir_all(&path).map_err(io_error(&path, "cannot remove"))?;
     }
     Ok(excess)
-}
-
-/// What one merge did.
-#[derive(Debug, Default)]
-pub struct MergeReport {
-    /// Messages moved into this gateway's mailboxes.
-    pub moved: usize,
-    /// Messages this gateway held already (removed from the standby).
-    pub present: usize,
-    /// Mailboxes not merged, with the reason.
-    pub skipped: Vec<String>,
-}
-
-/// Moves the messages of a standby gateway's data directory `standby` into
-/// the mailboxes of `store` with the same id and public key. Each file is
-/// copied into the mailbox's `tmp/`, fsynced and renamed into `messages/`,
-/// as a delivery is; one directory fsync per mailbox makes the renames
-/// durable, and only then are the files removed from the standby. So a merge run again, or interrupted and run again, never gives
-/// the archiver a message twice, and never loses one.
-pub fn merge(store: &Store, standby: &Path) -> Result<MergeReport, StoreError> {
-    let from = Store {
-        root: standby.to_path_buf(),
-    };
-    let standby_root = fs::canonicalize(standby).map_err(io_error(standby, "cannot open"))?;
-    if standby_root == fs::canonicalize(store.root()).unwrap_or_default() {
-        return Err(StoreError::Invalid(
-            "the standby's data directory is this gateway's own".into(),
-        ));
-    }
-    let mut report = MergeReport::default();
-    for id in from.mailbox_ids()? {
-        let theirs = from.mailbox(&id)?;
-        let ours = match store.mailbox(&id) {
-            Ok(ours) => ours,
-            Err(StoreError::NotFound(_)) => {
-                report
-                    .skipped
-                    .push(format!("{id}: no such mailbox on this gateway"));
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        if ours.info().public_key != theirs.info().public_key {
-            report.skipped.push(format!(
-                "{id}: the public keys differ (was its password reset?); not merged"
-            ));
-            continue;
-        }
-        merge_mailbox(&theirs, &ours, &mut report)?;
-    }
-    Ok(report)
-}
-
-fn merge_mailbox(
-    theirs: &Mailbox,
-    ours: &Mailbox,
-    report: &mut MergeReport,
-) -> Result<(), StoreError> {
-    let their_dir = theirs.dir().join(MESSAGES_DIR);
-    let our_dir = ours.dir().join(MESSAGES_DIR);
-    let mut merged = Vec::new();
-    for entry in theirs.messages()? {
-        let file = entry.name.file_name();
-        let target = our_dir.join(&file);
-        if target.exists() {
-            report.present += 1;
-        } else {
-            let tmp = ours.dir().join(TMP_DIR).join(&file);
-            fs::copy(their_dir.join(&file), &tmp).map_err(io_error(&tmp, "cannot copy"))?;
-            fs::File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .map_err(io_error(&tmp, "cannot sync"))?;
-            fs::rename(&tmp, &target).map_err(io_error(&target, "cannot store"))?;
-            report.moved += 1;
-        }
-        merged.push(their_dir.join(file));
-    }
-    // One directory fsync makes every rename above durable; only then does
-    // the standby let go of its copies.
-    durable::sync_dir(&our_dir).map_err(io_error(&our_dir, "cannot sync"))?;
-    for source in merged {
-        fs::remove_file(&source).map_err(io_error(&source, "cannot remove"))?;
-    }
-    durable::sync_dir(&their_dir).map_err(io_error(&their_dir, "cannot sync"))
 }

@@ -508,8 +508,7 @@ impl Mailbox {
 
     fn index_entry(&self, parts: &[&str]) -> PathBuf {
         let hash = crypto::index_hash(&self.info.public_key, parts);
-        let name: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-        self.dir.join(POP3_INDEX_DIR).join(name)
+        self.dir.join(POP3_INDEX_DIR).join(crypto::hex(&hash))
     }
 
     /// Whether a message identified by `parts` (upstream account, host, UIDL)

@@ -10,9 +10,11 @@
 //! ```
 
 pub mod backup;
+pub mod beneath;
 pub mod durable;
 pub mod ids;
 pub mod mailbox;
+pub mod merge;
 pub mod message;
 pub mod sealed;
 pub mod spool;

@@ -76,6 +76,8 @@ pub struct MailboxStatus {
     pub last_retrieved: Option<String>,
     /// Seconds since then.
     pub last_retrieved_age_secs: Option<u64>,
+    /// Entries in `messages/` that are not regular files (skipped).
+    pub stray_entries: usize,
 }
 
 fn age(time: SystemTime, now: SystemTime) -> u64 {
@@ -160,8 +162,8 @@ pub fn gather(config: &Config, store: &Store, max_pending_age: Duration, probe: 
                     .mailbox(&id)
                     .and_then(|mb| mailbox_status(&mb, now, max_pending_age))
                 {
-                    Ok((status, warning)) => {
-                        attention.extend(warning);
+                    Ok((status, warnings)) => {
+                        attention.extend(warnings);
                         mailboxes.push(status);
                     }
                     Err(e) => attention.push(format!("mailbox {id} cannot be read: {e}")),
@@ -181,17 +183,19 @@ pub fn gather(config: &Config, store: &Store, max_pending_age: Duration, probe: 
     }
 }
 
-/// One mailbox's state, and the sentence saying why it needs attention if
-/// it does (mail waiting longer than `max_pending_age`).
+/// One mailbox's state, and the sentences saying why it needs attention if
+/// it does (mail waiting longer than `max_pending_age`, entries in
+/// `messages/` that are not message files).
 pub fn mailbox_status(
     mailbox: &Mailbox,
     now: SystemTime,
     max_pending_age: Duration,
-) -> Result<(MailboxStatus, Option<String>), StoreError> {
+) -> Result<(MailboxStatus, Vec<String>), StoreError> {
     let stats = mailbox.stats()?;
     let id = mailbox.id();
     let oldest_age_secs = stats.oldest.map(|t| age(t, now));
-    let warning = oldest_age_secs
+    let strays = mailbox.stray_entries()?;
+    let mut warnings: Vec<String> = oldest_age_secs
         .filter(|&a| a > max_pending_age.as_secs())
         .map(|waited| {
             let advice = if mailbox.is_public_only() {
@@ -205,7 +209,21 @@ pub fn mailbox_status(
                 stats.messages,
                 waited / 3600
             )
-        });
+        })
+        .into_iter()
+        .collect();
+    if !strays.is_empty() {
+        warnings.push(format!(
+            "mailbox {id} ({}): {} entr{} in messages/ that {} not message files, skipped: {}; \
+             move {} out of the mailbox",
+            mailbox.info().name,
+            strays.len(),
+            if strays.len() == 1 { "y" } else { "ies" },
+            if strays.len() == 1 { "is" } else { "are" },
+            strays.join(", "),
+            if strays.len() == 1 { "it" } else { "them" },
+        ));
+    }
     let status = MailboxStatus {
         id: id.as_str().to_owned(),
         name: mailbox.info().name.clone(),
@@ -215,8 +233,9 @@ pub fn mailbox_status(
         oldest_age_secs,
         last_retrieved: stats.last_retrieved.map(timestamp::rfc3339),
         last_retrieved_age_secs: stats.last_retrieved.map(|t| age(t, now)),
+        stray_entries: strays.len(),
     };
-    Ok((status, warning))
+    Ok((status, warnings))
 }
 
 /// Escapes a Prometheus label value (exposition format: `\`, `"`, newline).

@@ -183,3 +183,100 @@ fn a_size_in_the_file_name_that_disagrees_with_the_metadata_is_damage() {
     c.pop3("QUIT");
     assert!(lied.exists() && junk.exists(), "nothing was removed");
 }
+
+/// Makes a FIFO at `path`.
+fn mkfifo(path: &std::path::Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+#[test]
+fn a_fifo_or_directory_in_messages_is_skipped_by_pop3_backup_and_status() {
+    let sb = Sandbox::for_gateway("fault-fifo", json!({}));
+    let (id, password) = sb.create_mailbox("Journal");
+    let gw = Gateway::start(&sb);
+    expect(&deliver(&gw, &id, "one"), "250 2.0.0");
+    expect(&deliver(&gw, &id, "two"), "250 2.0.0");
+    let messages = sb.mailbox_dir(&id).join("messages");
+    mkfifo(&messages.join("1600000000000000-00000000000000f1,S=10.msg"));
+    fs::create_dir(messages.join("1600000000000001-00000000000000d1,S=10.msg")).unwrap();
+
+    // POP3 lists the two messages, retrieves and deletes them; the
+    // mailbox is free again at once (not held [IN-USE] by a hung RETR).
+    let (mut c, answer) = login(&gw, &id, &password);
+    assert!(answer.starts_with("+OK Logged in: 2 messages"), "{answer}");
+    for n in 1..=2 {
+        let (status, body) = c.pop3_multi(&format!("RETR {n}"));
+        assert!(status.starts_with("+OK"), "{status}");
+        assert!(!body.is_empty());
+        c.pop3(&format!("DELE {n}"));
+    }
+    assert!(c.pop3("QUIT").starts_with("+OK"));
+    let (mut c, answer) = login(&gw, &id, &password);
+    assert!(answer.starts_with("+OK Logged in: 0 messages"), "{answer}");
+    c.pop3("QUIT");
+    gw.wait_for_log("not a message file", Duration::from_secs(10));
+
+    // status counts them and says what to do.
+    let out = sb.run(&["status", "--json"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["mailboxes"][0]["stray_entries"], 2);
+    let attention = report["attention"].to_string();
+    assert!(attention.contains("a FIFO") && attention.contains("a directory"), "{attention}");
+
+    // backup neither hangs on the FIFO nor fails on the directory.
+    expect(&deliver(&gw, &id, "three"), "250 2.0.0");
+    let out = sb.run(&["backup", sb.dir.join("backups").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        support::stdout(&out).contains("1 message(s)"),
+        "{}",
+        support::stdout(&out)
+    );
+    assert!(gw.stop().success());
+}
+
+#[test]
+fn scripts_decrypt_reports_a_fifo_a_directory_and_a_duplicate_name_as_damaged_and_carries_on() {
+    let Some(python) = support::python_with_nacl() else {
+        return;
+    };
+    let sb = Sandbox::new("fault-decrypt-strays", json!({}));
+    let (id, password) = sb.create_mailbox("Journal");
+    for subject in ["one", "two"] {
+        let out = sb.run_with_input(
+            &["mailbox", "deliver", &id],
+            format!("Subject: {subject}\r\n\r\nbody\r\n").as_bytes(),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let messages = sb.mailbox_dir(&id).join("messages");
+    let first = sb.message_files(&id).remove(0);
+    let name = first.file_name().unwrap().to_str().unwrap().to_owned();
+    let (uidl, _) = name.split_once(",S=").unwrap();
+    fs::copy(&first, messages.join(format!("{uidl}.msg"))).unwrap();
+    mkfifo(&messages.join("1600000000000000-00000000000000f1,S=10.msg"));
+    fs::create_dir(messages.join("1600000000000001-00000000000000d1,S=10.msg")).unwrap();
+    let out_dir = sb.dir.join("decrypted");
+    let out = support::run(
+        std::process::Command::new(python)
+            .arg(support::repo().join("scripts/decrypt"))
+            .arg("--password-file")
+            .arg(sb.password_file(&password))
+            .arg(sb.mailbox_dir(&id))
+            .arg(&out_dir),
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("is a FIFO"), "{err}");
+    assert!(err.contains("is a directory"), "{err}");
+    assert!(err.contains("has the same UIDL"), "{err}");
+    assert!(err.contains("2 message(s) written"), "{err}");
+    let written = fs::read_dir(&out_dir)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "eml"))
+        .count();
+    assert_eq!(written, 2);
+}

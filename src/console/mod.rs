@@ -469,7 +469,7 @@ impl ConsoleService {
             Ok(mailbox) => mailbox,
             Err(e) => return self.store_problem(e, csrf),
         };
-        let (state, warning) = match status::mailbox_status(
+        let (state, warnings) = match status::mailbox_status(
             &mailbox,
             SystemTime::now(),
             status::DEFAULT_MAX_PENDING_AGE,
@@ -489,7 +489,9 @@ impl ConsoleService {
             },
             public_only: mailbox.is_public_only(),
         };
-        let error = error.map(str::to_owned).or(warning);
+        let error = error
+            .map(str::to_owned)
+            .or_else(|| (!warnings.is_empty()).then(|| warnings.join(" ")));
         let title = format!("Mailbox {}", mailbox.info().name);
         self.page(
             status,

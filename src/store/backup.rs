@@ -14,10 +14,12 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use log::warn;
+
 use super::mailbox::{
     INFO_FILE, KEY_FILE, MESSAGES_DIR, POP3_INDEX_DIR, PUBLIC_ONLY_FILE, RETIRED_DIR, TMP_DIR,
 };
-use super::{MAILBOXES_DIR, Mailbox, Store, StoreError, durable, io_error};
+use super::{MAILBOXES_DIR, Mailbox, Store, StoreError, beneath, durable, io_error};
 
 /// What the data directory's `tls/` holds: the generated certificate.
 const TLS_DIR: &str = "tls";
@@ -73,27 +75,36 @@ fn is_snapshot_name(name: &str) -> bool {
 /// Copies `from` to `to`, or hard-links it from `previous` when the
 /// previous snapshot holds the same immutable file. `Ok(None)` when `from`
 /// vanished meanwhile (a message retrieved and deleted during the backup).
+/// `from` is opened as every stored file is (no link followed, no blocking
+/// open, a regular file only): a FIFO or a directory where a file belongs
+/// is skipped with a warning, never waited on.
 fn copy_or_link(
     from: &Path,
     to: &Path,
     previous: Option<&Path>,
 ) -> Result<Option<(bool, u64)>, StoreError> {
-    let meta = match fs::metadata(from) {
-        Ok(meta) => meta,
+    let source = match beneath::open_regular(from) {
+        Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_error(from, "cannot read")(e)),
+        Err(e) if beneath::as_wrong_kind(&e).is_some() => {
+            warn!("backup: skipped {e}");
+            return Ok(None);
+        }
+        Err(e) => return Err(io_error(from, "cannot open")(e)),
     };
+    let len = source
+        .metadata()
+        .map_err(io_error(from, "cannot read"))?
+        .len();
     if let Some(old) = previous
-        && fs::metadata(old).is_ok_and(|m| m.len() == meta.len())
+        && fs::symlink_metadata(old).is_ok_and(|m| m.is_file() && m.len() == len)
         && fs::hard_link(old, to).is_ok()
     {
         return Ok(Some((true, 0)));
     }
-    match fs::copy(from, to) {
-        Ok(bytes) => Ok(Some((false, bytes))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_error(to, "cannot copy")(e)),
-    }
+    let mut out = durable::create_new_private_file(to).map_err(io_error(to, "cannot create"))?;
+    let bytes = io::copy(&mut &source, &mut out).map_err(io_error(to, "cannot copy"))?;
+    Ok(Some((false, bytes)))
 }
 
 /// Copies the small files of a directory (key files, index entries), if it exists.

@@ -2,13 +2,16 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use log::warn;
 use serde::{Deserialize, Serialize};
 
 use super::ids::{MailboxId, MessageName};
 use super::message::{self, MessageReader, Metadata};
+use super::beneath;
 use super::sealed::damage_of;
 use super::spool::Spool;
 use super::{StoreError, durable, io_error};
@@ -27,6 +30,9 @@ pub(super) const RETIRED_DIR: &str = "retired-keys";
 /// secret key by design. Without it, a missing key file is damage.
 pub(super) const PUBLIC_ONLY_FILE: &str = "public-only";
 pub(super) const POP3_INDEX_DIR: &str = "pop3-index";
+/// `mailbox.json` and `secret-key.json` are a few hundred bytes; a larger
+/// one is not ours.
+const MAX_SMALL_FILE: u64 = 64 * 1024;
 
 /// Whether a mailbox takes new mail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,7 +200,7 @@ impl Mailbox {
     /// Reads `dir/mailbox.json` and checks it belongs to `id`.
     pub(super) fn load(dir: PathBuf, id: &MailboxId) -> Result<Mailbox, StoreError> {
         let path = dir.join(INFO_FILE);
-        let text = fs::read(&path).map_err(|e| {
+        let text = beneath::read_regular(&path, MAX_SMALL_FILE).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
                 StoreError::NotFound(id.clone())
             } else {
@@ -214,7 +220,7 @@ impl Mailbox {
     /// `mailbox.json` as it is on disk: what `mailbox export-public` prints.
     pub fn info_json(&self) -> Result<Vec<u8>, StoreError> {
         let path = self.dir.join(INFO_FILE);
-        fs::read(&path).map_err(io_error(&path, "cannot read"))
+        beneath::read_regular(&path, MAX_SMALL_FILE).map_err(io_error(&path, "cannot read"))
     }
 
     /// Whether this is a standby's copy, which holds only the public key.
@@ -302,7 +308,7 @@ impl Mailbox {
     /// Reads `secret-key.json`.
     pub fn wrapped_key(&self) -> Result<WrappedKey, StoreError> {
         let path = self.dir.join(KEY_FILE);
-        let text = fs::read(&path).map_err(|e| {
+        let text = beneath::read_regular(&path, MAX_SMALL_FILE).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound && self.is_public_only() {
                 StoreError::PublicOnly(self.info.id.clone())
             } else {
@@ -381,7 +387,7 @@ impl Mailbox {
             .into_iter()
             .map(|name| {
                 let path = dir.join(name.file_name());
-                match fs::metadata(&path) {
+                match fs::symlink_metadata(&path) {
                     Ok(meta) => Ok(Some(MessageEntry {
                         name,
                         file_bytes: meta.len(),
@@ -396,23 +402,54 @@ impl Mailbox {
     }
 
     /// The names of the stored messages, oldest first, from the directory
-    /// listing alone: no file is opened or even stat'ed, so a POP3 login to
-    /// a mailbox of 100,000 messages reads one directory, cold cache or not.
+    /// listing alone: no file is opened or even stat'ed (the entry's type
+    /// comes with the listing), so a POP3 login to a mailbox of 100,000
+    /// messages reads one directory, cold cache or not. Anything in
+    /// `messages/` that is not a regular file is skipped with a warning.
     pub fn message_names(&self) -> Result<Vec<MessageName>, StoreError> {
+        let (names, strays) = self.scan_messages()?;
+        for stray in strays {
+            warn!("mailbox {}: skipped {stray}", self.info.id);
+        }
+        Ok(names)
+    }
+
+    /// What `messages/` holds that is not a regular file (a directory, a
+    /// FIFO, a link), each named with its kind: never read, counted by
+    /// `sealpost status`.
+    pub fn stray_entries(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.scan_messages()?.1)
+    }
+
+    fn scan_messages(&self) -> Result<(Vec<MessageName>, Vec<String>), StoreError> {
         let dir = self.dir.join(MESSAGES_DIR);
-        let mut out = Vec::new();
+        let mut names = Vec::new();
+        let mut strays = Vec::new();
         for entry in fs::read_dir(&dir).map_err(io_error(&dir, "cannot list"))? {
             let entry = entry.map_err(io_error(&dir, "cannot list"))?;
+            let kind = entry.file_type().map_err(io_error(&entry.path(), "cannot stat"))?;
+            if !kind.is_file() {
+                let kind = rustix::fs::FileType::from_raw_mode(
+                    fs::symlink_metadata(entry.path()).map_or(0, |m| m.mode()),
+                );
+                strays.push(format!(
+                    "{} (a {}, not a message file)",
+                    entry.path().display(),
+                    beneath::kind_name(kind)
+                ));
+                continue;
+            }
             if let Some(name) = entry
                 .file_name()
                 .to_str()
                 .and_then(MessageName::from_file_name)
             {
-                out.push(name);
+                names.push(name);
             }
         }
-        out.sort();
-        Ok(out)
+        names.sort();
+        strays.sort();
+        Ok((names, strays))
     }
 
     /// Count, bytes and newest time of the stored messages.
@@ -453,7 +490,7 @@ impl Mailbox {
         pair: &KeyPair,
     ) -> Result<MessageReader<File>, StoreError> {
         let path = self.message_path(name);
-        let file = File::open(&path).map_err(io_error(&path, "cannot open"))?;
+        let file = beneath::open_regular(&path).map_err(io_error(&path, "cannot open"))?;
         MessageReader::open(file, pair).map_err(|e| message_error(&path, e))
     }
 

@@ -15,11 +15,16 @@ use serde::Serialize;
 
 use crate::cert::{self, EXPIRY_WARNING_DAYS};
 use crate::config::Config;
-use crate::store::{self, Mailbox, Store, StoreError};
+use crate::store::{self, Mailbox, Status, Store, StoreError};
 use crate::timestamp;
 
 /// How long a listener may take to accept the check's connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A suspended mailbox that refused a delivery within this window needs
+/// attention: a journal rule still points at it. One kept suspended on
+/// purpose, with nothing arriving, is no alarm.
+pub const SUSPENDED_ATTEMPT_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 /// The default for how long mail may wait before it needs attention.
 pub const DEFAULT_MAX_PENDING_AGE: Duration = Duration::from_secs(24 * 3600);
@@ -212,6 +217,19 @@ pub fn mailbox_status(
         })
         .into_iter()
         .collect();
+    if mailbox.info().status == Status::Suspended
+        && let Some(refused) = mailbox.last_refused_delivery()
+        && age(refused, now) < SUSPENDED_ATTEMPT_WINDOW.as_secs()
+    {
+        warnings.push(format!(
+            "mailbox {id} ({}) is suspended, but deliveries to it were refused in the last {} h \
+             (the last at {}): a journal rule still points at it; change the rule, or resume \
+             the mailbox",
+            mailbox.info().name,
+            SUSPENDED_ATTEMPT_WINDOW.as_secs() / 3600,
+            timestamp::rfc3339(refused)
+        ));
+    }
     if !strays.is_empty() {
         warnings.push(format!(
             "mailbox {id} ({}): {} entr{} in messages/ that {} not message files, skipped: {}; \

@@ -124,3 +124,29 @@ fn a_control_socket_path_naming_a_file_is_refused_and_the_file_kept() {
     );
     assert_eq!(fs::read(&path).unwrap(), b"an administrator's notes");
 }
+
+#[test]
+fn a_suspended_mailbox_needs_attention_only_while_deliveries_still_reach_it() {
+    let sb = Sandbox::new("suspended-attention", json!({}));
+    let (id, _) = sb.create_mailbox("Journal");
+    assert!(sb.run(&["mailbox", "suspend", &id]).status.success());
+    // Kept suspended on purpose, nothing arriving: all well.
+    let out = sb.run(&["status", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        !report["attention"].to_string().contains(&id),
+        "{}",
+        report["attention"]
+    );
+    // A journal rule still points at it: the refused delivery is noticed.
+    let out = sb.run_with_input(&["mailbox", "deliver", &id], b"Subject: x\r\n\r\nx\r\n");
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    let out = sb.run(&["status", "--json"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let attention = report["attention"].to_string();
+    assert!(
+        attention.contains(&id) && attention.contains("a journal rule still points at it"),
+        "{attention}"
+    );
+}

@@ -564,10 +564,20 @@ fn suspend_resume_and_update() {
 }
 
 #[test]
-fn delete_refuses_a_non_empty_mailbox_without_force() {
+fn delete_refuses_an_active_mailbox_and_a_non_empty_one_without_force() {
     let sb = Sandbox::new("delete", json!({}));
     let (id, _) = sb.create_mailbox("J");
     sb.run_with_input(&["mailbox", "deliver", &id], b"x\r\n");
+    // Active: refused, however forced, until suspended.
+    let out = sb.run(&["mailbox", "delete", &id, "--force"]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("is active: suspend it first"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(sb.message_files(&id).len(), 1);
+    assert_eq!(code(&sb.run(&["mailbox", "suspend", &id])), 0);
     let out = sb.run(&["mailbox", "delete", &id]);
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("still holds 1 message"));
@@ -575,8 +585,16 @@ fn delete_refuses_a_non_empty_mailbox_without_force() {
     let out = sb.run(&["mailbox", "delete", &id, "--force"]);
     assert_eq!(code(&out), 0);
     assert!(!sb.mailbox_dir(&id).exists());
+    // The explicit override deletes an active one, with a warning.
     let (empty, _) = sb.create_mailbox("K");
-    assert_eq!(code(&sb.run(&["mailbox", "delete", &empty])), 0);
+    let out = sb.run(&["mailbox", "delete", &empty, "--even-if-active"]);
+    assert_eq!(code(&out), 0);
+    assert!(
+        stderr(&out).contains("warning: mailbox"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!sb.mailbox_dir(&empty).exists());
 }
 
 #[test]

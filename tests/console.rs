@@ -350,6 +350,12 @@ fn every_mailbox_operation_works_from_the_console() {
             ("description", "Microsoft 365"),
         ],
     );
+    // Post/Redirect/Get: the password is not in the redirect, only on the
+    // page it leads to, and only once.
+    assert_eq!(created.status, 303, "{}", created.body);
+    let location = created.header("location").unwrap().to_owned();
+    assert!(location.ends_with("?done=created"), "{location}");
+    let created = client.get(&location);
     assert_eq!(created.status, 200, "{}", created.body);
     assert!(created.body.contains("shown only this once"));
     assert_eq!(created.header("cache-control"), Some("no-store"));
@@ -359,6 +365,13 @@ fn every_mailbox_operation_works_from_the_console() {
     assert!(created.body.contains(&format!("{id}@localhost")));
     pop3_login(&gw, &id, &password).expect("the shown password opens POP3");
     let csrf = created.csrf();
+    // A refresh shows the mailbox, without the password, and creates nothing.
+    let again = client.get(&location);
+    assert!(!again.body.contains(&password));
+    assert!(!again.body.contains("shown only this once"));
+    let out = sb.run(&["mailbox", "list", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
 
     deliver(&sb, &id);
     let page = client.get(&format!("/mailboxes/{id}"));
@@ -442,6 +455,8 @@ fn every_mailbox_operation_works_from_the_console() {
     assert!(support::contains(&body, b"The body stays readable."));
     pop3.pop3("QUIT");
     let generated = client.post(&change, &[("csrf", &csrf), ("old", chosen), ("new", "")]);
+    assert_eq!(generated.status, 303);
+    let generated = client.get(generated.header("location").unwrap());
     assert!(generated.body.contains("shown only this once"));
     let password = generated.text_of("password").unwrap();
     pop3_login(&gw, &id, &password)
@@ -457,6 +472,8 @@ fn every_mailbox_operation_works_from_the_console() {
         .expect("not reset")
         .pop3("QUIT");
     let done = client.post(&reset, &[("csrf", &csrf), ("confirm", "yes"), ("new", "")]);
+    assert_eq!(done.status, 303);
+    let done = client.get(done.header("location").unwrap());
     assert!(done.body.contains("reset with new keys"), "{}", done.body);
     let new_password = done.text_of("password").unwrap();
     assert!(pop3_login(&gw, &id, &password).is_err());
@@ -465,9 +482,50 @@ fn every_mailbox_operation_works_from_the_console() {
         .pop3("QUIT");
     assert!(sb.mailbox_dir(&id).join("retired-keys").is_dir());
 
-    // Delete: refused while mail is pending unless confirmed.
+    // Delete: only a suspended mailbox, only with its name typed.
     let delete = format!("/mailboxes/{id}/delete");
-    let refused = client.post(&delete, &[("csrf", &csrf)]);
+    let name = mailbox_json(&sb, &id)["name"].as_str().unwrap().to_owned();
+    let active = client.post(
+        &delete,
+        &[("csrf", &csrf), ("confirm", "yes"), ("confirm_name", &name)],
+    );
+    assert_eq!(active.status, 409);
+    assert!(
+        active.body.contains("Only a suspended mailbox"),
+        "{}",
+        active.body
+    );
+    assert!(
+        !client
+            .get(&format!("/mailboxes/{id}"))
+            .body
+            .contains("Delete mailbox")
+    );
+    assert_eq!(
+        client
+            .post(&status, &[("csrf", &csrf), ("status", "suspended")])
+            .status,
+        303
+    );
+    let unnamed = client.post(&delete, &[("csrf", &csrf), ("confirm", "yes")]);
+    assert_eq!(unnamed.status, 400);
+    assert!(
+        unnamed.body.contains("Type the mailbox's name"),
+        "{}",
+        unnamed.body
+    );
+    let misnamed = client.post(
+        &delete,
+        &[
+            ("csrf", &csrf),
+            ("confirm", "yes"),
+            ("confirm_name", "Journal"),
+        ],
+    );
+    assert_eq!(misnamed.status, 400);
+    assert!(sb.mailbox_dir(&id).exists());
+    // And refused while mail is pending unless that is confirmed too.
+    let refused = client.post(&delete, &[("csrf", &csrf), ("confirm_name", &name)]);
     assert_eq!(refused.status, 409);
     assert!(
         refused.body.contains("still holds 1 message"),
@@ -477,7 +535,10 @@ fn every_mailbox_operation_works_from_the_console() {
     assert!(sb.mailbox_dir(&id).exists());
     // Nor while the archiver is collecting from it.
     let mut collecting = pop3_login(&gw, &id, &new_password).expect("a POP3 session");
-    let busy = client.post(&delete, &[("csrf", &csrf), ("confirm", "yes")]);
+    let busy = client.post(
+        &delete,
+        &[("csrf", &csrf), ("confirm", "yes"), ("confirm_name", &name)],
+    );
     assert_eq!(busy.status, 409);
     assert!(
         busy.body.contains("in use by another session"),
@@ -489,7 +550,10 @@ fn every_mailbox_operation_works_from_the_console() {
     // The session lets go of the mailbox as it ends, a moment after its +OK.
     let mut deleted = None;
     support::wait_until("the POP3 session lets go of the mailbox", || {
-        let answer = client.post(&delete, &[("csrf", &csrf), ("confirm", "yes")]);
+        let answer = client.post(
+            &delete,
+            &[("csrf", &csrf), ("confirm", "yes"), ("confirm_name", &name)],
+        );
         let done = answer.status != 409;
         deleted = Some(answer);
         done
@@ -573,14 +637,17 @@ fn every_page_escapes_a_hostile_mailbox_name() {
             &[("csrf", &csrf), ("status", "bogus")],
         ),
         client.post(&format!("/mailboxes/{id}/reset"), &[("csrf", &csrf)]),
-        client.post(
-            "/mailboxes",
-            &[
-                ("csrf", &csrf),
-                ("name", name),
-                ("description", description),
-            ],
-        ),
+        {
+            let created = client.post(
+                "/mailboxes",
+                &[
+                    ("csrf", &csrf),
+                    ("name", name),
+                    ("description", description),
+                ],
+            );
+            client.get(created.header("location").unwrap())
+        },
         client.post(
             "/mailboxes",
             &[
@@ -611,11 +678,13 @@ fn nothing_secret_appears_in_urls_or_logs() {
     let session = client.cookies["__Host-sealpost"].clone();
     let form = client.get("/mailboxes/new");
     let csrf = form.csrf();
-    let created = client.post("/mailboxes", &[("csrf", &csrf), ("name", "Secrets")]);
+    let redirect = client.post("/mailboxes", &[("csrf", &csrf), ("name", "Secrets")]);
+    let created = client.get(redirect.header("location").unwrap());
     let first = created.text_of("password").unwrap();
     let id = id_in(&created);
     let chosen = "Walrus-Lantern-Meadow-Quartz-77";
     pages.push(form);
+    pages.push(redirect);
     pages.push(created);
     pages.push(client.post(
         &format!("/mailboxes/{id}/password"),
@@ -719,7 +788,7 @@ fn a_certificate_pasted_into_the_console_is_served_at_once_on_every_listener() {
     );
     assert_eq!(refused.status, 400);
     assert!(
-        refused.body.contains("do not go together"),
+        refused.body.contains("does not belong to the certificate"),
         "{}",
         refused.body
     );
@@ -730,16 +799,27 @@ fn a_certificate_pasted_into_the_console_is_served_at_once_on_every_listener() {
         "/certificate",
         &[("csrf", &csrf), ("certificate", &cert), ("key", &key)],
     );
-    assert_eq!(installed.status, 200, "{}", installed.body);
-    assert!(
-        installed.body.contains("Installed: every new connection"),
-        "{}",
-        installed.body
+    assert_eq!(installed.status, 303, "{}", installed.body);
+    assert_eq!(
+        installed.header("location"),
+        Some("/certificate?done=installed")
     );
     // Served at once, by the console and the mail listeners alike, to
     // clients that trust the office CA; the session goes on.
     let mut trusting = Client::new(gw.addr("console.listen[0]"), &ca.cert_file);
     trusting.cookies = client.cookies.clone();
+    let installed = trusting.get("/certificate?done=installed");
+    assert!(
+        installed.body.contains("Installed: every new connection"),
+        "{}",
+        installed.body
+    );
+    // It names the gateway's hostname (localhost): no warning.
+    assert!(
+        !installed.body.contains("does not name"),
+        "{}",
+        installed.body
+    );
     let page = trusting.get("/certificate");
     assert_eq!(page.status, 200);
     assert!(page.body.contains("Remove the installed certificate"));
@@ -758,6 +838,11 @@ fn a_certificate_pasted_into_the_console_is_served_at_once_on_every_listener() {
     assert!(!gw.log().contains("PRIVATE KEY"));
 
     let removed = trusting.post("/certificate/remove", &[("csrf", &csrf)]);
+    assert_eq!(
+        removed.header("location"),
+        Some("/certificate?done=removed")
+    );
+    let removed = client.get("/certificate?done=removed");
     assert!(
         removed
             .body
@@ -772,4 +857,190 @@ fn a_certificate_pasted_into_the_console_is_served_at_once_on_every_listener() {
         200
     );
     assert_eq!(stdout(&sb.run(&["cert", "show", "--json"])), before);
+}
+
+/// What `openssl` prints, for the pastes a certificate authority's tools make.
+fn openssl(args: &[&str]) {
+    let out = support::run(std::process::Command::new("openssl").args(args));
+    assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+}
+
+#[test]
+fn a_bad_paste_is_refused_in_words_and_the_gateway_still_restarts_and_reloads() {
+    if support::peer("openssl", &["openssl"]).is_none() {
+        return;
+    }
+    let (sb, gw, mut client) = logged_in("console-pastes", json!({}));
+    let ca = support::ca::TestCa::new(&sb.dir, "office");
+    let (leaf, key) = ca.issue(&sb.dir, "office", &["localhost"]);
+    let (other, other_key) = ca.issue(&sb.dir, "other", &["other.example"]);
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
+    let (leaf_pem, key_pem, other_pem, other_key_pem, ca_pem) = (
+        read(&leaf),
+        read(&key),
+        read(&other),
+        read(&other_key),
+        read(&ca.cert_file),
+    );
+    // An X.509 version 1 certificate, and an encrypted key, as openssl makes them.
+    let v1_key = sb.dir.join("v1.key");
+    let v1_csr = sb.dir.join("v1.csr");
+    let v1 = sb.dir.join("v1.pem");
+    let s = |p: &std::path::PathBuf| p.to_str().unwrap().to_owned();
+    openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &s(&v1_key),
+        "-subj",
+        "/CN=localhost",
+        "-out",
+        &s(&v1_csr),
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &s(&v1_csr),
+        "-signkey",
+        &s(&v1_key),
+        "-days",
+        "30",
+        "-out",
+        &s(&v1),
+    ]);
+    let encrypted = sb.dir.join("encrypted.key");
+    openssl(&[
+        "pkey",
+        "-in",
+        &s(&key),
+        "-aes256",
+        "-passout",
+        "pass:secret",
+        "-out",
+        &s(&encrypted),
+    ]);
+
+    let pastes: [(&str, String, String, &str); 6] = [
+        (
+            "an extra key",
+            format!("{leaf_pem}{other_key_pem}"),
+            key_pem.clone(),
+            "the certificate field holds a private key",
+        ),
+        (
+            "a key in the certificate field",
+            key_pem.clone(),
+            key_pem.clone(),
+            "the certificate field holds a private key",
+        ),
+        (
+            "two leaves",
+            format!("{leaf_pem}{other_pem}"),
+            key_pem.clone(),
+            "holds two server certificates",
+        ),
+        (
+            "a chain in the wrong order",
+            format!("{ca_pem}{leaf_pem}"),
+            key_pem.clone(),
+            "the chain is not in order",
+        ),
+        (
+            "an X.509 v1 certificate",
+            read(&v1),
+            read(&v1_key),
+            "X.509 version 1",
+        ),
+        (
+            "an encrypted key",
+            leaf_pem.clone(),
+            read(&encrypted),
+            "encrypted with a passphrase",
+        ),
+    ];
+    let csrf = client.get("/certificate").csrf();
+    for (what, cert, key, why) in &pastes {
+        let page = client.post(
+            "/certificate",
+            &[("csrf", &csrf), ("certificate", cert), ("key", key)],
+        );
+        assert_eq!(page.status, 400, "{what}: {}", page.body);
+        assert!(page.body.contains(why), "{what}: {}", page.body);
+        for debug in ["KeyMismatch", "OtherError", "Unsupported"] {
+            assert!(
+                !page.body.contains(debug),
+                "{what}: Rust debug text: {}",
+                page.body
+            );
+        }
+        assert!(!sb.data().join("tls/installed.pem").exists(), "{what}");
+        let out = sb.run(&["check-config"]);
+        assert!(out.status.success(), "{what}: {}", stderr(&out));
+    }
+
+    // A good chain with stray text around it: what is written is exactly
+    // the chain and its key, and the next start and every reload load it.
+    let paste = format!("Bag Attributes\n{leaf_pem}\n{ca_pem}trailing words\n");
+    let installed = client.post(
+        "/certificate",
+        &[("csrf", &csrf), ("certificate", &paste), ("key", &key_pem)],
+    );
+    assert_eq!(installed.status, 303, "{}", installed.body);
+    let written = read(&sb.data().join("tls/installed.pem"));
+    assert_eq!(written.matches("-----BEGIN CERTIFICATE-----").count(), 2);
+    assert_eq!(written.matches("PRIVATE KEY-----").count(), 2, "one key");
+    assert!(!written.contains("Bag") && !written.contains("trailing"));
+    let out = sb.run(&["check-config"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("installed.pem"), "{}", stderr(&out));
+    gw.signal(libc::SIGHUP);
+    gw.wait_for_log("configuration reloaded", Duration::from_secs(10));
+    assert!(gw.stop().success());
+    let gw = Gateway::start(&sb);
+    let mut pop3 = LineClient::implicit_tls(gw.addr("pop3.listen_tls[0]"), &ca.cert_file);
+    assert!(pop3.read_line().unwrap().starts_with("+OK"));
+
+    // A certificate that does not name the hostname is a warning, not success.
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sb.config()).unwrap()).unwrap();
+    config["hostname"] = json!("gw.example");
+    std::fs::write(sb.config(), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    gw.signal(libc::SIGHUP);
+    gw.wait_for_log("configuration reloaded", Duration::from_secs(10));
+    let mut trusting = Client::new(gw.addr("console.listen[0]"), &ca.cert_file);
+    assert_eq!(trusting.login(ADMIN).status, 303);
+    let shown = trusting.get("/certificate");
+    assert!(
+        shown.body.contains("class=\"warning\"") && shown.body.contains("does not name gw.example"),
+        "{}",
+        shown.body
+    );
+
+    // The file a broken paste used to leave (a certificate, then two keys):
+    // check-config now fails exactly where serve does.
+    let dir = sb.data().join("tls");
+    std::fs::write(
+        dir.join("installed.pem"),
+        format!("{leaf_pem}{other_key_pem}{key_pem}"),
+    )
+    .unwrap();
+    let out = sb.run(&["check-config"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("serve would fail"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("does not belong to the certificate"),
+        "{}",
+        stderr(&out)
+    );
+    drop(gw);
 }

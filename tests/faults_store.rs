@@ -81,7 +81,7 @@ fn a_mailbox_removed_under_an_open_session_gives_clear_errors() {
     let (mut c, answer) = login(&gw, &id, &password);
     assert!(answer.starts_with("+OK"), "{answer}");
     // The CLI refuses while the session holds the mailbox.
-    let out = sb.run(&["mailbox", "delete", &id, "--force"]);
+    let out = sb.run(&["mailbox", "delete", &id, "--force", "--even-if-active"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("in use"), "{}", stderr(&out));
     // Removed behind the gateway's back (by hand, a bad script, a restore).
@@ -224,7 +224,10 @@ fn a_fifo_or_directory_in_messages_is_skipped_by_pop3_backup_and_status() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["mailboxes"][0]["stray_entries"], 2);
     let attention = report["attention"].to_string();
-    assert!(attention.contains("a FIFO") && attention.contains("a directory"), "{attention}");
+    assert!(
+        attention.contains("a FIFO") && attention.contains("a directory"),
+        "{attention}"
+    );
 
     // backup neither hangs on the FIFO nor fails on the directory.
     expect(&deliver(&gw, &id, "three"), "250 2.0.0");
@@ -276,7 +279,13 @@ fn scripts_decrypt_reports_a_fifo_a_directory_and_a_duplicate_name_as_damaged_an
     assert!(err.contains("2 message(s) written"), "{err}");
     let written = fs::read_dir(&out_dir)
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "eml"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "eml")
+        })
         .count();
     assert_eq!(written, 2);
 }

@@ -17,7 +17,7 @@ use crate::admin::{self, NewPassword};
 use crate::config::Config;
 use crate::crypto::{self, KeyPair, Password};
 use crate::store::mailbox::message_error;
-use crate::store::{Mailbox, MailboxId, Metadata, Source, Status, StoreError};
+use crate::store::{Deletion, Mailbox, MailboxId, Metadata, Source, Status, StoreError};
 use crate::timestamp;
 
 const USAGE: &str = "\
@@ -547,18 +547,35 @@ fn delete(context: &Context, args: &[String]) -> Result<(), CliError> {
     let Some((context, m)) = options(
         context,
         "delete",
-        "ID [--force]\n\nDeletes a mailbox. One that still holds messages needs --force.",
+        "ID [--force] [--even-if-active]\n\nDeletes a suspended mailbox (suspend it first: a journal rule that still points\n\
+         at it then gets a temporary error, not a permanent one that disables the rule).\n\
+         One that still holds messages needs --force.",
         args,
         |o| {
             o.optflag("", "force", "delete the stored messages too");
+            o.optflag(
+                "",
+                "even-if-active",
+                "delete a mailbox that is not suspended (senders then get 550)",
+            );
         },
     )?
     else {
         return Ok(());
     };
     let id = one_id("delete", &m)?;
+    let how = Deletion {
+        messages_too: m.opt_present("force"),
+        even_if_active: m.opt_present("even-if-active"),
+    };
     let (_, store) = context.open_to_change("mailbox delete")?;
-    let removed = store.delete_mailbox(&id, m.opt_present("force"))?;
+    if how.even_if_active && store.mailbox(&id)?.info().status == Status::Active {
+        eprintln!(
+            "sealpost: warning: mailbox {id} is active: from now on, mail to it is refused \
+             with 550, and a journal rule that still points at it will be disabled by its sender"
+        );
+    }
+    let removed = store.delete_mailbox(&id, how)?;
     outln!("Mailbox {id} deleted ({removed} message(s) removed).");
     Ok(())
 }
@@ -602,6 +619,7 @@ fn deliver(context: &Context, args: &[String]) -> Result<(), CliError> {
         other => temporary(other),
     })?;
     if mailbox.info().status == Status::Suspended {
+        mailbox.note_refused_delivery();
         return Err(CliError {
             code: EX_TEMPFAIL,
             message: format!("mailbox {id} is suspended and does not take new mail"),

@@ -271,7 +271,9 @@ fn check_config(context: &Context, args: Vec<String>) -> Result<(), CliError> {
     let mut opts = Options::new();
     let Some(m) = parse_options(
         "check-config",
-        "\n\nValidates the configuration and prints the effective values as JSON.",
+        "\n\nValidates the configuration and prints the effective values as JSON. Checks the\n\
+         certificate as serve would load it (as the data directory's owner), creating\n\
+         nothing: fails where serve would, and says when serve would generate one.",
         &mut opts,
         &args,
     )?
@@ -281,8 +283,18 @@ fn check_config(context: &Context, args: Vec<String>) -> Result<(), CliError> {
     no_arguments("check-config", &m)?;
     let context = context_with(context, &m);
     let config = context.config()?;
+    // The certificate as serve would load it: as the data directory's
+    // owner (the user serve runs as), reading files only.
+    identity::become_data_owner(&config.data_dir)?;
+    let certificate = crate::cert::check(&config).map_err(|e| {
+        CliError::failed(format!(
+            "{}: the configuration is valid, but serve would fail: {e}",
+            context.config_file.display()
+        ))
+    })?;
     outln!("{}", config.to_pretty_json());
     eprintln!("{}: configuration is valid", context.config_file.display());
+    eprintln!("{certificate}");
     Ok(())
 }
 

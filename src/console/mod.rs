@@ -35,11 +35,11 @@ use crate::net::acceptor::Accepted;
 use crate::net::driver::{SessionEnv, Surroundings};
 use crate::net::tls::TlsServer;
 use crate::status::{self, Probe};
-use crate::store::{Mailbox, MailboxId, Status, Store, StoreError};
+use crate::store::{Deletion, Mailbox, MailboxId, Status, Store, StoreError};
 
 use http::{Form, Request, Response};
 use pages::Chrome;
-use session::{Active, Sessions};
+use session::{Active, Sessions, ShownOnce};
 
 /// The session cookie (`__Host-`: Secure, path `/`, no domain; RFC 6265bis §4.1.3.2).
 const SESSION_COOKIE: &str = "__Host-sealpost";
@@ -125,6 +125,9 @@ fn notice_for(done: Option<String>) -> Option<&'static str> {
         "password" => "The password was changed; the stored mail stays readable with the new one.",
         "reset" => "The password was reset with new keys.",
         "deleted" => "The mailbox was deleted.",
+        "created" => "The mailbox was created.",
+        "installed" => "Installed: every new connection gets this certificate.",
+        "removed" => "Removed: the self-signed certificate is served again.",
         _ => return None,
     })
 }
@@ -276,8 +279,10 @@ impl ConsoleService {
                 "New mailbox",
                 pages::new_mailbox(csrf, "", "", None),
             ),
-            ("POST", ["mailboxes"]) => self.create(form, csrf),
-            ("GET", ["certificate"]) => self.certificate_page(csrf, None, None, 200),
+            ("POST", ["mailboxes"]) => self.create(form, session),
+            ("GET", ["certificate"]) => {
+                self.certificate_page(csrf, notice_for(request.query_param("done")), None, 200)
+            }
             ("POST", ["certificate"]) => self.install_certificate(form, csrf),
             ("POST", ["certificate", "remove"]) => self.remove_certificate(csrf),
             (method, ["mailboxes", id, rest @ ..]) => {
@@ -285,14 +290,19 @@ impl ConsoleService {
                     return self.problem(404, "There is no such mailbox.", Some(csrf));
                 };
                 match (method, rest) {
-                    ("GET", []) => self.mailbox_page(
-                        &id,
-                        csrf,
-                        notice_for(request.query_param("done")),
-                        None,
-                        200,
-                    ),
-                    ("POST", [op]) => self.mailbox_op(form, &id, op, csrf, peer),
+                    ("GET", []) => match self.sessions.take_once(session, &id) {
+                        // The page a creation or a password change
+                        // redirected to: the generated password, this once.
+                        Some(once) => self.shown(&id, &once, csrf),
+                        None => self.mailbox_page(
+                            &id,
+                            csrf,
+                            notice_for(request.query_param("done")),
+                            None,
+                            200,
+                        ),
+                    },
+                    ("POST", [op]) => self.mailbox_op(form, &id, op, session, peer),
                     _ => self.problem(404, "There is no such page.", Some(csrf)),
                 }
             }
@@ -315,12 +325,24 @@ impl ConsoleService {
             pages::CertSource::Generated
         };
         let summary = cert::summary(&cert::in_use(&self.config)).map_err(|e| e.to_string());
+        let warning = summary.as_ref().ok().and_then(|s| {
+            (!s.names.iter().any(|n| n.eq_ignore_ascii_case(&self.config.hostname))).then(|| {
+                format!(
+                    "This certificate does not name {}, the hostname clients are told to connect to: they will refuse it unless they connect by a name it carries ({}).",
+                    self.config.hostname,
+                    s.names.join(", ")
+                )
+            })
+        });
         let content = pages::certificate(
             summary.as_ref().map_err(String::as_str),
             source,
             csrf,
-            notice,
-            error,
+            pages::Messages {
+                notice,
+                warning: warning.as_deref(),
+                error,
+            },
         );
         self.page(status, Some(csrf), "Certificate", content)
     }
@@ -334,15 +356,9 @@ impl ConsoleService {
                     "console: certificate installed: {} (SHA-256 {})",
                     installed.summary.subject, installed.summary.sha256
                 );
-                let notice = if installed.names_hostname {
-                    "Installed: every new connection gets this certificate.".to_owned()
-                } else {
-                    format!(
-                        "Installed: every new connection gets this certificate. It does not name {}, the hostname clients are told to connect to; they will refuse it unless they connect by a name it carries.",
-                        self.config.hostname
-                    )
-                };
-                self.certificate_page(csrf, Some(&notice), None, 200)
+                // Post/Redirect/Get: a refresh does not post it again. The
+                // page warns when the certificate does not name hostname.
+                Response::redirect("/certificate?done=installed")
             }
             Err(e) => {
                 let error = format!("{e}; nothing was changed.");
@@ -361,12 +377,7 @@ impl ConsoleService {
             Ok(server) => {
                 self.env.tls.replace_with(&server);
                 info!("console: installed certificate removed");
-                self.certificate_page(
-                    csrf,
-                    Some("Removed: the self-signed certificate is served again."),
-                    None,
-                    200,
-                )
+                Response::redirect("/certificate?done=removed")
             }
             Err(e) => {
                 warn!("console: {e}");
@@ -516,7 +527,7 @@ impl ConsoleService {
         self.problem(status, &e.to_string(), Some(csrf))
     }
 
-    fn create(&self, form: &Form, csrf: &str) -> Response {
+    fn create(&self, form: &Form, session: &Active) -> Response {
         let (name, description) = (form.get("name").trim(), form.get("description").trim());
         let created = self.kdf_slots.run(|| {
             admin::create_mailbox(
@@ -531,27 +542,45 @@ impl ConsoleService {
             Ok((mailbox, password)) => {
                 let id = mailbox.id().clone();
                 info!("console: mailbox {id} created");
-                let address = self.address(&id);
-                let pop3 = self.pop3_endpoints();
-                let access = pages::Access {
-                    id: id.as_str(),
-                    address: &address,
-                    pop3: &pop3,
-                };
-                let shown = password.as_ref().map_or("", |p| p.expose());
-                let content = pages::password_once("The mailbox was created.", shown, &access);
-                self.page(
-                    200,
-                    Some(csrf),
-                    &format!("Mailbox {}", mailbox.info().name),
-                    content,
+                self.redirect_showing(
+                    session,
+                    &id,
+                    "created",
+                    "The mailbox was created.",
+                    password,
                 )
             }
             Err(e) => {
-                let content = pages::new_mailbox(csrf, name, description, Some(&e.to_string()));
-                self.page(400, Some(csrf), "New mailbox", content)
+                let content =
+                    pages::new_mailbox(&session.csrf, name, description, Some(&e.to_string()));
+                self.page(400, Some(&session.csrf), "New mailbox", content)
             }
         }
+    }
+
+    /// Post/Redirect/Get for an operation that made a password: it is kept
+    /// in the server-side session and shown once by the page the redirect
+    /// leads to; no URL carries it, and a refresh neither repeats the
+    /// operation nor shows the password again.
+    fn redirect_showing(
+        &self,
+        session: &Active,
+        id: &MailboxId,
+        done: &str,
+        heading: &str,
+        password: Option<Password>,
+    ) -> Response {
+        if let Some(password) = password {
+            self.sessions.keep_once(
+                session,
+                ShownOnce {
+                    mailbox: id.clone(),
+                    heading: heading.to_owned(),
+                    password,
+                },
+            );
+        }
+        Response::redirect(&format!("/mailboxes/{id}?done={done}"))
     }
 
     /// The new password a form asks for: chosen, or generated when empty.
@@ -567,9 +596,10 @@ impl ConsoleService {
         form: &Form,
         id: &MailboxId,
         op: &str,
-        csrf: &str,
+        session: &Active,
         peer: SocketAddr,
     ) -> Response {
+        let csrf = session.csrf.as_str();
         let done = |word: &str| Response::redirect(&format!("/mailboxes/{id}?done={word}"));
         let again =
             |error: &str, status: u16| self.mailbox_page(id, csrf, None, Some(error), status);
@@ -625,14 +655,14 @@ impl ConsoleService {
                     // Refused for another reason (a weak new password): no guess was made.
                     Err(_) => drop(attempt),
                 }
-                changed.map(|generated| match generated {
-                    Some(password) => self.shown(
-                        &mailbox,
+                changed.map(|generated| {
+                    self.redirect_showing(
+                        session,
+                        id,
+                        "password",
                         "The password was changed; the stored mail stays readable with it.",
-                        &password,
-                        csrf,
-                    ),
-                    None => done("password"),
+                        generated,
+                    )
                 })
             }
             "reset" => {
@@ -645,20 +675,38 @@ impl ConsoleService {
                 let new = Self::new_password(form);
                 self.kdf_slots
                     .run(|| admin::reset_password(&self.store, kdf, id, new))
-                    .map(|(mailbox, generated)| match generated {
-                        Some(password) => self.shown(
-                            &mailbox,
+                    .map(|(_, generated)| {
+                        self.redirect_showing(
+                            session,
+                            id,
+                            "reset",
                             "The password was reset with new keys.",
-                            &password,
-                            csrf,
-                        ),
-                        None => done("reset"),
+                            generated,
+                        )
                     })
             }
-            "delete" => match self.store.delete_mailbox(id, form.ticked("confirm")) {
+            "delete" if form.get("confirm_name").trim() != mailbox.info().name.trim() => {
+                return again(
+                    "Type the mailbox's name to confirm the deletion; nothing was deleted.",
+                    400,
+                );
+            }
+            "delete" => match self.store.delete_mailbox(
+                id,
+                Deletion {
+                    messages_too: form.ticked("confirm"),
+                    even_if_active: false,
+                },
+            ) {
                 Ok(removed) => {
                     info!("console: mailbox {id} deleted ({removed} message(s) removed)");
                     Ok(Response::redirect("/?done=deleted"))
+                }
+                Err(StoreError::Active(_)) => {
+                    return again(
+                        "Only a suspended mailbox can be deleted: suspend it first, so that a journal rule still pointing at it gets a temporary error while it is changed; nothing was deleted.",
+                        409,
+                    );
                 }
                 Err(StoreError::NotEmpty(_, n)) => {
                     return again(
@@ -697,8 +745,11 @@ impl ConsoleService {
         }
     }
 
-    fn shown(&self, mailbox: &Mailbox, heading: &str, password: &Password, csrf: &str) -> Response {
-        let id = mailbox.id();
+    fn shown(&self, id: &MailboxId, once: &ShownOnce, csrf: &str) -> Response {
+        let name = match self.store.mailbox(id) {
+            Ok(mailbox) => mailbox.info().name.clone(),
+            Err(e) => return self.store_problem(e, csrf),
+        };
         let address = self.address(id);
         let pop3 = self.pop3_endpoints();
         let access = pages::Access {
@@ -706,12 +757,7 @@ impl ConsoleService {
             address: &address,
             pop3: &pop3,
         };
-        let content = pages::password_once(heading, password.expose(), &access);
-        self.page(
-            200,
-            Some(csrf),
-            &format!("Mailbox {}", mailbox.info().name),
-            content,
-        )
+        let content = pages::password_once(&once.heading, once.password.expose(), &access);
+        self.page(200, Some(csrf), &format!("Mailbox {name}"), content)
     }
 }

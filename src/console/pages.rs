@@ -125,9 +125,32 @@ pub fn login(csrf: &str, error: Option<&str>) -> Markup {
 
 /// A short notice or error above a page's content.
 pub fn messages(notice: Option<&str>, error: Option<&str>) -> Markup {
-    html! {
-        @if let Some(notice) = notice { p.notice role="status" { (notice) } }
-        @if let Some(error) = error { p.error role="alert" { (error) } }
+    Messages {
+        notice,
+        warning: None,
+        error,
+    }
+    .render()
+}
+
+/// What a page says above its content: done, worth a look, or refused.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Messages<'a> {
+    /// Something was done.
+    pub notice: Option<&'a str>,
+    /// Done or shown, but something is not as it should be.
+    pub warning: Option<&'a str>,
+    /// Refused.
+    pub error: Option<&'a str>,
+}
+
+impl Messages<'_> {
+    fn render(&self) -> Markup {
+        html! {
+            @if let Some(notice) = self.notice { p.notice role="status" { (notice) } }
+            @if let Some(warning) = self.warning { p.warning role="status" { (warning) } }
+            @if let Some(error) = self.error { p.error role="alert" { (error) } }
+        }
     }
 }
 
@@ -339,13 +362,19 @@ pub fn mailbox(
         }
         section {
             h2 { "Delete" }
-            form method="post" action=(action("delete")) {
-                (csrf_field(csrf))
-                @if m.pending_messages > 0 {
-                    p.warning { (m.pending_messages) " message(s) have not been retrieved yet." }
-                    label { input type="checkbox" name="confirm" value="yes"; " Delete them too" }
+            @if suspended {
+                form method="post" action=(action("delete")) {
+                    (csrf_field(csrf))
+                    p { "A journal rule that still points at a deleted mailbox gets a permanent error, and its sender disables the rule." }
+                    @if m.pending_messages > 0 {
+                        p.warning { (m.pending_messages) " message(s) have not been retrieved yet." }
+                        label { input type="checkbox" name="confirm" value="yes"; " Delete them too" }
+                    }
+                    label { "Type the mailbox's name, " strong { (m.name) } ", to confirm " input type="text" name="confirm_name" autocomplete="off" required; }
+                    button type="submit" { "Delete mailbox" }
                 }
-                button type="submit" { "Delete mailbox" }
+            } @else {
+                p { "Only a suspended mailbox can be deleted. Suspend it first: senders whose journal rule still points at it then get a temporary error while the rule is changed." }
             }
         }
     }
@@ -368,11 +397,10 @@ pub fn certificate(
     summary: Result<&Summary, &str>,
     source: CertSource,
     csrf: &str,
-    notice: Option<&str>,
-    error: Option<&str>,
+    said: Messages<'_>,
 ) -> Markup {
     html! {
-        (messages(notice, error))
+        (said.render())
         @match summary {
             Ok(c) => table {
                 tr { th { "File" } td { code { (c.file.display()) } } }

@@ -12,7 +12,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::crypto;
+use crate::crypto::{self, Password};
+use crate::store::MailboxId;
 
 /// Bytes of randomness in a session or CSRF token (shown as hex).
 const TOKEN_BYTES: usize = 32;
@@ -24,6 +25,20 @@ struct Session {
     last_seen: Instant,
     /// Which administrator password it was opened under.
     password: [u8; 32],
+    /// A generated password waiting to be shown once (Post/Redirect/Get:
+    /// the POST that made it redirects, the page it leads to shows it and
+    /// clears it; no URL ever carries it).
+    once: Option<ShownOnce>,
+}
+
+/// A generated mailbox password, kept server-side until shown once.
+pub struct ShownOnce {
+    /// The mailbox it belongs to.
+    pub mailbox: MailboxId,
+    /// What happened ("The mailbox was created.").
+    pub heading: String,
+    /// The password; zeroized when dropped.
+    pub password: Password,
 }
 
 /// The open sessions; shared by every console connection and kept across
@@ -37,6 +52,7 @@ pub struct Sessions {
 pub struct Active {
     /// What every form of the session must send back.
     pub csrf: String,
+    key: [u8; 32],
 }
 
 impl Active {
@@ -70,6 +86,7 @@ impl Sessions {
                 csrf: crypto::random_hex(TOKEN_BYTES),
                 last_seen: Instant::now(),
                 password: crypto::sha256(password_hash.as_bytes()),
+                once: None,
             },
         );
         token
@@ -90,7 +107,26 @@ impl Sessions {
         session.last_seen = Instant::now();
         Some(Active {
             csrf: session.csrf.clone(),
+            key,
         })
+    }
+
+    /// Keeps a generated password for the session's next page of `once.mailbox`.
+    pub fn keep_once(&self, active: &Active, once: ShownOnce) {
+        if let Some(session) = self.lock().get_mut(&active.key) {
+            session.once = Some(once);
+        }
+    }
+
+    /// Takes the password kept for `mailbox`, if any: it is shown once.
+    pub fn take_once(&self, active: &Active, mailbox: &MailboxId) -> Option<ShownOnce> {
+        let mut open = self.lock();
+        let session = open.get_mut(&active.key)?;
+        if session.once.as_ref().is_some_and(|o| &o.mailbox == mailbox) {
+            session.once.take()
+        } else {
+            None
+        }
     }
 
     /// Ends the session of `token` (logout).

@@ -56,9 +56,10 @@ impl TlsServer {
         let fingerprint = fingerprint(&certs[0]);
         let config = server_config(certs, key_der).map_err(|e| {
             TlsError(format!(
-                "certificate file {} and key file {} do not go together: {e}",
+                "certificate file {} and key file {}: {}",
                 cert.display(),
-                key.display()
+                key.display(),
+                explain(&e)
             ))
         })?;
         info!("TLS certificate {} (SHA-256 {fingerprint})", cert.display());
@@ -83,25 +84,48 @@ impl TlsServer {
     }
 }
 
-/// A server configuration for a certificate chain and its key, both in PEM
-/// as an administrator pastes them: checked to go together. Returns the
-/// chain too.
-pub fn server_config_from_pem(
-    cert_pem: &[u8],
-    key_pem: &[u8],
-) -> Result<(ServerConfig, Vec<CertificateDer<'static>>), TlsError> {
-    let certs = parse_certs(cert_pem, Path::new("(pasted)")).map_err(|_| {
-        TlsError("the certificate is not a PEM certificate (-----BEGIN CERTIFICATE-----)".into())
-    })?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| {
-        TlsError("the key is not a PEM private key (-----BEGIN PRIVATE KEY-----, RSA or EC)".into())
-    })?;
-    let config = server_config(certs.clone(), key).map_err(|e| {
-        TlsError(format!(
-            "the certificate and the key do not go together: {e}"
-        ))
-    })?;
-    Ok((config, certs))
+/// A server configuration for a checked certificate chain and its key,
+/// with a refusal in an administrator's words.
+pub fn server_config_for(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<ServerConfig, TlsError> {
+    server_config(certs, key).map_err(|e| TlsError(explain(&e)))
+}
+
+/// What rustls' refusal of a certificate and key means, in words an
+/// administrator can act on (its `Debug` text, `KeyMismatch` or
+/// `Other(OtherError(UnsupportedCertVersion))`, is for developers).
+pub fn explain(e: &rustls::Error) -> String {
+    use rustls::{CertificateError, Error, InconsistentKeys};
+    match e {
+        Error::InconsistentKeys(InconsistentKeys::KeyMismatch) => {
+            "the private key does not belong to the certificate: paste the key the \
+             certificate was issued for"
+                .into()
+        }
+        Error::InconsistentKeys(InconsistentKeys::Unknown) => {
+            "the private key cannot be checked against the certificate".into()
+        }
+        Error::InvalidCertificate(CertificateError::BadEncoding) => {
+            "the certificate is not a valid X.509 certificate".into()
+        }
+        Error::InvalidCertificate(CertificateError::Other(other)) => {
+            let text = other.to_string();
+            if text.contains("UnsupportedCertVersion") {
+                "the certificate is not X.509 version 3, which TLS clients require".into()
+            } else {
+                format!("the certificate cannot be used ({text})")
+            }
+        }
+        Error::InvalidCertificate(other) => format!("the certificate cannot be used: {other}"),
+        Error::General(text) if text.contains("private key") => {
+            "the private key is of a kind TLS cannot use here (RSA, ECDSA P-256/P-384 or \
+             Ed25519 are accepted)"
+                .into()
+        }
+        other => format!("the certificate and key cannot be used: {other}"),
+    }
 }
 
 fn server_config(

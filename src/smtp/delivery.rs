@@ -48,7 +48,11 @@ impl Backend for StoreBackend {
                 self.accepted.insert(id.clone(), m);
                 RecipientCheck::Accept(id)
             }
-            Ok(_) => RecipientCheck::Suspended,
+            Ok(m) => {
+                // A journal rule still points at it: `status` says so.
+                m.note_refused_delivery();
+                RecipientCheck::Suspended
+            }
             Err(StoreError::NotFound(_)) => RecipientCheck::Unknown,
             Err(e) => {
                 warn!("recipient lookup for {id} failed: {e}");

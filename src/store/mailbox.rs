@@ -2,16 +2,16 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use log::warn;
 use serde::{Deserialize, Serialize};
 
+use super::beneath;
 use super::ids::{MailboxId, MessageName};
 use super::message::{self, MessageReader, Metadata};
-use super::beneath;
 use super::sealed::damage_of;
 use super::spool::Spool;
 use super::{StoreError, durable, io_error};
@@ -25,6 +25,11 @@ pub(super) const MESSAGES_DIR: &str = "messages";
 const LOCK_FILE: &str = "lock";
 /// Its modification time is the last POP3 login (`sealpost status`).
 const RETRIEVED_FILE: &str = "last-retrieval";
+/// Its modification time is the last delivery refused because the mailbox
+/// is suspended: a journal rule still points at it.
+const REFUSED_FILE: &str = "last-refused-while-suspended";
+/// The refusal time is recorded at most this often (no write per attempt).
+const REFUSED_GRANULARITY: std::time::Duration = std::time::Duration::from_secs(60);
 pub(super) const RETIRED_DIR: &str = "retired-keys";
 /// Present in a standby's copy of a mailbox (`import-public`): it has no
 /// secret key by design. Without it, a missing key file is damage.
@@ -427,7 +432,9 @@ impl Mailbox {
         let mut strays = Vec::new();
         for entry in fs::read_dir(&dir).map_err(io_error(&dir, "cannot list"))? {
             let entry = entry.map_err(io_error(&dir, "cannot list"))?;
-            let kind = entry.file_type().map_err(io_error(&entry.path(), "cannot stat"))?;
+            let kind = entry
+                .file_type()
+                .map_err(io_error(&entry.path(), "cannot stat"))?;
             if !kind.is_file() {
                 let kind = rustix::fs::FileType::from_raw_mode(
                     fs::symlink_metadata(entry.path()).map_or(0, |m| m.mode()),
@@ -464,6 +471,37 @@ impl Mailbox {
                 .and_then(|m| m.modified())
                 .ok(),
         })
+    }
+
+    /// Records that a delivery was refused because the mailbox is suspended,
+    /// as the modification time of a marker file, at most once a minute.
+    /// Best effort: a failure only loses the hint.
+    pub fn note_refused_delivery(&self) {
+        let path = self.dir.join(REFUSED_FILE);
+        let now = SystemTime::now();
+        let recent = fs::symlink_metadata(&path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| now.duration_since(t).is_ok_and(|d| d < REFUSED_GRANULARITY));
+        if recent {
+            return;
+        }
+        let touched = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .and_then(|f| f.set_modified(now));
+        if let Err(e) = touched {
+            warn!("{}: cannot record a refused delivery: {e}", path.display());
+        }
+    }
+
+    /// When a delivery was last refused because the mailbox is suspended.
+    pub fn last_refused_delivery(&self) -> Option<SystemTime> {
+        fs::symlink_metadata(self.dir.join(REFUSED_FILE))
+            .and_then(|m| m.modified())
+            .ok()
     }
 
     /// Records a POP3 login now, as the modification time of a marker file.

@@ -67,6 +67,8 @@ pub enum StoreError {
     NotEmpty(MailboxId, usize),
     /// Another session holds the mailbox.
     InUse(MailboxId),
+    /// The mailbox must be suspended first.
+    Active(MailboxId),
     /// A value given by the user is not acceptable.
     Invalid(String),
     /// A cryptographic operation failed.
@@ -93,6 +95,12 @@ impl fmt::Display for StoreError {
                 "mailbox {id} still holds {n} message(s); add --force to delete them with it"
             ),
             StoreError::InUse(id) => write!(f, "mailbox {id} is in use by another session"),
+            StoreError::Active(id) => write!(
+                f,
+                "mailbox {id} is active: suspend it first (sealpost mailbox suspend {id}), so \
+                 that senders whose journal rule still points at it get a temporary error \
+                 while the rule is changed, not a permanent one"
+            ),
             StoreError::Invalid(why) => f.write_str(why),
             StoreError::Crypto(e) => e.fmt(f),
             StoreError::PublicOnly(id) => write!(
@@ -117,6 +125,7 @@ impl StoreError {
             StoreError::NotFound(_)
                 | StoreError::Invalid(_)
                 | StoreError::NotEmpty(..)
+                | StoreError::Active(_)
                 | StoreError::PublicOnly(_)
         )
     }
@@ -304,13 +313,20 @@ impl Store {
         Ok(ids)
     }
 
-    /// Deletes a mailbox; one holding messages only with `force`. Refused
-    /// while a session holds the mailbox.
-    pub fn delete_mailbox(&self, id: &MailboxId, force: bool) -> Result<usize, StoreError> {
+    /// Deletes a mailbox. Only a suspended one, unless `how.even_if_active`:
+    /// a journal rule still pointing at a deleted mailbox gets `550` and
+    /// the sender disables the rule, whereas a suspended one answers `4xx`
+    /// while the rule is changed (as MailStore Gateway does). One holding
+    /// messages only with `how.messages_too`. Refused while a session
+    /// holds the mailbox.
+    pub fn delete_mailbox(&self, id: &MailboxId, how: Deletion) -> Result<usize, StoreError> {
         let mailbox = self.mailbox(id)?;
+        if mailbox.info().status == Status::Active && !how.even_if_active {
+            return Err(StoreError::Active(id.clone()));
+        }
         let _lock = mailbox.try_lock()?;
         let count = mailbox.message_names()?.len();
-        if count > 0 && !force {
+        if count > 0 && !how.messages_too {
             return Err(StoreError::NotEmpty(id.clone(), count));
         }
         // Renamed first so that the mailbox disappears at once, whole.
@@ -377,6 +393,15 @@ impl Store {
         }
         Ok(committed.iter().map(|c| c.name().clone()).collect())
     }
+}
+
+/// How far [`Store::delete_mailbox`] may go.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Deletion {
+    /// Delete the messages nobody retrieved too.
+    pub messages_too: bool,
+    /// Delete a mailbox that is not suspended (the CLI's explicit override).
+    pub even_if_active: bool,
 }
 
 /// Held by the one gateway serving a data directory; the kernel releases it
@@ -594,18 +619,28 @@ mod tests {
     }
 
     #[test]
-    fn deleting_a_mailbox_with_messages_needs_force() {
+    fn only_a_suspended_mailbox_is_deleted_and_one_with_messages_needs_force() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let (a, _) = new_mailbox(&store, "pw");
         store
             .deliver(&spool_of(&store, b"x\r\n"), &[(&a, metadata())])
             .unwrap();
+        let mut a = a;
         assert!(matches!(
-            store.delete_mailbox(a.id(), false),
+            store.delete_mailbox(a.id(), Deletion::default()),
+            Err(StoreError::Active(_))
+        ));
+        a.set_status(Status::Suspended).unwrap();
+        assert!(matches!(
+            store.delete_mailbox(a.id(), Deletion::default()),
             Err(StoreError::NotEmpty(_, 1))
         ));
-        assert_eq!(store.delete_mailbox(a.id(), true).unwrap(), 1);
+        let all = Deletion {
+            messages_too: true,
+            even_if_active: false,
+        };
+        assert_eq!(store.delete_mailbox(a.id(), all).unwrap(), 1);
         assert!(matches!(
             store.mailbox(a.id()),
             Err(StoreError::NotFound(_))
@@ -620,8 +655,12 @@ mod tests {
         let (a, _) = new_mailbox(&store, "pw");
         let lock = a.try_lock().unwrap();
         assert!(matches!(a.try_lock(), Err(StoreError::InUse(_))));
+        let all = Deletion {
+            messages_too: true,
+            even_if_active: true,
+        };
         assert!(matches!(
-            store.delete_mailbox(a.id(), true),
+            store.delete_mailbox(a.id(), all),
             Err(StoreError::InUse(_))
         ));
         drop(lock);

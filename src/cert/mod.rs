@@ -1,6 +1,8 @@
 //! Which certificate the gateway serves: the configured files, or a
 //! self-signed certificate generated under `<data_dir>/tls/` on first start.
 
+mod paste;
+
 use std::path::{Path, PathBuf};
 
 use log::{info, warn};
@@ -115,18 +117,96 @@ pub fn warn_if_expiring(config: &Config) {
 /// The names the generated certificate is made for, one a line, beside it.
 const NAMES_FILE: &str = "names.txt";
 
+/// What `serve` will do about its certificate, worked out without
+/// changing anything.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Serve these files: the configured ones, one installed from the
+    /// console, or a generated pair that still carries the right names.
+    Use(PathBuf, PathBuf),
+    /// Generate a self-signed pair under `dir` for `names` (`why`: first
+    /// start, or the names it must carry changed).
+    Generate {
+        /// "generate" or "regenerate (its names changed)".
+        why: &'static str,
+        /// `<data_dir>/tls`.
+        dir: PathBuf,
+        /// The names it will carry.
+        names: Vec<String>,
+    },
+}
+
+/// Works out which certificate `serve` will use, reading files only.
+pub fn plan(config: &Config) -> Plan {
+    if let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) {
+        return Plan::Use(cert.clone(), key.clone());
+    }
+    let installed = installed(config);
+    if installed.exists() {
+        return Plan::Use(installed.clone(), installed);
+    }
+    let dir = config.data_dir.join("tls");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let names = names(config);
+    let recorded = std::fs::read_to_string(dir.join(NAMES_FILE)).ok();
+    let wanted = names.join("\n") + "\n";
+    match (cert.exists() && key.exists(), recorded) {
+        (false, _) => Plan::Generate {
+            why: "generate",
+            dir,
+            names,
+        },
+        (true, Some(recorded)) if recorded != wanted => Plan::Generate {
+            why: "regenerate (its names changed)",
+            dir,
+            names,
+        },
+        // Made before the names were recorded: kept (a new certificate
+        // would surprise clients that trust this one).
+        (true, _) => Plan::Use(cert, key),
+    }
+}
+
+/// Checks the certificate as `serve` would load it, creating and changing
+/// nothing (for `check-config`, which may run as another user than the
+/// gateway): loads the files `serve` would use, or says that it would
+/// generate or regenerate its self-signed certificate. Fails where `serve`
+/// would.
+pub fn check(config: &Config) -> Result<String, TlsError> {
+    match plan(config) {
+        Plan::Use(cert, key) => {
+            tls::TlsServer::load(&cert, &key)?;
+            let s = summary(&cert)?;
+            let mut text = format!(
+                "certificate {}: {}, names {}, valid until {}",
+                cert.display(),
+                s.subject,
+                s.names.join(", "),
+                s.not_after
+            );
+            if s.days_left < 0 {
+                text.push_str(" (EXPIRED)");
+            }
+            Ok(text)
+        }
+        Plan::Generate { why, dir, names } => Ok(format!(
+            "serve will {why} a self-signed certificate for {} in {}",
+            names.join(", "),
+            dir.display()
+        )),
+    }
+}
+
 /// The certificate and key files to serve. Without configured files, the
 /// self-signed pair under `<data_dir>/tls/` is generated on first start and
 /// again whenever the names it must carry change: the `hostname` and every
 /// specific listen address (as IP SANs; `0.0.0.0` and `[::]` name nothing).
 /// With `node` set, the hostname alone.
 pub fn files(config: &Config) -> Result<(PathBuf, PathBuf), TlsError> {
-    if let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) {
-        return Ok((cert.clone(), key.clone()));
-    }
-    let installed = installed(config);
-    if installed.exists() {
-        return Ok((installed.clone(), installed));
+    if let Plan::Use(cert, key) = plan(config)
+        && (config.tls.cert_file.is_some() || cert == installed(config))
+    {
+        return Ok((cert, key));
     }
     let dir = config.data_dir.join("tls");
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
@@ -140,24 +220,23 @@ pub fn files(config: &Config) -> Result<(PathBuf, PathBuf), TlsError> {
         .and_then(|file| file.lock().map(|()| file))
         .map_err(|e| TlsError(format!("{}: {e}", lock_path.display())))?;
     let names = names(config);
-    let recorded = std::fs::read_to_string(dir.join(NAMES_FILE)).ok();
     let wanted = names.join("\n") + "\n";
-    let why = match (cert.exists() && key.exists(), recorded) {
-        (false, _) => "generated",
-        (true, Some(recorded)) if recorded != wanted => "regenerated (its names changed)",
-        (true, None) => {
-            // Made before the names were recorded: kept (a new certificate
-            // would surprise clients that trust this one), names recorded.
-            record(&dir, &wanted)?;
+    // Again under the lock: another node may have generated it meanwhile.
+    let why = match plan(config) {
+        Plan::Use(cert, key) => {
+            if std::fs::read_to_string(dir.join(NAMES_FILE)).is_err() {
+                record(&dir, &wanted)?;
+            }
             return Ok((cert, key));
         }
-        (true, Some(_)) => return Ok((cert, key)),
+        Plan::Generate { why, .. } => why,
     };
     generate(&dir, &names)?;
     record(&dir, &wanted)?;
     drop(lock);
     info!(
-        "{why} a self-signed certificate for {} in {}",
+        "{}d a self-signed certificate for {} in {}",
+        why.split(' ').next().unwrap_or(why),
         names.join(", "),
         cert.display()
     );
@@ -197,9 +276,11 @@ pub struct Installed {
 }
 
 /// Installs a certificate chain and its private key, in PEM as pasted into
-/// the console, as the one to serve: checked to go together and to be valid
-/// now, then written with the key into `<data_dir>/tls/installed.pem` (0600)
-/// in one durable replace. Refused when the configuration names
+/// the console, as the one to serve: checked block by block (`paste`), to
+/// go together and to be valid now, then re-encoded (the chain and the one
+/// key, nothing else from the paste) into `<data_dir>/tls/installed.pem`
+/// (0600) in one durable replace, so that the next start and every reload
+/// load exactly what was checked. Refused when the configuration names
 /// `tls.cert_file`, which stays the administrator's to change.
 pub fn install(config: &Config, cert_pem: &str, key_pem: &str) -> Result<Installed, TlsError> {
     if let Some(file) = &config.tls.cert_file {
@@ -208,9 +289,10 @@ pub fn install(config: &Config, cert_pem: &str, key_pem: &str) -> Result<Install
             file.display()
         )));
     }
-    let (server, chain) = tls::server_config_from_pem(cert_pem.as_bytes(), key_pem.as_bytes())?;
+    let checked = paste::parse(cert_pem, key_pem)?;
+    let server = tls::server_config_for(checked.chain.clone(), checked.key.clone_key())?;
     let file = installed(config);
-    let summary = summary_of(chain[0].as_ref(), &file)?;
+    let summary = summary_of(checked.chain[0].as_ref(), &file)?;
     if summary.days_left < 0 {
         return Err(TlsError(format!(
             "the certificate expired on {}",
@@ -224,11 +306,8 @@ pub fn install(config: &Config, cert_pem: &str, key_pem: &str) -> Result<Install
             summary.not_before
         )));
     }
-    let mut pem = String::new();
-    for part in [cert_pem.trim(), key_pem.trim()] {
-        pem.push_str(part);
-        pem.push('\n');
-    }
+    // Exactly what was checked, re-encoded: the chain and its one key.
+    let mut pem = paste::encode(&checked);
     let dir = config.data_dir.join("tls");
     durable::replace_file(&dir, INSTALLED, pem.as_bytes())
         .map_err(|e| TlsError(format!("{}: {e}", file.display())))?;
@@ -313,9 +392,13 @@ mod tests {
         let (expired, expired_key) = made("gw.example", now - 90 * 86_400, now - 86_400);
         let (early, early_key) = made("gw.example", now + 86_400, now + 90 * 86_400);
         let refusals = [
-            (good.as_str(), other_key.as_str(), "do not go together"),
-            ("hello", good_key.as_str(), "not a PEM certificate"),
-            (good.as_str(), "", "not a PEM private key"),
+            (
+                good.as_str(),
+                other_key.as_str(),
+                "does not belong to the certificate",
+            ),
+            ("hello", good_key.as_str(), "holds no certificate"),
+            (good.as_str(), "", "holds no private key"),
             (expired.as_str(), expired_key.as_str(), "expired"),
             (early.as_str(), early_key.as_str(), "valid only from"),
         ];

@@ -83,6 +83,8 @@ pub struct MailboxStatus {
     pub last_retrieved_age_secs: Option<u64>,
     /// Entries in `messages/` that are not regular files (skipped).
     pub stray_entries: usize,
+    /// Messages a password reset moved aside (sealed to a retired key).
+    pub retired_messages: usize,
 }
 
 fn age(time: SystemTime, now: SystemTime) -> u64 {
@@ -252,6 +254,7 @@ pub fn mailbox_status(
         last_retrieved: stats.last_retrieved.map(timestamp::rfc3339),
         last_retrieved_age_secs: stats.last_retrieved.map(|t| age(t, now)),
         stray_entries: strays.len(),
+        retired_messages: mailbox.retired_messages()?.len(),
     };
     Ok((status, warnings))
 }

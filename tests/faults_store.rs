@@ -289,3 +289,116 @@ fn scripts_decrypt_reports_a_fifo_a_directory_and_a_duplicate_name_as_damaged_an
         .count();
     assert_eq!(written, 2);
 }
+
+#[test]
+fn after_a_password_reset_the_old_messages_are_moved_aside_not_served_as_damaged() {
+    let sb = Sandbox::for_gateway("fault-reset", json!({}));
+    let (id, old_password) = sb.create_mailbox("Journal");
+    let gw = Gateway::start(&sb);
+    expect(&deliver(&gw, &id, "old-1"), "250 2.0.0");
+    expect(&deliver(&gw, &id, "old-2"), "250 2.0.0");
+    let new_password = "Lantern-Walrus-Quartz-Meadow-77";
+    let out = sb.run(&[
+        "mailbox",
+        "reset-password",
+        &id,
+        "--force",
+        "--new-password-file",
+        sb.password_file(new_password).to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        support::stdout(&out).contains("moved\naside"),
+        "{}",
+        support::stdout(&out)
+    );
+    expect(&deliver(&gw, &id, "new-1"), "250 2.0.0");
+    // The archiver sees only what it can read, run after run.
+    for _ in 0..2 {
+        let (mut c, answer) = login(&gw, &id, new_password);
+        assert!(answer.starts_with("+OK Logged in: 1 messages"), "{answer}");
+        let (status, body) = c.pop3_multi("RETR 1");
+        assert!(status.starts_with("+OK"), "{status}");
+        assert!(support::contains(&body, b"Subject: new-1"));
+        c.pop3("QUIT");
+    }
+    // status and the export with the old password.
+    let out = sb.run(&["status", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["mailboxes"][0]["retired_messages"], 2);
+    assert!(support::stdout(&sb.run(&["status"])).contains("2 message(s) sealed to a retired key"));
+    let exported = sb.dir.join("retired-export");
+    let out = sb.run(&[
+        "mailbox",
+        "export",
+        &id,
+        "--retired",
+        "--password-file",
+        sb.password_file(&old_password).to_str().unwrap(),
+        "--out",
+        exported.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let emls = fs::read_dir(&exported)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "eml")
+        })
+        .count();
+    assert_eq!(emls, 2);
+    let out = sb.run(&[
+        "mailbox",
+        "export",
+        &id,
+        "--retired",
+        "--password-file",
+        sb.password_file(new_password).to_str().unwrap(),
+        "--out",
+        sb.dir.join("nothing").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("opens none of the retired keys"),
+        "{}",
+        stderr(&out)
+    );
+    // A backup keeps them, and scripts/decrypt reads them with the old
+    // password beside the new mail with the new one.
+    let backups = sb.dir.join("backups");
+    let out = sb.run(&["backup", backups.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    if let Some(python) = support::python_with_nacl() {
+        let decrypted = sb.dir.join("decrypted");
+        let out = support::run(
+            std::process::Command::new(python)
+                .arg(support::repo().join("scripts/decrypt"))
+                .arg("--password-file")
+                .arg(sb.password_file(new_password))
+                .arg("--password-file")
+                .arg(sb.password_file(&old_password))
+                .arg(backups.join("latest/mailboxes").join(&id))
+                .arg(&decrypted),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("3 message(s) written"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    // Purged only when asked explicitly.
+    assert_eq!(
+        sb.run(&["mailbox", "purge-retired", &id]).status.code(),
+        Some(1)
+    );
+    let out = sb.run(&["mailbox", "purge-retired", &id, "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = sb.run(&["status", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["mailboxes"][0]["retired_messages"], 0);
+    assert!(gw.stop().success());
+}

@@ -15,7 +15,7 @@ use super::password_input::{password_from, read_password_file};
 use super::{CliError, Context, EXIT_DAMAGED, context_with, parse_options};
 use crate::admin::{self, NewPassword};
 use crate::config::Config;
-use crate::crypto::{self, KeyPair, Password};
+use crate::crypto::{self, Password};
 use crate::store::mailbox::message_error;
 use crate::store::{Deletion, Mailbox, MailboxId, Metadata, Source, Status, StoreError};
 use crate::timestamp;
@@ -32,9 +32,10 @@ Commands:
   suspend ID
   resume ID
   update ID [--name NAME] [--description TEXT]
-  delete ID [--force]
+  delete ID [--force] [--even-if-active]   (a suspended mailbox)
   deliver ID [--from ADDR] < message
-  export ID [--password-file FILE] --out DIR
+  export ID [--password-file FILE] [--retired] --out DIR
+  purge-retired ID --force
   export-public ID > FILE
   import-public FILE
 
@@ -73,6 +74,7 @@ pub fn run(context: &Context, mut args: Vec<String>) -> Result<(), CliError> {
         "deliver" => deliver(context, &args),
         "export" => export(context, &args),
         "export-public" => export_public(context, &args),
+        "purge-retired" => purge_retired(context, &args),
         "import-public" => import_public(context, &args),
         other => Err(CliError::usage(format!(
             "mailbox: unknown command {other:?} (see sealpost mailbox --help)"
@@ -484,8 +486,10 @@ fn reset_password(context: &Context, args: &[String]) -> Result<(), CliError> {
     let (mailbox, generated) = admin::reset_password(&store, config.kdf.params(), &id, new)?;
     outln!("Mailbox {id} has a new key pair.");
     outln!(
-        "The {count} message(s) stored before now are unreadable with the new password; the old\n\
-         key file is kept in {} in case the old password turns up.",
+        "The {count} message(s) stored before now were sealed to the old key: they were moved\n\
+         aside, where POP3 does not list them, and the old key file is kept in {}.\n\
+         Should the old password turn up: sealpost mailbox export {id} --retired --out DIR.\n\
+         To delete them: sealpost mailbox purge-retired {id} --force.",
         mailbox.dir().join("retired-keys").display()
     );
     show_generated("new password", &generated);
@@ -672,9 +676,16 @@ fn export(context: &Context, args: &[String]) -> Result<(), CliError> {
     let Some((context, m)) = options(
         context,
         "export",
-        "ID [--password-file FILE] --out DIR\n\nDecrypts every message to DIR/<uidl>.eml, with its metadata in\nDIR/<uidl>.json. Damaged messages are reported and skipped (exit code 3).",
+        "ID [--password-file FILE] [--retired] --out DIR\n\nDecrypts every message to DIR/<uidl>.eml, with its metadata in\nDIR/<uidl>.json. Damaged messages are reported and skipped (exit code 3).\n\
+         --retired exports instead the messages a password reset moved aside, with\n\
+         the password of their time.",
         args,
         |o| {
+            o.optflag(
+                "",
+                "retired",
+                "the messages sealed to retired keys (give the old password)",
+            );
             o.optopt(
                 "",
                 "password-file",
@@ -703,13 +714,17 @@ fn export(context: &Context, args: &[String]) -> Result<(), CliError> {
         "password-file",
         &format!("Password for {id}: "),
     )?;
-    let pair = mailbox.unlock(&password)?;
     let out = Path::new(&out);
+    if m.opt_present("retired") {
+        return export_retired(&mailbox, &password, out);
+    }
+    let pair = mailbox.unlock(&password)?;
     private_directory(out)?;
     let messages = mailbox.messages()?;
     let mut damaged = 0;
     for entry in &messages {
-        match export_one(&mailbox, &pair, &entry.name, out) {
+        let reader = mailbox.open_message(&entry.name, &pair);
+        match export_one(reader, &mailbox.message_path(&entry.name), &entry.name, out) {
             Ok(()) => {}
             Err(ExportError::Damaged(e)) => {
                 eprintln!("sealpost: skipped {e}");
@@ -730,6 +745,86 @@ fn export(context: &Context, args: &[String]) -> Result<(), CliError> {
             message: format!("{damaged} damaged message(s) were skipped"),
         });
     }
+    Ok(())
+}
+
+/// `mailbox export --retired`: the messages a password reset moved aside,
+/// with whichever retired key the (old) password unwraps.
+fn export_retired(mailbox: &Mailbox, password: &Password, out: &Path) -> Result<(), CliError> {
+    let id = mailbox.id();
+    let retired = mailbox.retired_messages()?;
+    if retired.is_empty() {
+        outln!("Mailbox {id} holds no messages sealed to a retired key.");
+        return Ok(());
+    }
+    let pairs = mailbox.unlock_retired(password)?;
+    if pairs.is_empty() {
+        return Err(CliError::failed(format!(
+            "the password opens none of the retired keys of mailbox {id}"
+        )));
+    }
+    private_directory(out)?;
+    let (mut written, mut damaged) = (0, 0);
+    for (dir, name) in &retired {
+        // The first retired key that opens it; the password may open only some.
+        let reader = pairs
+            .iter()
+            .map(|pair| mailbox.open_retired_message(dir, name, pair))
+            .find(Result::is_ok)
+            .unwrap_or_else(|| {
+                Err(StoreError::Damaged {
+                    path: dir.join(name.file_name()),
+                    reason: "no retired key that this password opens sealed it".into(),
+                })
+            });
+        match export_one(reader, &dir.join(name.file_name()), name, out) {
+            Ok(()) => written += 1,
+            Err(ExportError::Damaged(e)) => {
+                eprintln!("sealpost: skipped {e}");
+                damaged += 1;
+            }
+            Err(ExportError::Fatal(e)) => return Err(e),
+        }
+    }
+    outln!(
+        "Exported {written} of {} message(s) sealed to retired keys from mailbox {id} to {}.",
+        retired.len(),
+        out.display()
+    );
+    if damaged > 0 {
+        return Err(CliError {
+            code: EXIT_DAMAGED,
+            message: format!("{damaged} message(s) were skipped"),
+        });
+    }
+    Ok(())
+}
+
+fn purge_retired(context: &Context, args: &[String]) -> Result<(), CliError> {
+    let Some((context, m)) = options(
+        context,
+        "purge-retired",
+        "ID --force\n\nDeletes the messages a password reset moved aside (sealed to a retired key;\n\
+         export them first with mailbox export --retired if the old password turned up).",
+        args,
+        |o| {
+            o.optflag("", "force", "delete them");
+        },
+    )?
+    else {
+        return Ok(());
+    };
+    let id = one_id("purge-retired", &m)?;
+    let (_, store) = context.open_to_change("mailbox purge-retired")?;
+    let mailbox = store.mailbox(&id)?;
+    let count = mailbox.retired_messages()?.len();
+    if !m.opt_present("force") {
+        return Err(CliError::failed(format!(
+            "mailbox {id} holds {count} message(s) sealed to a retired key; add --force to delete them"
+        )));
+    }
+    let removed = mailbox.purge_retired()?;
+    outln!("Deleted {removed} message(s) sealed to a retired key from mailbox {id}.");
     Ok(())
 }
 
@@ -780,12 +875,11 @@ enum ExportError {
 /// Writes one message via a `.part` file, so a damaged message (detected only
 /// at its end) leaves nothing behind.
 fn export_one(
-    mailbox: &Mailbox,
-    pair: &KeyPair,
+    reader: Result<crate::store::message::MessageReader<fs::File>, StoreError>,
+    path: &Path,
     name: &crate::store::MessageName,
     out: &Path,
 ) -> Result<(), ExportError> {
-    let reader = mailbox.open_message(name, pair);
     let mut reader = match reader {
         Ok(r) => r,
         Err(e @ StoreError::Damaged { .. }) => return Err(ExportError::Damaged(e)),
@@ -805,7 +899,7 @@ fn export_one(
             Ok(n) => n,
             Err(e) => {
                 let _ = fs::remove_file(&part);
-                return match message_error(&mailbox.message_path(name), e) {
+                return match message_error(path, e) {
                     damaged @ StoreError::Damaged { .. } => Err(ExportError::Damaged(damaged)),
                     other => Err(ExportError::Fatal(other.into())),
                 };

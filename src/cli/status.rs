@@ -133,6 +133,15 @@ fn print_text(report: &Report) {
             );
         }
     }
+    for mb in report.mailboxes.iter().filter(|m| m.retired_messages > 0) {
+        outln!(
+            "Mailbox {}: {} message(s) sealed to a retired key (a password reset): \
+             sealpost mailbox export {} --retired, or purge-retired",
+            mb.id,
+            mb.retired_messages,
+            mb.id
+        );
+    }
     if report.attention.is_empty() {
         outln!("All well.");
     } else {

@@ -318,6 +318,11 @@ pub fn mailbox(
             tr { th { "Pending" } td.pending { (m.pending_messages) " message(s), " (bytes(m.pending_bytes)) } }
             tr { th { "Oldest waiting" } td { @if let Some(a) = m.oldest_age_secs { (ago(a)) } @else { "—" } } }
             tr { th { "Last retrieval" } td { @if let Some(t) = &m.last_retrieved { (t) } @else { "never" } } }
+            @if m.retired_messages > 0 {
+                tr { th { "Sealed to a retired key" } td.retired { (m.retired_messages) " message(s), moved aside by a password reset: "
+                    code { "sealpost mailbox export " (m.id) " --retired" } " reads them with the old password; "
+                    code { "sealpost mailbox purge-retired " (m.id) " --force" } " deletes them." } }
+            }
         }
         (access(&view.access))
         section {
@@ -352,7 +357,7 @@ pub fn mailbox(
         section {
             h2 { "Reset password" }
             p.warning { "For a lost password: makes new keys. The " (m.pending_messages) " message(s) stored so far "
-                "were sealed to the old key and become unreadable with the new password." }
+                "were sealed to the old key: they are moved aside (the archiver no longer sees them) and can be read only with the old password." }
             form method="post" action=(action("reset")) {
                 (csrf_field(csrf))
                 label { input type="checkbox" name="confirm" value="yes" required; " I understand that the mail stored so far becomes unreadable" }

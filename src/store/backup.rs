@@ -17,7 +17,8 @@ use std::time::SystemTime;
 use log::warn;
 
 use super::mailbox::{
-    INFO_FILE, KEY_FILE, MESSAGES_DIR, POP3_INDEX_DIR, PUBLIC_ONLY_FILE, RETIRED_DIR, TMP_DIR,
+    INFO_FILE, KEY_FILE, MESSAGES_DIR, POP3_INDEX_DIR, PUBLIC_ONLY_FILE, RETIRED_DIR,
+    RETIRED_MESSAGES_DIR, TMP_DIR,
 };
 use super::{MAILBOXES_DIR, Mailbox, Store, StoreError, beneath, durable, io_error};
 
@@ -145,6 +146,19 @@ fn copy_mailbox(
             report.messages += 1;
             report.linked += usize::from(linked);
             report.copied_bytes += bytes;
+        }
+    }
+    // Messages a password reset moved aside, each set with its public key.
+    let retired = mailbox.dir().join(RETIRED_MESSAGES_DIR);
+    if let Ok(sets) = fs::read_dir(&retired) {
+        for set in sets {
+            let set = set.map_err(io_error(&retired, "cannot list"))?;
+            if !set.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let into = to.join(RETIRED_MESSAGES_DIR).join(set.file_name());
+            copy_dir_files(&set.path().join(MESSAGES_DIR), &into.join(MESSAGES_DIR))?;
+            copy_dir_files(&set.path(), &into)?;
         }
     }
     // Not `last-retrieval`: its time would become the backup's.

@@ -35,6 +35,20 @@ pub(super) const RETIRED_DIR: &str = "retired-keys";
 /// secret key by design. Without it, a missing key file is damage.
 pub(super) const PUBLIC_ONLY_FILE: &str = "public-only";
 pub(super) const POP3_INDEX_DIR: &str = "pop3-index";
+/// Messages sealed to a key that a password reset retired:
+/// `retired/<stamp>/messages/`, with the retired public key in
+/// `retired/<stamp>/public-key` and its wrapped secret key in
+/// `retired-keys/<stamp>.json`. POP3 never lists them (the file format
+/// carries no key id, and trying keys at login would undo the login times
+/// of big mailboxes, so the place is the mark); `mailbox export --retired`
+/// reads them with the old password, `mailbox purge-retired` removes them.
+pub(super) const RETIRED_MESSAGES_DIR: &str = "retired";
+const RETIRED_PUBLIC_KEY: &str = "public-key";
+/// Locked shared while a delivery moves its message into `messages/`, and
+/// exclusively while a password reset changes the keys and moves the
+/// messages aside: a delivery sealed to the old key that finishes after
+/// the reset sees the new key and goes among the retired messages.
+const KEYS_LOCK: &str = "keys.lock";
 /// `mailbox.json` and `secret-key.json` are a few hundred bytes; a larger
 /// one is not ours.
 const MAX_SMALL_FILE: u64 = 64 * 1024;
@@ -313,34 +327,13 @@ impl Mailbox {
     /// Reads `secret-key.json`.
     pub fn wrapped_key(&self) -> Result<WrappedKey, StoreError> {
         let path = self.dir.join(KEY_FILE);
-        let text = beneath::read_regular(&path, MAX_SMALL_FILE).map_err(|e| {
-            if e.kind() == io::ErrorKind::NotFound && self.is_public_only() {
+        read_key_file(&path).map_err(|e| match e {
+            StoreError::Io { source, .. }
+                if source.kind() == io::ErrorKind::NotFound && self.is_public_only() =>
+            {
                 StoreError::PublicOnly(self.info.id.clone())
-            } else {
-                io_error(&path, "cannot read")(e)
             }
-        })?;
-        let corrupt = |reason: String| StoreError::Corrupt {
-            path: path.clone(),
-            reason,
-        };
-        let file: KeyFile = serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))?;
-        if file.kdf != KDF_NAME {
-            return Err(corrupt(format!(
-                "unknown kdf {:?} (expected {KDF_NAME})",
-                file.kdf
-            )));
-        }
-        let field = |name: &str, e: crypto::CryptoError| corrupt(format!("{name}: {e}"));
-        Ok(WrappedKey {
-            params: KdfParams {
-                opslimit: file.opslimit,
-                memlimit: file.memlimit,
-            },
-            salt: crypto::base64_decode_exact(&file.salt).map_err(|e| field("salt", e))?,
-            nonce: crypto::base64_decode_exact(&file.nonce).map_err(|e| field("nonce", e))?,
-            wrapped: crypto::base64_decode_exact(&file.wrapped_key)
-                .map_err(|e| field("wrapped_key", e))?,
+            e => e,
         })
     }
 
@@ -362,13 +355,23 @@ impl Mailbox {
         self.write_key_file(wrapped)
     }
 
-    /// Installs a new key pair. The old key file is kept under `retired-keys/`
-    /// so that messages sealed to it stay readable should the old password turn up.
+    /// Installs a new key pair. The old key file is kept under
+    /// `retired-keys/<stamp>.json`, and the messages sealed to the old key
+    /// are moved aside into `retired/<stamp>/messages/`, where POP3 does not
+    /// list them (they would fail as damaged on every archiver run). Holds
+    /// the mailbox lock (no POP3 session meanwhile) and the keys lock (a
+    /// delivery sealed to the old key and finishing later joins them).
+    /// Returns how many messages were moved aside.
     pub fn reset_keys(
         &mut self,
         public: PublicKey,
         wrapped: &WrappedKey,
-    ) -> Result<(), StoreError> {
+    ) -> Result<usize, StoreError> {
+        let _session = self.try_lock()?;
+        let keys_path = self.dir.join(KEYS_LOCK);
+        let keys =
+            durable::open_lock_file(&keys_path).map_err(io_error(&keys_path, "cannot open"))?;
+        keys.lock().map_err(io_error(&keys_path, "cannot lock"))?;
         let retired = self.dir.join(RETIRED_DIR);
         durable::create_private_dir(&retired)
             .map_err(io_error(&retired, "cannot create directory"))?;
@@ -377,12 +380,157 @@ impl Mailbox {
         fs::copy(&old, retired.join(format!("{stamp}.json")))
             .map_err(io_error(&old, "cannot retire"))?;
         durable::sync_dir(&retired).map_err(io_error(&retired, "cannot sync"))?;
+        let aside = self.dir.join(RETIRED_MESSAGES_DIR).join(stamp.to_string());
+        let aside_messages = aside.join(MESSAGES_DIR);
+        for dir in [
+            self.dir.join(RETIRED_MESSAGES_DIR),
+            aside.clone(),
+            aside_messages.clone(),
+        ] {
+            durable::create_private_dir(&dir).map_err(io_error(&dir, "cannot create directory"))?;
+        }
+        let old_public = crypto::base64_encode(self.info.public_key.as_bytes());
+        durable::replace_file(
+            &aside,
+            RETIRED_PUBLIC_KEY,
+            format!("{old_public}\n").as_bytes(),
+        )
+        .map_err(io_error(&aside.join(RETIRED_PUBLIC_KEY), "cannot write"))?;
+        let messages = self.dir.join(MESSAGES_DIR);
+        let names = self.message_names()?;
+        for name in &names {
+            let file = name.file_name();
+            fs::rename(messages.join(&file), aside_messages.join(&file))
+                .map_err(io_error(&messages.join(&file), "cannot move aside"))?;
+        }
+        // Moved aside durably before the new key makes them unreadable.
+        for dir in [
+            &aside_messages,
+            &self.dir.join(RETIRED_MESSAGES_DIR),
+            &messages,
+        ] {
+            durable::sync_dir(dir).map_err(io_error(dir, "cannot sync"))?;
+        }
         self.write_key_file(wrapped)?;
         let info = MailboxInfo {
             public_key: public,
             ..self.info.clone()
         };
-        self.replace_info(info)
+        self.replace_info(info)?;
+        Ok(names.len())
+    }
+
+    /// The directories of messages sealed to retired keys, oldest first:
+    /// (the retired public key, the directory holding the message files).
+    fn retired_sets(&self) -> Result<Vec<(Option<PublicKey>, PathBuf)>, StoreError> {
+        Mailbox::retired_sets_of(&self.dir)
+    }
+
+    fn retired_sets_of(
+        mailbox_dir: &Path,
+    ) -> Result<Vec<(Option<PublicKey>, PathBuf)>, StoreError> {
+        let dir = mailbox_dir.join(RETIRED_MESSAGES_DIR);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_error(&dir, "cannot list")(e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_error(&dir, "cannot list"))?;
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let key = beneath::read_regular(&entry.path().join(RETIRED_PUBLIC_KEY), MAX_SMALL_FILE)
+                .ok()
+                .and_then(|text| {
+                    crypto::base64_decode_exact::<32>(String::from_utf8_lossy(&text).trim()).ok()
+                })
+                .and_then(|bytes| PublicKey::from_bytes(&bytes).ok());
+            out.push((key, entry.path().join(MESSAGES_DIR)));
+        }
+        out.sort_by(|a, b| a.1.cmp(&b.1));
+        Ok(out)
+    }
+
+    /// Messages sealed to retired keys: (message directory, file name), oldest set first.
+    pub fn retired_messages(&self) -> Result<Vec<(PathBuf, MessageName)>, StoreError> {
+        let mut out = Vec::new();
+        for (_, dir) in self.retired_sets()? {
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_error(&dir, "cannot list")(e)),
+            };
+            let mut names: Vec<MessageName> = Vec::new();
+            for entry in entries {
+                let entry = entry.map_err(io_error(&dir, "cannot list"))?;
+                if entry.file_type().is_ok_and(|t| t.is_file())
+                    && let Some(name) = entry
+                        .file_name()
+                        .to_str()
+                        .and_then(MessageName::from_file_name)
+                {
+                    names.push(name);
+                }
+            }
+            names.sort();
+            out.extend(names.into_iter().map(|n| (dir.clone(), n)));
+        }
+        Ok(out)
+    }
+
+    /// Removes every message sealed to a retired key (the retired key files
+    /// stay); returns how many went. The administrator's explicit purge.
+    pub fn purge_retired(&self) -> Result<usize, StoreError> {
+        let count = self.retired_messages()?.len();
+        let dir = self.dir.join(RETIRED_MESSAGES_DIR);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io_error(&dir, "cannot remove")(e)),
+        }
+        durable::sync_dir(&self.dir).map_err(io_error(&self.dir, "cannot sync"))?;
+        Ok(count)
+    }
+
+    /// Opens a message sealed to a retired key.
+    pub fn open_retired_message(
+        &self,
+        dir: &Path,
+        name: &MessageName,
+        pair: &KeyPair,
+    ) -> Result<MessageReader<File>, StoreError> {
+        let path = dir.join(name.file_name());
+        let file = beneath::open_regular(&path).map_err(io_error(&path, "cannot open"))?;
+        MessageReader::open(file, pair).map_err(|e| message_error(&path, e))
+    }
+
+    /// The key pairs of the retired key files that `password` unwraps.
+    pub fn unlock_retired(&self, password: &Password) -> Result<Vec<KeyPair>, StoreError> {
+        let dir = self.dir.join(RETIRED_DIR);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_error(&dir, "cannot list")(e)),
+        };
+        let sets = self.retired_sets()?;
+        let mut pairs = Vec::new();
+        for entry in entries {
+            let path = entry.map_err(io_error(&dir, "cannot list"))?.path();
+            let Ok(wrapped) = read_key_file(&path) else {
+                continue;
+            };
+            // The public key is what the set moved aside with it recorded.
+            for (public, _) in &sets {
+                let Some(public) = public else { continue };
+                if let Ok(pair) = crypto::unwrap_secret_key(&wrapped, password, public) {
+                    pairs.push(pair);
+                    break;
+                }
+            }
+        }
+        Ok(pairs)
     }
 
     /// The stored messages, oldest first.
@@ -545,6 +693,8 @@ impl Mailbox {
             durable::create_new_private_file(&tmp).map_err(io_error(&tmp, "cannot create"))?;
         let pending = PendingMessage {
             tmp,
+            mailbox_dir: self.dir.clone(),
+            sealed_to: self.info.public_key.clone(),
             messages_dir: self.dir.join(MESSAGES_DIR),
             name,
             file,
@@ -619,6 +769,34 @@ impl Mailbox {
     }
 }
 
+/// Reads a `secret-key.json` (current or retired).
+fn read_key_file(path: &Path) -> Result<WrappedKey, StoreError> {
+    let text =
+        beneath::read_regular(path, MAX_SMALL_FILE).map_err(io_error(path, "cannot read"))?;
+    let corrupt = |reason: String| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file: KeyFile = serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))?;
+    if file.kdf != KDF_NAME {
+        return Err(corrupt(format!(
+            "unknown kdf {:?} (expected {KDF_NAME})",
+            file.kdf
+        )));
+    }
+    let field = |name: &str, e: crypto::CryptoError| corrupt(format!("{name}: {e}"));
+    Ok(WrappedKey {
+        params: KdfParams {
+            opslimit: file.opslimit,
+            memlimit: file.memlimit,
+        },
+        salt: crypto::base64_decode_exact(&file.salt).map_err(|e| field("salt", e))?,
+        nonce: crypto::base64_decode_exact(&file.nonce).map_err(|e| field("nonce", e))?,
+        wrapped: crypto::base64_decode_exact(&file.wrapped_key)
+            .map_err(|e| field("wrapped_key", e))?,
+    })
+}
+
 /// Maps an error from reading a message file to damage or plain I/O.
 pub fn message_error(path: &Path, e: io::Error) -> StoreError {
     match damage_of(&e) {
@@ -640,6 +818,8 @@ pub struct MailboxLock {
 /// without committing removes the file.
 pub struct PendingMessage {
     tmp: PathBuf,
+    mailbox_dir: PathBuf,
+    sealed_to: PublicKey,
     messages_dir: PathBuf,
     name: MessageName,
     file: File,
@@ -652,19 +832,53 @@ impl PendingMessage {
         &self.name
     }
 
-    /// Renames it into `messages/` and fsyncs the directory.
+    /// Renames it into `messages/` and fsyncs the directory. Should the
+    /// mailbox's key have been reset since it was sealed, it goes among the
+    /// messages of the retired key instead (see [`Mailbox::reset_keys`]).
     pub fn commit(mut self) -> Result<CommittedMessage, StoreError> {
-        let dest = self.messages_dir.join(self.name.file_name());
+        let keys_path = self.mailbox_dir.join(KEYS_LOCK);
+        let keys =
+            durable::open_lock_file(&keys_path).map_err(io_error(&keys_path, "cannot open"))?;
+        keys.lock_shared()
+            .map_err(io_error(&keys_path, "cannot lock"))?;
+        let info_path = self.mailbox_dir.join(INFO_FILE);
+        let current = beneath::read_regular(&info_path, MAX_SMALL_FILE)
+            .map_err(io_error(&info_path, "cannot read"))
+            .and_then(|text| parse_info(&text, &info_path))?
+            .public_key;
+        let dir = if current == self.sealed_to {
+            self.messages_dir.clone()
+        } else {
+            let sets = Mailbox::retired_sets_of(&self.mailbox_dir)?;
+            let Some((_, dir)) = sets
+                .into_iter()
+                .rev()
+                .find(|(key, _)| key.as_ref() == Some(&self.sealed_to))
+            else {
+                return Err(StoreError::Invalid(format!(
+                    "{}: the mailbox's key changed while the message was stored, and no retired key matches",
+                    self.mailbox_dir.display()
+                )));
+            };
+            warn!(
+                "{}: the mailbox's password was reset while {} was stored: kept with the messages of the retired key",
+                self.mailbox_dir.display(),
+                self.name
+            );
+            dir
+        };
+        let dest = dir.join(self.name.file_name());
         fs::rename(&self.tmp, &dest).map_err(io_error(&self.tmp, "cannot move into messages/"))?;
         self.committed = true;
         let committed = CommittedMessage {
             path: dest,
             name: self.name.clone(),
         };
-        if let Err(e) = durable::sync_dir_grouped(&self.messages_dir) {
+        if let Err(e) = durable::sync_dir_grouped(&dir) {
             committed.revoke();
-            return Err(io_error(&self.messages_dir, "cannot sync")(e));
+            return Err(io_error(&dir, "cannot sync")(e));
         }
+        drop(keys);
         Ok(committed)
     }
 }

@@ -325,7 +325,8 @@ impl Store {
             return Err(StoreError::Active(id.clone()));
         }
         let _lock = mailbox.try_lock()?;
-        let count = mailbox.message_names()?.len();
+        // Those a password reset moved aside count too: deleting them loses them.
+        let count = mailbox.message_names()?.len() + mailbox.retired_messages()?.len();
         if count > 0 && !how.messages_too {
             return Err(StoreError::NotEmpty(id.clone(), count));
         }
@@ -646,6 +647,63 @@ mod tests {
             Err(StoreError::NotFound(_))
         ));
         assert!(store.mailbox_ids().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_reset_moves_the_old_messages_aside_and_a_late_delivery_joins_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (mut a, old_pair) = new_mailbox(&store, "old password");
+        store
+            .deliver(&spool_of(&store, b"before\r\n"), &[(&a, metadata())])
+            .unwrap();
+        // A delivery sealed to the old key, not yet committed.
+        let late = a
+            .prepare(&spool_of(&store, b"late\r\n"), &metadata())
+            .unwrap();
+        // A POP3 session holds the mailbox: no reset under it.
+        let session = a.try_lock().unwrap();
+        let new_pair = KeyPair::generate().unwrap();
+        let wrapped =
+            crypto::wrap_secret_key(&new_pair, &Password::new("new password".into()), FAST)
+                .unwrap();
+        assert!(matches!(
+            a.reset_keys(new_pair.public().clone(), &wrapped),
+            Err(StoreError::InUse(_))
+        ));
+        drop(session);
+        assert_eq!(
+            a.reset_keys(new_pair.public().clone(), &wrapped).unwrap(),
+            1
+        );
+        assert!(a.message_names().unwrap().is_empty());
+        late.commit().unwrap();
+        assert!(
+            a.message_names().unwrap().is_empty(),
+            "not among the current"
+        );
+        let retired = a.retired_messages().unwrap();
+        assert_eq!(retired.len(), 2);
+        // The old password opens them; the new mail is readable with the new one.
+        let pairs = a
+            .unlock_retired(&Password::new("old password".into()))
+            .unwrap();
+        assert_eq!(pairs.len(), 1);
+        assert_eq!(pairs[0].public(), old_pair.public());
+        for (dir, name) in &retired {
+            let mut reader = a.open_retired_message(dir, name, &pairs[0]).unwrap();
+            let mut out = Vec::new();
+            reader.read_to_end(&mut out).unwrap();
+            assert!(out == b"before\r\n" || out == b"late\r\n");
+        }
+        let a = store.mailbox(a.id()).unwrap();
+        let names = store
+            .deliver(&spool_of(&store, b"after\r\n"), &[(&a, metadata())])
+            .unwrap();
+        assert_eq!(read_back(&a, &new_pair, &names[0]).1, b"after\r\n");
+        assert_eq!(a.purge_retired().unwrap(), 2);
+        assert!(a.retired_messages().unwrap().is_empty());
+        assert_eq!(a.message_names().unwrap().len(), 1);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::control::{self, Throttles};
 use crate::net::acceptor::{Accepted, Acceptor, Control, Service};
 use crate::net::driver::{SessionEnv, Timeouts};
 use crate::net::error_limit::ErrorPolicy;
-use crate::net::limits::ConnectionLimits;
+use crate::net::limits::{ConnectionLimits, Pool};
 use crate::net::signals;
 use crate::net::tls::TlsServer;
 use crate::pop3::maildrop::LoginContext;
@@ -43,11 +43,20 @@ struct Services {
 }
 
 impl Services {
+    /// The pools of the services that have a listener.
+    fn active_pools(&self) -> Vec<Pool> {
+        self.bindings
+            .iter()
+            .map(|(_, _, i)| self.services[*i].pool)
+            .collect()
+    }
+
     /// Adds a service's two listener kinds: `run(accepted, implicit_tls)`.
     /// `busy` is what a plain listener says when the connection limits are reached.
     fn add<F>(
         &mut self,
         section: &str,
+        pool: Pool,
         names: [&'static str; 2],
         listeners: &Listeners,
         busy: Vec<u8>,
@@ -70,6 +79,7 @@ impl Services {
                 name,
                 busy_reply,
                 handler: Arc::new(move |accepted| run(accepted, implicit)),
+                pool,
             });
         }
     }
@@ -156,6 +166,7 @@ fn session_env(config: &Config, tls: &Arc<TlsServer>, shared: &Shared) -> Sessio
         shutdown: Arc::clone(&shared.control.shutdown),
         limits: Arc::clone(&shared.limits),
         proxy_trusted: Arc::new(config.haproxy_trusted_networks.clone()),
+        pool: Pool::Journal,
     }
 }
 
@@ -191,7 +202,7 @@ impl Parts<'_> {
             store: self.store.clone(),
             mailbox_domain: config.mailbox_domain.clone(),
             allowed_clients: config.smtp.allowed_clients.clone(),
-            env: self.env.clone(),
+            env: self.env.for_pool(Pool::Journal),
         }
     }
 
@@ -209,7 +220,7 @@ impl Parts<'_> {
                 kdf_slots: Arc::new(KdfSlots::new(config.limits.max_concurrent_kdf as usize)),
                 kdf: config.kdf.params(),
             }),
-            env: self.env.clone(),
+            env: self.env.for_pool(Pool::Pop3),
         }
     }
 
@@ -244,7 +255,7 @@ impl Parts<'_> {
                 errors: self.errors,
             },
             context: self.proxy_context(throttle)?,
-            env: self.env.clone(),
+            env: self.env.for_pool(Pool::SmtpProxy),
         })
     }
 
@@ -252,7 +263,7 @@ impl Parts<'_> {
         ConsoleService {
             config: Arc::new(self.config.clone()),
             store: self.store.clone(),
-            env: self.env.clone(),
+            env: self.env.for_pool(Pool::Console),
             throttle: Arc::clone(throttle),
             sessions: Arc::clone(&shared.console_sessions),
             bound: shared.bound.clone(),
@@ -270,7 +281,7 @@ impl Parts<'_> {
                 max_message_bytes: self.config.pop3_proxy.max_message_bytes,
             },
             context: self.proxy_context(throttle)?,
-            env: self.env.clone(),
+            env: self.env.for_pool(Pool::Pop3Proxy),
         })
     }
 }
@@ -311,6 +322,7 @@ fn build(config: &Config, store: &Store, shared: &Shared) -> Result<Services, St
     let pop3_busy = b"-ERR [SYS/TEMP] Too many connections, try again later\r\n".to_vec();
     services.add(
         "smtp",
+        Pool::Journal,
         ["smtp", "smtps"],
         &config.smtp.listeners(),
         smtp_busy.clone(),
@@ -318,6 +330,7 @@ fn build(config: &Config, store: &Store, shared: &Shared) -> Result<Services, St
     );
     services.add(
         "pop3",
+        Pool::Pop3,
         ["pop3", "pop3s"],
         &config.pop3,
         pop3_busy.clone(),
@@ -325,6 +338,7 @@ fn build(config: &Config, store: &Store, shared: &Shared) -> Result<Services, St
     );
     services.add(
         "smtp_proxy",
+        Pool::SmtpProxy,
         ["smtp-proxy", "smtps-proxy"],
         &config.smtp_proxy.listeners(),
         smtp_busy,
@@ -332,6 +346,7 @@ fn build(config: &Config, store: &Store, shared: &Shared) -> Result<Services, St
     );
     services.add(
         "pop3_proxy",
+        Pool::Pop3Proxy,
         ["pop3-proxy", "pop3s-proxy"],
         &config.pop3_proxy.listeners(),
         pop3_busy,
@@ -350,6 +365,7 @@ fn build(config: &Config, store: &Store, shared: &Shared) -> Result<Services, St
         // HTTPS from the first byte: nothing can be said before the handshake.
         busy_reply: Vec::new(),
         handler: Arc::new(move |a| console.run(a)),
+        pool: Pool::Console,
     });
     if services.bindings.is_empty() {
         return Err("no listener is configured (every listen list is empty)".into());
@@ -369,6 +385,18 @@ pub fn serve(config: Config, config_file: &Path) -> Result<(), String> {
     store.check_writable().map_err(|e| e.to_string())?;
     let shared = Shared::new(&config);
     let services = build(&config, &store, &shared)?;
+    // Listeners change only with a restart: so do the pools that reserve a share.
+    shared.limits.set_active_pools(&services.active_pools());
+    for (pool, share) in shared.limits.shares() {
+        if share.guaranteed > 0 {
+            info!(
+                "{}: {} connection(s) guaranteed, at most {}",
+                pool.name(),
+                share.guaranteed,
+                share.cap
+            );
+        }
+    }
     let _control_socket = match &config.control_socket {
         Some(path) => Some(control::serve(path, shared.throttles.clone())?),
         None => None,

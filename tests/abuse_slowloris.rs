@@ -215,3 +215,45 @@ fn slow_clients_cannot_hold_every_slot_from_a_well_behaved_sender() {
         assert!(said.contains("421 4.4.2"), "{said}");
     }
 }
+
+#[test]
+fn a_flood_of_one_service_leaves_every_other_service_its_share() {
+    // 32 slots. Guaranteed: journal SMTP 8, POP3 3, SMTP proxy 3, the
+    // console 2 (and at most 2); 16 are shared.
+    let sb = Sandbox::for_gateway(
+        "pool-shares",
+        json!({
+            "limits": { "max_connections": 32, "max_connections_per_ip": 100 },
+            "smtp": { "require_tls": false },
+            "console": { "listen": ["127.0.0.1:0"] },
+        }),
+    );
+    let (id, _) = sb.create_mailbox("Journal");
+    let gw = Gateway::start(&sb);
+    // Connections that never start their TLS handshake, to the console,
+    // and connections that never say a word, to the SMTP proxy.
+    let console: Vec<TcpStream> = (0..40).map(|_| tcp(gw.addr("console.listen[0]"))).collect();
+    let proxy: Vec<TcpStream> = (0..40)
+        .map(|_| tcp(gw.addr("smtp_proxy.listen[0]")))
+        .collect();
+    gw.wait_for_log_count("console: refused", 38, Duration::from_secs(30));
+    gw.wait_for_log_count("smtp-proxy: refused", 40 - 19, Duration::from_secs(30));
+    // Journal SMTP and POP3 still answer at once, with their own shares.
+    let mut c = LineClient::plain(gw.addr("smtp.listen[0]"));
+    expect(&c.smtp_reply(), "220 ");
+    expect(&c.smtp("EHLO journal.example"), "250");
+    let sent = c.smtp_send(
+        "journal@example.org",
+        &format!("{id}@localhost"),
+        b"Subject: through the flood\r\n\r\nbody\r\n",
+    );
+    expect(&sent, "250 2.0.0");
+    let mut pop3 = LineClient::plain(gw.addr("pop3.listen[0]"));
+    let greeting = pop3.read_line().unwrap();
+    assert!(greeting.starts_with("+OK"), "{greeting}");
+    assert!(
+        gw.log()
+            .contains("the service's share of limits.max_connections")
+    );
+    drop((console, proxy));
+}

@@ -15,7 +15,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::limits::{ConnectionGuard, ConnectionLimits, LimitHit};
+use super::limits::{ConnectionGuard, ConnectionLimits, LimitHit, Pool};
 
 /// Stack size of a session thread: sessions stream, they hold no large buffers.
 pub const SESSION_STACK_BYTES: usize = 256 * 1024;
@@ -41,6 +41,8 @@ pub struct Service {
     pub busy_reply: Vec<u8>,
     /// Runs the session on its own thread.
     pub handler: Arc<dyn Fn(Accepted) + Send + Sync>,
+    /// Whose share of the connection slots it uses.
+    pub pool: Pool,
 }
 
 /// Flags shared with the signal thread.
@@ -265,11 +267,12 @@ impl Acceptor {
             };
             // SAFETY: the descriptor comes from a socket we own and give up here.
             let tcp = unsafe { TcpStream::from_raw_fd(stream.into_raw_fd()) };
-            let guard = match self.limits.try_acquire(peer.ip()) {
+            let guard = match self.limits.try_acquire(peer.ip(), service.pool) {
                 Ok(guard) => guard,
                 Err(hit) => {
                     let which = match hit {
                         LimitHit::Total => "limits.max_connections",
+                        LimitHit::ServiceCap => "the service's share of limits.max_connections",
                         LimitHit::PerIp => "limits.max_connections_per_ip",
                     };
                     info!("{}: refused {peer}: {which} reached", service.name);

@@ -26,7 +26,7 @@ use rustls::ServerConfig;
 use super::acceptor::Accepted;
 use super::cidr::Cidr;
 use super::conn::{Connection, Input, OnShutdown, TlsInfo};
-use super::limits::{ConnectionGuard, ConnectionLimits};
+use super::limits::{ConnectionGuard, ConnectionLimits, Pool};
 use super::stream::DeadlineSocket;
 use super::tls::TlsServer;
 use super::upstream::{Perform, Request, Response, UpstreamLink};
@@ -239,6 +239,9 @@ pub struct SessionEnv {
     /// Load balancers whose connections start with a PROXY header
     /// (`haproxy_trusted_networks`).
     pub proxy_trusted: Arc<Vec<Cidr>>,
+    /// The service's share of the connection slots, whose use says when
+    /// its idle clients get the overload deadlines.
+    pub pool: Pool,
 }
 
 /// An accepted connection, ready for its protocol.
@@ -252,6 +255,14 @@ pub struct Opened {
 }
 
 impl SessionEnv {
+    /// The same surroundings for a service of `pool`.
+    pub fn for_pool(&self, pool: Pool) -> SessionEnv {
+        SessionEnv {
+            pool,
+            ..self.clone()
+        }
+    }
+
     /// Wraps an accepted socket and, on an implicit-TLS listener, completes the
     /// handshake; `None` (logged) when that fails.
     pub fn open(&self, accepted: Accepted, implicit_tls: bool, service: &str) -> Option<Opened> {
@@ -349,7 +360,7 @@ impl SessionEnv {
     }
 
     fn overloaded(&self) -> bool {
-        self.limits.overloaded()
+        self.limits.overloaded(self.pool)
     }
 
     /// Sleeps `delay` in slices, giving up early when the gateway stops.

@@ -4,6 +4,12 @@
 //! creates a mailbox and reads its password from the page; mail arrives over
 //! SMTP and the dashboard's pending count changes; POP3 retrieves it with
 //! the password the page showed. Screenshots land in target/console-screenshots/.
+//!
+//! Chromium phones home even with --disable-background-networking (a DNS
+//! server, a DNS-over-HTTPS address), so the browser, its driver and the
+//! gateway all run in a network namespace of the test's own where only
+//! loopback reaches anything; every other destination is routed to a
+//! device that discards and counts, and the test fails if it counted one.
 
 mod support;
 
@@ -13,6 +19,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::gateway::Gateway;
+use support::netns;
 use support::{Sandbox, peer, repo, run_with_timeout, stderr, stdout};
 
 const ADMIN: &str = "Tangerine-Orbit-Glacier-42";
@@ -48,6 +55,39 @@ fn spki_hash(cert: &std::path::Path) -> String {
     stdout(&out).trim().to_string()
 }
 
+/// The check below can fail: a program that tries to reach a documentation
+/// address (RFC 5737) from the namespace is caught, though with no route
+/// its attempt fails at once and no packet is sent anywhere.
+fn assert_tracing_sees_an_attempt_beyond_loopback(
+    netns: &netns::LoopbackOnly,
+    dir: &std::path::Path,
+    strace: &std::path::Path,
+) {
+    let python = PathBuf::from("/usr/bin/python3");
+    let (script, trace) = netns::traced(dir, "probe", &python, strace);
+    let out = run_with_timeout(
+        netns.command(&script).args([
+            "-c",
+            "import socket\n\
+             for target in [('127.0.0.1', 9), ('192.0.2.7', 443)]:\n\
+             \ttry: socket.create_connection(target, timeout=2)\n\
+             \texcept OSError: pass\n\
+             u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             try: u.sendto(b'x', ('198.51.100.53', 53))\n\
+             except OSError: pass",
+        ]),
+        b"",
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let caught = netns::beyond_loopback(&trace);
+    assert!(
+        caught.len() == 2 && caught[0].contains("192.0.2.7") && caught[1].contains("198.51.100.53"),
+        "the trace check misses an attempt: {caught:?}\n{}",
+        std::fs::read_to_string(&trace).unwrap_or_default()
+    );
+}
+
 #[test]
 fn an_administrator_manages_a_mailbox_in_a_real_browser() {
     let (Some(chromium), Some(chromedriver), Some(python), Some(_)) = (
@@ -61,6 +101,16 @@ fn an_administrator_manages_a_mailbox_in_a_real_browser() {
     ) else {
         return;
     };
+    let Some(strace) = peer("strace", &["strace"]) else {
+        return;
+    };
+    if !support::is_root() || peer("ip (iproute2)", &["ip"]).is_none() {
+        support::missing_peer::<()>(
+            "a network namespace of the test's own needs root and iproute2",
+        );
+        return;
+    }
+    let netns = support::netns::LoopbackOnly::new();
     let sb = Sandbox::for_gateway(
         "console-browser",
         json!({ "console": { "listen": ["127.0.0.1:0"] } }),
@@ -73,13 +123,17 @@ fn an_administrator_manages_a_mailbox_in_a_real_browser() {
         password_file.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let gw = Gateway::start(&sb);
+    let gw = Gateway::start_with(&sb, |command| netns.enter(command));
+    // Every connect() and sendto() of Chromium and its children, traced.
+    let (traced_chromium, trace) = netns::traced(&sb.dir, "chromium", &chromium, &strace);
+    assert_tracing_sees_an_attempt_beyond_loopback(&netns, &sb.dir, &strace);
     let shots = repo().join("target/console-screenshots");
     let url = format!("https://localhost:{}", gw.addr("console.listen[0]").port());
     // `timeout` signals its whole process group: chromedriver and Chromium
     // go with Python if the deadline passes.
     let out = run_with_timeout(
-        Command::new("timeout")
+        netns
+            .command("timeout")
             .args(["-k", "5", "170"])
             .arg(python)
             .arg(repo().join("tests/python/console_browser.py"))
@@ -90,7 +144,7 @@ fn an_administrator_manages_a_mailbox_in_a_real_browser() {
             .arg(gw.addr("pop3.listen_tls[0]").port().to_string())
             .arg(spki_hash(&gw.cert))
             .arg(&shots)
-            .env("CHROMIUM", chromium)
+            .env("CHROMIUM", &traced_chromium)
             .env("CHROMEDRIVER", chromedriver),
         b"",
         Duration::from_secs(180),
@@ -101,6 +155,12 @@ fn an_administrator_manages_a_mailbox_in_a_real_browser() {
         stdout(&out),
         stderr(&out),
         gw.log()
+    );
+    let elsewhere = netns::beyond_loopback(&trace);
+    assert!(
+        elsewhere.is_empty(),
+        "the browser tried to reach beyond loopback:\n{}",
+        elsewhere.join("\n")
     );
     let seen: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     assert_eq!(

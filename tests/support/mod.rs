@@ -7,6 +7,7 @@ pub mod dovecot;
 pub mod gateway;
 pub mod haproxy;
 pub mod https;
+pub mod netns;
 pub mod postfix;
 pub mod recorder;
 pub mod scripted;

@@ -167,6 +167,7 @@ fn session_env(config: &Config, tls: &Arc<TlsServer>, shared: &Shared) -> Sessio
         limits: Arc::clone(&shared.limits),
         proxy_trusted: Arc::new(config.haproxy_trusted_networks.clone()),
         pool: Pool::Journal,
+        expected_clients: Arc::new(Vec::new()),
     }
 }
 
@@ -202,7 +203,10 @@ impl Parts<'_> {
             store: self.store.clone(),
             mailbox_domain: config.mailbox_domain.clone(),
             allowed_clients: config.smtp.allowed_clients.clone(),
-            env: self.env.for_pool(Pool::Journal),
+            env: SessionEnv {
+                expected_clients: Arc::new(config.smtp.allowed_clients.clone()),
+                ..self.env.for_pool(Pool::Journal)
+            },
         }
     }
 

@@ -13,6 +13,7 @@ pub mod control;
 pub mod crypto;
 pub mod dot_stuffing;
 pub mod gateway;
+pub mod logging;
 pub mod net;
 pub mod pop3;
 pub mod proxy;

@@ -32,6 +32,8 @@ fn accepted_ports(gw: &Gateway) -> Vec<u16> {
 fn connections_waiting_while_descriptors_ran_out_are_served_when_they_return() {
     let sb = Sandbox::for_gateway("fd-limit", json!({ "limits": { "max_connections": 1000 } }));
     let gw = Gateway::start_with(&sb, |command| {
+        // A connection that has sent nothing yet is logged at DEBUG.
+        command.env("RUST_LOG", "info,sealpost=debug");
         // SAFETY: setrlimit in the child between fork and exec; it touches
         // nothing but the child's own limits.
         unsafe {

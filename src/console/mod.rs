@@ -157,7 +157,12 @@ impl ConsoleService {
                 response
             }
             Err(e) => {
-                info!("console {peer}: {e}");
+                if opened.conn.heard_from_client() {
+                    info!("console {peer}: {e}");
+                } else {
+                    // Connected and left without a word: a probe.
+                    log::debug!("console {peer}: {e}");
+                }
                 match e.status() {
                     Some(code) => self.problem(code, &e.to_string(), None),
                     None => {

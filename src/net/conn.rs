@@ -47,6 +47,10 @@ pub struct Connection {
     stream: Stream,
     peer: SocketAddr,
     shutdown: Arc<AtomicBool>,
+    /// Logged at INFO when the client first sends something.
+    announce: Option<String>,
+    /// Whether the client has sent a byte (after TLS, where TLS is on).
+    heard: bool,
 }
 
 impl Connection {
@@ -56,7 +60,21 @@ impl Connection {
             stream: Stream::new(tcp),
             peer,
             shutdown,
+            announce: None,
+            heard: false,
         }
+    }
+
+    /// Logs `line` at INFO once the client sends its first byte. A client
+    /// that connects and leaves without a word (a monitoring probe such as
+    /// `sealpost status`) is logged at DEBUG only.
+    pub fn announce_on_input(&mut self, line: String) {
+        self.announce = Some(line);
+    }
+
+    /// Whether the client has sent anything.
+    pub fn heard_from_client(&self) -> bool {
+        self.heard
     }
 
     /// The client's address.
@@ -99,7 +117,15 @@ impl Connection {
             }
             match self.stream.read(buf, until.min(now + POLL_SLICE)) {
                 Ok(0) => return Ok(Input::Closed),
-                Ok(n) => return Ok(Input::Data(n)),
+                Ok(n) => {
+                    if !self.heard {
+                        self.heard = true;
+                        if let Some(line) = self.announce.take() {
+                            log::info!("{line}");
+                        }
+                    }
+                    return Ok(Input::Data(n));
+                }
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => continue,
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(Input::Closed),
                 Err(e) => return Err(e),

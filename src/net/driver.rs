@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use log::{debug, info};
+use log::{debug, info, warn};
 use rustls::ServerConfig;
 
 use super::acceptor::Accepted;
@@ -242,6 +242,10 @@ pub struct SessionEnv {
     /// The service's share of the connection slots, whose use says when
     /// its idle clients get the overload deadlines.
     pub pool: Pool,
+    /// Clients whose failed TLS handshake is a warning, not news: the
+    /// journal senders of `smtp.allowed_clients` (from anyone else it is
+    /// INFO, as scanners hit 465 and 995 all day).
+    pub expected_clients: Arc<Vec<Cidr>>,
 }
 
 /// An accepted connection, ready for its protocol.
@@ -254,7 +258,15 @@ pub struct Opened {
     pub guard: ConnectionGuard,
 }
 
+/// How an end reason says that a TLS handshake failed.
+const HANDSHAKE_FAILED: &str = "TLS handshake";
+
 impl SessionEnv {
+    /// Whether `peer` is one of the clients whose failures are warnings.
+    fn is_expected(&self, peer: std::net::SocketAddr) -> bool {
+        self.expected_clients.iter().any(|c| c.contains(peer.ip()))
+    }
+
     /// The same surroundings for a service of `pool`.
     pub fn for_pool(&self, pool: Pool) -> SessionEnv {
         SessionEnv {
@@ -285,17 +297,23 @@ impl SessionEnv {
             match conn.start_tls(self.tls.current(), deadline) {
                 Ok(info) => tls = Some(info),
                 Err(e) => {
-                    info!("{service} {peer}: TLS handshake failed: {e}");
+                    if self.is_expected(peer) {
+                        warn!("{service} {peer}: TLS handshake failed: {e}");
+                    } else {
+                        info!("{service} {peer}: TLS handshake failed: {e}");
+                    }
                     return None;
                 }
             }
         }
-        info!(
+        let connected = format!(
             "{service} {peer}: connected{}",
             tls.as_ref()
                 .map(|t| format!(" ({} {})", t.version, t.cipher))
                 .unwrap_or_default()
         );
+        debug!("{connected}");
+        conn.announce_on_input(connected);
         Some(Opened { conn, tls, guard })
     }
 
@@ -354,8 +372,16 @@ impl SessionEnv {
         let peer = opened.conn.peer();
         let mut protocol = make(peer, opened.tls.take());
         let end = self.drive(&mut opened.conn, &mut protocol);
+        let heard = opened.conn.heard_from_client();
         opened.conn.close();
-        info!("{service} {peer}: {end}");
+        if end.contains(HANDSHAKE_FAILED) && self.is_expected(peer) {
+            warn!("{service} {peer}: {end}");
+        } else if heard {
+            info!("{service} {peer}: {end}");
+        } else {
+            // Connected and left without a word: a probe.
+            debug!("{service} {peer}: {end}");
+        }
         Some(protocol)
     }
 
@@ -569,7 +595,7 @@ impl Driver<'_> {
                 Ok(())
             }
             Err(e) => Err(format!(
-                "TLS handshake after the upgrade command failed: {e}"
+                "{HANDSHAKE_FAILED} after the upgrade command failed: {e}"
             )),
         }
     }

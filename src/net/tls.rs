@@ -200,6 +200,91 @@ pub fn self_signed(names: &[String]) -> Result<(String, String), TlsError> {
     Ok((certificate.pem(), signing_key.serialize_pem()))
 }
 
+/// Accepts any server certificate: for [`probe_handshake`] only, which
+/// checks that a listener completes a handshake and sends nothing.
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Completes a TLS handshake as a client on `tcp` and closes it cleanly
+/// (close_notify): `sealpost status` checking that an implicit-TLS listener
+/// answers. Every read and write waits at most `each`. The certificate is
+/// not checked: nothing is sent but the handshake.
+pub fn probe_handshake(tcp: std::net::TcpStream, each: std::time::Duration) -> std::io::Result<()> {
+    use std::io::Write;
+    let provider = provider();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&TLS13, &TLS12])
+        .map_err(std::io::Error::other)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("sealpost-status.invalid")
+        .map_err(std::io::Error::other)?;
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), name).map_err(std::io::Error::other)?;
+    tcp.set_read_timeout(Some(each))?;
+    tcp.set_write_timeout(Some(each))?;
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    // A handshake is a few round trips; a listener that takes more is not answering.
+    for _ in 0..16 {
+        if !stream.conn.is_handshaking() {
+            stream.conn.send_close_notify();
+            let _ = stream.flush();
+            return Ok(());
+        }
+        stream.conn.complete_io(&mut stream.sock)?;
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "the TLS handshake did not finish",
+    ))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -63,7 +63,7 @@ impl Backend for StoreLogin {
         let attempt = match ctx.throttle.begin(self.client, id.as_ref()) {
             Ok(attempt) => attempt,
             Err(why) => {
-                info!(
+                warn!(
                     "pop3 {}: login for {user:?} refused: locked out ({why:?})",
                     self.client
                 );

@@ -158,7 +158,7 @@ impl Relay for StoreRelay {
             .throttle
             .begin(client, mailbox.as_ref())
             .map_err(|why| {
-                info!("{service} {client}: login {name:?} refused: locked out ({why:?})");
+                warn!("{service} {client}: login {name:?} refused: locked out ({why:?})");
                 Refusal {
                     failure: LoginFailure::Temporary,
                     delay: Duration::ZERO,

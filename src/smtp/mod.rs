@@ -3,6 +3,7 @@
 pub mod bdat;
 pub mod command;
 pub mod delivery;
+pub mod message_id;
 pub mod proxy;
 pub mod proxy_service;
 pub mod reply;

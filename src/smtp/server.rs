@@ -11,6 +11,7 @@ use log::{info, warn};
 
 use super::bdat::LineEndingCheck;
 use super::command::{self, Body, Command, MailParams, Path};
+use super::message_id::MessageIdScan;
 use super::reply::Reply;
 use crate::dot_stuffing::DataReceiver;
 use crate::net::driver::Step;
@@ -119,10 +120,13 @@ struct Incoming {
     size: u64,
     limit: u64,
     write_error: Option<std::io::Error>,
+    /// For the `result=stored` line.
+    message_id: MessageIdScan,
 }
 
 impl Incoming {
     fn write(&mut self, bytes: &[u8]) {
+        self.message_id.feed(bytes);
         self.size += bytes.len() as u64;
         if self.size > self.limit {
             // Over the limit: keep reading to the end, store nothing.
@@ -534,7 +538,7 @@ impl<B: Backend> Session<B> {
             ),
         };
         // A journal rule pointing at a wrong address shows here.
-        info!(
+        warn!(
             "smtp[{}] from=<{}> rcpt=<{}> result=refused reply={} reason={reason}",
             tx.queue_id, tx.mail_from.0, to.0, reply.code
         );
@@ -554,6 +558,7 @@ impl<B: Backend> Session<B> {
             size: 0,
             limit: self.settings.max_message_bytes,
             write_error: None,
+            message_id: MessageIdScan::new(),
         })
     }
 
@@ -696,15 +701,21 @@ impl<B: Backend> Session<B> {
         reply
     }
 
-    fn complete_message(&mut self, tx: Transaction, incoming: Incoming, ending: LineEnds) -> Reply {
+    fn complete_message(
+        &mut self,
+        tx: Transaction,
+        mut incoming: Incoming,
+        ending: LineEnds,
+    ) -> Reply {
         let qid = &tx.queue_id;
         let tls = self.client.tls.as_ref().map(|t| t.version.clone());
         let summary = format!(
-            "smtp[{qid}] tls={} from=<{}> size={} rcpts={}",
+            "smtp[{qid}] tls={} from=<{}> size={} rcpts={} message_id={}",
             tls.as_deref().unwrap_or("none"),
             tx.mail_from.0,
             incoming.size,
-            tx.recipients.len()
+            tx.recipients.len(),
+            incoming.message_id.message_id().unwrap_or("none")
         );
         if incoming.size > incoming.limit {
             info!("{summary} result=rejected reason=too-large");

@@ -33,7 +33,17 @@ impl Gateway {
     /// [`Gateway::start`], with `adjust` given the command first (to set a
     /// resource limit, say).
     pub fn start_with(sb: &Sandbox, adjust: impl FnOnce(&mut Command)) -> Gateway {
-        let mut command = Command::new(sealpost_bin());
+        Gateway::start_program(sb, Command::new(sealpost_bin()), adjust)
+    }
+
+    /// [`Gateway::start_with`] for another program: `command` is the
+    /// binary to run, with anything that must come before the gateway's
+    /// own arguments (an emulator and the binary it runs, say).
+    pub fn start_program(
+        sb: &Sandbox,
+        mut command: Command,
+        adjust: impl FnOnce(&mut Command),
+    ) -> Gateway {
         command
             .arg("-c")
             .arg(sb.config())
@@ -65,7 +75,7 @@ impl Gateway {
                 }
             }
         });
-        if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
+        if ready_rx.recv_timeout(Duration::from_secs(60)).is_err() {
             let _ = child.kill();
             panic!("the gateway did not start:\n{}", log.lock().unwrap());
         }

@@ -107,13 +107,13 @@ fn fetchmail_examples_collect_and_delete_over_pop3s_and_stls() {
     ] {
         let s = setup(&format!("guide-{name}"), 2);
         let home = s.sb.dir.join("fetchmail");
-        let (mda, out_dir) = support::fetchmail_mda(&home);
+        fs::create_dir_all(&home).unwrap();
+        // The example's own MDA, as shipped: the shell writes each message
+        // into $HOME/archive/.
+        let out_dir = home.join("archive");
         let text = s.localise(
             &example(name),
-            &[
-                (port, format!("service {} ", s.port(key))),
-                ("mda \"/usr/bin/procmail -d %T\"", format!("mda \"{mda}\"")),
-            ],
+            &[(port, format!("service {} ", s.port(key)))],
         );
         let rc = home.join("fetchmailrc");
         write_private(&rc, &text);
@@ -122,7 +122,8 @@ fn fetchmail_examples_collect_and_delete_over_pop3s_and_stls() {
             .arg(&rc)
             .args(["--nodetach", "-v", "--pidfile"])
             .arg(home.join("fetchmail.pid"))
-            .env("FETCHMAILHOME", &home));
+            .env("FETCHMAILHOME", &home)
+            .env("HOME", &home));
         assert!(
             out.status.success(),
             "{name}:\n{}{}",
@@ -184,6 +185,13 @@ fn the_getmail_example_collects_into_a_maildir_and_deletes() {
         "{transcript}"
     );
     assert_eq!(fs::read_dir(maildir.join("new")).unwrap().count(), 2);
+    for entry in fs::read_dir(maildir.join("new")).unwrap() {
+        let text = fs::read_to_string(entry.unwrap().path()).unwrap();
+        // delivered_to = false, received = false: nothing of getmail's on top.
+        let headers = text.split("\n\n").next().unwrap_or("");
+        assert!(!headers.contains("Delivered-To:"), "{headers}");
+        assert!(!headers.contains("by getmail"), "{headers}");
+    }
     assert!(s.sb.message_files(&s.id).is_empty());
 }
 
@@ -282,4 +290,47 @@ fn the_readme_quick_start_works_when_pasted() {
         "the journal report came back"
     );
     assert!(stdout(&out).contains("mailbox mbx-"), "{}", stdout(&out));
+}
+
+#[test]
+fn the_nftables_example_is_valid_and_lets_ipv6_neighbour_discovery_through() {
+    let Some(nft) = peer("nft (nftables)", &["nft", "/usr/sbin/nft"]) else {
+        return;
+    };
+    let Some(unshare) = peer("unshare (util-linux)", &["unshare"]) else {
+        return;
+    };
+    if !is_root() {
+        support::missing_peer::<()>("nft --check needs root");
+        return;
+    }
+    let doc = fs::read_to_string(repo().join("docs/dns-and-firewall.md")).unwrap();
+    let after = doc.split("Example with nftables").nth(1).unwrap();
+    let block = after.split("```\n").nth(1).unwrap();
+    // A drop policy without neighbour discovery breaks IPv6 (RFC 4890).
+    assert!(block.contains("policy drop"), "{block}");
+    for needed in [
+        "nd-neighbor-solicit",
+        "nd-neighbor-advert",
+        "packet-too-big",
+    ] {
+        assert!(block.contains(needed), "{needed} in\n{block}");
+    }
+    let file = std::env::temp_dir().join(format!("sealpost-nft-{}.nft", std::process::id()));
+    fs::write(&file, block).unwrap();
+    // Checked only (-c), in a network namespace of its own: nothing of this
+    // machine's firewall is touched.
+    let out = run(Command::new(unshare)
+        .arg("--net")
+        .arg(nft)
+        .arg("-c")
+        .arg("-f")
+        .arg(&file));
+    let _ = fs::remove_file(&file);
+    assert!(
+        out.status.success(),
+        "nft -c:\n{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
 }

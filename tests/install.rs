@@ -245,7 +245,7 @@ fn the_debian_package_has_the_installed_layout_and_its_maintainer_scripts() {
     let listing = stdout(&out);
     for (path, perms) in [
         ("./usr/bin/sealpost", "-rwxr-xr-x"),
-        ("./lib/systemd/system/sealpost.service", "-rw-r--r--"),
+        ("./usr/lib/systemd/system/sealpost.service", "-rw-r--r--"),
         ("./usr/share/sealpost/gateway.json", "-rw-r--r--"),
         ("./usr/share/sealpost/sealpost-setup", "-rwxr-xr-x"),
         ("./usr/share/doc/sealpost/README.md", "-rw-r--r--"),
@@ -287,9 +287,9 @@ fn the_debian_package_has_the_installed_layout_and_its_maintainer_scripts() {
     let out = run(Command::new(&dpkg_deb).arg("-x").arg(&deb).arg(&unpacked));
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
-        fs::read(unpacked.join("lib/systemd/system/sealpost.service")).unwrap(),
+        fs::read(unpacked.join("usr/lib/systemd/system/sealpost.service")).unwrap(),
         fs::read(repo().join("packaging/sealpost.service")).unwrap()
     );
     add_systemd_basics(&unpacked);
-    verify_unit(&analyze, &unpacked, "/lib/systemd/system/sealpost.service");
+    verify_unit(&analyze, &unpacked, "/usr/lib/systemd/system/sealpost.service");
 }

@@ -184,6 +184,20 @@ fn a_size_in_the_file_name_that_disagrees_with_the_metadata_is_damage() {
     assert!(lied.exists() && junk.exists(), "nothing was removed");
 }
 
+/// How many `.eml` files an export or `scripts/decrypt` wrote into `dir`.
+fn eml_count(dir: &std::path::Path) -> usize {
+    fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "eml")
+        })
+        .count()
+}
+
 /// Makes a FIFO at `path`.
 fn mkfifo(path: &std::path::Path) {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
@@ -277,16 +291,7 @@ fn scripts_decrypt_reports_a_fifo_a_directory_and_a_duplicate_name_as_damaged_an
     assert!(err.contains("is a directory"), "{err}");
     assert!(err.contains("has the same UIDL"), "{err}");
     assert!(err.contains("2 message(s) written"), "{err}");
-    let written = fs::read_dir(&out_dir)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "eml")
-        })
-        .count();
+    let written = eml_count(&out_dir);
     assert_eq!(written, 2);
 }
 
@@ -339,16 +344,7 @@ fn after_a_password_reset_the_old_messages_are_moved_aside_not_served_as_damaged
         exported.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let emls = fs::read_dir(&exported)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "eml")
-        })
-        .count();
+    let emls = eml_count(&exported);
     assert_eq!(emls, 2);
     let out = sb.run(&[
         "mailbox",

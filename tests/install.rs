@@ -291,5 +291,9 @@ fn the_debian_package_has_the_installed_layout_and_its_maintainer_scripts() {
         fs::read(repo().join("packaging/sealpost.service")).unwrap()
     );
     add_systemd_basics(&unpacked);
-    verify_unit(&analyze, &unpacked, "/usr/lib/systemd/system/sealpost.service");
+    verify_unit(
+        &analyze,
+        &unpacked,
+        "/usr/lib/systemd/system/sealpost.service",
+    );
 }

@@ -126,8 +126,12 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
 /// Reads a small regular file (a key or mailbox file) whole, opened as
 /// [`open_regular`] does, refusing one larger than `max` bytes.
 pub fn read_regular(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    read_bounded(open_regular(path)?, max)
+}
+
+/// Reads `file` whole, refusing one larger than `max` bytes.
+pub fn read_bounded(file: File, max: u64) -> io::Result<Vec<u8>> {
     use std::io::Read;
-    let file = open_regular(path)?;
     let mut out = Vec::new();
     file.take(max + 1).read_to_end(&mut out)?;
     if out.len() as u64 > max {

@@ -28,7 +28,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -226,7 +226,7 @@ pub fn merge(store: &Store, standby: &Path) -> Result<MergeReport, StoreError> {
         };
         let info = theirs
             .file(INFO_FILE)
-            .and_then(|f| read_bounded(f, MAX_INFO))
+            .and_then(|f| beneath::read_bounded(f, MAX_INFO))
             .map_err(walk_error(&theirs.path().join(INFO_FILE), "cannot read"))
             .and_then(|text| mailbox::parse_info(&text, &theirs.path().join(INFO_FILE)));
         let info = match info {
@@ -284,18 +284,6 @@ pub fn merge(store: &Store, standby: &Path) -> Result<MergeReport, StoreError> {
         report.receipt = Some(write_receipt(store, receipt)?);
     }
     Ok(report)
-}
-
-fn read_bounded(file: fs::File, max: u64) -> io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    file.take(max + 1).read_to_end(&mut out)?;
-    if out.len() as u64 > max {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("larger than {max} bytes"),
-        ));
-    }
-    Ok(out)
 }
 
 fn identity(file: &fs::File) -> io::Result<beneath::Identity> {

@@ -21,7 +21,7 @@ use std::time::Duration;
 use log::{info, warn};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{LoginThrottle, Subject};
+use crate::auth::{KdfSlots, KdfUse, LoginThrottle, Subject};
 use crate::store::MailboxId;
 
 /// Longest request line.
@@ -32,6 +32,15 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The throttle of every service, by service name.
 #[derive(Clone, Default)]
 pub struct Throttles(pub Vec<(&'static str, Arc<LoginThrottle>)>);
+
+/// What the control socket reaches in the running gateway.
+#[derive(Clone)]
+pub struct Controls {
+    /// Every service's login throttle.
+    pub throttles: Throttles,
+    /// The gateway's one cap on key derivations.
+    pub kdf: Arc<KdfSlots>,
+}
 
 /// One lockout as the socket reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +62,8 @@ struct Answer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cleared: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    kdf: Option<KdfUse>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
 
@@ -67,6 +78,19 @@ fn parse_target(text: &str) -> Result<Option<Subject>, String> {
     text.parse::<MailboxId>()
         .map(|id| Some(Subject::Mailbox(id)))
         .map_err(|_| format!("{text:?} is neither an IP address nor a mailbox id"))
+}
+
+impl Controls {
+    fn answer(&self, request: &str) -> Answer {
+        let mut words = request.split_whitespace();
+        match (words.next(), words.next(), words.next()) {
+            (Some("KDF"), None, _) => Answer {
+                kdf: Some(self.kdf.usage()),
+                ..Answer::default()
+            },
+            _ => self.throttles.answer(request),
+        }
+    }
 }
 
 impl Throttles {
@@ -134,7 +158,7 @@ impl Drop for ControlSocket {
 /// path that is not a socket (a file, a directory, a link) is left alone
 /// and starting is refused: a mistyped `control_socket` must not delete
 /// the file it names.
-pub fn serve(path: &Path, throttles: Throttles) -> Result<ControlSocket, String> {
+pub fn serve(path: &Path, controls: Controls) -> Result<ControlSocket, String> {
     if UnixStream::connect(path).is_ok() {
         return Err(format!(
             "control_socket {}: another gateway is already running and answering there",
@@ -170,7 +194,7 @@ pub fn serve(path: &Path, throttles: Throttles) -> Result<ControlSocket, String>
             for stream in listener.incoming() {
                 match stream {
                     Ok(stream) => {
-                        if let Err(e) = handle(stream, &throttles) {
+                        if let Err(e) = handle(stream, &controls) {
                             warn!("control: {e}");
                         }
                     }
@@ -188,12 +212,12 @@ pub fn serve(path: &Path, throttles: Throttles) -> Result<ControlSocket, String>
     })
 }
 
-fn handle(stream: UnixStream, throttles: &Throttles) -> io::Result<()> {
+fn handle(stream: UnixStream, controls: &Controls) -> io::Result<()> {
     stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
     stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
     let mut line = String::new();
     BufReader::new((&stream).take(MAX_REQUEST)).read_line(&mut line)?;
-    let answer = throttles.answer(line.trim());
+    let answer = controls.answer(line.trim());
     let mut json = serde_json::to_vec(&answer).map_err(io::Error::other)?;
     json.push(b'\n');
     (&stream).write_all(&json)
@@ -234,6 +258,14 @@ fn request(path: &Path, line: &str) -> Result<Answer, ClientError> {
     }
 }
 
+/// The key derivations of a running gateway: its cap, how many run now,
+/// and the most that ran at once.
+pub fn kdf(path: &Path) -> Result<KdfUse, ClientError> {
+    request(path, "KDF")?
+        .kdf
+        .ok_or_else(|| ClientError::Refused("no KDF figures in the answer".into()))
+}
+
 /// The current lockouts of a running gateway.
 pub fn lockouts(path: &Path) -> Result<Vec<LockoutReport>, ClientError> {
     Ok(request(path, "LOCKOUTS")?.lockouts.unwrap_or_default())
@@ -261,17 +293,37 @@ mod tests {
         }))
     }
 
+    fn controls() -> Controls {
+        Controls {
+            throttles: Throttles::default(),
+            kdf: Arc::new(KdfSlots::new(1)),
+        }
+    }
+
     #[test]
     fn lockouts_are_listed_and_cleared_over_the_socket() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("control.sock");
         let pop3 = throttle();
         let proxy = throttle();
+        let kdf = Arc::new(KdfSlots::new(3));
         let _socket = serve(
             &path,
-            Throttles(vec![("pop3", pop3.clone()), ("pop3-proxy", proxy.clone())]),
+            Controls {
+                throttles: Throttles(vec![("pop3", pop3.clone()), ("pop3-proxy", proxy.clone())]),
+                kdf: Arc::clone(&kdf),
+            },
         )
         .unwrap();
+        kdf.run(|| assert_eq!(super::kdf(&path).unwrap().in_flight, 1));
+        assert_eq!(
+            super::kdf(&path).unwrap(),
+            KdfUse {
+                max: 3,
+                in_flight: 0,
+                peak: 1
+            }
+        );
         let _ = pop3
             .begin("192.0.2.7".parse().unwrap(), None)
             .unwrap()
@@ -299,8 +351,8 @@ mod tests {
     fn a_second_gateway_on_the_same_socket_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("control.sock");
-        let _first = serve(&path, Throttles::default()).unwrap();
-        let err = serve(&path, Throttles::default()).err().unwrap();
+        let _first = serve(&path, controls()).unwrap();
+        let err = serve(&path, controls()).err().unwrap();
         assert!(err.contains("another gateway is already running"), "{err}");
     }
 
@@ -309,7 +361,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("control.sock");
         fs::write(&path, b"precious").unwrap();
-        let err = serve(&path, Throttles::default()).err().unwrap();
+        let err = serve(&path, controls()).err().unwrap();
         assert!(
             err.contains("regular file at this path, not a socket"),
             "{err}"
@@ -317,12 +369,12 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"precious");
         fs::remove_file(&path).unwrap();
         fs::create_dir(&path).unwrap();
-        let err = serve(&path, Throttles::default()).err().unwrap();
+        let err = serve(&path, controls()).err().unwrap();
         assert!(err.contains("directory at this path"), "{err}");
         fs::remove_dir(&path).unwrap();
         // A socket left by a gateway that died is replaced.
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
-        let socket = serve(&path, Throttles::default()).unwrap();
+        let socket = serve(&path, controls()).unwrap();
         // A file put in its place meanwhile is not removed at shutdown.
         fs::remove_file(&path).unwrap();
         fs::write(&path, b"other").unwrap();

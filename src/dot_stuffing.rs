@@ -324,6 +324,14 @@ mod tests {
                     out.len() >= before_end.len() - 1,
                     "{vector:?}: the smuggled part stays inside the one message"
                 );
+                // And it is there as content, word for word, in order.
+                assert!(out.starts_with(b"Subject: first\r\n\r\nbody"), "{out:?}");
+                assert!(
+                    out.ends_with(
+                        b"MAIL FROM:<evil@example.com>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\n\r\n"
+                    ),
+                    "{vector:?} split {size}: {out:?}"
+                );
             });
         }
     }

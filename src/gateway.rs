@@ -97,6 +97,9 @@ struct Shared {
     throttles: Throttles,
     /// The web console's open sessions.
     console_sessions: Arc<Sessions>,
+    /// The one cap on concurrent key derivations, for every service, kept
+    /// across reloads (a reload changes only its size).
+    kdf_slots: Arc<KdfSlots>,
     /// What the acceptor bound (key, address), for the console's dashboard.
     bound: Bound,
 }
@@ -121,6 +124,7 @@ impl Shared {
                 ("console", throttle()),
             ]),
             console_sessions: Arc::default(),
+            kdf_slots: Arc::new(KdfSlots::new(l.max_concurrent_kdf as usize)),
             bound: Bound::default(),
         }
     }
@@ -135,6 +139,8 @@ impl Shared {
         );
         self.limits
             .set_trusted(config.haproxy_trusted_networks.clone());
+        self.kdf_slots
+            .set_max(config.limits.max_concurrent_kdf as usize);
         for (_, throttle) in &self.throttles.0 {
             throttle.set_settings(throttle_settings(config));
         }
@@ -210,7 +216,7 @@ impl Parts<'_> {
         }
     }
 
-    fn pop3(&self, throttle: &Arc<LoginThrottle>) -> Pop3Service {
+    fn pop3(&self, throttle: &Arc<LoginThrottle>, kdf_slots: &Arc<KdfSlots>) -> Pop3Service {
         let config = self.config;
         Pop3Service {
             settings: Pop3Settings {
@@ -221,7 +227,7 @@ impl Parts<'_> {
                 store: self.store.clone(),
                 mailbox_domain: config.mailbox_domain.clone(),
                 throttle: Arc::clone(throttle),
-                kdf_slots: Arc::new(KdfSlots::new(config.limits.max_concurrent_kdf as usize)),
+                kdf_slots: Arc::clone(kdf_slots),
                 kdf: config.kdf.params(),
             }),
             env: self.env.for_pool(Pool::Pop3),
@@ -271,9 +277,7 @@ impl Parts<'_> {
             throttle: Arc::clone(throttle),
             sessions: Arc::clone(&shared.console_sessions),
             bound: shared.bound.clone(),
-            kdf_slots: Arc::new(KdfSlots::new(
-                self.config.limits.max_concurrent_kdf as usize,
-            )),
+            kdf_slots: Arc::clone(&shared.kdf_slots),
         }
     }
 
@@ -304,7 +308,7 @@ fn build(config: &Config, store: &Store, shared: &Shared) -> Result<Services, St
     };
     let throttles = &shared.throttles.0;
     let smtp = Arc::new(parts.journal());
-    let pop3 = Arc::new(parts.pop3(&throttles[0].1));
+    let pop3 = Arc::new(parts.pop3(&throttles[0].1, &shared.kdf_slots));
     let smtp_proxy = Arc::new(parts.smtp_proxy(&throttles[1].1)?);
     let pop3_proxy = Arc::new(parts.pop3_proxy(&throttles[2].1)?);
     let proxies_listen = [config.smtp_proxy.listeners(), config.pop3_proxy.listeners()]
@@ -402,7 +406,13 @@ pub fn serve(config: Config, config_file: &Path) -> Result<(), String> {
         }
     }
     let _control_socket = match &config.control_socket {
-        Some(path) => Some(control::serve(path, shared.throttles.clone())?),
+        Some(path) => Some(control::serve(
+            path,
+            control::Controls {
+                throttles: shared.throttles.clone(),
+                kdf: Arc::clone(&shared.kdf_slots),
+            },
+        )?),
         None => None,
     };
     let acceptor = Acceptor::bind(

@@ -214,3 +214,69 @@ fn a_login_flood_stays_within_the_kdf_memory_and_the_right_password_works_after_
         pop3_login(&gw, "127.0.0.9", &id, &password).starts_with("+OK")
     });
 }
+
+/// Asks the running gateway's control socket for its key-derivation figures.
+fn kdf_usage(sb: &Sandbox) -> serde_json::Value {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream =
+        std::os::unix::net::UnixStream::connect(sb.data().join("control.sock")).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(b"KDF\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).unwrap();
+    let answer: serde_json::Value = serde_json::from_str(&line).unwrap();
+    answer["kdf"].clone()
+}
+
+#[test]
+fn key_derivations_are_capped_for_the_whole_gateway_across_services_and_reloads() {
+    // Derivations that take a moment (32 MiB, 2 passes), so that they overlap.
+    let sb = Sandbox::for_gateway(
+        "kdf-global",
+        json!({
+            "kdf": { "opslimit": 2, "memlimit_bytes": 32 * 1024 * 1024 },
+            "limits": { "max_concurrent_kdf": 2, "max_failed_logins": 1000 },
+            "console": { "listen": ["127.0.0.1:0"] },
+        }),
+    );
+    let (id, _) = sb.create_mailbox("Journal");
+    let out = sb.run_with_input(
+        &["console", "passwd", "--password-file", "-"],
+        b"Tangerine-Orbit-Glacier-42\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let gw = Arc::new(Gateway::start(&sb));
+    let start = Arc::new(Barrier::new(13));
+    let mut handles = Vec::new();
+    // POP3 logins and console logins at once, all with wrong passwords (each
+    // still costs a whole derivation).
+    for _ in 0..6 {
+        let (gw, start, id) = (gw.clone(), start.clone(), id.clone());
+        handles.push(std::thread::spawn(move || {
+            start.wait();
+            pop3_login(&gw, "127.0.0.1", &id, "not the password");
+        }));
+    }
+    for _ in 0..6 {
+        let (gw, start) = (gw.clone(), start.clone());
+        handles.push(std::thread::spawn(move || {
+            start.wait();
+            let mut client = support::https::Client::new(gw.addr("console.listen[0]"), &gw.cert);
+            client.login("not the administrator password");
+        }));
+    }
+    // And a reload while they run: the cap is the gateway's, not a service's.
+    start.wait();
+    gw.signal(libc::SIGHUP);
+    for h in handles {
+        h.join().unwrap();
+    }
+    gw.wait_for_log("configuration reloaded", std::time::Duration::from_secs(30));
+    let usage = kdf_usage(&sb);
+    assert_eq!(usage["max"], 2, "{usage}");
+    assert_eq!(usage["in_flight"], 0, "{usage}");
+    // Twelve derivations queued: two ran at once, never more.
+    assert_eq!(usage["peak"], 2, "{usage}");
+}

@@ -704,7 +704,7 @@ fn cert_show_prints_the_served_certificate() {
 #[test]
 fn run_as_root_the_cli_works_as_the_data_directory_owner() {
     if !is_root() {
-        eprintln!("SKIPPED: switching to the data directory's owner needs root");
+        support::missing_peer::<()>("switching to the data directory's owner needs root");
         return;
     }
     use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -79,34 +79,74 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Lets at most `max` key derivations run at once; the others wait in line.
 /// Each derivation takes `kdf.memlimit_bytes`, so this bounds login memory.
+/// The gateway has one, shared by every service (POP3 logins, the console)
+/// and kept across reloads like the connection counts: a reload changes its
+/// `max`, never the derivations it counts.
 pub struct KdfSlots {
-    max: usize,
-    busy: Mutex<usize>,
+    state: Mutex<SlotState>,
     freed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    max: usize,
+    busy: usize,
+    peak: usize,
+}
+
+/// What [`KdfSlots`] reports: `limits.max_concurrent_kdf`, the derivations
+/// running now, and the most that ever ran at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KdfUse {
+    /// The cap in force.
+    pub max: usize,
+    /// Running now.
+    pub in_flight: usize,
+    /// The most that ran at once since the gateway started.
+    pub peak: usize,
 }
 
 impl KdfSlots {
     /// Room for `max` concurrent derivations.
     pub fn new(max: usize) -> KdfSlots {
         KdfSlots {
-            max: max.max(1),
-            busy: Mutex::new(0),
+            state: Mutex::new(SlotState {
+                max: max.max(1),
+                ..SlotState::default()
+            }),
             freed: Condvar::new(),
+        }
+    }
+
+    /// A new cap (a reloaded configuration); derivations running go on.
+    pub fn set_max(&self, max: usize) {
+        lock(&self.state).max = max.max(1);
+        self.freed.notify_all();
+    }
+
+    /// The cap, the derivations running and the most that ever ran at once.
+    pub fn usage(&self) -> KdfUse {
+        let state = lock(&self.state);
+        KdfUse {
+            max: state.max,
+            in_flight: state.busy,
+            peak: state.peak,
         }
     }
 
     /// Runs `derive` once a slot is free.
     pub fn run<T>(&self, derive: impl FnOnce() -> T) -> T {
-        let mut busy = lock(&self.busy);
-        while *busy >= self.max {
-            busy = self.freed.wait(busy).unwrap_or_else(|p| p.into_inner());
+        let mut state = lock(&self.state);
+        while state.busy >= state.max {
+            state = self.freed.wait(state).unwrap_or_else(|p| p.into_inner());
         }
-        *busy += 1;
-        drop(busy);
+        state.busy += 1;
+        state.peak = state.peak.max(state.busy);
+        drop(state);
         struct Release<'a>(&'a KdfSlots);
         impl Drop for Release<'_> {
             fn drop(&mut self) {
-                *lock(&self.0.busy) -= 1;
+                lock(&self.0.state).busy -= 1;
                 self.0.freed.notify_one();
             }
         }
@@ -191,6 +231,18 @@ mod tests {
             h.join().unwrap();
         }
         assert_eq!(peak.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            slots.usage(),
+            KdfUse {
+                max: 2,
+                in_flight: 0,
+                peak: 2
+            }
+        );
+        // A reload lowers the cap; the count goes on.
+        slots.set_max(1);
+        assert_eq!(slots.usage().max, 1);
+        assert_eq!(slots.usage().peak, 2);
     }
 
     #[test]

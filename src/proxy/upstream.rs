@@ -228,6 +228,9 @@ impl Lines {
     /// The next complete line without its line end (CRLF or LF), if there is one.
     pub fn next_line(&mut self) -> Result<Option<Vec<u8>>, Broken> {
         match self.buf.iter().position(|&b| b == b'\n') {
+            // The cap holds whether or not the line's LF came in the same
+            // read: an over-long line is refused either way.
+            Some(i) if i > MAX_LINE => Err(Broken("the upstream sent an over-long line".into())),
             Some(i) => {
                 let mut line: Vec<u8> = self.buf.drain(..=i).collect();
                 line.pop();
@@ -262,6 +265,29 @@ impl Lines {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_over_long_line_is_refused_even_with_its_lf_in_the_same_read() {
+        let mut long = vec![b'a'; MAX_LINE + 10];
+        long.extend_from_slice(b"\r\n");
+        for piece in [1, 7, 512, long.len()] {
+            let mut lines = Lines::default();
+            let mut refused = false;
+            for chunk in long.chunks(piece) {
+                lines.push(chunk);
+                if lines.next_line().is_err() {
+                    refused = true;
+                    break;
+                }
+            }
+            assert!(refused, "piece {piece}");
+        }
+        let mut lines = Lines::default();
+        let mut fits = vec![b'a'; MAX_LINE - 2];
+        fits.extend_from_slice(b"\r\n");
+        lines.push(&fits);
+        assert_eq!(lines.next_line().unwrap().unwrap().len(), MAX_LINE - 2);
+    }
 
     #[test]
     fn lines_come_out_whole_however_the_bytes_arrive() {

@@ -297,3 +297,39 @@ fn the_debian_package_has_the_installed_layout_and_its_maintainer_scripts() {
         "/usr/lib/systemd/system/sealpost.service",
     );
 }
+
+#[test]
+fn setup_warns_when_the_machine_name_is_not_fully_qualified() {
+    if !root_or_skip() {
+        return;
+    }
+    for (name, warned) in [("vm", true), ("archive.example.org", false)] {
+        let sb = Sandbox::new("setup-hostname", json!({}));
+        let root = throwaway_root(&sb);
+        // A `hostname` that answers `name`, first on the PATH.
+        let bin = sb.dir.join("fake-bin");
+        fs::create_dir_all(&bin).unwrap();
+        fs::write(bin.join("hostname"), format!("#!/bin/sh\necho {name}\n")).unwrap();
+        fs::set_permissions(bin.join("hostname"), fs::Permissions::from_mode(0o755)).unwrap();
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = run(Command::new(repo().join("packaging/sealpost-setup"))
+            .arg("--template")
+            .arg(repo().join("packaging/gateway.json"))
+            .arg("--root")
+            .arg(&root)
+            .env("PATH", path));
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(
+            stderr(&out).contains("is not a fully qualified domain name"),
+            warned,
+            "{name}: {}",
+            stderr(&out)
+        );
+        let config = fs::read_to_string(root.join("etc/sealpost/gateway.json")).unwrap();
+        assert!(config.contains(&format!("\"{name}\"")), "{config}");
+    }
+}

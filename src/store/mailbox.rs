@@ -580,13 +580,17 @@ impl Mailbox {
         let mut strays = Vec::new();
         for entry in fs::read_dir(&dir).map_err(io_error(&dir, "cannot list"))? {
             let entry = entry.map_err(io_error(&dir, "cannot list"))?;
-            let kind = entry
-                .file_type()
-                .map_err(io_error(&entry.path(), "cannot stat"))?;
+            let kind = match entry.file_type() {
+                Ok(kind) => kind,
+                // Retrieved and deleted since the listing.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_error(&entry.path(), "cannot stat")(e)),
+            };
             if !kind.is_file() {
-                let kind = rustix::fs::FileType::from_raw_mode(
-                    fs::symlink_metadata(entry.path()).map_or(0, |m| m.mode()),
-                );
+                let Ok(meta) = fs::symlink_metadata(entry.path()) else {
+                    continue;
+                };
+                let kind = rustix::fs::FileType::from_raw_mode(meta.mode());
                 strays.push(format!(
                     "{} (a {}, not a message file)",
                     entry.path().display(),

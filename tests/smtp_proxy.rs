@@ -550,3 +550,72 @@ fn an_upstream_offering_only_auth_login_is_logged_in_with_login() {
     assert!(upstream_holds(&upstream.wait_for(1)[0], &message));
     assert!(sb.export(&id, &password)[0].1 == message);
 }
+
+/// A name server that never answers: `getaddrinfo` would wait for it far
+/// longer than the session's deadline. The gateway and this client run in
+/// a network namespace of the test's own, whose `resolv.conf` (`ip netns
+/// exec` mounts `/etc/netns/<ns>/resolv.conf`) names a silent port there.
+#[test]
+fn a_name_server_that_never_answers_is_a_temporary_error_at_the_deadline() {
+    if !support::is_root() {
+        support::missing_peer::<()>("a network namespace of the test's own needs root");
+        return;
+    }
+    let netns = std::sync::Arc::new(support::netns::LoopbackOnly::new());
+    let etc = std::path::PathBuf::from("/etc/netns").join(&netns.name);
+    fs::create_dir_all(&etc).unwrap();
+    // glibc would wait 60 s for this server; the proxy's deadline is 2 s.
+    fs::write(
+        etc.join("resolv.conf"),
+        "nameserver 127.0.0.1\noptions timeout:60 attempts:1\n",
+    )
+    .unwrap();
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+            let _ = fs::remove_dir("/etc/netns");
+        }
+    }
+    let _cleanup = Cleanup(etc);
+    let sb = Sandbox::for_gateway("proxy-silent-dns", json!({}));
+    let (id, _) = sb.create_mailbox("Proxy");
+    let ca = support::ca::TestCa::new(&sb.dir, "silent");
+    sb.configure_proxy(
+        &ca.cert_file,
+        995,
+        json!({ "allowed_targets": ["mail.silent.example"], "connect_timeout_secs": 2 }),
+    );
+    let mut ip = std::process::Command::new("ip");
+    ip.args(["netns", "exec", &netns.name])
+        .arg(support::sealpost_bin());
+    let gw = Gateway::start_program(&sb, ip, |_| {});
+    let (addr, cert) = (gw.addr("smtp_proxy.listen_tls[0]"), gw.cert.clone());
+    let inside = std::sync::Arc::clone(&netns);
+    let answer = std::thread::spawn(move || {
+        inside.enter_this_thread();
+        // The silent name server: it takes every query and answers none.
+        let _dns = std::net::UdpSocket::bind("127.0.0.1:53").unwrap();
+        let mut c = LineClient::implicit_tls(addr, &cert);
+        c.set_timeout(std::time::Duration::from_secs(30));
+        c.smtp_reply();
+        c.smtp("EHLO client.example");
+        let login = format!("user%mail.silent.example%{id}");
+        let token = sealpost::crypto::base64_encode(format!("\0{login}\0secret").as_bytes());
+        let started = std::time::Instant::now();
+        let reply = c.smtp(&format!("AUTH PLAIN {token}"));
+        (reply, started.elapsed())
+    })
+    .join()
+    .unwrap();
+    expect(&answer.0, "454 4.7.0");
+    assert!(
+        answer.1 < std::time::Duration::from_secs(20),
+        "the lookup was not cut off at its deadline: {:?}",
+        answer.1
+    );
+    gw.wait_for_log(
+        "name lookup did not finish in time",
+        std::time::Duration::from_secs(10),
+    );
+}

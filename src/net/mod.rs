@@ -8,6 +8,7 @@ pub mod error_limit;
 pub mod limits;
 pub mod line;
 pub mod log_context;
+pub mod lookup;
 pub mod proxy_header;
 pub mod signals;
 pub mod stream;

@@ -164,9 +164,13 @@ impl UpstreamLink {
 
     fn connect(&mut self, dial: Dial) -> Response<'_> {
         self.close();
-        let addrs = match (dial.resolve)() {
-            Ok(addrs) => addrs,
-            Err(e) => return Response::Failed(e),
+        // The name lookup is bounded by the connect timeout like the rest
+        // of the dial (see `lookup`).
+        let addrs = match super::lookup::with_deadline(Instant::now() + dial.timeout, dial.resolve)
+        {
+            Ok(Ok(addrs)) => addrs,
+            Ok(Err(e)) => return Response::Failed(e),
+            Err(e) => return Response::Failed(DialError::Unreachable(e.to_string())),
         };
         let mut last = None;
         for addr in &addrs {

@@ -50,6 +50,18 @@ impl LoopbackOnly {
         command
     }
 
+    /// Moves the calling thread into the namespace: the sockets it opens
+    /// from now on are the namespace's (a network namespace is per thread).
+    pub fn enter_this_thread(&self) {
+        let fd = self
+            .handle
+            .as_ref()
+            .expect("the namespace is open")
+            .as_raw_fd();
+        // SAFETY: setns(2) on a descriptor this struct keeps open.
+        assert_eq!(unsafe { libc::setns(fd, libc::CLONE_NEWNET) }, 0);
+    }
+
     /// Makes `command` start inside the namespace (setns before exec).
     pub fn enter(&self, command: &mut Command) {
         let fd: RawFd = self

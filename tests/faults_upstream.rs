@@ -237,3 +237,59 @@ fn a_provider_hanging_up_mid_message_keeps_no_copy_and_the_client_retries() {
     );
     s.gw.wait_for_no_spool();
 }
+
+/// Set once the silent provider below has a connection.
+static SILENT_REACHED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A provider that completes the TLS handshake and then never says a word.
+fn silent(mut peer: Peer) {
+    SILENT_REACHED.store(true, std::sync::atomic::Ordering::SeqCst);
+    while peer.line().is_some() {}
+}
+
+#[test]
+fn a_stopping_gateway_does_not_wait_out_a_provider_that_never_answers() {
+    let sb = Sandbox::for_gateway(
+        "upstream-silent-stop",
+        json!({
+            "pop3_proxy": { "listen": [], "listen_tls": ["127.0.0.1:0"] },
+            "limits": { "shutdown_grace_secs": 60 },
+        }),
+    );
+    let ca = TestCa::new(&sb.dir, "scripted");
+    let server = Scripted::start(&sb.dir, &ca, silent);
+    let port = server.port();
+    // The proxy would wait 120 s for the provider's greeting.
+    sb.configure_proxy(
+        &ca.cert_file,
+        server.port(),
+        json!({ "connect_timeout_secs": 120 }),
+    );
+    let (id, _) = sb.create_mailbox("Office");
+    let mut gw = Gateway::start(&sb);
+    let addr = gw.addr("pop3_proxy.listen_tls[0]");
+    let cert = gw.cert.clone();
+    let client = std::thread::spawn(move || {
+        let mut c = LineClient::implicit_tls(addr, &cert);
+        c.set_timeout(std::time::Duration::from_secs(150));
+        c.read_line();
+        c.pop3(&format!("USER anna%localhost:{port}%{id}"));
+        c.pop3("PASS secret")
+    });
+    support::wait_until("the proxy reaches the silent provider", || {
+        SILENT_REACHED.load(std::sync::atomic::Ordering::SeqCst)
+    });
+    let stopped = std::time::Instant::now();
+    gw.signal(libc::SIGTERM);
+    let status = gw.wait(std::time::Duration::from_secs(90));
+    assert!(status.success(), "{status:?}\n{}", gw.log());
+    // Not the 60 s grace, nor the 120 s upstream deadline: the wait for the
+    // provider ends with the stop.
+    assert!(
+        stopped.elapsed() < std::time::Duration::from_secs(20),
+        "took {:?} to stop",
+        stopped.elapsed()
+    );
+    let answer = client.join().unwrap();
+    assert!(answer.starts_with("-ERR") || answer.is_empty(), "{answer}");
+}

@@ -354,7 +354,7 @@ impl SessionEnv {
 
     /// Runs `protocol` over `conn` until either side ends it; returns why.
     pub fn drive(&self, conn: &mut Connection, protocol: &mut dyn Protocol) -> String {
-        let mut upstream = UpstreamLink::default();
+        let mut upstream = UpstreamLink::watching(Arc::clone(&self.shutdown));
         drive(conn, &mut upstream, protocol, self)
     }
 

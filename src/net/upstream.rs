@@ -9,6 +9,7 @@
 use std::fmt;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rustls::ClientConfig;
@@ -114,7 +115,12 @@ pub struct UpstreamLink {
     stream: Option<Stream>,
     /// Allocated at the first read: most sessions never have an upstream.
     buf: Vec<u8>,
+    /// Set when the gateway stops: a wait for the upstream ends then.
+    shutdown: Option<Arc<AtomicBool>>,
 }
+
+/// How often a wait for the upstream looks at the shutdown flag.
+const POLL_SLICE: Duration = Duration::from_millis(250);
 
 /// Whatever performs upstream requests: the real link, or a test's fake.
 pub trait Perform {
@@ -129,6 +135,15 @@ impl Perform for UpstreamLink {
 }
 
 impl UpstreamLink {
+    /// A link whose waits end when `shutdown` is set (the gateway stopping).
+    pub fn watching(shutdown: Arc<AtomicBool>) -> UpstreamLink {
+        UpstreamLink {
+            stream: None,
+            buf: Vec::new(),
+            shutdown: Some(shutdown),
+        }
+    }
+
     /// Performs `request`.
     pub fn perform(&mut self, request: Request) -> Response<'_> {
         match request {
@@ -208,13 +223,30 @@ impl UpstreamLink {
     }
 
     fn read(&mut self, deadline: Instant) -> Response<'_> {
+        let shutdown = self.shutdown.clone();
+        let stopping = || shutdown.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
         let Some(stream) = &mut self.stream else {
             return Response::Failed(DialError::Unreachable("not connected".into()));
         };
         if self.buf.is_empty() {
             self.buf = vec![0u8; 64 * 1024];
         }
-        match stream.read(&mut self.buf, deadline) {
+        // In slices, so that a gateway that stops does not wait out an
+        // upstream that never answers.
+        let read = loop {
+            let now = Instant::now();
+            if now >= deadline {
+                break Err(std::io::ErrorKind::TimedOut.into());
+            }
+            if stopping() {
+                return Response::Failed(DialError::Unreachable("the gateway is stopping".into()));
+            }
+            match stream.read(&mut self.buf, deadline.min(now + POLL_SLICE)) {
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+                other => break other,
+            }
+        };
+        match read {
             Ok(0) => Response::Closed,
             Ok(n) => Response::Data(&self.buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {

@@ -5,7 +5,6 @@
 use std::fmt;
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{FromRawFd, IntoRawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -265,8 +264,7 @@ impl Acceptor {
                     return false;
                 }
             };
-            // SAFETY: the descriptor comes from a socket we own and give up here.
-            let tcp = unsafe { TcpStream::from_raw_fd(stream.into_raw_fd()) };
+            let tcp = TcpStream::from(stream);
             let guard = match self.limits.try_acquire(peer.ip(), service.pool) {
                 Ok(guard) => guard,
                 Err(hit) => {

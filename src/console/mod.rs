@@ -117,6 +117,31 @@ fn is_wrong_password(e: &AdminError) -> bool {
 
 /// A notice for `?done=` after a redirect: fixed texts only, so the URL
 /// never carries anything but a word.
+/// What a mailbox operation came to.
+enum Outcome {
+    /// Done: the redirect (or page) to answer with.
+    Done(Response),
+    /// Refused before anything changed: the mailbox page again, with this
+    /// error and status.
+    Again(String, u16),
+    /// Refused by the store or the password rules.
+    Failed(AdminError),
+}
+
+impl From<Result<Response, AdminError>> for Outcome {
+    fn from(result: Result<Response, AdminError>) -> Outcome {
+        match result {
+            Ok(response) => Outcome::Done(response),
+            Err(e) => Outcome::Failed(e),
+        }
+    }
+}
+
+/// The redirect after an operation on `id` (Post/Redirect/Get).
+fn done(id: &MailboxId, word: &str) -> Response {
+    Response::redirect(&format!("/mailboxes/{id}?done={word}"))
+}
+
 fn notice_for(done: Option<String>) -> Option<&'static str> {
     Some(match done?.as_str() {
         "updated" => "Saved.",
@@ -596,6 +621,8 @@ impl ConsoleService {
         }
     }
 
+    /// A mailbox operation posted from its page: one function per
+    /// operation, each answering with an [`Outcome`] this maps to a page.
     fn mailbox_op(
         &self,
         form: &Form,
@@ -605,148 +632,172 @@ impl ConsoleService {
         peer: SocketAddr,
     ) -> Response {
         let csrf = session.csrf.as_str();
-        let done = |word: &str| Response::redirect(&format!("/mailboxes/{id}?done={word}"));
         let again =
             |error: &str, status: u16| self.mailbox_page(id, csrf, None, Some(error), status);
         let mut mailbox: Mailbox = match self.store.mailbox(id) {
             Ok(mailbox) => mailbox,
             Err(e) => return self.store_problem(e, csrf),
         };
-        let kdf = self.config.kdf.params();
-        let result: Result<Response, AdminError> = match op {
-            "edit" => {
-                let (name, description) = (form.get("name").trim(), form.get("description").trim());
-                mailbox
-                    .update(Some(name.to_owned()), Some(description.to_owned()))
-                    .map(|()| done("updated"))
-                    .map_err(AdminError::from)
-            }
-            "status" => {
-                let status = match form.get("status") {
-                    "active" => Status::Active,
-                    "suspended" => Status::Suspended,
-                    _ => return again("Unknown status.", 400),
-                };
-                mailbox
-                    .set_status(status)
-                    .map(|()| done(status.as_str()))
-                    .map_err(AdminError::from)
-            }
-            "password" => {
-                // A guessed current password would open the mail stored so
-                // far, which even the administrator cannot read: guesses
-                // count like POP3 logins, per address and per mailbox.
-                let Ok(attempt) = self.throttle.begin(peer.ip(), Some(id)) else {
-                    warn!(
-                        "console {peer}: mailbox {id}: password change refused: too many wrong passwords"
-                    );
-                    return again(
-                        "Too many wrong passwords from your address or for this mailbox; nothing was changed. Try again later, or end the lockout with sealpost lockouts.",
-                        429,
-                    );
-                };
-                let old = Password::new(form.get("old").to_owned());
-                let new = Self::new_password(form);
-                let changed = self
-                    .kdf_slots
-                    .run(|| admin::change_password(&self.store, kdf, id, &old, new));
-                match &changed {
-                    Ok(_) => attempt.succeeded(),
-                    Err(e) if is_wrong_password(e) => {
-                        warn!("console {peer}: mailbox {id}: wrong current password");
-                        let delay = attempt.failed();
-                        Surroundings::hold_back(&self.env, delay);
-                    }
-                    // Refused for another reason (a weak new password): no guess was made.
-                    Err(_) => drop(attempt),
-                }
-                changed.map(|generated| {
-                    self.redirect_showing(
-                        session,
-                        id,
-                        "password",
-                        "The password was changed; the stored mail stays readable with it.",
-                        generated,
-                    )
-                })
-            }
-            "reset" => {
-                if !form.ticked("confirm") {
-                    return again(
-                        "Tick the box to confirm that the mail stored so far becomes unreadable; nothing was changed.",
-                        400,
-                    );
-                }
-                let new = Self::new_password(form);
-                self.kdf_slots
-                    .run(|| admin::reset_password(&self.store, kdf, id, new))
-                    .map(|(_, generated)| {
-                        self.redirect_showing(
-                            session,
-                            id,
-                            "reset",
-                            "The password was reset with new keys.",
-                            generated,
-                        )
-                    })
-            }
-            "delete" if form.get("confirm_name").trim() != mailbox.info().name.trim() => {
-                return again(
-                    "Type the mailbox's name to confirm the deletion; nothing was deleted.",
-                    400,
-                );
-            }
-            "delete" => match self.store.delete_mailbox(
-                id,
-                Deletion {
-                    messages_too: form.ticked("confirm"),
-                    even_if_active: false,
-                },
-            ) {
-                Ok(removed) => {
-                    info!("console: mailbox {id} deleted ({removed} message(s) removed)");
-                    Ok(Response::redirect("/?done=deleted"))
-                }
-                Err(StoreError::Active(_)) => {
-                    return again(
-                        "Only a suspended mailbox can be deleted: suspend it first, so that a journal rule still pointing at it gets a temporary error while it is changed; nothing was deleted.",
-                        409,
-                    );
-                }
-                Err(StoreError::NotEmpty(_, n)) => {
-                    return again(
-                        &format!(
-                            "The mailbox still holds {n} message(s) nobody retrieved. Tick \"Delete them too\" to delete it anyway; nothing was deleted."
-                        ),
-                        409,
-                    );
-                }
-                Err(e) => Err(e.into()),
-            },
+        let outcome = match op {
+            "edit" => Self::op_edit(form, &mut mailbox),
+            "status" => Self::op_status(form, &mut mailbox),
+            "password" => self.op_password(form, id, session, peer),
+            "reset" => self.op_reset(form, id, session),
+            "delete" => self.op_delete(form, &mailbox),
             _ => return self.problem(404, "There is no such operation.", Some(csrf)),
         };
-        match result {
-            Ok(response) => {
+        match outcome {
+            Outcome::Done(response) => {
                 info!("console: mailbox {id}: {op} done");
                 response
             }
-            Err(AdminError::WeakPassword(why)) => again(
+            Outcome::Again(error, status) => again(&error, status),
+            Outcome::Failed(AdminError::WeakPassword(why)) => again(
                 &format!(
                     "{why} (leave the field empty to have a strong one generated); nothing was changed."
                 ),
                 400,
             ),
-            Err(e) if is_wrong_password(&e) => {
+            Outcome::Failed(e) if is_wrong_password(&e) => {
                 again("The current password is wrong; nothing was changed.", 403)
             }
-            Err(AdminError::Store(e)) => match e {
+            Outcome::Failed(AdminError::Store(e)) => match e {
                 StoreError::Invalid(why) => again(&format!("{why}; nothing was changed."), 400),
                 e => self.store_problem(e, csrf),
             },
-            Err(e) => {
+            Outcome::Failed(e) => {
                 warn!("console: mailbox {id}: {op}: {e}");
                 again(&e.to_string(), 500)
             }
+        }
+    }
+
+    fn op_edit(form: &Form, mailbox: &mut Mailbox) -> Outcome {
+        let (name, description) = (form.get("name").trim(), form.get("description").trim());
+        let id = mailbox.id().clone();
+        Outcome::from(
+            mailbox
+                .update(Some(name.to_owned()), Some(description.to_owned()))
+                .map(|()| done(&id, "updated"))
+                .map_err(AdminError::from),
+        )
+    }
+
+    fn op_status(form: &Form, mailbox: &mut Mailbox) -> Outcome {
+        let status = match form.get("status") {
+            "active" => Status::Active,
+            "suspended" => Status::Suspended,
+            _ => return Outcome::Again("Unknown status.".into(), 400),
+        };
+        let id = mailbox.id().clone();
+        Outcome::from(
+            mailbox
+                .set_status(status)
+                .map(|()| done(&id, status.as_str()))
+                .map_err(AdminError::from),
+        )
+    }
+
+    /// A guessed current password would open the mail stored so far, which
+    /// even the administrator cannot read: guesses count like POP3 logins,
+    /// per address and per mailbox.
+    fn op_password(
+        &self,
+        form: &Form,
+        id: &MailboxId,
+        session: &Active,
+        peer: SocketAddr,
+    ) -> Outcome {
+        let Ok(attempt) = self.throttle.begin(peer.ip(), Some(id)) else {
+            warn!(
+                "console {peer}: mailbox {id}: password change refused: too many wrong passwords"
+            );
+            return Outcome::Again(
+                "Too many wrong passwords from your address or for this mailbox; nothing was changed. Try again later, or end the lockout with sealpost lockouts.".into(),
+                429,
+            );
+        };
+        let kdf = self.config.kdf.params();
+        let old = Password::new(form.get("old").to_owned());
+        let new = Self::new_password(form);
+        let changed = self
+            .kdf_slots
+            .run(|| admin::change_password(&self.store, kdf, id, &old, new));
+        match &changed {
+            Ok(_) => attempt.succeeded(),
+            Err(e) if is_wrong_password(e) => {
+                warn!("console {peer}: mailbox {id}: wrong current password");
+                let delay = attempt.failed();
+                Surroundings::hold_back(&self.env, delay);
+            }
+            // Refused for another reason (a weak new password): no guess was made.
+            Err(_) => drop(attempt),
+        }
+        Outcome::from(changed.map(|generated| {
+            self.redirect_showing(
+                session,
+                id,
+                "password",
+                "The password was changed; the stored mail stays readable with it.",
+                generated,
+            )
+        }))
+    }
+
+    fn op_reset(&self, form: &Form, id: &MailboxId, session: &Active) -> Outcome {
+        if !form.ticked("confirm") {
+            return Outcome::Again(
+                "Tick the box to confirm that the mail stored so far becomes unreadable; nothing was changed.".into(),
+                400,
+            );
+        }
+        let kdf = self.config.kdf.params();
+        let new = Self::new_password(form);
+        Outcome::from(
+            self.kdf_slots
+                .run(|| admin::reset_password(&self.store, kdf, id, new))
+                .map(|(_, generated)| {
+                    self.redirect_showing(
+                        session,
+                        id,
+                        "reset",
+                        "The password was reset with new keys.",
+                        generated,
+                    )
+                }),
+        )
+    }
+
+    /// Only a suspended mailbox, only with its name typed (and with its
+    /// messages only when that is ticked too).
+    fn op_delete(&self, form: &Form, mailbox: &Mailbox) -> Outcome {
+        let id = mailbox.id();
+        if form.get("confirm_name").trim() != mailbox.info().name.trim() {
+            return Outcome::Again(
+                "Type the mailbox's name to confirm the deletion; nothing was deleted.".into(),
+                400,
+            );
+        }
+        let how = Deletion {
+            messages_too: form.ticked("confirm"),
+            even_if_active: false,
+        };
+        match self.store.delete_mailbox(id, how) {
+            Ok(removed) => {
+                info!("console: mailbox {id} deleted ({removed} message(s) removed)");
+                Outcome::Done(Response::redirect("/?done=deleted"))
+            }
+            Err(StoreError::Active(_)) => Outcome::Again(
+                "Only a suspended mailbox can be deleted: suspend it first, so that a journal rule still pointing at it gets a temporary error while it is changed; nothing was deleted.".into(),
+                409,
+            ),
+            Err(StoreError::NotEmpty(_, n)) => Outcome::Again(
+                format!(
+                    "The mailbox still holds {n} message(s) nobody retrieved. Tick \"Delete them too\" to delete it anyway; nothing was deleted."
+                ),
+                409,
+            ),
+            Err(e) => Outcome::Failed(e.into()),
         }
     }
 

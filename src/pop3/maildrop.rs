@@ -2,7 +2,7 @@
 //! key (throttled, capped, constant-time for unknown mailboxes), and the
 //! maildrop serves and deletes the messages of the snapshot taken at login.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -175,7 +175,7 @@ impl StoreMaildrop {
                     Ok(reader) => reader.metadata().size,
                     Err(e) => {
                         warn!("pop3 {}: {e}", mailbox.id());
-                        fs::metadata(mailbox.message_path(name)).map_or(0, |m| m.len())
+                        mailbox.message_file_size(name).unwrap_or(0)
                     }
                 },
             };

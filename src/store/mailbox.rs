@@ -668,6 +668,14 @@ impl Mailbox {
             .map_err(io_error(&path, "cannot record the POP3 retrieval"))
     }
 
+    /// The size of a stored message's (encrypted) file, not following a link.
+    pub fn message_file_size(&self, name: &MessageName) -> Result<u64, StoreError> {
+        let path = self.message_path(name);
+        fs::symlink_metadata(&path)
+            .map(|m| m.len())
+            .map_err(io_error(&path, "cannot stat"))
+    }
+
     /// The path of a stored message.
     pub fn message_path(&self, name: &MessageName) -> PathBuf {
         self.dir.join(MESSAGES_DIR).join(name.file_name())

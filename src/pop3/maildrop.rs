@@ -95,13 +95,11 @@ impl Backend for StoreLogin {
                     "pop3 {}: login for {id} refused: a standby copy, public key only",
                     self.client
                 );
-                std::thread::sleep(attempt.failed());
-                return Err(LoginError::Failed);
+                return Err(LoginError::Failed(attempt.failed()));
             }
             (_, Ok(_)) | (_, Err(StoreError::WrongPassword(_))) => {
                 info!("pop3 {}: failed login for {user:?}", self.client);
-                std::thread::sleep(attempt.failed());
-                return Err(LoginError::Failed);
+                return Err(LoginError::Failed(attempt.failed()));
             }
             (_, Err(e)) => {
                 warn!("pop3 {}: cannot unlock {user:?}: {e}", self.client);

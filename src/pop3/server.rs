@@ -41,7 +41,9 @@ pub enum MessageError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoginError {
     /// Unknown mailbox or wrong password: the client cannot tell which.
-    Failed,
+    /// The answer waits the failed-login delay, which the driver sleeps
+    /// (and cuts short when the gateway stops): never inside the machine.
+    Failed(std::time::Duration),
     /// Too many failures from this address or for this mailbox.
     LockedOut,
     /// Another session holds the mailbox.
@@ -99,6 +101,8 @@ pub struct Session<B: Backend> {
     state: State<B::Maildrop>,
     user: Option<String>,
     errors: ErrorCount,
+    /// The failed-login delay owed before the next reply.
+    login_delay: std::time::Duration,
     /// The RETR or TOP response being sent.
     sending: Option<MessageStream>,
 }
@@ -116,6 +120,7 @@ impl<B: Backend> Session<B> {
             state: State::Authorization { user: None },
             user: None,
             errors: ErrorCount::new(settings.errors),
+            login_delay: std::time::Duration::ZERO,
             sending: None,
         }
     }
@@ -283,10 +288,13 @@ impl<B: Backend> Session<B> {
             }
             Err(e) => {
                 self.state = State::Authorization { user: None };
+                if let LoginError::Failed(delay) = e {
+                    self.login_delay += delay;
+                }
                 err(
                     out,
                     match e {
-                        LoginError::Failed => "[AUTH] Invalid login",
+                        LoginError::Failed(_) => "[AUTH] Invalid login",
                         LoginError::LockedOut => {
                             "[LOGIN-DELAY] Too many failed logins; try again later"
                         }
@@ -542,7 +550,7 @@ impl<B: Backend> Protocol for Session<B> {
     }
 
     fn take_delay(&mut self) -> std::time::Duration {
-        self.errors.take_delay()
+        std::mem::take(&mut self.login_delay) + self.errors.take_delay()
     }
 
     fn expecting_data(&self) -> bool {

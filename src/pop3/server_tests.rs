@@ -63,7 +63,7 @@ impl Backend for Fake {
             return Err(e);
         }
         if user != "mbx-1" || password.expose() != PASSWORD {
-            return Err(LoginError::Failed);
+            return Err(LoginError::Failed(std::time::Duration::from_millis(1500)));
         }
         let bodies = vec![
             b"Subject: one\r\n\r\n.starts with a dot\r\nline 2\r\n".to_vec(),
@@ -252,6 +252,14 @@ fn user_pass_logs_in_and_wrong_or_unknown_look_the_same() {
     let wrong = h.ingest(b"PASS wrong password\r\n");
     assert_eq!(unknown, "-ERR [AUTH] Invalid login\r\n");
     assert_eq!(unknown, wrong);
+    // The failed-login delay is owed to the driver, which sleeps it (cut
+    // short at shutdown); the machine itself never sleeps.
+    assert_eq!(
+        h.session.take_delay(),
+        std::time::Duration::from_millis(3000),
+        "two failures, 1.5 s each"
+    );
+    assert_eq!(h.session.take_delay(), std::time::Duration::ZERO);
     assert_eq!(
         h.ingest(b"PASS right password\r\n"),
         "-ERR Send USER first\r\n"

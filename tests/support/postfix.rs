@@ -133,11 +133,8 @@ impl Postfix {
     /// saying why when Postfix or root is missing (a failure under CI).
     pub fn start(dir: &Path, main_extra: &str, services: &str) -> Option<Postfix> {
         peer("postfix", &["/usr/sbin/postfix"])?;
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            assert!(!super::under_ci(), "CI=true: the Postfix tests need root");
-            eprintln!("SKIPPED: a private Postfix instance needs root");
-            return None;
+        if !super::is_root() {
+            return super::missing_peer("a private Postfix instance needs root");
         }
         let conf = dir.join("conf");
         for sub in ["conf", "queue", "data"] {

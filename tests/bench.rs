@@ -675,7 +675,10 @@ fn memory_per_idle_connection() {
     assert!(gw.threads() as usize >= count, "a session per connection");
     let per = (after.saturating_sub(before)) as f64 / count as f64;
     // Measured, whatever the run: the test's part.
-    assert!(before > 0 && after > 0, "RSS was read: {before} and {after} KiB");
+    assert!(
+        before > 0 && after > 0,
+        "RSS was read: {before} and {after} KiB"
+    );
     // The bound is the benchmark's (scripts/bench, SEALPOST_BENCH=full):
     // a session thread's stack is 128 KiB of address space, of which an
     // idle SMTP session touches a few pages, and docs/raspberry-pi.md

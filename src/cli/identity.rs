@@ -5,6 +5,11 @@
 //! way `sudo -u postfix postmap` is used with Postfix. `serve` run as root on
 //! such a directory is refused: the service manager starts it as the owner.
 
+// unsafe_code is denied crate-wide; allowed here: setgroups, setgid and
+// setuid for the whole process have no safe wrapper in the standard library
+// or rustix.
+#![allow(unsafe_code)]
+
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;

@@ -9,7 +9,6 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -174,11 +173,7 @@ fn copy_mailbox(
 /// Writes everything under `dir` to the disk (syncfs(2)).
 fn sync_tree(dir: &Path) -> Result<(), StoreError> {
     let handle = fs::File::open(dir).map_err(io_error(dir, "cannot open"))?;
-    // SAFETY: syncfs on a descriptor we hold open.
-    if unsafe { libc::syncfs(handle.as_raw_fd()) } != 0 {
-        return Err(io_error(dir, "cannot sync")(io::Error::last_os_error()));
-    }
-    Ok(())
+    rustix::fs::syncfs(&handle).map_err(|e| io_error(dir, "cannot sync")(e.into()))
 }
 
 /// Takes a snapshot of `store` into `dest/<UTC time>/`, a directory laid out

@@ -214,7 +214,7 @@ pub fn mailbox_status(
     let stats = mailbox.stats()?;
     let id = mailbox.id();
     let oldest_age_secs = stats.oldest.map(|t| age(t, now));
-    let strays = mailbox.stray_entries()?;
+    let strays = &stats.strays;
     let mut warnings: Vec<String> = oldest_age_secs
         .filter(|&a| a > max_pending_age.as_secs())
         .map(|waited| {

@@ -322,47 +322,58 @@ fn lintian_finds_nothing_to_warn_about_in_any_package() {
     }
 }
 
-/// A throwaway Debian root (mmdebstrap, the essential packages plus
-/// adduser), removed on drop: the package's scripts create a user, write
-/// /etc/sealpost and would bind real ports, so they never run on this
-/// machine's own root.
-struct Throwaway(PathBuf);
+/// A throwaway Debian root (the essential packages plus adduser, which
+/// scripts/test makes with mmdebstrap into `target/test-root/`), unpacked
+/// for one test and removed on drop: the package's scripts create a user,
+/// write /etc/sealpost and would bind real ports, so they never run on this
+/// machine's own root. dpkg runs in it inside a network namespace with only
+/// loopback, so nothing it starts can reach beyond the machine.
+struct Throwaway {
+    root: PathBuf,
+    netns: support::netns::LoopbackOnly,
+}
 
 impl Throwaway {
     fn new(dir: &Path) -> Option<Throwaway> {
-        let mmdebstrap = peer("mmdebstrap", &["mmdebstrap"])?;
+        let tarball = repo().join("target/test-root/bookworm.tar");
         if !support::is_root() {
             return missing_peer("a throwaway root needs root");
         }
+        if !tarball.exists() {
+            return missing_peer(&format!(
+                "{} is missing (scripts/test makes it with mmdebstrap)",
+                tarball.display()
+            ));
+        }
         let root = dir.join("root");
+        fs::create_dir_all(&root).unwrap();
         let out = support::run(
-            Command::new(mmdebstrap)
-                .args([
-                    "--variant=essential",
-                    "--include=adduser,passwd",
-                    "--mode=root",
-                    "--quiet",
-                ])
-                .arg("bookworm")
-                .arg(&root),
+            Command::new("tar")
+                .arg("-C")
+                .arg(&root)
+                .arg("-xf")
+                .arg(&tarball),
         );
-        assert!(out.status.success(), "mmdebstrap: {}", stderr(&out));
-        Some(Throwaway(root))
+        assert!(out.status.success(), "tar: {}", stderr(&out));
+        Some(Throwaway {
+            root,
+            netns: support::netns::LoopbackOnly::new(),
+        })
     }
 
-    /// Runs `args` inside the root (chroot), standard input closed.
+    /// Runs `args` inside the root (chroot, in the loopback-only namespace).
     fn run(&self, args: &[&str]) -> std::process::Output {
-        support::run(Command::new("chroot").arg(&self.0).args(args))
+        support::run(self.netns.command("chroot").arg(&self.root).args(args))
     }
 
     fn path(&self, inside: &str) -> PathBuf {
-        self.0.join(inside.trim_start_matches('/'))
+        self.root.join(inside.trim_start_matches('/'))
     }
 }
 
 impl Drop for Throwaway {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+        let _ = fs::remove_dir_all(&self.root);
     }
 }
 

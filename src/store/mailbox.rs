@@ -177,6 +177,10 @@ pub struct MailboxStats {
     pub oldest: Option<SystemTime>,
     /// The last POP3 login to the mailbox, if any was recorded.
     pub last_retrieved: Option<SystemTime>,
+    /// What `messages/` holds that is not a regular file (a directory, a
+    /// FIFO, a link), each named with its kind: never read, counted by
+    /// `sealpost status`.
+    pub strays: Vec<String>,
 }
 
 /// An open mailbox directory.
@@ -535,8 +539,13 @@ impl Mailbox {
 
     /// The stored messages, oldest first.
     pub fn messages(&self) -> Result<Vec<MessageEntry>, StoreError> {
+        self.entries_of(self.message_names()?)
+    }
+
+    /// The file sizes of `names` (those deleted meanwhile left out).
+    fn entries_of(&self, names: Vec<MessageName>) -> Result<Vec<MessageEntry>, StoreError> {
         let dir = self.dir.join(MESSAGES_DIR);
-        self.message_names()?
+        names
             .into_iter()
             .map(|name| {
                 let path = dir.join(name.file_name());
@@ -565,13 +574,6 @@ impl Mailbox {
             warn!("mailbox {}: skipped {stray}", self.info.id);
         }
         Ok(names)
-    }
-
-    /// What `messages/` holds that is not a regular file (a directory, a
-    /// FIFO, a link), each named with its kind: never read, counted by
-    /// `sealpost status`.
-    pub fn stray_entries(&self) -> Result<Vec<String>, StoreError> {
-        Ok(self.scan_messages()?.1)
     }
 
     fn scan_messages(&self) -> Result<(Vec<MessageName>, Vec<String>), StoreError> {
@@ -613,8 +615,11 @@ impl Mailbox {
 
     /// Count, bytes and newest time of the stored messages.
     pub fn stats(&self) -> Result<MailboxStats, StoreError> {
-        let messages = self.messages()?;
+        // One listing for the messages and the stray entries both.
+        let (names, strays) = self.scan_messages()?;
+        let messages = self.entries_of(names)?;
         Ok(MailboxStats {
+            strays,
             messages: messages.len(),
             bytes: messages.iter().map(|m| m.file_bytes).sum(),
             newest: messages.last().map(|m| m.name.stored_at()),

@@ -194,7 +194,13 @@ impl Store {
         for dir in dirs {
             let probe = dir.join(format!(".write-check-{}", std::process::id()));
             durable::create_new_private_file(&probe)
-                .and_then(|_| fs::remove_file(&probe))
+                .and_then(|_| match fs::remove_file(&probe) {
+                    // Another node starting on the same data directory
+                    // cleaned up `tmp/` meanwhile and took the probe with
+                    // it: the directory took the file, which is the point.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                    other => other,
+                })
                 .map_err(io_error(&dir, "the gateway cannot write here"))?;
         }
         Ok(())

@@ -1,8 +1,7 @@
 //! POP3: the server archivers retrieve mail from, and the recording proxy.
 
 use crate::net::driver::Step;
-use crate::net::error_limit::{ErrorCount, Verdict};
-use crate::net::line::{CommandQueue, Line};
+use crate::net::engine::{Answer, Replies};
 
 pub mod command;
 pub mod maildrop;
@@ -12,53 +11,95 @@ pub mod server;
 pub mod session;
 pub mod upstream;
 
+/// A POP3 status line: `+OK text` or `-ERR text` (RFC 1939 section 3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusLine {
+    ok: bool,
+    text: String,
+}
+
+impl Answer for StatusLine {
+    fn write_to(&self, out: &mut Vec<u8>) {
+        let sign: &[u8] = if self.ok { b"+OK " } else { b"-ERR " };
+        out.extend_from_slice(sign);
+        out.extend_from_slice(self.text.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// Every `-ERR` counts toward `limits.hard_error_limit`.
+    fn is_error(&self) -> bool {
+        !self.ok
+    }
+}
+
+impl StatusLine {
+    /// `+OK text`.
+    pub fn ok(text: impl Into<String>) -> StatusLine {
+        StatusLine {
+            ok: true,
+            text: text.into(),
+        }
+    }
+
+    /// `-ERR text`.
+    pub fn err(text: impl Into<String>) -> StatusLine {
+        StatusLine {
+            ok: false,
+            text: text.into(),
+        }
+    }
+}
+
 /// Writes `+OK text`.
-pub(crate) fn ok(out: &mut Vec<u8>, text: &str) {
-    out.extend_from_slice(format!("+OK {text}\r\n").as_bytes());
+pub(crate) fn ok(out: &mut Replies, text: &str) {
+    out.say(&StatusLine::ok(text));
 }
 
 /// Writes `-ERR text`.
-pub(crate) fn err(out: &mut Vec<u8>, text: &str) {
-    out.extend_from_slice(format!("-ERR {text}\r\n").as_bytes());
+pub(crate) fn err(out: &mut Replies, text: &str) {
+    out.say(&StatusLine::err(text));
 }
 
-/// A POP3 session that handles one command line at a time.
-pub(crate) trait Commands {
-    /// Where the client's bytes wait.
-    fn queue(&mut self) -> &mut CommandQueue;
-    /// The client's errors so far.
-    fn errors(&mut self) -> &mut ErrorCount;
-    /// Whether QUIT or a failure ended the session.
-    fn closed(&self) -> bool;
-    /// Handles one command line.
-    fn command(&mut self, line: &[u8], out: &mut Vec<u8>) -> Step;
-}
+/// The answer to a login command before TLS (RFC 2595 section 4: no
+/// credentials in the clear).
+pub(crate) const TLS_REQUIRED: &str =
+    "[AUTH] TLS is required before logging in: use STLS, or the implicit-TLS port";
 
-/// Feeds client bytes to a POP3 session. Commands pipelined after one that
-/// needs the socket (a streamed answer, STLS, the end) wait in the queue
-/// (RFC 2449 section 6.6: answers go out in order).
-///
-/// Every `-ERR` counts toward `limits.hard_error_limit`; at the limit the
-/// session says so and closes.
-pub(crate) fn feed<S: Commands>(session: &mut S, input: &[u8], out: &mut Vec<u8>) -> Step {
-    session.queue().push(input);
-    while !session.closed() {
-        let start = out.len();
-        let step = match session.queue().next_line() {
-            None => return Step::Continue,
-            Some(Line::TooLong) => {
-                err(out, "Line too long");
-                Step::Continue
-            }
-            Some(Line::Complete(line)) => session.command(&line, out),
-        };
-        if out[start..].starts_with(b"-ERR") && session.errors().record() == Verdict::Close {
-            err(out, "[SYS/TEMP] Too many errors; closing");
-            return Step::Close;
-        }
-        if !matches!(step, Step::Continue) {
-            return step;
-        }
+/// STLS (RFC 2595 section 4): written once for the server and the proxy.
+/// Writes the answer; `Step::StartTls` when the handshake follows.
+pub(crate) fn stls(tls_active: bool, logged_in: bool, out: &mut Replies) -> Step {
+    if tls_active {
+        err(out, "TLS is already active");
+    } else if logged_in {
+        err(out, "STLS is only allowed before login");
+    } else {
+        ok(out, "Begin TLS negotiation");
+        return Step::StartTls;
     }
-    Step::Close
+    Step::Continue
+}
+
+/// The goodbyes and refusals every POP3 session says the same way.
+pub(crate) mod said {
+    use super::StatusLine;
+
+    /// A command line over `limits.max_line_bytes`.
+    pub fn line_too_long() -> StatusLine {
+        StatusLine::err("Line too long")
+    }
+
+    /// `limits.hard_error_limit` reached.
+    pub fn too_many_errors() -> StatusLine {
+        StatusLine::err("[SYS/TEMP] Too many errors; closing")
+    }
+
+    /// The client was silent too long.
+    pub fn timed_out() -> StatusLine {
+        StatusLine::err("[SYS/TEMP] Idle too long; closing")
+    }
+
+    /// The gateway is stopping.
+    pub fn shutting_down() -> StatusLine {
+        StatusLine::err("[SYS/TEMP] Server shutting down; try again later")
+    }
 }

@@ -9,13 +9,13 @@ use std::io::{self, Read};
 use log::info;
 
 use super::command::{self, Command, CommandError};
-use super::{Commands, err, ok};
+use super::{StatusLine, TLS_REQUIRED, err, ok, said};
 use crate::crypto::Password;
 use crate::dot_stuffing::DotStuffer;
 use crate::net::conn::TlsInfo;
-use crate::net::driver::{Protocol, Step};
-use crate::net::error_limit::{ErrorCount, ErrorPolicy};
-use crate::net::line::{ClientSide, CommandQueue};
+use crate::net::driver::Step;
+use crate::net::engine::{Engine, LineMachine, Replies};
+use crate::net::error_limit::ErrorPolicy;
 use crate::sasl;
 use crate::store::StoreError;
 
@@ -94,47 +94,47 @@ enum State<M> {
     Closed,
 }
 
-/// One POP3 connection's protocol state.
-pub struct Session<B: Backend> {
+/// What POP3 means on one connection; the [`Engine`] around it keeps the
+/// client side.
+pub struct Pop3Server<B: Backend> {
     backend: B,
-    client: ClientSide,
+    tls: Option<TlsInfo>,
     state: State<B::Maildrop>,
     user: Option<String>,
-    errors: ErrorCount,
-    /// The failed-login delay owed before the next reply.
-    login_delay: std::time::Duration,
     /// The RETR or TOP response being sent.
     sending: Option<MessageStream>,
 }
 
-const TLS_REQUIRED: &str =
-    "[AUTH] TLS is required before logging in: use STLS, or the implicit-TLS port";
+/// One POP3 connection.
+pub type Session<B> = Engine<Pop3Server<B>>;
+
 const NO_SUCH_MESSAGE: &str = "No such message";
 
 impl<B: Backend> Session<B> {
     /// A session; `tls` is set on implicit-TLS listeners.
     pub fn new(settings: Settings, backend: B, tls: Option<TlsInfo>) -> Session<B> {
-        Session {
-            client: ClientSide::new(tls, settings.max_line_bytes),
+        let server = Pop3Server {
             backend,
+            tls,
             state: State::Authorization { user: None },
             user: None,
-            errors: ErrorCount::new(settings.errors),
-            login_delay: std::time::Duration::ZERO,
             sending: None,
-        }
+        };
+        Engine::around(server, settings.max_line_bytes, settings.errors)
     }
 
     /// The mailbox logged in, once there is one (for logs).
     pub fn user(&self) -> Option<&str> {
-        self.user.as_deref()
+        self.machine().user.as_deref()
     }
+}
 
-    fn capabilities(&self, out: &mut Vec<u8>) {
+impl<B: Backend> Pop3Server<B> {
+    fn capabilities(&self, out: &mut Replies) {
         let mut caps = vec!["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"];
         if matches!(self.state, State::Authorization { .. }) {
             // Login commands are advertised only where they can succeed (RFC 2595 section 4).
-            if self.client.tls.is_some() {
+            if self.tls.is_some() {
                 caps.extend(["USER", "SASL PLAIN"]);
             } else {
                 caps.push("STLS");
@@ -142,14 +142,15 @@ impl<B: Backend> Session<B> {
         }
         caps.push("IMPLEMENTATION Sealpost");
         ok(out, "Capability list follows");
+        let body = out.data();
         for cap in caps {
-            out.extend_from_slice(cap.as_bytes());
-            out.extend_from_slice(b"\r\n");
+            body.extend_from_slice(cap.as_bytes());
+            body.extend_from_slice(b"\r\n");
         }
-        out.extend_from_slice(b".\r\n");
+        body.extend_from_slice(b".\r\n");
     }
 
-    fn handle(&mut self, line: &[u8], out: &mut Vec<u8>) -> Step {
+    fn handle(&mut self, line: &[u8], out: &mut Replies) -> Step {
         if matches!(self.state, State::AuthPlain) {
             return self.auth_plain_response(line, out);
         }
@@ -184,34 +185,26 @@ impl<B: Backend> Session<B> {
         Step::Continue
     }
 
-    fn stls(&mut self, out: &mut Vec<u8>) -> Step {
-        if self.client.tls.is_some() {
-            err(out, "TLS is already active");
-            return Step::Continue;
-        }
-        if !matches!(self.state, State::Authorization { .. }) {
-            err(out, "STLS is only allowed before login");
-            return Step::Continue;
-        }
-        ok(out, "Begin TLS negotiation");
-        Step::StartTls
+    fn stls(&mut self, out: &mut Replies) -> Step {
+        let logged_in = !matches!(self.state, State::Authorization { .. });
+        super::stls(self.tls.is_some(), logged_in, out)
     }
 
     /// The pending USER name when login commands may be used now (before
     /// login, over TLS); otherwise writes why not.
-    fn login_slot(&mut self, out: &mut Vec<u8>) -> Option<&mut Option<String>> {
+    fn login_slot(&mut self, out: &mut Replies) -> Option<&mut Option<String>> {
         let State::Authorization { user } = &mut self.state else {
             err(out, "Already logged in");
             return None;
         };
-        if self.client.tls.is_none() {
+        if self.tls.is_none() {
             err(out, TLS_REQUIRED);
             return None;
         }
         Some(user)
     }
 
-    fn user_command(&mut self, name: String, out: &mut Vec<u8>) {
+    fn user_command(&mut self, name: String, out: &mut Replies) {
         if let Some(user) = self.login_slot(out) {
             *user = Some(name);
             // The same answer for every name: nothing about mailboxes is revealed.
@@ -219,7 +212,7 @@ impl<B: Backend> Session<B> {
         }
     }
 
-    fn pass(&mut self, password: Password, out: &mut Vec<u8>) {
+    fn pass(&mut self, password: Password, out: &mut Replies) {
         let Some(user) = self.login_slot(out) else {
             return;
         };
@@ -229,7 +222,7 @@ impl<B: Backend> Session<B> {
         }
     }
 
-    fn auth(&mut self, mechanism: Option<String>, initial: Option<String>, out: &mut Vec<u8>) {
+    fn auth(&mut self, mechanism: Option<String>, initial: Option<String>, out: &mut Replies) {
         if !matches!(self.state, State::Authorization { .. }) {
             err(out, "Already logged in");
             return;
@@ -237,9 +230,9 @@ impl<B: Backend> Session<B> {
         match mechanism.as_deref() {
             None => {
                 ok(out, "Supported mechanisms follow");
-                out.extend_from_slice(b"PLAIN\r\n.\r\n");
+                out.data().extend_from_slice(b"PLAIN\r\n.\r\n");
             }
-            Some(_) if self.client.tls.is_none() => err(out, TLS_REQUIRED),
+            Some(_) if self.tls.is_none() => err(out, TLS_REQUIRED),
             Some("PLAIN") => match initial {
                 // RFC 5034 section 4: "=" is an empty initial response.
                 Some(response) if response != sasl::EMPTY_INITIAL => {
@@ -247,14 +240,14 @@ impl<B: Backend> Session<B> {
                 }
                 _ => {
                     self.state = State::AuthPlain;
-                    out.extend_from_slice(b"+ \r\n");
+                    out.data().extend_from_slice(b"+ \r\n");
                 }
             },
             Some(other) => err(out, &format!("Unsupported mechanism {other}; use PLAIN")),
         }
     }
 
-    fn auth_plain_response(&mut self, line: &[u8], out: &mut Vec<u8>) -> Step {
+    fn auth_plain_response(&mut self, line: &[u8], out: &mut Replies) -> Step {
         self.state = State::Authorization { user: None };
         if line == sasl::CANCEL {
             err(out, "Authentication cancelled");
@@ -264,14 +257,14 @@ impl<B: Backend> Session<B> {
         Step::Continue
     }
 
-    fn auth_plain(&mut self, response: &str, out: &mut Vec<u8>) {
+    fn auth_plain(&mut self, response: &str, out: &mut Replies) {
         match sasl::plain(response) {
             Some((user, password)) => self.login(&user, password, out),
             None => err(out, "[AUTH] Malformed PLAIN response"),
         }
     }
 
-    fn login(&mut self, user: &str, password: Password, out: &mut Vec<u8>) {
+    fn login(&mut self, user: &str, password: Password, out: &mut Replies) {
         match self.backend.login(user, password) {
             Ok(maildrop) => {
                 let count = maildrop.listing().len();
@@ -289,7 +282,7 @@ impl<B: Backend> Session<B> {
             Err(e) => {
                 self.state = State::Authorization { user: None };
                 if let LoginError::Failed(delay) = e {
-                    self.login_delay += delay;
+                    out.owe_login_delay(delay);
                 }
                 err(
                     out,
@@ -308,7 +301,7 @@ impl<B: Backend> Session<B> {
         }
     }
 
-    fn quit(&mut self, out: &mut Vec<u8>) -> Step {
+    fn quit(&mut self, out: &mut Replies) -> Step {
         match std::mem::replace(&mut self.state, State::Closed) {
             State::Transaction {
                 mut maildrop,
@@ -335,7 +328,7 @@ impl<B: Backend> Session<B> {
         Step::Close
     }
 
-    fn transaction(&mut self, command: Command, out: &mut Vec<u8>) -> Step {
+    fn transaction(&mut self, command: Command, out: &mut Replies) -> Step {
         let State::Transaction { maildrop, deleted } = &mut self.state else {
             err(out, "Log in first (USER/PASS or AUTH PLAIN)");
             return Step::Continue;
@@ -364,7 +357,7 @@ impl<B: Backend> Session<B> {
     }
 
     /// RETR and TOP: checked to its end first, then streamed.
-    fn send_message(&mut self, n: u64, stuffer: DotStuffer, out: &mut Vec<u8>) -> Step {
+    fn send_message(&mut self, n: u64, stuffer: DotStuffer, out: &mut Replies) -> Step {
         let State::Transaction { maildrop, deleted } = &mut self.state else {
             return Step::Continue;
         };
@@ -418,7 +411,7 @@ fn message(deleted: &[bool], number: u64) -> Option<usize> {
     (index < deleted.len() && !deleted[index]).then_some(index)
 }
 
-fn stat<M: Maildrop>(maildrop: &M, deleted: &[bool], out: &mut Vec<u8>) {
+fn stat<M: Maildrop>(maildrop: &M, deleted: &[bool], out: &mut Replies) {
     let live = maildrop
         .listing()
         .iter()
@@ -429,7 +422,7 @@ fn stat<M: Maildrop>(maildrop: &M, deleted: &[bool], out: &mut Vec<u8>) {
 }
 
 /// LIST or UIDL without an argument (RFC 1939 section 5 and 7).
-fn listing<M: Maildrop>(maildrop: &M, deleted: &[bool], what: Listed, out: &mut Vec<u8>) {
+fn listing<M: Maildrop>(maildrop: &M, deleted: &[bool], what: Listed, out: &mut Replies) {
     ok(
         out,
         match what {
@@ -437,19 +430,20 @@ fn listing<M: Maildrop>(maildrop: &M, deleted: &[bool], what: Listed, out: &mut 
             Listed::Sizes => "Scan listing follows",
         },
     );
+    let body = out.data();
     for (i, listing) in maildrop
         .listing()
         .iter()
         .enumerate()
         .filter(|(i, _)| !deleted[*i])
     {
-        out.extend_from_slice(format!("{} {}\r\n", i + 1, what.of(listing)).as_bytes());
+        body.extend_from_slice(format!("{} {}\r\n", i + 1, what.of(listing)).as_bytes());
     }
-    out.extend_from_slice(b".\r\n");
+    body.extend_from_slice(b".\r\n");
 }
 
 /// LIST n or UIDL n.
-fn listed<M: Maildrop>(maildrop: &M, deleted: &[bool], n: u64, what: Listed, out: &mut Vec<u8>) {
+fn listed<M: Maildrop>(maildrop: &M, deleted: &[bool], n: u64, what: Listed, out: &mut Replies) {
     match message(deleted, n) {
         Some(i) => ok(out, &format!("{n} {}", what.of(&maildrop.listing()[i]))),
         None => err(out, NO_SUCH_MESSAGE),
@@ -457,7 +451,7 @@ fn listed<M: Maildrop>(maildrop: &M, deleted: &[bool], n: u64, what: Listed, out
 }
 
 /// DELE only marks (RFC 1939 section 6): QUIT removes.
-fn dele(deleted: &mut [bool], n: u64, out: &mut Vec<u8>) {
+fn dele(deleted: &mut [bool], n: u64, out: &mut Replies) {
     match message(deleted, n) {
         Some(i) => {
             deleted[i] = true;
@@ -494,48 +488,37 @@ impl MessageStream {
     }
 }
 
-impl<B: Backend> Commands for Session<B> {
-    fn queue(&mut self) -> &mut CommandQueue {
-        &mut self.client.queue
-    }
+impl<B: Backend> LineMachine for Pop3Server<B> {
+    type Reply = StatusLine;
 
-    fn errors(&mut self) -> &mut ErrorCount {
-        &mut self.errors
-    }
-
-    fn closed(&self) -> bool {
-        matches!(self.state, State::Closed)
-    }
-
-    fn command(&mut self, line: &[u8], out: &mut Vec<u8>) -> Step {
-        self.handle(line, out)
-    }
-}
-
-impl<B: Backend> Protocol for Session<B> {
-    fn greeting(&mut self, out: &mut Vec<u8>) {
+    fn greeting(&self, out: &mut Replies) -> Step {
         ok(out, "Sealpost POP3 server ready");
+        Step::Continue
     }
 
-    fn receive(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step {
-        super::feed(self, input, out)
+    fn line_too_long(&self) -> StatusLine {
+        said::line_too_long()
     }
 
-    fn has_pending_input(&self) -> bool {
-        self.client.queue.has_pending()
+    fn too_many_errors(&self) -> StatusLine {
+        said::too_many_errors()
+    }
+
+    fn timed_out(&self) -> StatusLine {
+        said::timed_out()
+    }
+
+    fn shutting_down(&self) -> StatusLine {
+        said::shutting_down()
+    }
+
+    fn line(&mut self, line: &[u8], out: &mut Replies) -> Step {
+        self.handle(line, out)
     }
 
     fn tls_started(&mut self, tls: TlsInfo) {
-        self.client.upgraded(tls);
+        self.tls = Some(tls);
         self.state = State::Authorization { user: None };
-    }
-
-    fn is_idle(&self) -> bool {
-        self.client.queue.is_empty()
-    }
-
-    fn has_partial_command(&self) -> bool {
-        !self.client.queue.is_empty()
     }
 
     fn next_chunk(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
@@ -547,22 +530,6 @@ impl<B: Backend> Protocol for Session<B> {
             self.sending = None;
         }
         more
-    }
-
-    fn take_delay(&mut self) -> std::time::Duration {
-        std::mem::take(&mut self.login_delay) + self.errors.take_delay()
-    }
-
-    fn expecting_data(&self) -> bool {
-        false
-    }
-
-    fn timed_out(&mut self, out: &mut Vec<u8>) {
-        err(out, "[SYS/TEMP] Idle too long; closing");
-    }
-
-    fn shutting_down(&mut self, out: &mut Vec<u8>) {
-        err(out, "[SYS/TEMP] Server shutting down; try again later");
     }
 }
 

@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use super::*;
+use crate::net::driver::Protocol;
 
 const PASSWORD: &str = "right password";
 

@@ -102,6 +102,27 @@ impl Reply {
         }
     }
 
+    /// STARTTLS (RFC 3207 section 4): the 220 that starts the handshake, or
+    /// the 503 that says why not. Written once for the server and the proxy.
+    pub fn starttls(tls_active: bool, greeted: bool, in_transaction: bool) -> Result<Reply, Reply> {
+        let refused = |text: &'static str| Err(Reply::new(503, "5.5.1", text));
+        if tls_active {
+            refused("TLS is already active")
+        } else if !greeted {
+            refused("Send EHLO first")
+        } else if in_transaction {
+            refused("A mail transaction is in progress; send RSET first")
+        } else {
+            Ok(Reply::new(220, "2.0.0", "Ready to start TLS"))
+        }
+    }
+
+    /// `530 5.7.0`: MAIL before STARTTLS where TLS is required (RFC 3207
+    /// section 4).
+    pub fn must_starttls() -> Reply {
+        Reply::new(530, "5.7.0", "Must issue a STARTTLS command first")
+    }
+
     /// Whether this is a positive completion or intermediate reply.
     pub fn is_positive(&self) -> bool {
         self.code < 400
@@ -119,6 +140,21 @@ impl Reply {
             };
             out.extend_from_slice(text.as_bytes());
         }
+    }
+}
+
+impl crate::net::engine::Answer for Reply {
+    fn write_to(&self, out: &mut Vec<u8>) {
+        Reply::write_to(self, out);
+    }
+
+    fn is_error(&self) -> bool {
+        Reply::is_error(self)
+    }
+
+    /// `421` ends the session (RFC 5321 section 3.8).
+    fn closes(&self) -> bool {
+        self.code == 421
     }
 }
 

@@ -1,7 +1,8 @@
 //! The journal SMTP server as an I/O-free state machine: bytes in, replies
 //! out, one type per state (mailin's shape). Storage is reached through the
 //! [`Backend`] trait, so every protocol rule can be tested without sockets or
-//! disks.
+//! disks. The client side (lines, error count, intake) is the shared
+//! [`Engine`]'s; [`Journal`] holds only what SMTP means.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -15,8 +16,10 @@ use super::message_id::MessageIdScan;
 use super::reply::Reply;
 use crate::dot_stuffing::DataReceiver;
 use crate::net::driver::Step;
-use crate::net::error_limit::{ErrorCount, ErrorPolicy, Verdict};
-use crate::net::line::{ClientSide, Line};
+use crate::net::engine::{Engine, LineMachine, Reading, Replies};
+use crate::net::error_limit::ErrorPolicy;
+use crate::net::intake::{Intake, Refused};
+use crate::net::line::CommandQueue;
 use crate::store::{MailboxId, StoreError};
 use crate::timestamp;
 
@@ -116,10 +119,7 @@ struct Helo {
 
 /// A message body arriving through DATA or BDAT.
 struct Incoming {
-    sink: Option<Box<dyn MessageSink>>,
-    size: u64,
-    limit: u64,
-    write_error: Option<std::io::Error>,
+    intake: Intake<Box<dyn MessageSink>>,
     /// For the `result=stored` line.
     message_id: MessageIdScan,
 }
@@ -127,16 +127,7 @@ struct Incoming {
 impl Incoming {
     fn write(&mut self, bytes: &[u8]) {
         self.message_id.feed(bytes);
-        self.size += bytes.len() as u64;
-        if self.size > self.limit {
-            // Over the limit: keep reading to the end, store nothing.
-            self.sink = None;
-        } else if let Some(sink) = &mut self.sink
-            && let Err(e) = sink.write_all(bytes)
-        {
-            self.write_error = Some(e);
-            self.sink = None;
-        }
+        self.intake.write(bytes);
     }
 }
 
@@ -195,16 +186,21 @@ impl Phase {
     }
 }
 
-/// One SMTP connection's protocol state.
-pub struct Session<B: Backend> {
+/// What SMTP means on one journal connection; the [`Engine`] around it
+/// keeps the client side.
+pub struct Journal<B: Backend> {
     settings: Settings,
     backend: B,
     client_ip: IpAddr,
-    client: ClientSide,
+    tls: Option<TlsInfo>,
+    /// Outside `smtp.allowed_clients`: the greeting is a refusal.
+    refused: bool,
     phase: Phase,
     scratch: Vec<u8>,
-    errors: ErrorCount,
 }
+
+/// One SMTP connection.
+pub type Session<B> = Engine<Journal<B>>;
 
 fn random_id() -> String {
     let mut bytes = [0u8; 6];
@@ -224,161 +220,138 @@ impl<B: Backend> Session<B> {
         client_ip: IpAddr,
         tls: Option<TlsInfo>,
     ) -> Session<B> {
-        Session {
-            client: ClientSide::new(tls, settings.max_line_bytes),
-            errors: ErrorCount::new(settings.errors),
+        let (max_line, errors) = (settings.max_line_bytes, settings.errors);
+        let journal = Journal {
             settings,
             backend,
             client_ip,
+            tls,
+            refused: false,
             phase: Phase::Greeted,
             scratch: Vec::with_capacity(64 * 1024),
+        };
+        Engine::around(journal, max_line, errors)
+    }
+
+    /// A session for a client outside `smtp.allowed_clients`: the greeting
+    /// is `554` and the session ends (RFC 5321 section 3.1).
+    pub fn refusing(self) -> Session<B> {
+        self.map_machine(|j| j.refused = true)
+    }
+}
+
+impl<B: Backend> LineMachine for Journal<B> {
+    type Reply = Reply;
+
+    fn greeting(&self, out: &mut Replies) -> Step {
+        let host = &self.settings.hostname;
+        if self.refused {
+            let ip = self.client_ip;
+            out.say(&Reply::new(
+                554,
+                "5.7.1",
+                format!("{host} Access denied for {ip}"),
+            ));
+            return Step::Close;
         }
+        out.say(&Reply::plain(220, vec![format!("{host} ESMTP Sealpost")]));
+        Step::Continue
     }
 
-    /// The 220 greeting.
-    pub fn greeting(&self) -> Reply {
-        Reply::plain(
-            220,
-            vec![format!("{} ESMTP Sealpost", self.settings.hostname)],
-        )
+    fn line_too_long(&self) -> Reply {
+        Reply::line_too_long()
     }
 
-    /// The reply for a client outside `allowed_clients` (RFC 5321 section 3.1).
-    pub fn refusal(&self) -> Reply {
-        Reply::new(
-            554,
-            "5.7.1",
-            format!(
-                "{} Access denied for {}",
-                self.settings.hostname, self.client_ip
-            ),
-        )
+    fn too_many_errors(&self) -> Reply {
+        Reply::too_many_errors(&self.settings.hostname)
     }
 
-    /// The reply when the client was silent too long (RFC 5321 section 4.5.3.2).
-    pub fn timeout_reply(&self) -> Reply {
+    /// RFC 5321 section 4.5.3.2.
+    fn timed_out(&self) -> Reply {
         Reply::timed_out(&self.settings.hostname)
     }
 
-    /// The reply when the gateway is stopping.
-    pub fn shutdown_reply(&self) -> Reply {
+    fn shutting_down(&self) -> Reply {
         Reply::shutting_down(&self.settings.hostname)
     }
 
-    /// Counts an error reply; at the hard limit the session ends.
-    fn count(&mut self, reply: &Reply) -> Verdict {
-        match reply.is_error() {
-            true => self.errors.record(),
-            false => Verdict::Continue,
+    fn reading(&self) -> Reading {
+        match self.expecting_data() {
+            true => Reading::Raw,
+            false => Reading::Lines,
         }
     }
 
-    /// The delay owed by error replies since the last call.
-    pub fn take_delay(&mut self) -> std::time::Duration {
-        self.errors.take_delay()
+    fn line(&mut self, line: &[u8], out: &mut Replies) -> Step {
+        let (reply, step) = self.command(line, out);
+        if let Some(reply) = reply {
+            out.say(&reply);
+        }
+        step
     }
 
-    /// Whether part of a command line has arrived.
-    pub fn has_partial_command(&self) -> bool {
-        !self.client.queue.is_empty()
+    fn raw(&mut self, queue: &mut CommandQueue, out: &mut Replies) -> Option<Step> {
+        let reply = match &mut self.phase {
+            Phase::Data(_, _, incoming, receiver) => {
+                let scratch = &mut self.scratch;
+                scratch.clear();
+                let mut done = false;
+                queue.take_raw(|input| done = receiver.feed(input, scratch));
+                incoming.write(scratch);
+                if !done {
+                    return None;
+                }
+                self.finish_data(out)
+            }
+            Phase::Chunk(chunked, remaining, _) => {
+                queue.take_raw(|input| {
+                    let bytes = take(input, remaining);
+                    chunked.check.feed(bytes);
+                    chunked.incoming.write(bytes);
+                });
+                if *remaining > 0 {
+                    return None;
+                }
+                self.finish_chunk(out)
+            }
+            Phase::Discard { remaining, .. } => {
+                queue.take_raw(|input| {
+                    take(input, remaining);
+                });
+                if *remaining > 0 {
+                    return None;
+                }
+                self.finish_discard()
+            }
+            _ => return Some(Step::Continue),
+        };
+        out.say(&reply);
+        Some(Step::Continue)
     }
 
-    /// Whether complete commands wait in the queue (after an upgrade was refused, say).
-    pub fn has_pending_input(&self) -> bool {
-        self.client.queue.has_pending()
+    /// After STARTTLS: forget everything learnt before (RFC 3207 section 4.2).
+    fn tls_started(&mut self, tls: TlsInfo) {
+        self.tls = Some(tls);
+        self.phase = Phase::Greeted;
     }
 
-    /// Whether the session is inside message data (the data deadline applies).
-    pub fn expecting_data(&self) -> bool {
+    /// No transaction.
+    fn is_idle(&self) -> bool {
+        matches!(self.phase, Phase::Greeted | Phase::Ready(_))
+    }
+
+    fn expecting_data(&self) -> bool {
         matches!(
             self.phase,
             Phase::Data(..) | Phase::Chunk(..) | Phase::Discard { .. }
         )
     }
+}
 
-    /// Whether nothing is in progress: no transaction, no partial command.
-    pub fn is_idle(&self) -> bool {
-        matches!(self.phase, Phase::Greeted | Phase::Ready(_)) && self.client.queue.is_empty()
-    }
-
-    /// The TLS parameters, once TLS is on.
-    pub fn tls(&self) -> Option<&TlsInfo> {
-        self.client.tls.as_ref()
-    }
-
-    /// After STARTTLS: forget everything learnt before (RFC 3207 section 4.2).
-    pub fn tls_started(&mut self, tls: TlsInfo) {
-        self.client.upgraded(tls);
-        self.phase = Phase::Greeted;
-    }
-
-    /// Feeds bytes from the client; replies are appended to `out`.
-    pub fn receive(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step {
-        self.client.queue.push(input);
-        loop {
-            let (reply, step) = match &mut self.phase {
-                Phase::Closed => return Step::Close,
-                Phase::Data(_, _, incoming, receiver) => {
-                    let scratch = &mut self.scratch;
-                    scratch.clear();
-                    let mut done = false;
-                    self.client
-                        .queue
-                        .take_raw(|input| done = receiver.feed(input, scratch));
-                    incoming.write(scratch);
-                    if !done {
-                        return Step::Continue;
-                    }
-                    (Some(self.finish_data()), Step::Continue)
-                }
-                Phase::Chunk(chunked, remaining, _) => {
-                    self.client.queue.take_raw(|input| {
-                        let bytes = take(input, remaining);
-                        chunked.check.feed(bytes);
-                        chunked.incoming.write(bytes);
-                    });
-                    if *remaining > 0 {
-                        return Step::Continue;
-                    }
-                    (Some(self.finish_chunk()), Step::Continue)
-                }
-                Phase::Discard { remaining, .. } => {
-                    self.client.queue.take_raw(|input| {
-                        take(input, remaining);
-                    });
-                    if *remaining > 0 {
-                        return Step::Continue;
-                    }
-                    (Some(self.finish_discard()), Step::Continue)
-                }
-                _ => match self.client.queue.next_line() {
-                    None => return Step::Continue,
-                    Some(Line::TooLong) => (Some(Reply::line_too_long()), Step::Continue),
-                    Some(Line::Complete(line)) => self.command(&line),
-                },
-            };
-            if let Some(reply) = reply {
-                reply.write_to(out);
-                if self.count(&reply) == Verdict::Close {
-                    Reply::too_many_errors(&self.settings.hostname).write_to(out);
-                    self.phase = Phase::Closed;
-                    return Step::Close;
-                }
-            }
-            match step {
-                Step::Continue => {}
-                Step::Close => {
-                    self.phase = Phase::Closed;
-                    return Step::Close;
-                }
-                other => return other,
-            }
-        }
-    }
-
+impl<B: Backend> Journal<B> {
     /// Handles one command line; `None` means the reply comes later (a BDAT
     /// chunk is answered once its bytes have been read).
-    fn command(&mut self, line: &[u8]) -> (Option<Reply>, Step) {
+    fn command(&mut self, line: &[u8], out: &mut Replies) -> (Option<Reply>, Step) {
         let command = match command::parse(line) {
             Ok(c) => c,
             Err(e) => return (Some(Reply::from(e)), Step::Continue),
@@ -404,7 +377,7 @@ impl<B: Backend> Session<B> {
             Command::Mail(from, params) => self.mail(from, params),
             Command::Rcpt(to) => self.rcpt(to),
             Command::Data => self.data(),
-            Command::Bdat { size, last } => return (self.bdat(size, last), Step::Continue),
+            Command::Bdat { size, last } => return (self.bdat(size, last, out), Step::Continue),
             Command::Rset => {
                 let phase = std::mem::replace(&mut self.phase, Phase::Closed);
                 self.phase = phase.without_transaction();
@@ -449,24 +422,18 @@ impl<B: Backend> Session<B> {
             "ENHANCEDSTATUSCODES".into(),
             "CHUNKING".into(),
         ];
-        if self.client.tls.is_none() {
+        if self.tls.is_none() {
             lines.push("STARTTLS".into());
         }
         Reply::plain(250, lines)
     }
 
     fn starttls(&mut self) -> (Option<Reply>, Step) {
-        let refusal = |text: &'static str| (Some(Reply::new(503, "5.5.1", text)), Step::Continue);
-        if self.client.tls.is_some() {
-            return refusal("TLS is already active");
-        }
-        match self.phase {
-            Phase::Ready(_) => (
-                Some(Reply::new(220, "2.0.0", "Ready to start TLS")),
-                Step::StartTls,
-            ),
-            Phase::Greeted => refusal("Send EHLO first"),
-            _ => refusal("A mail transaction is in progress; send RSET first"),
+        let greeted = !matches!(self.phase, Phase::Greeted);
+        let in_transaction = !matches!(self.phase, Phase::Greeted | Phase::Ready(_));
+        match Reply::starttls(self.tls.is_some(), greeted, in_transaction) {
+            Ok(go) => (Some(go), Step::StartTls),
+            Err(refusal) => (Some(refusal), Step::Continue),
         }
     }
 
@@ -476,12 +443,12 @@ impl<B: Backend> Session<B> {
             Phase::Ready(h) => h.clone(),
             _ => return Reply::new(503, "5.5.1", "Nested MAIL command"),
         };
-        if self.settings.require_tls && self.client.tls.is_none() {
+        if self.settings.require_tls && self.tls.is_none() {
             info!(
                 "smtp from=<{}> result=refused reply=530 reason=no-tls",
                 from.0
             );
-            return Reply::new(530, "5.7.0", "Must issue a STARTTLS command first");
+            return Reply::must_starttls();
         }
         if let Err(reply) = Reply::check_utf8(&from, params.smtputf8, true) {
             return reply;
@@ -554,10 +521,7 @@ impl<B: Backend> Session<B> {
         let header = self.received_header(tx, helo);
         sink.write_all(header.as_bytes()).map_err(|e| failed(&e))?;
         Ok(Incoming {
-            sink: Some(sink),
-            size: 0,
-            limit: self.settings.max_message_bytes,
-            write_error: None,
+            intake: Intake::new(sink, self.settings.max_message_bytes),
             message_id: MessageIdScan::new(),
         })
     }
@@ -597,7 +561,7 @@ impl<B: Backend> Session<B> {
 
     /// BDAT (RFC 3030): the chunk's bytes follow the command line and are
     /// always read, even when the command is refused, to stay in step.
-    fn bdat(&mut self, size: u64, last: bool) -> Option<Reply> {
+    fn bdat(&mut self, size: u64, last: bool, out: &mut Replies) -> Option<Reply> {
         let phase = std::mem::replace(&mut self.phase, Phase::Closed);
         let discard = |reply: Reply, then: Phase| Phase::Discard {
             remaining: size,
@@ -634,7 +598,7 @@ impl<B: Backend> Session<B> {
         };
         (size == 0).then(|| match self.phase {
             Phase::Discard { .. } => self.finish_discard(),
-            _ => self.finish_chunk(),
+            _ => self.finish_chunk(out),
         })
     }
 
@@ -651,7 +615,7 @@ impl<B: Backend> Session<B> {
         }
     }
 
-    fn finish_chunk(&mut self) -> Reply {
+    fn finish_chunk(&mut self, out: &mut Replies) -> Reply {
         let Phase::Chunk(chunked, _, last) = std::mem::replace(&mut self.phase, Phase::Closed)
         else {
             return temporary_storage_failure();
@@ -663,12 +627,12 @@ impl<B: Backend> Session<B> {
             check,
         } = *chunked;
         if !last {
-            if incoming.size > incoming.limit {
+            if incoming.intake.too_large() {
                 // RFC 3030 section 4.2: a failed chunk fails the transaction.
                 self.phase = Phase::Ready(helo);
                 return Reply::too_big();
             }
-            let received = incoming.size;
+            let received = incoming.intake.size();
             self.phase = Phase::Chunked(Box::new(Chunked {
                 helo,
                 tx,
@@ -681,12 +645,12 @@ impl<B: Backend> Session<B> {
             true => LineEnds::HadBare,
             false => LineEnds::Crlf,
         };
-        let reply = self.complete_message(tx, incoming, ending);
+        let reply = self.complete_message(tx, incoming, ending, out);
         self.phase = Phase::Ready(helo);
         reply
     }
 
-    fn finish_data(&mut self) -> Reply {
+    fn finish_data(&mut self, out: &mut Replies) -> Reply {
         let Phase::Data(helo, tx, incoming, receiver) =
             std::mem::replace(&mut self.phase, Phase::Closed)
         else {
@@ -696,7 +660,7 @@ impl<B: Backend> Session<B> {
             true => LineEnds::HadBare,
             false => LineEnds::Crlf,
         };
-        let reply = self.complete_message(tx, incoming, ending);
+        let reply = self.complete_message(tx, incoming, ending, out);
         self.phase = Phase::Ready(helo);
         reply
     }
@@ -706,25 +670,30 @@ impl<B: Backend> Session<B> {
         tx: Transaction,
         mut incoming: Incoming,
         ending: LineEnds,
+        out: &mut Replies,
     ) -> Reply {
         let qid = &tx.queue_id;
-        let tls = self.client.tls.as_ref().map(|t| t.version.clone());
+        let tls = self.tls.as_ref().map(|t| t.version.clone());
+        let size = incoming.intake.size();
         let summary = format!(
             "smtp[{qid}] tls={} from=<{}> size={} rcpts={} message_id={}",
             tls.as_deref().unwrap_or("none"),
             tx.mail_from.0,
-            incoming.size,
+            size,
             tx.recipients.len(),
             incoming.message_id.message_id().unwrap_or("none")
         );
-        if incoming.size > incoming.limit {
-            info!("{summary} result=rejected reason=too-large");
-            return Reply::too_big();
-        }
-        if let Some(e) = incoming.write_error {
-            warn!("{summary} result=deferred reason=storage error={e}");
-            return temporary_storage_failure();
-        }
+        let sink = match incoming.intake.finish() {
+            Ok(sink) => sink,
+            Err(Refused::TooLarge) => {
+                info!("{summary} result=rejected reason=too-large");
+                return Reply::too_big();
+            }
+            Err(Refused::Failed(e)) => {
+                warn!("{summary} result=deferred reason=storage error={e}");
+                return temporary_storage_failure();
+            }
+        };
         if ending == LineEnds::HadBare {
             info!("{summary} result=rejected reason=bare-cr-or-lf");
             return Reply::new(
@@ -733,17 +702,13 @@ impl<B: Backend> Session<B> {
                 "Message contains a bare CR or LF; lines must end with CRLF (RFC 5321 section 2.3.8)",
             );
         }
-        let Some(sink) = incoming.sink else {
-            warn!("{summary} result=deferred reason=no-sink");
-            return temporary_storage_failure();
-        };
         let envelope = Envelope {
             queue_id: tx.queue_id.clone(),
             mail_from: tx.mail_from.0.clone(),
             recipients: tx.recipients,
             client_ip: self.client_ip,
             tls,
-            size: incoming.size,
+            size,
         };
         match sink.deliver(&envelope) {
             Ok(stored) => {
@@ -762,7 +727,7 @@ impl<B: Backend> Session<B> {
                 );
                 // A client that delivers is doing real work: its earlier
                 // errors (a few unknown recipients) are forgiven.
-                self.errors.forgive();
+                out.forgive();
                 Reply::new(250, "2.0.0", format!("Ok: queued as {qid}"))
             }
             Err(e) if e.is_permanent() => {
@@ -791,7 +756,7 @@ impl<B: Backend> Session<B> {
             (true, true) => "UTF8SMTP".to_string(),
         };
         let mut tls_line = String::new();
-        if let Some(tls) = &self.client.tls {
+        if let Some(tls) = &self.tls {
             protocol.push('S');
             tls_line = format!("\r\n\t(using {} with cipher {})", tls.version, tls.cipher);
         }

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::*;
+use crate::net::driver::Protocol;
 
 const A: &str = "mbx-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const B: &str = "mbx-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
@@ -234,11 +235,18 @@ fn body_of(stored: &[u8]) -> &[u8] {
 }
 
 #[test]
-fn greeting_is_220_with_the_hostname() {
-    let h = Harness::tls();
+fn greeting_is_220_with_the_hostname_and_554_for_a_client_not_allowed() {
+    let mut h = Harness::tls();
+    let mut out = Vec::new();
+    assert!(matches!(h.session.greeting(&mut out), Step::Continue));
+    assert_eq!(out, b"220 gw.example ESMTP Sealpost\r\n");
+    // RFC 5321 section 3.1: the 554 greeting, then the end.
+    let mut refused = Harness::tls().session.refusing();
+    let mut out = Vec::new();
+    assert!(matches!(refused.greeting(&mut out), Step::Close));
     assert_eq!(
-        h.session.greeting().to_string(),
-        "220 gw.example ESMTP Sealpost"
+        String::from_utf8(out).unwrap(),
+        "554 5.7.1 gw.example Access denied for 192.0.2.7\r\n"
     );
 }
 

@@ -52,8 +52,8 @@ pub enum Step {
 
 /// An I/O-free line protocol: bytes in, replies out, effects as [`Step`]s.
 pub trait Protocol {
-    /// The greeting, written first.
-    fn greeting(&mut self, out: &mut Vec<u8>);
+    /// The greeting, written first; `Step::Close` refuses the client.
+    fn greeting(&mut self, out: &mut Vec<u8>) -> Step;
     /// Feeds bytes (possibly none, to process input it still holds).
     fn receive(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step;
     /// Whether complete commands are waiting to be processed without reading.
@@ -179,7 +179,8 @@ type Ended = String;
 impl Driver<'_> {
     fn run(&mut self) -> Result<std::convert::Infallible, Ended> {
         let mut out = Vec::new();
-        self.protocol.greeting(&mut out);
+        let first = self.protocol.greeting(&mut out);
+        self.perform(first, &mut out)?;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             self.flush(&mut out)?;
@@ -414,8 +415,9 @@ mod tests {
     }
 
     impl Protocol for Lines {
-        fn greeting(&mut self, out: &mut Vec<u8>) {
+        fn greeting(&mut self, out: &mut Vec<u8>) -> Step {
             out.extend_from_slice(b"hello\n");
+            Step::Continue
         }
 
         fn receive(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step {

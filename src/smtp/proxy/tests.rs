@@ -6,6 +6,7 @@ use std::io::{self, Read};
 use std::rc::Rc;
 
 use super::*;
+use crate::net::driver::Protocol;
 use crate::net::driver::testing::exchange;
 use crate::net::upstream::{DialError, Perform};
 use crate::proxy::login_name::ProxyLogin;

@@ -2,10 +2,11 @@
 //! upstream POP3 server and an in-memory archive (no sockets).
 
 use std::cell::RefCell;
-use std::io;
+use std::io::{self, Write};
 use std::rc::Rc;
 
 use super::*;
+use crate::net::driver::Protocol;
 use crate::net::driver::testing::exchange;
 use crate::net::upstream::{DialError, Perform};
 use crate::proxy::login_name::ProxyLogin;

@@ -15,20 +15,20 @@
 //! data is checked and passed on. Multi-line answers are data and pass whole.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
 use std::net::IpAddr;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use log::{info, warn};
 
 use super::command::{self, Command, CommandError};
 use super::upstream::{Link, Login, Progress, Status};
-use super::{Commands, err, ok};
+use super::{StatusLine, TLS_REQUIRED, err, ok, said};
 use crate::crypto::Password;
 use crate::dot_stuffing::{DataReceiver, DotStuffer};
-use crate::net::driver::{Protocol, Step};
-use crate::net::error_limit::{ErrorCount, ErrorPolicy};
-use crate::net::line::{ClientSide, CommandQueue};
+use crate::net::driver::Step;
+use crate::net::engine::{Engine, LineMachine, Reading, Replies};
+use crate::net::error_limit::ErrorPolicy;
+use crate::net::intake::{Intake, Refused};
 use crate::net::stream::TlsInfo;
 use crate::net::upstream::{Request, Response};
 use crate::proxy::login_name::Target;
@@ -113,12 +113,11 @@ struct Listing {
     bytes: Vec<u8>,
 }
 
-/// A copy being made of a RETR response.
+/// A copy being made of a RETR response (its size is bounded by the body's
+/// own check, so the intake's limit is not the one that acts).
 struct Archiving {
-    sink: Option<Box<dyn CopySink>>,
+    intake: Intake<Box<dyn CopySink>>,
     number: u64,
-    size: u64,
-    error: Option<std::io::Error>,
 }
 
 /// What a one-line answer is, for the text passed to the client.
@@ -172,21 +171,20 @@ enum State {
     Closed,
 }
 
-/// One POP3 proxy connection's protocol state.
-pub struct Pop3ProxySession<R: Relay> {
+/// What POP3 means on one proxy connection; the [`Engine`] around it keeps
+/// the client side.
+pub struct Pop3Proxy<R: Relay> {
     relay: R,
     client_ip: IpAddr,
-    client: ClientSide,
+    tls: Option<TlsInfo>,
     state: State,
-    errors: ErrorCount,
     max_message_bytes: u64,
-    /// The failed-login delay the next replies owe.
-    delay: Duration,
 }
 
+/// One POP3 proxy connection.
+pub type Pop3ProxySession<R> = Engine<Pop3Proxy<R>>;
+
 const LOST: &str = "[SYS/TEMP] Connection to the upstream server lost";
-const TLS_REQUIRED: &str =
-    "[AUTH] TLS is required before logging in: use STLS, or the implicit-TLS port";
 /// Most bytes of a UIDL or LIST answer read at login (about 200,000
 /// messages): an upstream cannot make the proxy hold more.
 const MAX_LISTING_BYTES: usize = 16 << 20;
@@ -195,7 +193,7 @@ const MAX_LISTING_BYTES: usize = 16 << 20;
 const MAX_LISTING_LINE: usize = 1024;
 
 /// The client's copy of an upstream status line (see the module's text policy).
-fn passed_on(status: &Status, answer: Answer, out: &mut Vec<u8>) {
+fn passed_on(status: &Status, answer: Answer, out: &mut Replies) {
     if !status.ok {
         let code = status.code().map(|c| format!("[{c}] ")).unwrap_or_default();
         return err(out, &format!("{code}The upstream server refused it"));
@@ -235,21 +233,22 @@ impl<R: Relay> Pop3ProxySession<R> {
         client_ip: IpAddr,
         tls: Option<TlsInfo>,
     ) -> Pop3ProxySession<R> {
-        Pop3ProxySession {
+        let proxy = Pop3Proxy {
             relay,
             client_ip,
-            client: ClientSide::new(tls, settings.max_line_bytes),
+            tls,
             state: State::Authorization { user: None },
-            errors: ErrorCount::new(settings.errors),
             max_message_bytes: settings.max_message_bytes,
-            delay: Duration::ZERO,
-        }
+        };
+        Engine::around(proxy, settings.max_line_bytes, settings.errors)
     }
+}
 
-    fn capabilities(&self, out: &mut Vec<u8>) {
+impl<R: Relay> Pop3Proxy<R> {
+    fn capabilities(&self, out: &mut Replies) {
         let mut caps = vec!["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE"];
         if matches!(self.state, State::Authorization { .. }) {
-            if self.client.tls.is_some() {
+            if self.tls.is_some() {
                 caps.extend(["USER", "SASL PLAIN"]);
             } else {
                 caps.push("STLS");
@@ -257,13 +256,14 @@ impl<R: Relay> Pop3ProxySession<R> {
         }
         caps.push("IMPLEMENTATION Sealpost recording proxy");
         ok(out, "Capability list follows");
+        let body = out.data();
         for cap in caps {
-            out.extend_from_slice(format!("{cap}\r\n").as_bytes());
+            body.extend_from_slice(format!("{cap}\r\n").as_bytes());
         }
-        out.extend_from_slice(b".\r\n");
+        body.extend_from_slice(b".\r\n");
     }
 
-    fn handle(&mut self, line: &[u8], out: &mut Vec<u8>) -> Step {
+    fn handle(&mut self, line: &[u8], out: &mut Replies) -> Step {
         if matches!(self.state, State::AuthPlain) {
             self.state = State::Authorization { user: None };
             if line == sasl::CANCEL {
@@ -285,19 +285,12 @@ impl<R: Relay> Pop3ProxySession<R> {
         let in_transaction = matches!(self.state, State::Transaction(_));
         match command {
             Command::Capa => self.capabilities(out),
-            Command::Stls if self.client.tls.is_some() => err(out, "TLS is already active"),
-            Command::Stls if in_transaction => err(out, "STLS is only allowed before login"),
-            Command::Stls => {
-                ok(out, "Begin TLS negotiation");
-                return Step::StartTls;
-            }
+            Command::Stls => return super::stls(self.tls.is_some(), in_transaction, out),
             Command::Apop => err(out, "APOP is not supported"),
             Command::User(_) | Command::Pass(_) | Command::Auth { .. } if in_transaction => {
                 err(out, "Already logged in")
             }
-            Command::User(_) | Command::Pass(_) | Command::Auth { .. }
-                if self.client.tls.is_none() =>
-            {
+            Command::User(_) | Command::Pass(_) | Command::Auth { .. } if self.tls.is_none() => {
                 err(out, TLS_REQUIRED)
             }
             Command::User(_) | Command::Pass(_) | Command::Auth { .. } => {
@@ -315,7 +308,7 @@ impl<R: Relay> Pop3ProxySession<R> {
     }
 
     /// USER, PASS and AUTH, over TLS and before login.
-    fn login_command(&mut self, command: Command, out: &mut Vec<u8>) -> Step {
+    fn login_command(&mut self, command: Command, out: &mut Replies) -> Step {
         match command {
             Command::User(name) => {
                 self.state = State::Authorization { user: Some(name) };
@@ -335,7 +328,7 @@ impl<R: Relay> Pop3ProxySession<R> {
                 mechanism: None, ..
             } => {
                 ok(out, "Supported mechanisms follow");
-                out.extend_from_slice(b"PLAIN\r\n.\r\n");
+                out.data().extend_from_slice(b"PLAIN\r\n.\r\n");
             }
             Command::Auth {
                 mechanism: Some(m),
@@ -346,7 +339,7 @@ impl<R: Relay> Pop3ProxySession<R> {
                 }
                 _ => {
                     self.state = State::AuthPlain;
-                    out.extend_from_slice(b"+ \r\n");
+                    out.data().extend_from_slice(b"+ \r\n");
                 }
             },
             Command::Auth {
@@ -357,12 +350,12 @@ impl<R: Relay> Pop3ProxySession<R> {
         Step::Continue
     }
 
-    fn error(&mut self, out: &mut Vec<u8>, text: &str) -> Step {
+    fn error(&mut self, out: &mut Replies, text: &str) -> Step {
         err(out, text);
         Step::Continue
     }
 
-    fn auth_plain(&mut self, response: &str, out: &mut Vec<u8>) -> Step {
+    fn auth_plain(&mut self, response: &str, out: &mut Replies) -> Step {
         match sasl::plain(response) {
             Some((user, password)) => self.login(&user, password, out),
             None => self.error(out, "[AUTH] Malformed PLAIN response"),
@@ -370,7 +363,7 @@ impl<R: Relay> Pop3ProxySession<R> {
     }
 
     /// The local checks, then the upstream login.
-    fn login(&mut self, name: &str, password: Password, out: &mut Vec<u8>) -> Step {
+    fn login(&mut self, name: &str, password: Password, out: &mut Replies) -> Step {
         match self.relay.authorize(name, password) {
             Ok(authorized) => {
                 let (login, first) = Login::start(self.relay.dialer(), &authorized);
@@ -380,8 +373,8 @@ impl<R: Relay> Pop3ProxySession<R> {
         }
     }
 
-    fn refused(&mut self, refusal: Refusal, out: &mut Vec<u8>) -> Step {
-        self.delay += refusal.delay;
+    fn refused(&mut self, refusal: Refusal, out: &mut Replies) -> Step {
+        out.owe_login_delay(refusal.delay);
         self.state = State::Authorization { user: None };
         match refusal.failure {
             LoginFailure::Refused => err(out, "[AUTH] Invalid login"),
@@ -395,7 +388,7 @@ impl<R: Relay> Pop3ProxySession<R> {
         login: Login,
         authorized: Box<Authorized>,
         progress: Progress<Result<Link, OpenError>>,
-        out: &mut Vec<u8>,
+        out: &mut Replies,
     ) -> Step {
         let result = match progress {
             Progress::Io(request) => {
@@ -432,7 +425,7 @@ impl<R: Relay> Pop3ProxySession<R> {
     /// Asks for one of the listings of the login: one UIDL ties message
     /// numbers to the ids the archive index is keyed by; one LIST gives the
     /// sizes the limit is checked on.
-    fn list(&mut self, tx: Tx, command: &'static str, out: &mut Vec<u8>) -> Step {
+    fn list(&mut self, tx: Tx, command: &'static str, out: &mut Replies) -> Step {
         match tx.link.command(command) {
             Ok(request) => {
                 self.state = State::Listing(Box::new(Listing {
@@ -447,7 +440,7 @@ impl<R: Relay> Pop3ProxySession<R> {
         }
     }
 
-    fn listing(&mut self, mut l: Box<Listing>, response: Response<'_>, out: &mut Vec<u8>) -> Step {
+    fn listing(&mut self, mut l: Box<Listing>, response: Response<'_>, out: &mut Replies) -> Step {
         let read = match &mut l.receiver {
             None => match l.tx.link.status(response) {
                 Err(e) => return self.lost(&e, out),
@@ -502,7 +495,7 @@ impl<R: Relay> Pop3ProxySession<R> {
         Step::Continue
     }
 
-    fn lost(&mut self, why: &dyn std::fmt::Display, out: &mut Vec<u8>) -> Step {
+    fn lost(&mut self, why: &dyn std::fmt::Display, out: &mut Replies) -> Step {
         warn!("pop3 proxy: upstream lost: {why}");
         err(out, LOST);
         self.state = State::Closed;
@@ -531,10 +524,8 @@ impl<R: Relay> Pop3ProxySession<R> {
     fn start_copy(&mut self, mailbox: &MailboxId, number: u64) -> Option<Archiving> {
         match self.relay.start_copy(mailbox) {
             Ok(sink) => Some(Archiving {
-                sink: Some(sink),
+                intake: Intake::new(sink, u64::MAX),
                 number,
-                size: 0,
-                error: None,
             }),
             Err(e) => {
                 warn!("pop3 proxy: cannot start a copy for {mailbox}: {e}");
@@ -555,7 +546,7 @@ impl<R: Relay> Pop3ProxySession<R> {
         tx: Box<Tx>,
         line: &str,
         pending: Pending,
-        out: &mut Vec<u8>,
+        out: &mut Replies,
     ) -> Step {
         match tx.link.command(line) {
             Ok(request) => {
@@ -566,7 +557,7 @@ impl<R: Relay> Pop3ProxySession<R> {
         }
     }
 
-    fn transaction(&mut self, command: Command, out: &mut Vec<u8>) -> Step {
+    fn transaction(&mut self, command: Command, out: &mut Replies) -> Step {
         let State::Transaction(tx) = std::mem::replace(&mut self.state, State::Closed) else {
             return self.error(out, "Log in first (USER/PASS or AUTH PLAIN)");
         };
@@ -600,7 +591,7 @@ impl<R: Relay> Pop3ProxySession<R> {
         }
     }
 
-    fn retr(&mut self, tx: Box<Tx>, n: u64, out: &mut Vec<u8>) -> Step {
+    fn retr(&mut self, tx: Box<Tx>, n: u64, out: &mut Replies) -> Step {
         if let Some(size) = self.too_big(&tx, n) {
             warn!(
                 "pop3 proxy: message {n} is {size} bytes, more than pop3_proxy.max_message_bytes"
@@ -631,7 +622,7 @@ impl<R: Relay> Pop3ProxySession<R> {
 
     /// Nothing is deleted upstream without a durable copy: a message never
     /// archived is retrieved and stored first.
-    fn dele(&mut self, tx: Box<Tx>, n: u64, out: &mut Vec<u8>) -> Step {
+    fn dele(&mut self, tx: Box<Tx>, n: u64, out: &mut Replies) -> Step {
         if !self.needs_copy(&tx, n) {
             return self.relay_command(
                 tx,
@@ -654,7 +645,7 @@ impl<R: Relay> Pop3ProxySession<R> {
         }
     }
 
-    fn not_deleted(&mut self, tx: Box<Tx>, n: u64, why: &str, out: &mut Vec<u8>) -> Step {
+    fn not_deleted(&mut self, tx: Box<Tx>, n: u64, why: &str, out: &mut Replies) -> Step {
         warn!("pop3 proxy: message {n} could not be archived, DELE not forwarded: {why}");
         self.state = State::Transaction(tx);
         self.error(
@@ -669,7 +660,7 @@ impl<R: Relay> Pop3ProxySession<R> {
         tx: Box<Tx>,
         pending: Pending,
         status: Status,
-        out: &mut Vec<u8>,
+        out: &mut Replies,
     ) -> Step {
         match pending {
             Pending::Line(answer) => {
@@ -714,7 +705,7 @@ impl<R: Relay> Pop3ProxySession<R> {
         to_client: Option<DotStuffer>,
         copy: Option<Archiving>,
         then_dele: Option<u64>,
-        out: &mut Vec<u8>,
+        out: &mut Replies,
     ) -> Step {
         let body = Box::new(Body {
             receiver: DataReceiver::normalizing(),
@@ -734,7 +725,7 @@ impl<R: Relay> Pop3ProxySession<R> {
         mut tx: Box<Tx>,
         mut b: Box<Body>,
         response: Option<Response<'_>>,
-        out: &mut Vec<u8>,
+        out: &mut Replies,
     ) -> Step {
         let mut plain = Vec::new();
         let end = match tx.link.body(response, &mut b.receiver, &mut plain) {
@@ -761,16 +752,10 @@ impl<R: Relay> Pop3ProxySession<R> {
             return Step::Close;
         }
         if let Some(copy) = &mut b.copy {
-            copy.size += plain.len() as u64;
-            if let Some(sink) = &mut copy.sink
-                && let Err(e) = sink.write_all(&plain)
-            {
-                copy.error = Some(e);
-                copy.sink = None;
-            }
+            copy.intake.write(&plain);
         }
         if let Some(stuffer) = &mut b.to_client {
-            stuffer.push(&plain, out);
+            stuffer.push(&plain, out.data());
         }
         if !end {
             let read = tx.link.read();
@@ -778,7 +763,7 @@ impl<R: Relay> Pop3ProxySession<R> {
             return Step::Upstream(read);
         }
         if let Some(stuffer) = &mut b.to_client {
-            stuffer.finish(out);
+            stuffer.finish(out.data());
         }
         let archived = match b.copy.take() {
             Some(copy) => self.finish_copy(&mut tx, copy),
@@ -803,10 +788,8 @@ impl<R: Relay> Pop3ProxySession<R> {
     }
 
     fn finish_copy(&mut self, tx: &mut Tx, copy: Archiving) -> Result<(), String> {
-        if let Some(e) = copy.error {
-            return Err(e.to_string());
-        }
-        let sink = copy.sink.ok_or("no copy")?;
+        let size = copy.intake.size();
+        let sink = copy.intake.finish().map_err(|e: Refused| e.to_string())?;
         let uidl = tx
             .uidls
             .as_ref()
@@ -820,8 +803,8 @@ impl<R: Relay> Pop3ProxySession<R> {
             mail_from: String::new(),
             rcpt_to: Vec::new(),
             client_ip: Some(self.client_ip.to_string()),
-            tls: self.client.tls.as_ref().map(|t| t.version.clone()),
-            size: copy.size,
+            tls: self.tls.as_ref().map(|t| t.version.clone()),
+            size,
             upstream: Some(UpstreamOrigin {
                 user: account.user.clone(),
                 host: account.server.clone(),
@@ -840,7 +823,7 @@ impl<R: Relay> Pop3ProxySession<R> {
         }
         info!(
             "pop3 proxy {}: archived message {} ({} bytes) of {} at {} as {name}",
-            self.client_ip, copy.number, copy.size, account.user, account.server
+            self.client_ip, copy.number, size, account.user, account.server
         );
         Ok(())
     }
@@ -896,38 +879,46 @@ fn read_listing(
     Ok(Some(entries))
 }
 
-impl<R: Relay> Commands for Pop3ProxySession<R> {
-    fn queue(&mut self) -> &mut CommandQueue {
-        &mut self.client.queue
+impl<R: Relay> LineMachine for Pop3Proxy<R> {
+    type Reply = StatusLine;
+
+    fn greeting(&self, out: &mut Replies) -> Step {
+        ok(out, "Sealpost POP3 recording proxy ready");
+        Step::Continue
     }
 
-    fn errors(&mut self) -> &mut ErrorCount {
-        &mut self.errors
+    fn line_too_long(&self) -> StatusLine {
+        said::line_too_long()
     }
 
-    fn closed(&self) -> bool {
-        matches!(self.state, State::Closed)
+    fn too_many_errors(&self) -> StatusLine {
+        said::too_many_errors()
     }
 
-    fn command(&mut self, line: &[u8], out: &mut Vec<u8>) -> Step {
+    fn timed_out(&self) -> StatusLine {
+        said::timed_out()
+    }
+
+    fn shutting_down(&self) -> StatusLine {
+        said::shutting_down()
+    }
+
+    /// While an upstream exchange is under way, the client's next
+    /// commands wait.
+    fn reading(&self) -> Reading {
+        match self.state {
+            State::Authorization { .. } | State::AuthPlain | State::Transaction(_) => {
+                Reading::Lines
+            }
+            _ => Reading::Nothing,
+        }
+    }
+
+    fn line(&mut self, line: &[u8], out: &mut Replies) -> Step {
         self.handle(line, out)
     }
-}
 
-impl<R: Relay> Protocol for Pop3ProxySession<R> {
-    fn greeting(&mut self, out: &mut Vec<u8>) {
-        ok(out, "Sealpost POP3 recording proxy ready");
-    }
-
-    fn receive(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step {
-        super::feed(self, input, out)
-    }
-
-    fn has_pending_input(&self) -> bool {
-        self.client.queue.has_pending()
-    }
-
-    fn upstream(&mut self, response: Response<'_>, out: &mut Vec<u8>) -> Step {
+    fn upstream(&mut self, response: Response<'_>, out: &mut Replies) -> Step {
         match std::mem::replace(&mut self.state, State::Closed) {
             State::LoggingIn(mut login, authorized) => {
                 let progress = login.on(response, &authorized);
@@ -959,35 +950,10 @@ impl<R: Relay> Protocol for Pop3ProxySession<R> {
     }
 
     fn tls_started(&mut self, tls: TlsInfo) {
-        self.client.upgraded(tls);
+        self.tls = Some(tls);
         self.state = State::Authorization { user: None };
-    }
-
-    fn is_idle(&self) -> bool {
-        self.client.queue.is_empty()
-    }
-
-    fn has_partial_command(&self) -> bool {
-        !self.client.queue.is_empty()
-    }
-
-    fn take_delay(&mut self) -> Duration {
-        std::mem::take(&mut self.delay) + self.errors.take_delay()
-    }
-
-    fn expecting_data(&self) -> bool {
-        false
-    }
-
-    fn timed_out(&mut self, out: &mut Vec<u8>) {
-        err(out, "[SYS/TEMP] Idle too long; closing");
-    }
-
-    fn shutting_down(&mut self, out: &mut Vec<u8>) {
-        err(out, "[SYS/TEMP] Server shutting down; try again later");
     }
 }
 
 #[cfg(test)]
-#[path = "proxy_tests.rs"]
 mod tests;

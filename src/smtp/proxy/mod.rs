@@ -14,7 +14,7 @@
 //! code and enhanced code with a text of ours; the upstream's text is logged.
 
 use std::net::IpAddr;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use log::{info, warn};
 
@@ -23,9 +23,11 @@ use super::reply::Reply;
 use super::upstream::{Link, Login, Outbound, Progress, SendOutcome, UpReply};
 use crate::crypto::Password;
 use crate::dot_stuffing::DataReceiver;
-use crate::net::driver::{Protocol, Step};
-use crate::net::error_limit::{ErrorCount, ErrorPolicy, Verdict};
-use crate::net::line::{ClientSide, Line};
+use crate::net::driver::Step;
+use crate::net::engine::{Engine, LineMachine, Reading, Replies};
+use crate::net::error_limit::ErrorPolicy;
+use crate::net::intake::{Intake, Refused};
+use crate::net::line::CommandQueue;
 use crate::net::stream::TlsInfo;
 use crate::net::upstream::{Request, Response};
 use crate::proxy::relay::Authorized;
@@ -76,13 +78,6 @@ enum Waiting {
     Quit,
 }
 
-/// A message being read from the client into its copy.
-struct Incoming {
-    sink: Option<Box<dyn CopySink>>,
-    size: u64,
-    error: Option<std::io::Error>,
-}
-
 /// A message whose durable copy is being sent upstream.
 struct Delivery {
     copy: Box<dyn PreparedCopy>,
@@ -110,7 +105,7 @@ enum Phase {
     /// Logged in, a relayed command waiting for its reply.
     Awaiting(Relaying, Waiting),
     /// Reading the client's message.
-    Data(Relaying, Incoming, DataReceiver),
+    Data(Relaying, Intake<Box<dyn CopySink>>, DataReceiver),
     /// Sending the message upstream.
     Sending(Relaying, Box<Delivery>),
     /// QUIT, or the end. Also what `phase` holds while a transition is
@@ -119,18 +114,19 @@ enum Phase {
     Closed,
 }
 
-/// One proxy connection's protocol state.
-pub struct ProxySession<R: Relay> {
+/// What SMTP means on one proxy connection; the [`Engine`] around it keeps
+/// the client side.
+pub struct SmtpProxy<R: Relay> {
     settings: Settings,
     relay: R,
     client_ip: IpAddr,
-    client: ClientSide,
+    tls: Option<TlsInfo>,
     phase: Phase,
     scratch: Vec<u8>,
-    errors: ErrorCount,
-    /// The failed-login delay the next replies owe.
-    delay: Duration,
 }
+
+/// One proxy connection.
+pub type ProxySession<R> = Engine<SmtpProxy<R>>;
 
 const AUTH_REFUSED: (u16, &str, &str) = (535, "5.7.8", "Authentication credentials invalid");
 
@@ -176,30 +172,26 @@ impl<R: Relay> ProxySession<R> {
         client_ip: IpAddr,
         tls: Option<TlsInfo>,
     ) -> ProxySession<R> {
-        ProxySession {
-            client: ClientSide::new(tls, settings.max_line_bytes),
-            errors: ErrorCount::new(settings.errors),
+        let (max_line, errors) = (settings.max_line_bytes, settings.errors);
+        let machine = SmtpProxy {
             settings,
             relay,
             client_ip,
+            tls,
             phase: Phase::Greeted,
             scratch: Vec::with_capacity(64 * 1024),
-            delay: Duration::ZERO,
-        }
+        };
+        Engine::around(machine, max_line, errors)
     }
+}
 
-    /// Writes a reply and counts it; `Step::Close` at the error limit.
-    fn say(&mut self, reply: Reply, out: &mut Vec<u8>) -> Step {
-        reply.write_to(out);
-        if reply.is_error() && self.errors.record() == Verdict::Close {
-            Reply::too_many_errors(&self.settings.hostname).write_to(out);
-            self.phase = Phase::Closed;
-            return Step::Close;
-        }
+impl<R: Relay> SmtpProxy<R> {
+    /// Writes a reply (the engine counts it, and closes on a 421).
+    fn say(&mut self, reply: Reply, out: &mut Replies) -> Step {
         if reply.code == 421 {
             self.phase = Phase::Closed;
-            return Step::Close;
         }
+        out.say(&reply);
         Step::Continue
     }
 
@@ -209,7 +201,7 @@ impl<R: Relay> ProxySession<R> {
             "PIPELINING".into(),
             "ENHANCEDSTATUSCODES".into(),
         ];
-        if self.client.tls.is_none() {
+        if self.tls.is_none() {
             lines.push("STARTTLS".into());
         } else {
             lines.push(format!("SIZE {}", self.settings.max_message_bytes));
@@ -221,56 +213,7 @@ impl<R: Relay> ProxySession<R> {
         Reply::plain(250, lines)
     }
 
-    /// Feeds client bytes; replies are appended to `out`.
-    fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step {
-        self.client.queue.push(input);
-        loop {
-            let step = match &mut self.phase {
-                Phase::Closed => return Step::Close,
-                Phase::Data(..) => match self.read_data() {
-                    false => return Step::Continue,
-                    true => self.finish_data(out),
-                },
-                Phase::LoggingIn(..)
-                | Phase::Disconnecting
-                | Phase::Awaiting(..)
-                | Phase::Sending(..) => return Step::Continue,
-                _ => match self.client.queue.next_line() {
-                    None => return Step::Continue,
-                    Some(Line::TooLong) => self.say(Reply::line_too_long(), out),
-                    Some(Line::Complete(line)) => self.line(&line, out),
-                },
-            };
-            if !matches!(step, Step::Continue) {
-                return step;
-            }
-        }
-    }
-
-    /// Takes message data from the queue; `true` at the end of the message.
-    fn read_data(&mut self) -> bool {
-        let Phase::Data(_, incoming, receiver) = &mut self.phase else {
-            return false;
-        };
-        let (scratch, max) = (&mut self.scratch, self.settings.max_message_bytes);
-        scratch.clear();
-        let mut done = false;
-        self.client
-            .queue
-            .take_raw(|input| done = receiver.feed(input, scratch));
-        incoming.size += scratch.len() as u64;
-        if incoming.size > max {
-            incoming.sink = None;
-        } else if let Some(sink) = &mut incoming.sink
-            && let Err(e) = sink.write_all(scratch)
-        {
-            incoming.error = Some(e);
-            incoming.sink = None;
-        }
-        done
-    }
-
-    fn line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Step {
+    fn handle(&mut self, line: &[u8], out: &mut Replies) -> Step {
         match std::mem::replace(&mut self.phase, Phase::Closed) {
             Phase::AuthPlain => {
                 self.phase = Phase::Ready;
@@ -309,18 +252,19 @@ impl<R: Relay> ProxySession<R> {
         }
     }
 
-    fn command(&mut self, command: Command, out: &mut Vec<u8>) -> Step {
+    fn command(&mut self, command: Command, out: &mut Replies) -> Step {
         let host = self.settings.hostname.clone();
         let reply = match command {
             Command::Ehlo(name) | Command::Helo(name) => return self.ehlo(name, out),
             Command::StartTls => {
-                if self.client.tls.is_some() {
-                    Reply::new(503, "5.5.1", "TLS is already active")
-                } else if matches!(self.phase, Phase::Greeted) {
-                    Reply::new(503, "5.5.1", "Send EHLO first")
-                } else {
-                    self.say(Reply::new(220, "2.0.0", "Ready to start TLS"), out);
-                    return Step::StartTls;
+                let greeted = !matches!(self.phase, Phase::Greeted);
+                // Logged in means TLS is on: no transaction can be open here.
+                match Reply::starttls(self.tls.is_some(), greeted, false) {
+                    Ok(go) => {
+                        self.say(go, out);
+                        return Step::StartTls;
+                    }
+                    Err(refusal) => refusal,
                 }
             }
             Command::Auth { mechanism, initial } => return self.auth(&mechanism, initial, out),
@@ -358,7 +302,7 @@ impl<R: Relay> ProxySession<R> {
     }
 
     /// EHLO resets any transaction (RFC 5321 section 4.1.4), upstream too.
-    fn ehlo(&mut self, name: String, out: &mut Vec<u8>) -> Step {
+    fn ehlo(&mut self, name: String, out: &mut Replies) -> Step {
         if let Phase::Relaying(r) = &mut self.phase
             && r.tx.take().is_some()
         {
@@ -372,7 +316,7 @@ impl<R: Relay> ProxySession<R> {
     }
 
     /// Sends a command upstream when logged in; otherwise answers it here.
-    fn relay_simple(&mut self, waiting: Waiting, line: &str, out: &mut Vec<u8>) -> Step {
+    fn relay_simple(&mut self, waiting: Waiting, line: &str, out: &mut Replies) -> Step {
         match std::mem::replace(&mut self.phase, Phase::Closed) {
             Phase::Relaying(r) => self.relay_command(r, waiting, line, out),
             other => {
@@ -387,7 +331,7 @@ impl<R: Relay> ProxySession<R> {
         r: Relaying,
         waiting: Waiting,
         line: &str,
-        out: &mut Vec<u8>,
+        out: &mut Replies,
     ) -> Step {
         match r.link.command(line) {
             Ok(request) => {
@@ -398,8 +342,8 @@ impl<R: Relay> ProxySession<R> {
         }
     }
 
-    fn auth(&mut self, mechanism: &str, initial: Option<String>, out: &mut Vec<u8>) -> Step {
-        if self.client.tls.is_none() {
+    fn auth(&mut self, mechanism: &str, initial: Option<String>, out: &mut Replies) -> Step {
+        if self.tls.is_none() {
             // RFC 4954 section 6: the credentials are never looked at.
             return self.say(
                 Reply::new(
@@ -441,7 +385,7 @@ impl<R: Relay> ProxySession<R> {
         }
     }
 
-    fn auth_plain(&mut self, response: &[u8], out: &mut Vec<u8>) -> Step {
+    fn auth_plain(&mut self, response: &[u8], out: &mut Replies) -> Step {
         if response == sasl::CANCEL {
             return self.say(cancelled(), out);
         }
@@ -452,7 +396,7 @@ impl<R: Relay> ProxySession<R> {
     }
 
     /// The local checks, then the upstream login.
-    fn login(&mut self, name: &str, password: Password, out: &mut Vec<u8>) -> Step {
+    fn login(&mut self, name: &str, password: Password, out: &mut Replies) -> Step {
         let authorized = match self.relay.authorize(name, password) {
             Ok(authorized) => authorized,
             Err(refusal) => return self.refused(refusal, out),
@@ -466,7 +410,7 @@ impl<R: Relay> ProxySession<R> {
         login: Login,
         authorized: Box<Authorized>,
         progress: Progress<Result<Link, OpenError>>,
-        out: &mut Vec<u8>,
+        out: &mut Replies,
     ) -> Step {
         match progress {
             Progress::Io(request) => {
@@ -502,8 +446,8 @@ impl<R: Relay> ProxySession<R> {
         }
     }
 
-    fn refused(&mut self, refusal: Refusal, out: &mut Vec<u8>) -> Step {
-        self.delay += refusal.delay;
+    fn refused(&mut self, refusal: Refusal, out: &mut Replies) -> Step {
+        out.owe_login_delay(refusal.delay);
         self.phase = Phase::Ready;
         let reply = match refusal.failure {
             LoginFailure::Refused => Reply::new(AUTH_REFUSED.0, AUTH_REFUSED.1, AUTH_REFUSED.2),
@@ -516,15 +460,13 @@ impl<R: Relay> ProxySession<R> {
         self.say(reply, out)
     }
 
-    fn mail(&mut self, from: Path, params: MailParams, out: &mut Vec<u8>) -> Step {
+    fn mail(&mut self, from: Path, params: MailParams, out: &mut Replies) -> Step {
         let r = match std::mem::replace(&mut self.phase, Phase::Closed) {
             Phase::Relaying(r) => r,
             other => {
                 let reply = match other {
                     Phase::Greeted => Reply::new(503, "5.5.1", "Send EHLO first"),
-                    _ if self.client.tls.is_none() => {
-                        Reply::new(530, "5.7.0", "Must issue a STARTTLS command first")
-                    }
+                    _ if self.tls.is_none() => Reply::must_starttls(),
                     _ => Reply::new(530, "5.7.0", "Authentication required"),
                 };
                 self.phase = other;
@@ -558,7 +500,7 @@ impl<R: Relay> ProxySession<R> {
     }
 
     /// The logged-in session, taken out of the phase; otherwise the 530.
-    fn relaying(&mut self, out: &mut Vec<u8>) -> Result<Relaying, Step> {
+    fn relaying(&mut self, out: &mut Replies) -> Result<Relaying, Step> {
         match std::mem::replace(&mut self.phase, Phase::Closed) {
             Phase::Relaying(r) => Ok(r),
             other => {
@@ -568,7 +510,7 @@ impl<R: Relay> ProxySession<R> {
         }
     }
 
-    fn rcpt(&mut self, to: Path, out: &mut Vec<u8>) -> Step {
+    fn rcpt(&mut self, to: Path, out: &mut Replies) -> Step {
         let r = match self.relaying(out) {
             Ok(r) => r,
             Err(step) => return step,
@@ -588,7 +530,7 @@ impl<R: Relay> ProxySession<R> {
         self.relay_command(r, Waiting::Rcpt(to.0), &line, out)
     }
 
-    fn data(&mut self, out: &mut Vec<u8>) -> Step {
+    fn data(&mut self, out: &mut Replies) -> Step {
         let r = match self.relaying(out) {
             Ok(r) => r,
             Err(step) => return step,
@@ -606,15 +548,8 @@ impl<R: Relay> ProxySession<R> {
         }
         match self.relay.start_copy(&r.mailbox) {
             Ok(sink) => {
-                self.phase = Phase::Data(
-                    r,
-                    Incoming {
-                        sink: Some(sink),
-                        size: 0,
-                        error: None,
-                    },
-                    DataReceiver::normalizing(),
-                );
+                let intake = Intake::new(sink, self.settings.max_message_bytes);
+                self.phase = Phase::Data(r, intake, DataReceiver::normalizing());
                 self.say(Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"), out)
             }
             Err(e) => {
@@ -626,8 +561,8 @@ impl<R: Relay> ProxySession<R> {
     }
 
     /// The end of the client's data: the copy first, then the upstream.
-    fn finish_data(&mut self, out: &mut Vec<u8>) -> Step {
-        let Phase::Data(mut r, incoming, _) = std::mem::replace(&mut self.phase, Phase::Closed)
+    fn finish_data(&mut self, out: &mut Replies) -> Step {
+        let Phase::Data(mut r, intake, _) = std::mem::replace(&mut self.phase, Phase::Closed)
         else {
             return Step::Close;
         };
@@ -641,18 +576,16 @@ impl<R: Relay> ProxySession<R> {
             r.mailbox,
             tx.mail_from,
             tx.accepted.len(),
-            incoming.size
+            intake.size()
         );
-        if incoming.size > self.settings.max_message_bytes {
-            info!("{summary} result=rejected reason=too-large");
-            return self.abandon(r, Reply::too_big(), out);
-        }
-        let sink = match (incoming.sink, incoming.error) {
-            (Some(sink), None) => sink,
-            (_, error) => {
-                let why = error.map(|e| e.to_string()).unwrap_or_default();
-                return self.copy_failed(r, &summary, &why, out);
+        let size = intake.size();
+        let sink = match intake.finish() {
+            Ok(sink) => sink,
+            Err(Refused::TooLarge) => {
+                info!("{summary} result=rejected reason=too-large");
+                return self.abandon(r, Reply::too_big(), out);
             }
+            Err(Refused::Failed(e)) => return self.copy_failed(r, &summary, &e, out),
         };
         let metadata = Metadata {
             received: timestamp::rfc3339(SystemTime::now()),
@@ -660,8 +593,8 @@ impl<R: Relay> ProxySession<R> {
             mail_from: tx.mail_from,
             rcpt_to: tx.accepted,
             client_ip: Some(self.client_ip.to_string()),
-            tls: self.client.tls.as_ref().map(|t| t.version.clone()),
-            size: incoming.size,
+            tls: self.tls.as_ref().map(|t| t.version.clone()),
+            size,
             upstream: None,
         };
         // The archiving rule: the copy is durable before anything is sent.
@@ -691,14 +624,14 @@ impl<R: Relay> ProxySession<R> {
         r: Relaying,
         summary: &str,
         why: &dyn std::fmt::Display,
-        out: &mut Vec<u8>,
+        out: &mut Replies,
     ) -> Step {
         warn!("{summary} result=deferred reason=copy error={why}");
         self.abandon(r, cannot_archive(), out)
     }
 
     /// Anything refused before DATA upstream clears the upstream envelope.
-    fn abandon(&mut self, r: Relaying, reply: Reply, out: &mut Vec<u8>) -> Step {
+    fn abandon(&mut self, r: Relaying, reply: Reply, out: &mut Replies) -> Step {
         self.relay_command(r, Waiting::Abandon(reply), "RSET", out)
     }
 
@@ -708,7 +641,7 @@ impl<R: Relay> ProxySession<R> {
         mut r: Relaying,
         waiting: Waiting,
         reply: UpReply,
-        out: &mut Vec<u8>,
+        out: &mut Replies,
     ) -> Step {
         let answer = match waiting {
             Waiting::Mail(from) => {
@@ -744,9 +677,13 @@ impl<R: Relay> ProxySession<R> {
         self.say(answer, out)
     }
 
-    fn quit(&mut self, out: &mut Vec<u8>) -> Step {
+    fn quit(&mut self, out: &mut Replies) -> Step {
         let host = &self.settings.hostname;
-        Reply::new(221, "2.0.0", format!("{host} closing connection")).write_to(out);
+        out.say(&Reply::new(
+            221,
+            "2.0.0",
+            format!("{host} closing connection"),
+        ));
         self.phase = Phase::Closed;
         Step::Close
     }
@@ -756,13 +693,13 @@ impl<R: Relay> ProxySession<R> {
         r: Relaying,
         delivery: Delivery,
         outcome: SendOutcome,
-        out: &mut Vec<u8>,
+        out: &mut Replies,
     ) -> Step {
         let Delivery { copy, summary, .. } = delivery;
         self.phase = Phase::Relaying(r);
         let reply = match outcome {
             SendOutcome::Reply(reply) if reply.is_success() => {
-                self.errors.forgive();
+                out.forgive();
                 match copy.commit() {
                     Ok(name) => {
                         info!(
@@ -814,27 +751,64 @@ fn undecodable() -> Reply {
     Reply::new(501, "5.5.2", "Cannot decode the response")
 }
 
-impl<R: Relay> Protocol for ProxySession<R> {
-    fn greeting(&mut self, out: &mut Vec<u8>) {
-        Reply::plain(
+impl<R: Relay> LineMachine for SmtpProxy<R> {
+    type Reply = Reply;
+
+    fn greeting(&self, out: &mut Replies) -> Step {
+        let host = &self.settings.hostname;
+        out.say(&Reply::plain(
             220,
-            vec![format!(
-                "{} ESMTP Sealpost recording proxy",
-                self.settings.hostname
-            )],
-        )
-        .write_to(out);
+            vec![format!("{host} ESMTP Sealpost recording proxy")],
+        ));
+        Step::Continue
     }
 
-    fn receive(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step {
-        self.feed(input, out)
+    fn line_too_long(&self) -> Reply {
+        Reply::line_too_long()
     }
 
-    fn has_pending_input(&self) -> bool {
-        self.client.queue.has_pending()
+    fn too_many_errors(&self) -> Reply {
+        Reply::too_many_errors(&self.settings.hostname)
     }
 
-    fn upstream(&mut self, response: Response<'_>, out: &mut Vec<u8>) -> Step {
+    fn timed_out(&self) -> Reply {
+        Reply::timed_out(&self.settings.hostname)
+    }
+
+    fn shutting_down(&self) -> Reply {
+        Reply::shutting_down(&self.settings.hostname)
+    }
+
+    fn reading(&self) -> Reading {
+        match self.phase {
+            Phase::Data(..) => Reading::Raw,
+            Phase::LoggingIn(..)
+            | Phase::Disconnecting
+            | Phase::Awaiting(..)
+            | Phase::Sending(..)
+            | Phase::Closed => Reading::Nothing,
+            _ => Reading::Lines,
+        }
+    }
+
+    fn line(&mut self, line: &[u8], out: &mut Replies) -> Step {
+        self.handle(line, out)
+    }
+
+    /// Message data into the copy; at its end, the copy, then the upstream.
+    fn raw(&mut self, queue: &mut CommandQueue, out: &mut Replies) -> Option<Step> {
+        let Phase::Data(_, intake, receiver) = &mut self.phase else {
+            return Some(Step::Continue);
+        };
+        let scratch = &mut self.scratch;
+        scratch.clear();
+        let mut done = false;
+        queue.take_raw(|input| done = receiver.feed(input, scratch));
+        intake.write(scratch);
+        done.then(|| self.finish_data(out))
+    }
+
+    fn upstream(&mut self, response: Response<'_>, out: &mut Replies) -> Step {
         match std::mem::replace(&mut self.phase, Phase::Closed) {
             Phase::LoggingIn(mut login, authorized) => {
                 let progress = login.on(response, &authorized);
@@ -874,7 +848,7 @@ impl<R: Relay> Protocol for ProxySession<R> {
     }
 
     fn tls_started(&mut self, tls: TlsInfo) {
-        self.client.upgraded(tls);
+        self.tls = Some(tls);
         self.phase = Phase::Greeted;
     }
 
@@ -882,30 +856,13 @@ impl<R: Relay> Protocol for ProxySession<R> {
         matches!(
             self.phase,
             Phase::Greeted | Phase::Ready | Phase::Relaying(Relaying { tx: None, .. })
-        ) && self.client.queue.is_empty()
+        )
     }
 
     fn expecting_data(&self) -> bool {
         matches!(self.phase, Phase::Data(..))
     }
-
-    fn has_partial_command(&self) -> bool {
-        !self.client.queue.is_empty()
-    }
-
-    fn take_delay(&mut self) -> Duration {
-        std::mem::take(&mut self.delay) + self.errors.take_delay()
-    }
-
-    fn timed_out(&mut self, out: &mut Vec<u8>) {
-        Reply::timed_out(&self.settings.hostname).write_to(out);
-    }
-
-    fn shutting_down(&mut self, out: &mut Vec<u8>) {
-        Reply::shutting_down(&self.settings.hostname).write_to(out);
-    }
 }
 
 #[cfg(test)]
-#[path = "proxy_tests.rs"]
 mod tests;

@@ -185,12 +185,6 @@ pub struct Pop3Proxy<R: Relay> {
 pub type Pop3ProxySession<R> = Engine<Pop3Proxy<R>>;
 
 const LOST: &str = "[SYS/TEMP] Connection to the upstream server lost";
-/// Most bytes of a UIDL or LIST answer read at login (about 200,000
-/// messages): an upstream cannot make the proxy hold more.
-const MAX_LISTING_BYTES: usize = 16 << 20;
-/// Longest line of such an answer (RFC 1939 section 7: a UIDL is at most 70
-/// characters; answers are at most 512 octets).
-const MAX_LISTING_LINE: usize = 1024;
 
 /// The client's copy of an upstream status line (see the module's text policy).
 fn passed_on(status: &Status, answer: Answer, out: &mut Replies) {
@@ -422,122 +416,11 @@ impl<R: Relay> Pop3Proxy<R> {
         }
     }
 
-    /// Asks for one of the listings of the login: one UIDL ties message
-    /// numbers to the ids the archive index is keyed by; one LIST gives the
-    /// sizes the limit is checked on.
-    fn list(&mut self, tx: Tx, command: &'static str, out: &mut Replies) -> Step {
-        match tx.link.command(command) {
-            Ok(request) => {
-                self.state = State::Listing(Box::new(Listing {
-                    tx,
-                    command,
-                    receiver: None,
-                    bytes: Vec::new(),
-                }));
-                Step::Upstream(request)
-            }
-            Err(e) => self.lost(&e, out),
-        }
-    }
-
-    fn listing(&mut self, mut l: Box<Listing>, response: Response<'_>, out: &mut Replies) -> Step {
-        let read = match &mut l.receiver {
-            None => match l.tx.link.status(response) {
-                Err(e) => return self.lost(&e, out),
-                Ok(Progress::Io(request)) => {
-                    self.state = State::Listing(l);
-                    return Step::Upstream(request);
-                }
-                // Refused: no listing (an upstream without UIDL).
-                Ok(Progress::Done(status)) if !status.ok => Ok(None),
-                Ok(Progress::Done(_)) => {
-                    l.receiver = Some(DataReceiver::normalizing());
-                    read_listing(&mut l, None)
-                }
-            },
-            Some(_) => read_listing(&mut l, Some(response)),
-        };
-        let entries = match read {
-            Err(e) => {
-                warn!(
-                    "pop3 proxy: {} from {} failed: {e}",
-                    l.command, l.tx.account.server
-                );
-                return self.lost(&e, out);
-            }
-            Ok(None) if l.receiver.is_some() => {
-                let read = l.tx.link.read();
-                self.state = State::Listing(l);
-                return Step::Upstream(read);
-            }
-            Ok(entries) => entries,
-        };
-        let Listing {
-            mut tx, command, ..
-        } = *l;
-        if command == "UIDL" {
-            if entries.is_none() {
-                warn!(
-                    "pop3 proxy: {} offers no UIDL; copies cannot be matched across sessions",
-                    tx.account.server
-                );
-            }
-            tx.uidls = entries.map(|list| list.into_iter().collect());
-            return self.list(tx, "LIST", out);
-        }
-        tx.sizes = entries
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(n, size)| Some((n, size.parse().ok()?)))
-            .collect();
-        self.state = State::Transaction(Box::new(tx));
-        ok(out, "Logged in");
-        Step::Continue
-    }
-
     fn lost(&mut self, why: &dyn std::fmt::Display, out: &mut Replies) -> Step {
         warn!("pop3 proxy: upstream lost: {why}");
         err(out, LOST);
         self.state = State::Closed;
         Step::Close
-    }
-
-    /// Whether message `n` still needs a copy.
-    fn needs_copy(&mut self, tx: &Tx, n: u64) -> bool {
-        if tx.archived_here.contains(&n) {
-            return false;
-        }
-        match &tx.uidls {
-            Some(map) => match map.get(&n) {
-                Some(uidl) => {
-                    let (mailbox, account) = (&tx.account.mailbox, &tx.account);
-                    !self.relay.is_archived(mailbox, &account.key(uidl))
-                        && !self.relay.is_archived(mailbox, &account.legacy_key(uidl))
-                }
-                // Not a message number the upstream listed: it will refuse.
-                None => false,
-            },
-            None => true,
-        }
-    }
-
-    fn start_copy(&mut self, mailbox: &MailboxId, number: u64) -> Option<Archiving> {
-        match self.relay.start_copy(mailbox) {
-            Ok(sink) => Some(Archiving {
-                intake: Intake::new(sink, u64::MAX),
-                number,
-            }),
-            Err(e) => {
-                warn!("pop3 proxy: cannot start a copy for {mailbox}: {e}");
-                None
-            }
-        }
-    }
-
-    /// The size of message `n` when the upstream listed it above the limit.
-    fn too_big(&self, tx: &Tx, n: u64) -> Option<u64> {
-        let size = *tx.sizes.get(&n)?;
-        (size > self.max_message_bytes).then_some(size)
     }
 
     /// Sends `line` upstream; its answer comes to `pending`.
@@ -591,69 +474,6 @@ impl<R: Relay> Pop3Proxy<R> {
         }
     }
 
-    fn retr(&mut self, tx: Box<Tx>, n: u64, out: &mut Replies) -> Step {
-        if let Some(size) = self.too_big(&tx, n) {
-            warn!(
-                "pop3 proxy: message {n} is {size} bytes, more than pop3_proxy.max_message_bytes"
-            );
-            self.state = State::Transaction(tx);
-            let limit = self.max_message_bytes;
-            return self.error(
-                out,
-                &format!(
-                    "[SYS/PERM] Message {n} is larger than this proxy passes on ({limit} bytes)"
-                ),
-            );
-        }
-        let copy = match self.needs_copy(&tx, n) {
-            true => self.start_copy(&tx.account.mailbox.clone(), n),
-            false => None,
-        };
-        self.relay_command(
-            tx,
-            &format!("RETR {n}"),
-            Pending::Multi {
-                retr: Some(n),
-                copy,
-            },
-            out,
-        )
-    }
-
-    /// Nothing is deleted upstream without a durable copy: a message never
-    /// archived is retrieved and stored first.
-    fn dele(&mut self, tx: Box<Tx>, n: u64, out: &mut Replies) -> Step {
-        if !self.needs_copy(&tx, n) {
-            return self.relay_command(
-                tx,
-                &format!("DELE {n}"),
-                Pending::Line(Answer::Dele(n)),
-                out,
-            );
-        }
-        let copy = match self.too_big(&tx, n) {
-            Some(size) => Err(format!(
-                "it is {size} bytes, more than pop3_proxy.max_message_bytes"
-            )),
-            None => self
-                .start_copy(&tx.account.mailbox.clone(), n)
-                .ok_or_else(|| "no copy could be started".to_string()),
-        };
-        match copy {
-            Ok(copy) => self.relay_command(tx, &format!("RETR {n}"), Pending::Archive(copy), out),
-            Err(why) => self.not_deleted(tx, n, &why, out),
-        }
-    }
-
-    fn not_deleted(&mut self, tx: Box<Tx>, n: u64, why: &str, out: &mut Replies) -> Step {
-        warn!("pop3 proxy: message {n} could not be archived, DELE not forwarded: {why}");
-        self.state = State::Transaction(tx);
-        self.error(
-            out,
-            &format!("[SYS/TEMP] Message {n} could not be archived, so it was not deleted"),
-        )
-    }
-
     /// The status line of a relayed command.
     fn answered(
         &mut self,
@@ -698,185 +518,6 @@ impl<R: Relay> Pop3Proxy<R> {
             }
         }
     }
-
-    fn receive_body(
-        &mut self,
-        tx: Box<Tx>,
-        to_client: Option<DotStuffer>,
-        copy: Option<Archiving>,
-        then_dele: Option<u64>,
-        out: &mut Replies,
-    ) -> Step {
-        let body = Box::new(Body {
-            receiver: DataReceiver::normalizing(),
-            to_client,
-            copy,
-            total: 0,
-            then_dele,
-        });
-        // Part of the body may have come with the status line.
-        self.body(tx, body, None, out)
-    }
-
-    /// More of a multi-line answer (the strict reader finds its end, the
-    /// client gets it re-stuffed, the copy gets it as it is).
-    fn body(
-        &mut self,
-        mut tx: Box<Tx>,
-        mut b: Box<Body>,
-        response: Option<Response<'_>>,
-        out: &mut Replies,
-    ) -> Step {
-        let mut plain = Vec::new();
-        let end = match tx.link.body(response, &mut b.receiver, &mut plain) {
-            Ok(end) => end,
-            Err(e) if b.then_dele.is_some() => {
-                warn!("pop3 proxy: upstream lost while archiving: {e}");
-                return self.lost(&e, out);
-            }
-            Err(e) => {
-                // Mid-response: the client cannot be told more than the close.
-                warn!("pop3 proxy: upstream lost in the middle of a response: {e}");
-                self.state = State::Closed;
-                return Step::Close;
-            }
-        };
-        b.total += plain.len() as u64;
-        if b.total > self.max_message_bytes {
-            // The upstream announced less (or nothing): stop here, store nothing.
-            warn!(
-                "pop3 proxy: the upstream sent a response larger than pop3_proxy.max_message_bytes ({} bytes); closing",
-                self.max_message_bytes
-            );
-            self.state = State::Closed;
-            return Step::Close;
-        }
-        if let Some(copy) = &mut b.copy {
-            copy.intake.write(&plain);
-        }
-        if let Some(stuffer) = &mut b.to_client {
-            stuffer.push(&plain, out.data());
-        }
-        if !end {
-            let read = tx.link.read();
-            self.state = State::Receiving(tx, b);
-            return Step::Upstream(read);
-        }
-        if let Some(stuffer) = &mut b.to_client {
-            stuffer.finish(out.data());
-        }
-        let archived = match b.copy.take() {
-            Some(copy) => self.finish_copy(&mut tx, copy),
-            None => Ok(()),
-        };
-        match (b.then_dele, archived) {
-            (Some(n), Ok(())) => self.relay_command(
-                tx,
-                &format!("DELE {n}"),
-                Pending::Line(Answer::Dele(n)),
-                out,
-            ),
-            (Some(n), Err(why)) => self.not_deleted(tx, n, &why, out),
-            (None, result) => {
-                if let Err(e) = result {
-                    warn!("pop3 proxy: a copy could not be stored: {e}");
-                }
-                self.state = State::Transaction(tx);
-                Step::Continue
-            }
-        }
-    }
-
-    fn finish_copy(&mut self, tx: &mut Tx, copy: Archiving) -> Result<(), String> {
-        let size = copy.intake.size();
-        let sink = copy.intake.finish().map_err(|e: Refused| e.to_string())?;
-        let uidl = tx
-            .uidls
-            .as_ref()
-            .and_then(|m| m.get(&copy.number))
-            .cloned()
-            .unwrap_or_default();
-        let account = &tx.account;
-        let metadata = Metadata {
-            received: timestamp::rfc3339(SystemTime::now()),
-            source: Source::Pop3Proxy,
-            mail_from: String::new(),
-            rcpt_to: Vec::new(),
-            client_ip: Some(self.client_ip.to_string()),
-            tls: self.tls.as_ref().map(|t| t.version.clone()),
-            size,
-            upstream: Some(UpstreamOrigin {
-                user: account.user.clone(),
-                host: account.server.clone(),
-                uidl: uidl.clone(),
-            }),
-        };
-        let name = sink
-            .prepare(metadata)
-            .and_then(|prepared| prepared.commit())
-            .map_err(|e| e.to_string())?;
-        tx.archived_here.insert(copy.number);
-        if !uidl.is_empty() {
-            self.relay
-                .mark_archived(&account.mailbox, &account.key(&uidl))
-                .map_err(|e| e.to_string())?;
-        }
-        info!(
-            "pop3 proxy {}: archived message {} ({} bytes) of {} at {} as {name}",
-            self.client_ip, copy.number, size, account.user, account.server
-        );
-        Ok(())
-    }
-}
-
-/// Reads a UIDL or LIST body into (message number, value) pairs: `Ok(None)`
-/// while it goes on; bounded in size and line length; a line that is not
-/// `number value` is an error.
-fn read_listing(
-    l: &mut Listing,
-    response: Option<Response<'_>>,
-) -> Result<Option<Vec<(u64, String)>>, Broken> {
-    let Some(receiver) = &mut l.receiver else {
-        return Ok(None);
-    };
-    let end = l.tx.link.body(response, receiver, &mut l.bytes)?;
-    if l.bytes.len() > MAX_LISTING_BYTES {
-        return Err(Broken(format!(
-            "the {} answer is larger than {MAX_LISTING_BYTES} bytes",
-            l.command
-        )));
-    }
-    if !end {
-        return Ok(None);
-    }
-    let mut entries = Vec::new();
-    for line in l.bytes.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            continue;
-        }
-        let parsed = (line.len() <= MAX_LISTING_LINE)
-            .then(|| std::str::from_utf8(line).ok())
-            .flatten()
-            .and_then(|text| {
-                let mut words = text.split_ascii_whitespace();
-                let number = words.next()?.parse::<u64>().ok()?;
-                let value = words.next()?;
-                let printable = value.bytes().all(|b| b.is_ascii_graphic());
-                (printable && words.next().is_none()).then(|| (number, value.to_string()))
-            });
-        match parsed {
-            Some(entry) => entries.push(entry),
-            None => {
-                return Err(Broken(format!(
-                    "a malformed {} line: {:?}",
-                    l.command,
-                    String::from_utf8_lossy(&line[..line.len().min(80)])
-                )));
-            }
-        }
-    }
-    Ok(Some(entries))
 }
 
 impl<R: Relay> LineMachine for Pop3Proxy<R> {
@@ -954,6 +595,9 @@ impl<R: Relay> LineMachine for Pop3Proxy<R> {
         self.state = State::Authorization { user: None };
     }
 }
+
+mod listing;
+mod retrieval;
 
 #[cfg(test)]
 mod tests;

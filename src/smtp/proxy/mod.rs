@@ -215,32 +215,9 @@ impl<R: Relay> SmtpProxy<R> {
 
     fn handle(&mut self, line: &[u8], out: &mut Replies) -> Step {
         match std::mem::replace(&mut self.phase, Phase::Closed) {
-            Phase::AuthPlain => {
+            phase @ (Phase::AuthPlain | Phase::AuthLoginUser | Phase::AuthLoginPassword(_)) => {
                 self.phase = Phase::Ready;
-                self.auth_plain(line, out)
-            }
-            Phase::AuthLoginUser => {
-                self.phase = Phase::Ready;
-                if line == sasl::CANCEL {
-                    return self.say(cancelled(), out);
-                }
-                match sasl::login_response(line) {
-                    Some(user) => {
-                        self.phase = Phase::AuthLoginPassword(user);
-                        self.say(Reply::new(334, "", sasl::LOGIN_PASSWORD_CHALLENGE), out)
-                    }
-                    None => self.say(undecodable(), out),
-                }
-            }
-            Phase::AuthLoginPassword(user) => {
-                self.phase = Phase::Ready;
-                if line == sasl::CANCEL {
-                    return self.say(cancelled(), out);
-                }
-                match sasl::login_response(line) {
-                    Some(pw) if !pw.is_empty() => self.login(&user, Password::new(pw), out),
-                    _ => self.say(undecodable(), out),
-                }
+                self.auth_response(phase, line, out)
             }
             phase => {
                 self.phase = phase;
@@ -342,124 +319,6 @@ impl<R: Relay> SmtpProxy<R> {
         }
     }
 
-    fn auth(&mut self, mechanism: &str, initial: Option<String>, out: &mut Replies) -> Step {
-        if self.tls.is_none() {
-            // RFC 4954 section 6: the credentials are never looked at.
-            return self.say(
-                Reply::new(
-                    538,
-                    "5.7.11",
-                    "Encryption required for requested authentication mechanism",
-                ),
-                out,
-            );
-        }
-        match self.phase {
-            Phase::Ready => {}
-            Phase::Greeted => return self.say(Reply::new(503, "5.5.1", "Send EHLO first"), out),
-            _ => return self.say(Reply::new(503, "5.5.1", "Already authenticated"), out),
-        }
-        match (mechanism, initial) {
-            ("PLAIN", Some(response)) if response != sasl::EMPTY_INITIAL => {
-                self.auth_plain(response.as_bytes(), out)
-            }
-            ("PLAIN", _) => {
-                self.phase = Phase::AuthPlain;
-                self.say(Reply::new(334, "", ""), out)
-            }
-            ("LOGIN", None) => {
-                self.phase = Phase::AuthLoginUser;
-                self.say(Reply::new(334, "", sasl::LOGIN_USER_CHALLENGE), out)
-            }
-            ("LOGIN", Some(user)) => match sasl::login_response(user.as_bytes()) {
-                Some(user) => {
-                    self.phase = Phase::AuthLoginPassword(user);
-                    self.say(Reply::new(334, "", sasl::LOGIN_PASSWORD_CHALLENGE), out)
-                }
-                None => self.say(undecodable(), out),
-            },
-            _ => self.say(
-                Reply::new(504, "5.5.4", "Unsupported mechanism; use PLAIN or LOGIN"),
-                out,
-            ),
-        }
-    }
-
-    fn auth_plain(&mut self, response: &[u8], out: &mut Replies) -> Step {
-        if response == sasl::CANCEL {
-            return self.say(cancelled(), out);
-        }
-        match sasl::plain(&String::from_utf8_lossy(response)) {
-            Some((user, password)) => self.login(&user, password, out),
-            None => self.say(Reply::new(501, "5.5.2", "Malformed PLAIN response"), out),
-        }
-    }
-
-    /// The local checks, then the upstream login.
-    fn login(&mut self, name: &str, password: Password, out: &mut Replies) -> Step {
-        let authorized = match self.relay.authorize(name, password) {
-            Ok(authorized) => authorized,
-            Err(refusal) => return self.refused(refusal, out),
-        };
-        let (login, first) = Login::start(self.relay.dialer(), &authorized);
-        self.logging_in(login, Box::new(authorized), first, out)
-    }
-
-    fn logging_in(
-        &mut self,
-        login: Login,
-        authorized: Box<Authorized>,
-        progress: Progress<Result<Link, OpenError>>,
-        out: &mut Replies,
-    ) -> Step {
-        match progress {
-            Progress::Io(request) => {
-                self.phase = Phase::LoggingIn(Box::new(login), authorized);
-                Step::Upstream(request)
-            }
-            Progress::Done(result) => {
-                let (outcome, link) = match result {
-                    Ok(link) => (Ok(()), Some(link)),
-                    Err(e) => (Err(e), None),
-                };
-                match (self.relay.finish_login(*authorized, outcome), link) {
-                    (Ok(login), Some(link)) => {
-                        self.phase = Phase::Relaying(Relaying {
-                            mailbox: login.mailbox,
-                            link,
-                            tx: None,
-                        });
-                        self.say(Reply::new(235, "2.7.0", "Authentication successful"), out)
-                    }
-                    (Ok(_), None) => self.say(lost(&"no upstream session"), out),
-                    (Err(refusal), _) => {
-                        let step = self.refused(refusal, out);
-                        if matches!(step, Step::Continue) {
-                            // The upstream connection is of no use any more.
-                            self.phase = Phase::Disconnecting;
-                            return Step::Upstream(Request::Disconnect);
-                        }
-                        step
-                    }
-                }
-            }
-        }
-    }
-
-    fn refused(&mut self, refusal: Refusal, out: &mut Replies) -> Step {
-        out.owe_login_delay(refusal.delay);
-        self.phase = Phase::Ready;
-        let reply = match refusal.failure {
-            LoginFailure::Refused => Reply::new(AUTH_REFUSED.0, AUTH_REFUSED.1, AUTH_REFUSED.2),
-            LoginFailure::Temporary => Reply::new(
-                454,
-                "4.7.0",
-                "Temporary authentication failure; try again later",
-            ),
-        };
-        self.say(reply, out)
-    }
-
     fn mail(&mut self, from: Path, params: MailParams, out: &mut Replies) -> Step {
         let r = match std::mem::replace(&mut self.phase, Phase::Closed) {
             Phase::Relaying(r) => r,
@@ -530,111 +389,6 @@ impl<R: Relay> SmtpProxy<R> {
         self.relay_command(r, Waiting::Rcpt(to.0), &line, out)
     }
 
-    fn data(&mut self, out: &mut Replies) -> Step {
-        let r = match self.relaying(out) {
-            Ok(r) => r,
-            Err(step) => return step,
-        };
-        let refusal = match &r.tx {
-            None => Some(Reply::new(503, "5.5.1", "Need MAIL command first")),
-            Some(tx) if tx.accepted.is_empty() => {
-                Some(Reply::new(554, "5.5.1", "No valid recipients"))
-            }
-            Some(_) => None,
-        };
-        if let Some(reply) = refusal {
-            self.phase = Phase::Relaying(r);
-            return self.say(reply, out);
-        }
-        match self.relay.start_copy(&r.mailbox) {
-            Ok(sink) => {
-                let intake = Intake::new(sink, self.settings.max_message_bytes);
-                self.phase = Phase::Data(r, intake, DataReceiver::normalizing());
-                self.say(Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"), out)
-            }
-            Err(e) => {
-                warn!("smtp proxy: cannot start a copy for {}: {e}", r.mailbox);
-                self.phase = Phase::Relaying(r);
-                self.say(cannot_archive(), out)
-            }
-        }
-    }
-
-    /// The end of the client's data: the copy first, then the upstream.
-    fn finish_data(&mut self, out: &mut Replies) -> Step {
-        let Phase::Data(mut r, intake, _) = std::mem::replace(&mut self.phase, Phase::Closed)
-        else {
-            return Step::Close;
-        };
-        let tx = r.tx.take().unwrap_or(Transaction {
-            mail_from: String::new(),
-            accepted: Vec::new(),
-        });
-        let summary = format!(
-            "smtp proxy {}: mailbox={} from=<{}> rcpts={} size={}",
-            self.client_ip,
-            r.mailbox,
-            tx.mail_from,
-            tx.accepted.len(),
-            intake.size()
-        );
-        let size = intake.size();
-        let sink = match intake.finish() {
-            Ok(sink) => sink,
-            Err(Refused::TooLarge) => {
-                info!("{summary} result=rejected reason=too-large");
-                return self.abandon(r, Reply::too_big(), out);
-            }
-            Err(Refused::Failed(e)) => return self.copy_failed(r, &summary, &e, out),
-        };
-        let metadata = Metadata {
-            received: timestamp::rfc3339(SystemTime::now()),
-            source: Source::SmtpProxy,
-            mail_from: tx.mail_from,
-            rcpt_to: tx.accepted,
-            client_ip: Some(self.client_ip.to_string()),
-            tls: self.tls.as_ref().map(|t| t.version.clone()),
-            size,
-            upstream: None,
-        };
-        // The archiving rule: the copy is durable before anything is sent.
-        let copy = match sink.prepare(metadata) {
-            Ok(copy) => copy,
-            Err(e) => return self.copy_failed(r, &summary, &e, out),
-        };
-        let message = match copy.message() {
-            Ok(m) => m,
-            Err(e) => return self.copy_failed(r, &summary, &e, out),
-        };
-        let (outbound, request) = Outbound::start(&r.link, message);
-        self.phase = Phase::Sending(
-            r,
-            Box::new(Delivery {
-                copy,
-                outbound,
-                summary,
-            }),
-        );
-        Step::Upstream(request)
-    }
-
-    /// A copy that cannot be made: nothing is sent.
-    fn copy_failed(
-        &mut self,
-        r: Relaying,
-        summary: &str,
-        why: &dyn std::fmt::Display,
-        out: &mut Replies,
-    ) -> Step {
-        warn!("{summary} result=deferred reason=copy error={why}");
-        self.abandon(r, cannot_archive(), out)
-    }
-
-    /// Anything refused before DATA upstream clears the upstream envelope.
-    fn abandon(&mut self, r: Relaying, reply: Reply, out: &mut Replies) -> Step {
-        self.relay_command(r, Waiting::Abandon(reply), "RSET", out)
-    }
-
     /// An upstream reply to a relayed command, or the end of a delivery.
     fn answered(
         &mut self,
@@ -687,68 +441,6 @@ impl<R: Relay> SmtpProxy<R> {
         self.phase = Phase::Closed;
         Step::Close
     }
-
-    fn delivered(
-        &mut self,
-        r: Relaying,
-        delivery: Delivery,
-        outcome: SendOutcome,
-        out: &mut Replies,
-    ) -> Step {
-        let Delivery { copy, summary, .. } = delivery;
-        self.phase = Phase::Relaying(r);
-        let reply = match outcome {
-            SendOutcome::Reply(reply) if reply.is_success() => {
-                out.forgive();
-                match copy.commit() {
-                    Ok(name) => {
-                        info!(
-                            "{summary} result=sent copy={name} upstream=\"{} {}\"",
-                            reply.code, reply.text
-                        );
-                        Reply::new(250, "2.0.0", "Ok: sent, and a copy archived")
-                    }
-                    Err(e) => {
-                        // Sent, and the copy is durable in tmp/ but could not be
-                        // renamed: say so loudly, but the client must not resend.
-                        warn!("{summary} result=sent copy-not-visible error={e}");
-                        Reply::new(250, "2.0.0", "Ok: sent")
-                    }
-                }
-            }
-            SendOutcome::Reply(reply) => {
-                info!(
-                    "{summary} result=refused upstream=\"{} {}\"",
-                    reply.code, reply.text
-                );
-                relayed(&reply, "Message")
-            }
-            SendOutcome::LostBeforeEnd(e) => {
-                warn!("{summary} result=deferred reason=upstream-lost-before-end error={e}");
-                lost(&e)
-            }
-            SendOutcome::LostAfterEnd(e) => {
-                // The upstream may have accepted it: keep the copy.
-                let kept = copy
-                    .commit()
-                    .map_err(|e: StoreError| format!("not visible: {e}"))
-                    .unwrap_or_else(|e| e);
-                warn!(
-                    "{summary} result=unknown reason=upstream-lost-after-end copy={kept} error={e}"
-                );
-                lost(&e)
-            }
-        };
-        self.say(reply, out)
-    }
-}
-
-fn cancelled() -> Reply {
-    Reply::new(501, "5.0.0", "Authentication cancelled")
-}
-
-fn undecodable() -> Reply {
-    Reply::new(501, "5.5.2", "Cannot decode the response")
 }
 
 impl<R: Relay> LineMachine for SmtpProxy<R> {
@@ -863,6 +555,9 @@ impl<R: Relay> LineMachine for SmtpProxy<R> {
         matches!(self.phase, Phase::Data(..))
     }
 }
+
+mod auth;
+mod delivery;
 
 #[cfg(test)]
 mod tests;

@@ -194,7 +194,8 @@ fn a_login_flood_stays_within_the_kdf_memory_and_the_right_password_works_after_
         })
         .collect();
     for h in handles {
-        assert!(h.join().unwrap().contains("[AUTH] Invalid login"));
+        let answer = h.join().unwrap();
+        assert!(answer.contains("[AUTH] Invalid login"), "{answer}");
     }
     let peak = gw.peak_rss_kib() / 1024;
     // Two 64 MiB derivations plus the gateway itself: a few MiB of slack.

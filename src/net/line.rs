@@ -67,6 +67,18 @@ impl LineAssembler {
         self.buf.clear();
         self.discarding = false;
     }
+
+    /// Whether the line being assembled is already over the cap (its
+    /// bytes are being discarded until its line end).
+    pub fn over_long(&self) -> bool {
+        self.discarding
+    }
+
+    /// Hands back the partial line, for a reader that takes raw bytes.
+    fn take_partial(&mut self) -> Vec<u8> {
+        self.discarding = false;
+        std::mem::take(&mut self.buf)
+    }
 }
 
 /// Command lines waiting to be handled one at a time: what a client
@@ -114,6 +126,24 @@ impl CommandQueue {
     pub fn clear(&mut self) {
         self.pending.clear();
         self.lines.clear();
+    }
+
+    /// Whether the line being assembled is already over the cap.
+    pub fn over_long(&self) -> bool {
+        self.lines.over_long()
+    }
+
+    /// Everything buffered, a partial line first, for a reader that takes
+    /// raw bytes; what it does not use goes back with [`CommandQueue::unread`].
+    pub fn take_all(&mut self) -> Vec<u8> {
+        let mut all = self.lines.take_partial();
+        all.append(&mut self.pending);
+        all
+    }
+
+    /// Puts bytes back in front of what is waiting.
+    pub fn unread(&mut self, bytes: &[u8]) {
+        self.pending.splice(0..0, bytes.iter().copied());
     }
 
     /// Hands the raw bytes waiting (message data, which is not lines) to

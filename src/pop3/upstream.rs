@@ -307,6 +307,63 @@ impl Link {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::line::tests::split_at_cuts;
+    use proptest::prelude::*;
+
+    /// The status line and the body a `Link` reads from `pieces`, and
+    /// what stays buffered after the body's end.
+    fn answer_of(pieces: &[Vec<u8>]) -> Result<(bool, Vec<u8>, bool, Vec<u8>), Broken> {
+        let mut link = Link {
+            lines: Lines::default(),
+            timeout: Duration::from_secs(1),
+        };
+        let mut pieces = pieces.iter();
+        let mut next = || Response::Data(pieces.next().map_or(&[][..], |p| p.as_slice()));
+        let ok = loop {
+            if let Progress::Done(status) = link.status(next())? {
+                break status.ok;
+            }
+        };
+        let (mut receiver, mut body) = (DataReceiver::normalizing(), Vec::new());
+        let mut end = link.body(None, &mut receiver, &mut body)?;
+        for _ in 0..64 {
+            if end {
+                break;
+            }
+            end = link.body(Some(next()), &mut receiver, &mut body)?;
+        }
+        for rest in pieces {
+            link.lines.push(rest);
+        }
+        Ok((ok, body, end, link.lines.take()))
+    }
+
+    proptest! {
+        #[test]
+        fn a_status_line_and_its_body_read_the_same_at_any_split(
+            body in crate::net::line::tests::wire(),
+            cuts in prop::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let mut input = b"+OK 12 octets\r\n".to_vec();
+            // A well-formed body: CRLF line ends (a bare one never ends the
+            // answer: the strict reader, on purpose).
+            let body: Vec<u8> = body
+                .into_iter()
+                .filter(|&b| b != b'\r')
+                .flat_map(|b| if b == b'\n' { vec![b'\r', b'\n'] } else { vec![b] })
+                .collect();
+            let mut stuffer = crate::dot_stuffing::DotStuffer::whole();
+            stuffer.push(&body, &mut input);
+            stuffer.finish(&mut input);
+            input.extend_from_slice(b"NEXT");
+            let whole = answer_of(std::slice::from_ref(&input));
+            let split = answer_of(&split_at_cuts(&input, &cuts));
+            prop_assert_eq!(&whole, &split);
+            let (ok, _, end, rest) = whole.expect("a well-formed answer");
+            prop_assert!(ok && end);
+            prop_assert_eq!(rest, b"NEXT");
+        }
+    }
 
     fn status(text: &str) -> Status {
         Status::parse(text.as_bytes()).unwrap()

@@ -13,10 +13,11 @@ use rustls::{ClientConfig, RootCertStore};
 
 use super::login_name::Target;
 use super::target::{TargetError, TargetPolicy};
+use crate::net::line::{CommandQueue, Line};
 use crate::net::tls::{TlsError, load_certs, provider};
 use crate::net::upstream::{Dial, DialError, Request, Response, TlsClient};
 
-/// Longest line an upstream may send.
+/// Longest line an upstream may send, its line end included.
 pub const MAX_LINE: usize = 16 * 1024;
 
 /// The TLS client configuration for upstream servers.
@@ -213,52 +214,58 @@ pub fn line(text: &str) -> Result<Vec<u8>, Broken> {
 }
 
 /// The bytes an upstream sent and that are not used yet, handed out a line
-/// at a time; a line longer than [`MAX_LINE`] breaks the connection.
-#[derive(Debug, Default)]
+/// at a time by the same [`CommandQueue`] (and its [`LineAssembler`]) that
+/// reads clients: the cap is enforced while the bytes arrive, so a line
+/// longer than [`MAX_LINE`] breaks the connection as soon as it is too
+/// long, whether or not its line end came with it.
+///
+/// [`LineAssembler`]: crate::net::line::LineAssembler
+#[derive(Debug)]
 pub struct Lines {
-    buf: Vec<u8>,
+    queue: CommandQueue,
+}
+
+impl Default for Lines {
+    fn default() -> Lines {
+        Lines {
+            queue: CommandQueue::new(MAX_LINE),
+        }
+    }
+}
+
+fn over_long() -> Broken {
+    Broken("the upstream sent an over-long line".into())
 }
 
 impl Lines {
     /// Adds what was read.
     pub fn push(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
+        self.queue.push(bytes);
     }
 
     /// The next complete line without its line end (CRLF or LF), if there is one.
     pub fn next_line(&mut self) -> Result<Option<Vec<u8>>, Broken> {
-        match self.buf.iter().position(|&b| b == b'\n') {
-            // The cap holds whether or not the line's LF came in the same
-            // read: an over-long line is refused either way.
-            Some(i) if i > MAX_LINE => Err(Broken("the upstream sent an over-long line".into())),
-            Some(i) => {
-                let mut line: Vec<u8> = self.buf.drain(..=i).collect();
-                line.pop();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                Ok(Some(line))
-            }
-            None if self.buf.len() > MAX_LINE => {
-                Err(Broken("the upstream sent an over-long line".into()))
-            }
+        match self.queue.next_line() {
+            Some(Line::Complete(line)) => Ok(Some(line)),
+            Some(Line::TooLong) => Err(over_long()),
+            None if self.queue.over_long() => Err(over_long()),
             None => Ok(None),
         }
     }
 
     /// Everything buffered, for a reader that takes raw bytes (a message).
     pub fn take(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.buf)
+        self.queue.take_all()
     }
 
     /// Puts back bytes a raw reader did not use.
     pub fn unread(&mut self, bytes: &[u8]) {
-        self.buf.splice(0..0, bytes.iter().copied());
+        self.queue.unread(bytes);
     }
 
     /// Forgets everything (what came before a TLS upgrade, RFC 3207 section 4.2).
     pub fn clear(&mut self) {
-        self.buf.clear();
+        self.queue.clear();
     }
 }
 
@@ -307,6 +314,56 @@ mod tests {
         let mut lines = Lines::default();
         lines.push(&vec![b'x'; MAX_LINE + 1]);
         assert!(lines.next_line().is_err());
+    }
+
+    use crate::net::line::tests::{split_at_cuts, wire};
+    use proptest::prelude::*;
+
+    /// What `Lines` makes of `pieces`: each line, then `Err` if it broke.
+    fn lines_of(pieces: &[Vec<u8>]) -> Vec<Result<Vec<u8>, Broken>> {
+        let mut lines = Lines::default();
+        let mut out = Vec::new();
+        for piece in pieces {
+            lines.push(piece);
+            loop {
+                match lines.next_line() {
+                    Ok(Some(line)) => out.push(Ok(line)),
+                    Ok(None) => break,
+                    Err(e) => {
+                        out.push(Err(e));
+                        return out;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn upstream_lines_are_the_same_at_any_split_and_never_over_the_cap(
+            input in wire(),
+            long in 0usize..3,
+            cuts in prop::collection::vec(any::<usize>(), 0..12),
+        ) {
+            // Now and then a line around the cap.
+            let mut input = input;
+            if long > 0 {
+                input.splice(0..0, vec![b'a'; MAX_LINE - 3 + long * 2]);
+            }
+            let whole = lines_of(std::slice::from_ref(&input));
+            let split = lines_of(&split_at_cuts(&input, &cuts));
+            // Split reading may notice an endless line sooner, never later,
+            // and never differs on a line it gives out.
+            let given = |r: &[Result<Vec<u8>, Broken>]| {
+                r.iter().filter_map(|l| l.as_ref().ok().cloned()).collect::<Vec<_>>()
+            };
+            prop_assert_eq!(given(&whole), given(&split));
+            prop_assert_eq!(whole.last().is_some_and(Result::is_err), split.last().is_some_and(Result::is_err));
+            for line in given(&whole) {
+                prop_assert!(line.len() < MAX_LINE && !line.contains(&b'\n'));
+            }
+        }
     }
 
     #[test]

@@ -450,6 +450,52 @@ impl Outbound {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::line::tests::split_at_cuts;
+    use proptest::prelude::*;
+
+    /// The replies (or the break) `Replies` makes of `pieces`.
+    fn replies_of(pieces: &[Vec<u8>]) -> (Vec<UpReply>, bool) {
+        let mut replies = Replies::default();
+        let mut out = Vec::new();
+        for piece in pieces {
+            let mut response = Response::Data(piece);
+            loop {
+                match replies.feed(response) {
+                    Ok(Some((reply, _))) => out.push(reply),
+                    Ok(None) => break,
+                    Err(_) => return (out, true),
+                }
+                // More complete replies may be buffered already.
+                response = Response::Data(&[]);
+            }
+        }
+        (out, false)
+    }
+
+    /// Reply-shaped lines: codes, continuations, stray bytes.
+    fn reply_wire() -> impl Strategy<Value = Vec<u8>> {
+        let line = prop_oneof![
+            Just(b"250-mx.example\r\n".to_vec()),
+            Just(b"250 2.1.0 Ok\r\n".to_vec()),
+            Just(b"354 go\n".to_vec()),
+            Just(b"550 5.7.1 no\r\n".to_vec()),
+            Just(b"xyz\r\n".to_vec()),
+            prop::collection::vec(any::<u8>(), 0..40),
+        ];
+        prop::collection::vec(line, 0..20).prop_map(|l| l.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn upstream_replies_are_the_same_at_any_split(
+            input in reply_wire(),
+            cuts in prop::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let whole = replies_of(std::slice::from_ref(&input));
+            let split = replies_of(&split_at_cuts(&input, &cuts));
+            prop_assert_eq!(whole, split);
+        }
+    }
 
     fn reply(lines: &[&str]) -> UpReply {
         parse_reply(

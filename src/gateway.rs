@@ -25,7 +25,7 @@ use crate::pop3::proxy::Settings as Pop3ProxySettings;
 use crate::pop3::proxy_service::Pop3ProxyService;
 use crate::pop3::server::Settings as Pop3Settings;
 use crate::pop3::session::Pop3Service;
-use crate::proxy::relay::ProxyContext;
+use crate::proxy::store_relay::ProxyContext;
 use crate::proxy::target::TargetPolicy;
 use crate::proxy::upstream::{Dialer, UpstreamTls};
 use crate::smtp::proxy::Settings as ProxySettings;
@@ -33,7 +33,7 @@ use crate::smtp::proxy_service::SmtpProxyService;
 use crate::smtp::server::Settings as SmtpSettings;
 use crate::smtp::session::SmtpService;
 
-use crate::store::{self, Store};
+use crate::store::{self, Source, Store};
 
 /// The services behind the listeners, with their bindings.
 #[derive(Default)]
@@ -234,7 +234,11 @@ impl Parts<'_> {
         }
     }
 
-    fn proxy_context(&self, throttle: &Arc<LoginThrottle>) -> Result<Arc<ProxyContext>, String> {
+    fn proxy_context(
+        &self,
+        throttle: &Arc<LoginThrottle>,
+        source: Source,
+    ) -> Result<Arc<ProxyContext>, String> {
         let proxy = &self.config.proxy;
         let dialer = Dialer {
             policy: TargetPolicy {
@@ -251,6 +255,7 @@ impl Parts<'_> {
             store: self.store.clone(),
             dialer,
             throttle: Arc::clone(throttle),
+            source,
         }))
     }
 
@@ -264,7 +269,7 @@ impl Parts<'_> {
                 max_line_bytes: self.max_line_bytes,
                 errors: self.errors,
             },
-            context: self.proxy_context(throttle)?,
+            context: self.proxy_context(throttle, Source::SmtpProxy)?,
             env: self.env.for_pool(Pool::SmtpProxy),
         })
     }
@@ -288,7 +293,7 @@ impl Parts<'_> {
                 errors: self.errors,
                 max_message_bytes: self.config.pop3_proxy.max_message_bytes,
             },
-            context: self.proxy_context(throttle)?,
+            context: self.proxy_context(throttle, Source::Pop3Proxy)?,
             env: self.env.for_pool(Pool::Pop3Proxy),
         })
     }

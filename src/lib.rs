@@ -20,6 +20,7 @@ pub mod console;
 pub mod control;
 pub mod crypto;
 pub mod dot_stuffing;
+pub mod failure;
 pub mod gateway;
 pub mod logging;
 pub mod net;

@@ -13,6 +13,7 @@ use zeroize::Zeroizing;
 use super::server::{Backend, Listing, LoginError, Maildrop, MessageError};
 use crate::auth::{KdfSlots, LoginThrottle};
 use crate::crypto::{self, KdfParams, KeyPair, Password};
+use crate::failure::Failure;
 use crate::store::mailbox::message_error;
 use crate::store::message::MessageReader;
 use crate::store::{Mailbox, MailboxId, MailboxLock, MessageName, Store, StoreError};
@@ -248,9 +249,11 @@ impl Maildrop for StoreMaildrop {
         result.map_err(|e| self.classify(e))
     }
 
-    fn delete(&mut self, indexes: &[usize]) -> Result<(), StoreError> {
+    fn delete(&mut self, indexes: &[usize]) -> Result<(), Failure> {
         let names: Vec<MessageName> = indexes.iter().map(|&i| self.names[i].clone()).collect();
-        self.mailbox.remove_messages(&names)?;
+        self.mailbox
+            .remove_messages(&names)
+            .map_err(Failure::from)?;
         if !names.is_empty() {
             info!(
                 "pop3 {}: deleted {} message(s)",

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::proxy::{Pop3ProxySession, Settings};
 use crate::net::acceptor::Accepted;
 use crate::net::driver::SessionEnv;
-use crate::proxy::relay::{ProxyContext, StoreRelay};
+use crate::proxy::store_relay::{ProxyContext, StoreRelay};
 
 const SERVICE: &str = "pop3 proxy";
 

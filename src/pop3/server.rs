@@ -12,12 +12,12 @@ use super::command::{self, Command, CommandError};
 use super::{StatusLine, TLS_REQUIRED, err, ok, said};
 use crate::crypto::Password;
 use crate::dot_stuffing::DotStuffer;
+use crate::failure::Failure;
 use crate::net::conn::TlsInfo;
 use crate::net::driver::Step;
 use crate::net::engine::{Engine, LineMachine, Replies};
 use crate::net::error_limit::ErrorPolicy;
 use crate::sasl;
-use crate::store::StoreError;
 
 /// One message of the snapshot taken at login.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +61,7 @@ pub trait Maildrop {
     /// so that a damaged message is refused before `+OK` is sent.
     fn open(&mut self, index: usize) -> Result<Box<dyn Read>, MessageError>;
     /// Removes these messages durably (the UPDATE state).
-    fn delete(&mut self, indexes: &[usize]) -> Result<(), StoreError>;
+    fn delete(&mut self, indexes: &[usize]) -> Result<(), Failure>;
 }
 
 /// Logs mailboxes in.

@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use super::*;
+use crate::failure::Failure;
 use crate::net::driver::Protocol;
 
 const PASSWORD: &str = "right password";
@@ -39,15 +40,13 @@ impl Maildrop for FakeDrop {
         Ok(Box::new(io::Cursor::new(self.bodies[index].clone())))
     }
 
-    fn delete(&mut self, indexes: &[usize]) -> Result<(), StoreError> {
+    fn delete(&mut self, indexes: &[usize]) -> Result<(), Failure> {
         let mut shared = self.shared.0.borrow_mut();
         shared.delete_calls += 1;
         if shared.fail_delete {
-            return Err(StoreError::Io {
-                path: "messages".into(),
-                op: "cannot remove",
-                source: io::Error::other("read-only file system"),
-            });
+            return Err(Failure::Temporary(
+                "cannot remove messages: read-only file system".into(),
+            ));
         }
         shared.deleted.extend_from_slice(indexes);
         Ok(())

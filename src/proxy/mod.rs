@@ -3,5 +3,6 @@
 
 pub mod login_name;
 pub mod relay;
+pub mod store_relay;
 pub mod target;
 pub mod upstream;

@@ -2,20 +2,19 @@
 //! ([`Relay`]) so that their machines can be tested without sockets or disks:
 //! the local checks of a login before anything is sent upstream, the
 //! accounting of its outcome, the copies, and the POP3 proxy's archive index.
+//! These are the protocols' own types; the store behind them is
+//! [`super::store_relay`]'s.
 
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use log::{info, warn};
-
-use super::login_name::{self, ProxyLogin};
+use super::login_name::ProxyLogin;
 use super::upstream::{Dialer, OpenError};
-use crate::auth::{self, Attempt, LoginThrottle};
+use crate::auth::Attempt;
 use crate::crypto::Password;
-use crate::store::mailbox::PendingMessage;
-use crate::store::{Mailbox, MailboxId, Metadata, Spool, SpoolWriter, Status, Store, StoreError};
+use crate::failure::Failure;
+use crate::store::MailboxId;
 
 /// Why a proxy login failed, as the client will see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,12 +61,45 @@ impl Authorized {
     pub fn password(&self) -> &Password {
         &self.password
     }
+
+    /// The login and the attempt that counts it, once the upstream answered.
+    pub fn into_parts(self) -> (ProxyLogin, Option<Attempt>) {
+        (self.login, self.attempt)
+    }
+}
+
+/// What a copy records about its message, beside the message itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyFacts {
+    /// The envelope sender (the SMTP proxy; empty for POP3).
+    pub mail_from: String,
+    /// The recipients the upstream accepted, Bcc included (the SMTP proxy).
+    pub rcpt_to: Vec<String>,
+    /// The client's address.
+    pub client_ip: IpAddr,
+    /// The client connection's TLS version.
+    pub tls: Option<String>,
+    /// The message's size in bytes.
+    pub size: u64,
+    /// For the POP3 proxy: the upstream account and the message's UIDL.
+    pub upstream: Option<Fetched>,
+}
+
+/// Where the POP3 proxy fetched a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// Login name at the upstream server.
+    pub user: String,
+    /// Upstream host and port.
+    pub host: String,
+    /// The upstream's UIDL of the message (empty if it offers none).
+    pub uidl: String,
 }
 
 /// A copy being written: the message goes in through `Write`.
 pub trait CopySink: Write {
     /// Completes the copy in the mailbox's `tmp/` and makes it durable.
-    fn prepare(self: Box<Self>, metadata: Metadata) -> Result<Box<dyn PreparedCopy>, StoreError>;
+    fn prepare(self: Box<Self>, facts: CopyFacts) -> Result<Box<dyn PreparedCopy>, Failure>;
 }
 
 /// A durable copy not yet visible.
@@ -75,7 +107,7 @@ pub trait PreparedCopy {
     /// The message, to send upstream.
     fn message(&self) -> io::Result<Box<dyn Read>>;
     /// Makes the copy visible; returns its name.
-    fn commit(self: Box<Self>) -> Result<String, StoreError>;
+    fn commit(self: Box<Self>) -> Result<String, Failure>;
 }
 
 /// What a proxy session needs of the gateway.
@@ -92,205 +124,11 @@ pub trait Relay {
         outcome: Result<(), OpenError>,
     ) -> Result<ProxyLogin, Refusal>;
     /// Starts a copy for `mailbox`.
-    fn start_copy(&mut self, mailbox: &MailboxId) -> Result<Box<dyn CopySink>, StoreError>;
+    fn start_copy(&mut self, mailbox: &MailboxId) -> Result<Box<dyn CopySink>, Failure>;
     /// Whether the message `key` names was archived in `mailbox` before.
     fn is_archived(&mut self, mailbox: &MailboxId, key: &[&str]) -> bool;
     /// Records durably that the message `key` names is archived in `mailbox`.
-    fn mark_archived(&mut self, mailbox: &MailboxId, key: &[&str]) -> Result<(), StoreError>;
-}
-
-/// Shared by every session of one proxy.
-pub struct ProxyContext {
-    /// Where copies go.
-    pub store: Store,
-    /// How upstreams are reached.
-    pub dialer: Dialer,
-    /// This proxy's failure delays and lockouts (each service counts its own).
-    pub throttle: Arc<LoginThrottle>,
-}
-
-/// The [`Relay`] of one client connection, over the store.
-pub struct StoreRelay {
-    ctx: Arc<ProxyContext>,
-    service: &'static str,
-    client: IpAddr,
-    /// The mailbox of the login, opened once.
-    mailbox: Option<Mailbox>,
-}
-
-impl StoreRelay {
-    /// The relay of a client at `client` of `service` (`smtp proxy`, `pop3 proxy`).
-    pub fn new(ctx: Arc<ProxyContext>, service: &'static str, client: IpAddr) -> StoreRelay {
-        StoreRelay {
-            ctx,
-            service,
-            client,
-            mailbox: None,
-        }
-    }
-
-    fn refuse(&self, attempt: Attempt, name: &str, why: &str) -> Refusal {
-        info!(
-            "{} {}: login {name:?} refused: {why}",
-            self.service, self.client
-        );
-        Refusal {
-            failure: LoginFailure::Refused,
-            delay: attempt.failed(),
-        }
-    }
-
-    fn mailbox(&mut self, id: &MailboxId) -> Result<&Mailbox, StoreError> {
-        if self.mailbox.as_ref().is_none_or(|m| m.id() != id) {
-            self.mailbox = Some(self.ctx.store.mailbox(id)?);
-        }
-        Ok(self.mailbox.as_ref().expect("opened just now"))
-    }
-}
-
-impl Relay for StoreRelay {
-    fn authorize(&mut self, name: &str, password: Password) -> Result<Authorized, Refusal> {
-        let (service, client) = (self.service, self.client);
-        let parsed = login_name::parse(name);
-        let mailbox = parsed.as_ref().ok().map(|l| l.mailbox.clone());
-        let attempt = self
-            .ctx
-            .throttle
-            .begin(client, mailbox.as_ref())
-            .map_err(|why| {
-                warn!("{service} {client}: login {name:?} refused: locked out ({why:?})");
-                Refusal {
-                    failure: LoginFailure::Temporary,
-                    delay: Duration::ZERO,
-                }
-            })?;
-        // Checked before parsing, so the log names the real reason.
-        if auth::has_control_characters(name) || auth::has_control_characters(password.expose()) {
-            return Err(self.refuse(
-                attempt,
-                name,
-                "control characters in the login name or password",
-            ));
-        }
-        let login = match parsed {
-            Ok(login) => login,
-            Err(why) => {
-                return Err(self.refuse(attempt, name, &format!("invalid login name: {why}")));
-            }
-        };
-        // Read afresh: a mailbox suspended a moment ago takes no more mail.
-        self.mailbox = None;
-        match self.mailbox(&login.mailbox).map(|m| m.info().status) {
-            Ok(Status::Active) => Ok(Authorized::new(login, password, Some(attempt))),
-            Ok(_) => Err(self.refuse(attempt, name, "the mailbox is suspended")),
-            Err(StoreError::NotFound(_)) => Err(self.refuse(attempt, name, "no such mailbox")),
-            Err(e) => {
-                warn!(
-                    "{service} {client}: cannot open mailbox {}: {e}",
-                    login.mailbox
-                );
-                Err(Refusal {
-                    failure: LoginFailure::Temporary,
-                    delay: Duration::ZERO,
-                })
-            }
-        }
-    }
-
-    fn dialer(&self) -> &Dialer {
-        &self.ctx.dialer
-    }
-
-    fn finish_login(
-        &mut self,
-        authorized: Authorized,
-        outcome: Result<(), OpenError>,
-    ) -> Result<ProxyLogin, Refusal> {
-        let Authorized { login, attempt, .. } = authorized;
-        let name = format!("{}%{}%{}", login.remote_user, login.target, login.mailbox);
-        let Some(attempt) = attempt else {
-            return outcome.map(|()| login).map_err(|_| Refusal {
-                failure: LoginFailure::Refused,
-                delay: Duration::ZERO,
-            });
-        };
-        match outcome {
-            Ok(()) => {
-                attempt.succeeded();
-                info!(
-                    "{} {}: logged in as {} at {} for {}",
-                    self.service, self.client, login.remote_user, login.target, login.mailbox
-                );
-                Ok(login)
-            }
-            Err(e @ (OpenError::AuthFailed(_) | OpenError::Refused(_))) => {
-                Err(self.refuse(attempt, &name, &e.to_string()))
-            }
-            Err(OpenError::Unavailable(why)) => {
-                warn!("{} {}: login {name:?}: {why}", self.service, self.client);
-                Err(Refusal {
-                    failure: LoginFailure::Temporary,
-                    delay: attempt.unavailable(),
-                })
-            }
-        }
-    }
-
-    fn start_copy(&mut self, mailbox: &MailboxId) -> Result<Box<dyn CopySink>, StoreError> {
-        let mailbox = self.mailbox(mailbox)?.clone();
-        let spool = self.ctx.store.spool()?;
-        Ok(Box::new(StoreCopy { mailbox, spool }))
-    }
-
-    fn is_archived(&mut self, mailbox: &MailboxId, key: &[&str]) -> bool {
-        // Unknown means "archive again": a duplicate copy, never a lost one.
-        self.mailbox(mailbox).is_ok_and(|m| m.is_indexed(key))
-    }
-
-    fn mark_archived(&mut self, mailbox: &MailboxId, key: &[&str]) -> Result<(), StoreError> {
-        let (service, client) = (self.service, self.client);
-        self.mailbox(mailbox)?.add_to_index(key).inspect_err(|e| {
-            warn!("{service} {client}: cannot record an archived message in {mailbox}: {e}");
-        })
-    }
-}
-
-struct StoreCopy {
-    mailbox: Mailbox,
-    spool: SpoolWriter,
-}
-
-impl Write for StoreCopy {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.spool.write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.spool.flush()
-    }
-}
-
-impl CopySink for StoreCopy {
-    fn prepare(self: Box<Self>, metadata: Metadata) -> Result<Box<dyn PreparedCopy>, StoreError> {
-        let spool = self.spool.finish()?;
-        let pending = self.mailbox.prepare(&spool, &metadata)?;
-        Ok(Box::new(StoredCopy { spool, pending }))
-    }
-}
-
-struct StoredCopy {
-    spool: Spool,
-    pending: PendingMessage,
-}
-
-impl PreparedCopy for StoredCopy {
-    fn message(&self) -> io::Result<Box<dyn Read>> {
-        Ok(Box::new(self.spool.reader()?))
-    }
-
-    fn commit(self: Box<Self>) -> Result<String, StoreError> {
-        self.pending.commit().map(|c| c.name().to_string())
-    }
+    fn mark_archived(&mut self, mailbox: &MailboxId, key: &[&str]) -> Result<(), Failure>;
 }
 
 /// What the two proxies' session tests share: a dialer for one allowed

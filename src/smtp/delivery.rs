@@ -9,6 +9,7 @@ use log::warn;
 
 use super::command::Path;
 use super::server::{Backend, Envelope, MessageSink, RecipientCheck};
+use crate::failure::Failure;
 use crate::store::{Mailbox, MailboxId, Metadata, Source, SpoolWriter, Status, Store, StoreError};
 use crate::timestamp;
 
@@ -61,7 +62,7 @@ impl Backend for StoreBackend {
         }
     }
 
-    fn start_message(&mut self) -> Result<Box<dyn MessageSink>, StoreError> {
+    fn start_message(&mut self) -> Result<Box<dyn MessageSink>, Failure> {
         let spool = self.store.spool()?;
         Ok(Box::new(StoreSink {
             spool,
@@ -102,7 +103,14 @@ fn lookup(
 }
 
 impl MessageSink for StoreSink {
-    fn deliver(
+    fn deliver(self: Box<Self>, envelope: &Envelope) -> Result<Vec<(MailboxId, String)>, Failure> {
+        self.store_copies(envelope).map_err(Failure::from)
+    }
+}
+
+impl StoreSink {
+    /// One sealed copy per recipient mailbox, committed together.
+    fn store_copies(
         self: Box<Self>,
         envelope: &Envelope,
     ) -> Result<Vec<(MailboxId, String)>, StoreError> {

@@ -15,12 +15,13 @@ use super::command::{self, Body, Command, MailParams, Path};
 use super::message_id::MessageIdScan;
 use super::reply::Reply;
 use crate::dot_stuffing::DataReceiver;
+use crate::failure::Failure;
 use crate::net::driver::Step;
 use crate::net::engine::{Engine, LineMachine, Reading, Replies};
 use crate::net::error_limit::ErrorPolicy;
 use crate::net::intake::{Intake, Refused};
 use crate::net::line::CommandQueue;
-use crate::store::{MailboxId, StoreError};
+use crate::store::MailboxId;
 use crate::timestamp;
 
 /// What the server needs to know from the configuration.
@@ -79,10 +80,7 @@ pub trait MessageSink: Write {
     /// Makes the message durable in every recipient mailbox that still
     /// exists; returns each mailbox with the stored name, or why it failed
     /// (a permanent error when none of the mailboxes exists any more).
-    fn deliver(
-        self: Box<Self>,
-        envelope: &Envelope,
-    ) -> Result<Vec<(MailboxId, String)>, StoreError>;
+    fn deliver(self: Box<Self>, envelope: &Envelope) -> Result<Vec<(MailboxId, String)>, Failure>;
 }
 
 /// Where recipients are checked and messages go.
@@ -90,7 +88,7 @@ pub trait Backend {
     /// Looks up a recipient address.
     fn recipient(&mut self, address: &Path) -> RecipientCheck;
     /// Starts receiving a message.
-    fn start_message(&mut self) -> Result<Box<dyn MessageSink>, StoreError>;
+    fn start_message(&mut self) -> Result<Box<dyn MessageSink>, Failure>;
 }
 
 /// How the message's lines ended.

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::*;
+use crate::failure::Failure;
 use crate::net::driver::Protocol;
 
 const A: &str = "mbx-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -46,19 +47,17 @@ impl Write for FakeSink {
 }
 
 impl MessageSink for FakeSink {
-    fn deliver(
-        self: Box<Self>,
-        envelope: &Envelope,
-    ) -> Result<Vec<(MailboxId, String)>, StoreError> {
+    fn deliver(self: Box<Self>, envelope: &Envelope) -> Result<Vec<(MailboxId, String)>, Failure> {
         if self.shared.0.borrow().fail_deliver {
-            return Err(StoreError::Io {
-                path: "messages".into(),
-                op: "cannot sync",
-                source: io::Error::other("fsync failed"),
-            });
+            return Err(Failure::Temporary(
+                "cannot sync messages: fsync failed".into(),
+            ));
         }
         if self.shared.0.borrow().mailbox_gone {
-            return Err(StoreError::NotFound(envelope.recipients[0].0.clone()));
+            return Err(Failure::Permanent(format!(
+                "{} not found",
+                envelope.recipients[0].0
+            )));
         }
         self.shared
             .0
@@ -87,13 +86,11 @@ impl Backend for Fake {
         }
     }
 
-    fn start_message(&mut self) -> Result<Box<dyn MessageSink>, StoreError> {
+    fn start_message(&mut self) -> Result<Box<dyn MessageSink>, Failure> {
         if self.0.borrow().fail_start {
-            return Err(StoreError::Io {
-                path: "spool".into(),
-                op: "cannot create a spool file",
-                source: io::Error::other("not writable"),
-            });
+            return Err(Failure::Temporary(
+                "cannot create a spool file: not writable".into(),
+            ));
         }
         Ok(Box::new(FakeSink {
             shared: self.clone(),

@@ -131,6 +131,17 @@ impl StoreError {
     }
 }
 
+impl From<StoreError> for crate::failure::Failure {
+    /// What a protocol machine learns of a store error: its text, and
+    /// whether retrying can help.
+    fn from(e: StoreError) -> crate::failure::Failure {
+        match e.is_permanent() {
+            true => crate::failure::Failure::Permanent(e.to_string()),
+            false => crate::failure::Failure::Temporary(e.to_string()),
+        }
+    }
+}
+
 /// Wraps an I/O error with its path and operation.
 pub(crate) fn io_error(
     path: &Path,

@@ -16,7 +16,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::time::SystemTime;
 
 use log::{info, warn};
 
@@ -32,12 +31,10 @@ use crate::net::intake::{Intake, Refused};
 use crate::net::stream::TlsInfo;
 use crate::net::upstream::{Request, Response};
 use crate::proxy::login_name::Target;
-use crate::proxy::relay::{Authorized, CopySink, LoginFailure, Refusal, Relay};
+use crate::proxy::relay::{Authorized, CopyFacts, CopySink, Fetched, LoginFailure, Refusal, Relay};
 use crate::proxy::upstream::{Broken, OpenError};
 use crate::sasl;
-use crate::store::message::UpstreamOrigin;
-use crate::store::{MailboxId, Metadata, Source};
-use crate::timestamp;
+use crate::store::MailboxId;
 
 /// Protocol settings.
 #[derive(Debug, Clone)]

@@ -210,22 +210,20 @@ impl<R: Relay> Pop3Proxy<R> {
             .cloned()
             .unwrap_or_default();
         let account = &tx.account;
-        let metadata = Metadata {
-            received: timestamp::rfc3339(SystemTime::now()),
-            source: Source::Pop3Proxy,
+        let facts = CopyFacts {
             mail_from: String::new(),
             rcpt_to: Vec::new(),
-            client_ip: Some(self.client_ip.to_string()),
+            client_ip: self.client_ip,
             tls: self.tls.as_ref().map(|t| t.version.clone()),
             size,
-            upstream: Some(UpstreamOrigin {
+            upstream: Some(Fetched {
                 user: account.user.clone(),
                 host: account.server.clone(),
                 uidl: uidl.clone(),
             }),
         };
         let name = sink
-            .prepare(metadata)
+            .prepare(facts)
             .and_then(|prepared| prepared.commit())
             .map_err(|e| e.to_string())?;
         tx.archived_here.insert(copy.number);

@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use std::rc::Rc;
 
 use super::*;
+use crate::failure::Failure;
 use crate::net::driver::Protocol;
 use crate::net::driver::testing::exchange;
 use crate::net::upstream::{DialError, Perform};
@@ -13,7 +14,6 @@ use crate::proxy::login_name::ProxyLogin;
 use crate::proxy::relay::PreparedCopy;
 use crate::proxy::relay::testing;
 use crate::proxy::upstream::Dialer;
-use crate::store::StoreError;
 
 const MAILBOX: &str = "mbx-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 
@@ -28,7 +28,7 @@ struct World {
     logins: Vec<(String, String)>,
     login_result: Option<LoginFailure>,
     archived: HashSet<(String, String, String)>,
-    copies: Vec<(Vec<u8>, Metadata)>,
+    copies: Vec<(Vec<u8>, CopyFacts)>,
     fail_copy: bool,
     /// LIST reports every message as 1 byte.
     understate_sizes: bool,
@@ -246,12 +246,12 @@ impl Write for FakeCopy {
 }
 
 impl CopySink for FakeCopy {
-    fn prepare(self: Box<Self>, metadata: Metadata) -> Result<Box<dyn PreparedCopy>, StoreError> {
+    fn prepare(self: Box<Self>, facts: CopyFacts) -> Result<Box<dyn PreparedCopy>, Failure> {
         self.world
             .0
             .borrow_mut()
             .copies
-            .push((self.bytes.clone(), metadata));
+            .push((self.bytes.clone(), facts));
         Ok(Box::new(Committed))
     }
 }
@@ -263,7 +263,7 @@ impl PreparedCopy for Committed {
         Ok(Box::new(io::empty()))
     }
 
-    fn commit(self: Box<Self>) -> Result<String, StoreError> {
+    fn commit(self: Box<Self>) -> Result<String, Failure> {
         Ok("copy".into())
     }
 }
@@ -293,7 +293,7 @@ impl Relay for Fake {
         testing::finish_login(authorized, outcome)
     }
 
-    fn start_copy(&mut self, _mailbox: &MailboxId) -> Result<Box<dyn CopySink>, StoreError> {
+    fn start_copy(&mut self, _mailbox: &MailboxId) -> Result<Box<dyn CopySink>, Failure> {
         Ok(Box::new(FakeCopy {
             world: self.clone(),
             bytes: Vec::new(),
@@ -308,7 +308,7 @@ impl Relay for Fake {
         ))
     }
 
-    fn mark_archived(&mut self, _mailbox: &MailboxId, key: &[&str]) -> Result<(), StoreError> {
+    fn mark_archived(&mut self, _mailbox: &MailboxId, key: &[&str]) -> Result<(), Failure> {
         self.0.borrow_mut().archived.insert((
             key[0].to_string(),
             key[1].to_string(),
@@ -477,7 +477,6 @@ fn retr_passes_the_message_and_archives_it_once() {
     );
     let (copy, meta) = h.world().copies[0].clone();
     assert_eq!(copy, ONE);
-    assert_eq!(meta.source, Source::Pop3Proxy);
     assert_eq!(meta.size, ONE.len() as u64);
     let origin = meta.upstream.unwrap();
     assert_eq!(

@@ -61,18 +61,16 @@ impl<R: Relay> SmtpProxy<R> {
             }
             Err(Refused::Failed(e)) => return self.copy_failed(r, &summary, &e, out),
         };
-        let metadata = Metadata {
-            received: timestamp::rfc3339(SystemTime::now()),
-            source: Source::SmtpProxy,
+        let facts = CopyFacts {
             mail_from: tx.mail_from,
             rcpt_to: tx.accepted,
-            client_ip: Some(self.client_ip.to_string()),
+            client_ip: self.client_ip,
             tls: self.tls.as_ref().map(|t| t.version.clone()),
             size,
             upstream: None,
         };
         // The archiving rule: the copy is durable before anything is sent.
-        let copy = match sink.prepare(metadata) {
+        let copy = match sink.prepare(facts) {
             Ok(copy) => copy,
             Err(e) => return self.copy_failed(r, &summary, &e, out),
         };
@@ -152,7 +150,7 @@ impl<R: Relay> SmtpProxy<R> {
                 // The upstream may have accepted it: keep the copy.
                 let kept = copy
                     .commit()
-                    .map_err(|e: StoreError| format!("not visible: {e}"))
+                    .map_err(|e| format!("not visible: {e}"))
                     .unwrap_or_else(|e| e);
                 warn!(
                     "{summary} result=unknown reason=upstream-lost-after-end copy={kept} error={e}"

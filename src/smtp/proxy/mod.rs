@@ -14,7 +14,6 @@
 //! code and enhanced code with a text of ours; the upstream's text is logged.
 
 use std::net::IpAddr;
-use std::time::SystemTime;
 
 use log::{info, warn};
 
@@ -30,12 +29,11 @@ use crate::net::intake::{Intake, Refused};
 use crate::net::line::CommandQueue;
 use crate::net::stream::TlsInfo;
 use crate::net::upstream::{Request, Response};
-use crate::proxy::relay::Authorized;
+use crate::proxy::relay::{Authorized, CopyFacts};
 pub use crate::proxy::relay::{CopySink, LoginFailure, PreparedCopy, Refusal, Relay};
 use crate::proxy::upstream::OpenError;
 use crate::sasl;
-use crate::store::{MailboxId, Metadata, Source, StoreError};
-use crate::timestamp;
+use crate::store::MailboxId;
 
 /// Protocol settings.
 #[derive(Debug, Clone)]

@@ -6,6 +6,7 @@ use std::io::{self, Read};
 use std::rc::Rc;
 
 use super::*;
+use crate::failure::Failure;
 use crate::net::driver::Protocol;
 use crate::net::driver::testing::exchange;
 use crate::net::upstream::{DialError, Perform};
@@ -28,7 +29,7 @@ struct World {
     copies_started: usize,
     fail_start: bool,
     fail_prepare: bool,
-    prepared: Vec<(Vec<u8>, Metadata)>,
+    prepared: Vec<(Vec<u8>, CopyFacts)>,
     committed: usize,
 }
 
@@ -220,15 +221,15 @@ impl io::Write for FakeCopy {
 }
 
 impl CopySink for FakeCopy {
-    fn prepare(self: Box<Self>, metadata: Metadata) -> Result<Box<dyn PreparedCopy>, StoreError> {
+    fn prepare(self: Box<Self>, facts: CopyFacts) -> Result<Box<dyn PreparedCopy>, Failure> {
         if self.world.0.borrow().fail_prepare {
-            return Err(StoreError::Invalid("disk full".into()));
+            return Err(Failure::Temporary("disk full".into()));
         }
         self.world
             .0
             .borrow_mut()
             .prepared
-            .push((self.bytes.clone(), metadata));
+            .push((self.bytes.clone(), facts));
         Ok(Box::new(FakePrepared {
             world: self.world,
             bytes: self.bytes,
@@ -246,7 +247,7 @@ impl PreparedCopy for FakePrepared {
         Ok(Box::new(io::Cursor::new(self.bytes.clone())))
     }
 
-    fn commit(self: Box<Self>) -> Result<String, StoreError> {
+    fn commit(self: Box<Self>) -> Result<String, Failure> {
         self.world.0.borrow_mut().committed += 1;
         Ok("copy-1".into())
     }
@@ -277,10 +278,10 @@ impl Relay for Fake {
         testing::finish_login(authorized, outcome)
     }
 
-    fn start_copy(&mut self, _mailbox: &MailboxId) -> Result<Box<dyn CopySink>, StoreError> {
+    fn start_copy(&mut self, _mailbox: &MailboxId) -> Result<Box<dyn CopySink>, Failure> {
         let mut w = self.0.borrow_mut();
         if w.fail_start {
-            return Err(StoreError::Invalid("spool unwritable".into()));
+            return Err(Failure::Temporary("spool unwritable".into()));
         }
         w.copies_started += 1;
         Ok(Box::new(FakeCopy {
@@ -293,7 +294,7 @@ impl Relay for Fake {
         false
     }
 
-    fn mark_archived(&mut self, _mailbox: &MailboxId, _key: &[&str]) -> Result<(), StoreError> {
+    fn mark_archived(&mut self, _mailbox: &MailboxId, _key: &[&str]) -> Result<(), Failure> {
         Ok(())
     }
 }
@@ -565,14 +566,13 @@ fn a_message_is_copied_before_it_is_sent_and_kept_on_250() {
         "the upstream got exactly the copy"
     );
     assert_eq!(w.committed, 1);
-    assert_eq!(meta.source, Source::SmtpProxy);
     assert_eq!(meta.mail_from, "anna@example.com");
     assert_eq!(
         meta.rcpt_to,
         ["to@example.org", "bcc@example.org"],
         "accepted recipients only, Bcc included"
     );
-    assert_eq!(meta.client_ip.as_deref(), Some("192.0.2.9"));
+    assert_eq!(meta.client_ip.to_string(), "192.0.2.9");
     assert_eq!(meta.tls.as_deref(), Some("TLSv1.3"));
 }
 

@@ -280,32 +280,32 @@ fn label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// One metric with its help and type lines, in the exposition format.
+fn metric(out: &mut String, name: &str, help: &str, samples: Vec<(String, f64)>) {
+    out.push_str(&format!(
+        "# HELP sealpost_{name} {help}\n# TYPE sealpost_{name} gauge\n"
+    ));
+    for (labels, value) in samples {
+        out.push_str(&format!("sealpost_{name}{labels} {value}\n"));
+    }
+}
+
 impl Report {
     /// The report in Prometheus' text exposition format, for node_exporter's
-    /// textfile collector.
+    /// textfile collector. Every metric is a gauge.
     pub fn to_prometheus(&self) -> String {
         let mut out = String::new();
-        let mut metric = |name: &str, help: &str, kind: &str, samples: Vec<(String, f64)>| {
-            out.push_str(&format!(
-                "# HELP sealpost_{name} {help}\n# TYPE sealpost_{name} {kind}\n"
-            ));
-            for (labels, value) in samples {
-                out.push_str(&format!("sealpost_{name}{labels} {value}\n"));
-            }
-        };
+        let up = f64::from(u8::from(self.gateway_pid.is_some()));
         metric(
+            &mut out,
             "up",
             "1 if a gateway is serving the data directory.",
-            "gauge",
-            vec![(
-                String::new(),
-                f64::from(u8::from(self.gateway_pid.is_some())),
-            )],
+            vec![(String::new(), up)],
         );
         metric(
+            &mut out,
             "listener_up",
             "1 if the listener accepted a connection.",
-            "gauge",
             self.listeners
                 .iter()
                 .filter_map(|l| {
@@ -319,12 +319,24 @@ impl Report {
         );
         if let Some(c) = &self.certificate {
             metric(
+                &mut out,
                 "certificate_days_left",
                 "Days until the TLS certificate expires.",
-                "gauge",
                 vec![(String::new(), c.days_left as f64)],
             );
         }
+        self.mailbox_metrics(&mut out);
+        metric(
+            &mut out,
+            "attention",
+            "Number of problems that need an administrator.",
+            vec![(String::new(), self.attention.len() as f64)],
+        );
+        out
+    }
+
+    /// The metrics labelled by mailbox.
+    fn mailbox_metrics(&self, out: &mut String) {
         let per_mailbox = |value: &dyn Fn(&MailboxStatus) -> Option<f64>| {
             self.mailboxes
                 .iter()
@@ -337,36 +349,29 @@ impl Report {
                 .collect::<Vec<_>>()
         };
         metric(
+            out,
             "mailbox_pending_messages",
             "Messages waiting to be retrieved.",
-            "gauge",
             per_mailbox(&|m| Some(m.pending_messages as f64)),
         );
         metric(
+            out,
             "mailbox_pending_bytes",
             "Bytes waiting to be retrieved (encrypted, on disk).",
-            "gauge",
             per_mailbox(&|m| Some(m.pending_bytes as f64)),
         );
         metric(
+            out,
             "mailbox_oldest_pending_age_seconds",
             "How long the oldest waiting message has waited.",
-            "gauge",
             per_mailbox(&|m| m.oldest_age_secs.map(|a| a as f64)),
         );
         metric(
+            out,
             "mailbox_last_retrieval_age_seconds",
             "Seconds since the last POP3 login to the mailbox.",
-            "gauge",
             per_mailbox(&|m| m.last_retrieved_age_secs.map(|a| a as f64)),
         );
-        metric(
-            "attention",
-            "Number of problems that need an administrator.",
-            "gauge",
-            vec![(String::new(), self.attention.len() as f64)],
-        );
-        out
     }
 }
 

@@ -4,6 +4,10 @@
 //! have had; a control socket path that names some other file does not
 //! delete it.
 
+// System calls the standard library does not offer (signals, pipes,
+// namespaces, resource limits), each block with its SAFETY comment.
+#![allow(unsafe_code)]
+
 mod support;
 
 use std::fs;

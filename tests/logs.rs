@@ -6,6 +6,10 @@
 //! stored message names its Message-ID; a `sealpost status` run, which
 //! probes every listener, leaves no warning.
 
+// System calls the standard library does not offer (signals, pipes,
+// namespaces, resource limits), each block with its SAFETY comment.
+#![allow(unsafe_code)]
+
 mod support;
 
 use std::io::{BufRead, BufReader};

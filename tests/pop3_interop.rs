@@ -2,6 +2,10 @@
 //! fetchmail (keep and delete) and getmail6 (into a Maildir, deleting), and a
 //! round trip from swaks in to fetchmail and getmail out.
 
+// System calls the standard library does not offer (signals, pipes,
+// namespaces, resource limits), each block with its SAFETY comment.
+#![allow(unsafe_code)]
+
 mod support;
 
 use std::fs;

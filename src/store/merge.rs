@@ -210,80 +210,86 @@ pub fn merge(store: &Store, standby: &Path) -> Result<MergeReport, StoreError> {
         let Ok(id) = name.parse::<MailboxId>() else {
             continue;
         };
-        if kind != FileType::Directory {
-            report.skipped.push(format!(
-                "{id}: the standby's entry is a {}, not a directory; not merged",
-                beneath::kind_name(kind)
-            ));
-            continue;
+        match pair(store, &mailboxes, &name, kind, &id)? {
+            Ok((ours, their_messages)) => {
+                merge_mailbox(&their_messages, &ours, &earlier, &mut receipt, &mut report)?;
+            }
+            Err(skipped) => report.skipped.push(skipped),
         }
-        let theirs = match mailboxes.dir(&name) {
-            Ok(dir) => dir,
-            Err(e) => {
-                report.skipped.push(format!("{id}: {e}"));
-                continue;
-            }
-        };
-        let info = theirs
-            .file(INFO_FILE)
-            .and_then(|f| beneath::read_bounded(f, MAX_INFO))
-            .map_err(walk_error(&theirs.path().join(INFO_FILE), "cannot read"))
-            .and_then(|text| mailbox::parse_info(&text, &theirs.path().join(INFO_FILE)));
-        let info = match info {
-            Ok(info) if info.id == id => info,
-            Ok(info) => {
-                report
-                    .skipped
-                    .push(format!("{id}: its mailbox.json names {}", info.id));
-                continue;
-            }
-            Err(e) => {
-                report.skipped.push(format!("{id}: {e}"));
-                continue;
-            }
-        };
-        let ours = match store.mailbox(&id) {
-            Ok(ours) => ours,
-            Err(StoreError::NotFound(_)) => {
-                report
-                    .skipped
-                    .push(format!("{id}: no such mailbox on this gateway"));
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        if ours.info().public_key != info.public_key {
-            report.skipped.push(format!(
-                "{id}: the public keys differ (was its password reset?); not merged"
-            ));
-            continue;
-        }
-        if same_directory(ours.dir(), &theirs)? {
-            report.skipped.push(format!(
-                "{id}: the standby's mailbox {} is this gateway's own mailbox (a link or a mount); not merged",
-                theirs.path().display()
-            ));
-            continue;
-        }
-        let their_messages = match theirs.dir(MESSAGES_DIR) {
-            Ok(dir) => dir,
-            Err(e) => {
-                report.skipped.push(format!("{id}: {e}"));
-                continue;
-            }
-        };
-        if same_directory(&ours.dir().join(MESSAGES_DIR), &their_messages)? {
-            report.skipped.push(format!(
-                "{id}: the standby's messages/ is this gateway's own; not merged"
-            ));
-            continue;
-        }
-        merge_mailbox(&their_messages, &ours, &earlier, &mut receipt, &mut report)?;
     }
     if !receipt.is_empty() {
         report.receipt = Some(write_receipt(store, receipt)?);
     }
     Ok(report)
+}
+
+/// The standby's mailbox `id` and ours, paired when they may be merged:
+/// a real directory on the standby, its `mailbox.json` naming it, the same
+/// public key on both sides, and neither it nor its `messages/` ours under
+/// another path. Otherwise why not, for the report.
+fn pair(
+    store: &Store,
+    mailboxes: &Beneath,
+    name: &str,
+    kind: FileType,
+    id: &MailboxId,
+) -> Result<Result<(super::Mailbox, Beneath), String>, StoreError> {
+    if kind != FileType::Directory {
+        return Ok(Err(format!(
+            "{id}: the standby's entry is a {}, not a directory; not merged",
+            beneath::kind_name(kind)
+        )));
+    }
+    let theirs = match mailboxes.dir(name) {
+        Ok(dir) => dir,
+        Err(e) => {
+            return Ok(Err(format!("{id}: {e}")));
+        }
+    };
+    let info = theirs
+        .file(INFO_FILE)
+        .and_then(|f| beneath::read_bounded(f, MAX_INFO))
+        .map_err(walk_error(&theirs.path().join(INFO_FILE), "cannot read"))
+        .and_then(|text| mailbox::parse_info(&text, &theirs.path().join(INFO_FILE)));
+    let info = match info {
+        Ok(info) if info.id == *id => info,
+        Ok(info) => {
+            return Ok(Err(format!("{id}: its mailbox.json names {}", info.id)));
+        }
+        Err(e) => {
+            return Ok(Err(format!("{id}: {e}")));
+        }
+    };
+    let ours = match store.mailbox(id) {
+        Ok(ours) => ours,
+        Err(StoreError::NotFound(_)) => {
+            return Ok(Err(format!("{id}: no such mailbox on this gateway")));
+        }
+        Err(e) => return Err(e),
+    };
+    if ours.info().public_key != info.public_key {
+        return Ok(Err(format!(
+            "{id}: the public keys differ (was its password reset?); not merged"
+        )));
+    }
+    if same_directory(ours.dir(), &theirs)? {
+        return Ok(Err(format!(
+            "{id}: the standby's mailbox {} is this gateway's own mailbox (a link or a mount); not merged",
+            theirs.path().display()
+        )));
+    }
+    let their_messages = match theirs.dir(MESSAGES_DIR) {
+        Ok(dir) => dir,
+        Err(e) => {
+            return Ok(Err(format!("{id}: {e}")));
+        }
+    };
+    if same_directory(&ours.dir().join(MESSAGES_DIR), &their_messages)? {
+        return Ok(Err(format!(
+            "{id}: the standby's messages/ is this gateway's own; not merged"
+        )));
+    }
+    Ok(Ok((ours, their_messages)))
 }
 
 fn identity(file: &fs::File) -> io::Result<beneath::Identity> {
@@ -308,68 +314,8 @@ fn merge_mailbox(
         if MessageName::from_file_name(&name).is_none() {
             continue;
         }
-        let shown = theirs.path().join(&name);
-        if kind != FileType::RegularFile {
-            report.refused.push(format!(
-                "{}: is a {}, not a message file; left alone",
-                shown.display(),
-                beneath::kind_name(kind)
-            ));
+        let Some(digest) = merge_file(theirs, &mine, ours, earlier, (&name, kind), report)? else {
             continue;
-        }
-        let file = match theirs.file(&name) {
-            Ok(file) => file,
-            Err(e) if beneath::as_wrong_kind(&e).is_some() => {
-                report.refused.push(e.to_string());
-                continue;
-            }
-            // Gone since the listing.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io_error(&shown, "cannot open")(e)),
-        };
-        let their_identity = identity(&file).map_err(io_error(&shown, "cannot stat"))?;
-        let digest = if mine
-            .contains(&name)
-            .map_err(io_error(&our_dir, "cannot look into"))?
-        {
-            let own = mine
-                .file(&name)
-                .map_err(walk_error(&our_dir.join(&name), "cannot open"))?;
-            if identity(&own).map_err(io_error(&our_dir, "cannot stat"))? == their_identity {
-                report.refused.push(format!(
-                    "{}: is this gateway's own message file; left alone",
-                    shown.display()
-                ));
-                continue;
-            }
-            let ours_digest =
-                crypto::sha256_of(own).map_err(io_error(&our_dir.join(&name), "cannot read"))?;
-            let theirs_digest = crypto::sha256_of(file).map_err(io_error(&shown, "cannot read"))?;
-            if ours_digest != theirs_digest {
-                report.refused.push(format!(
-                    "{}: differs from this gateway's file of the same name; left alone",
-                    shown.display()
-                ));
-                continue;
-            }
-            report.present += 1;
-            crypto::hex(&theirs_digest)
-        } else if let Some(before) = earlier.get(&(id.clone(), name.clone())) {
-            let digest =
-                crypto::hex(&crypto::sha256_of(file).map_err(io_error(&shown, "cannot read"))?);
-            if &digest != before {
-                report.refused.push(format!(
-                    "{}: an earlier merge delivered a different file of this name; left alone",
-                    shown.display()
-                ));
-                continue;
-            }
-            report.merged_before += 1;
-            digest
-        } else {
-            let digest = copy_in(file, ours.dir(), &name)?;
-            report.moved += 1;
-            crypto::hex(&digest)
         };
         done.push(name.clone());
         receipt.push(ReceiptEntry {
@@ -391,6 +337,85 @@ fn merge_mailbox(
     theirs
         .sync()
         .map_err(io_error(theirs.path(), "cannot sync"))
+}
+
+/// One standby message file: moved in, found already here, or delivered by
+/// an earlier merge (its SHA-256, for the receipt), or left alone and
+/// reported (`None`).
+fn merge_file(
+    theirs: &Beneath,
+    mine: &Beneath,
+    ours: &super::Mailbox,
+    earlier: &HashMap<(String, String), String>,
+    (name, kind): (&str, FileType),
+    report: &mut MergeReport,
+) -> Result<Option<String>, StoreError> {
+    let id = ours.id().to_string();
+    let our_dir = ours.dir().join(MESSAGES_DIR);
+    let shown = theirs.path().join(name);
+    if kind != FileType::RegularFile {
+        report.refused.push(format!(
+            "{}: is a {}, not a message file; left alone",
+            shown.display(),
+            beneath::kind_name(kind)
+        ));
+        return Ok(None);
+    }
+    let file = match theirs.file(name) {
+        Ok(file) => file,
+        Err(e) if beneath::as_wrong_kind(&e).is_some() => {
+            report.refused.push(e.to_string());
+            return Ok(None);
+        }
+        // Gone since the listing.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error(&shown, "cannot open")(e)),
+    };
+    let their_identity = identity(&file).map_err(io_error(&shown, "cannot stat"))?;
+    let digest = if mine
+        .contains(name)
+        .map_err(io_error(&our_dir, "cannot look into"))?
+    {
+        let own = mine
+            .file(name)
+            .map_err(walk_error(&our_dir.join(name), "cannot open"))?;
+        if identity(&own).map_err(io_error(&our_dir, "cannot stat"))? == their_identity {
+            report.refused.push(format!(
+                "{}: is this gateway's own message file; left alone",
+                shown.display()
+            ));
+            return Ok(None);
+        }
+        let ours_digest =
+            crypto::sha256_of(own).map_err(io_error(&our_dir.join(name), "cannot read"))?;
+        let theirs_digest = crypto::sha256_of(file).map_err(io_error(&shown, "cannot read"))?;
+        if ours_digest != theirs_digest {
+            report.refused.push(format!(
+                "{}: differs from this gateway's file of the same name; left alone",
+                shown.display()
+            ));
+            return Ok(None);
+        }
+        report.present += 1;
+        crypto::hex(&theirs_digest)
+    } else if let Some(before) = earlier.get(&(id.clone(), name.to_string())) {
+        let digest =
+            crypto::hex(&crypto::sha256_of(file).map_err(io_error(&shown, "cannot read"))?);
+        if &digest != before {
+            report.refused.push(format!(
+                "{}: an earlier merge delivered a different file of this name; left alone",
+                shown.display()
+            ));
+            return Ok(None);
+        }
+        report.merged_before += 1;
+        digest
+    } else {
+        let digest = copy_in(file, ours.dir(), name)?;
+        report.moved += 1;
+        crypto::hex(&digest)
+    };
+    Ok(Some(digest))
 }
 
 /// Copies an open standby file into the mailbox `dir` as a delivery does:

@@ -1,5 +1,9 @@
 //! Shared pieces of the integration tests: a sandbox directory with its own
 //! configuration, the real `sealpost` binary, and real peers found on the machine.
+
+// System calls the standard library does not offer (signals, pipes,
+// namespaces, resource limits), each block with its SAFETY comment.
+#![allow(unsafe_code)]
 #![allow(dead_code)]
 
 pub mod ca;

@@ -4,6 +4,9 @@
 //! program's `connect()` and `sendto()` calls can be traced (strace), so a
 //! test can also fail when the program merely *tried* to reach elsewhere.
 
+// System calls the standard library does not offer (signals, pipes,
+// namespaces, resource limits), each block with its SAFETY comment.
+#![allow(unsafe_code)]
 #![allow(dead_code)]
 
 use std::fs::{self, File};

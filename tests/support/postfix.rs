@@ -2,6 +2,10 @@
 //! and log, listening only on loopback, stopped when dropped. Needs root
 //! (Postfix's master runs as root and drops to the postfix user).
 
+// System calls the standard library does not offer (signals, pipes,
+// namespaces, resource limits), each block with its SAFETY comment.
+#![allow(unsafe_code)]
+
 use std::fs;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

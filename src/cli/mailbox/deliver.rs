@@ -1,6 +1,7 @@
 //! `mailbox deliver`: one message from standard input (a Postfix pipe transport).
 
 use super::*;
+use crate::store::{Spool, Store};
 
 pub(super) fn deliver(context: &Context, args: &[String]) -> Result<(), CliError> {
     let Some((context, m)) = options(
@@ -25,10 +26,6 @@ pub(super) fn deliver(context: &Context, args: &[String]) -> Result<(), CliError
         code: if m.free.len() == 1 { EX_NOUSER } else { e.code },
         message: e.message,
     })?;
-    let temporary = |e: StoreError| CliError {
-        code: EX_TEMPFAIL,
-        message: e.to_string(),
-    };
     let (config, store) = context.open().map_err(|e| CliError {
         code: EX_TEMPFAIL,
         message: e.message,
@@ -38,7 +35,7 @@ pub(super) fn deliver(context: &Context, args: &[String]) -> Result<(), CliError
             code: EX_NOUSER,
             message: e.to_string(),
         },
-        other => temporary(other),
+        other => temporary(&other),
     })?;
     if mailbox.info().status == Status::Suspended {
         mailbox.note_refused_delivery();
@@ -47,27 +44,7 @@ pub(super) fn deliver(context: &Context, args: &[String]) -> Result<(), CliError
             message: format!("mailbox {id} is suspended and does not take new mail"),
         });
     }
-    let spool = store.spool().map_err(temporary)?;
-    let mut writer = CrlfWriter::new(spool);
-    io::copy(&mut io::stdin().lock(), &mut writer).map_err(|e| CliError {
-        code: EX_TEMPFAIL,
-        message: format!("cannot store the message: {e}"),
-    })?;
-    let cannot_store = |e: &dyn std::fmt::Display| CliError {
-        code: EX_TEMPFAIL,
-        message: format!("cannot store the message: {e}"),
-    };
-    let spool = writer
-        .finish()
-        .map_err(|e| cannot_store(&e))?
-        .finish()
-        .map_err(|e| cannot_store(&e))?;
-    if spool.size() == 0 {
-        return Err(CliError {
-            code: EX_DATAERR,
-            message: "the message is empty: nothing was read from standard input".into(),
-        });
-    }
+    let spool = read_message(&store)?;
     let metadata = Metadata {
         received: timestamp::rfc3339(SystemTime::now()),
         source: Source::Cli,
@@ -80,7 +57,7 @@ pub(super) fn deliver(context: &Context, args: &[String]) -> Result<(), CliError
     };
     let names = store
         .deliver(&spool, &[(&mailbox, metadata)])
-        .map_err(temporary)?;
+        .map_err(|e| temporary(&e))?;
     for name in names {
         outln!(
             "Stored message {name} ({} bytes) in mailbox {id}.",
@@ -88,4 +65,36 @@ pub(super) fn deliver(context: &Context, args: &[String]) -> Result<(), CliError
         );
     }
     Ok(())
+}
+
+/// A failure Postfix should retry (`EX_TEMPFAIL`).
+fn temporary(e: &dyn std::fmt::Display) -> CliError {
+    CliError {
+        code: EX_TEMPFAIL,
+        message: e.to_string(),
+    }
+}
+
+/// Standard input into the encrypted spool, line ends made CRLF; an empty
+/// message is `EX_DATAERR`.
+fn read_message(store: &Store) -> Result<Spool, CliError> {
+    let cannot_store = |e: &dyn std::fmt::Display| CliError {
+        code: EX_TEMPFAIL,
+        message: format!("cannot store the message: {e}"),
+    };
+    let spool = store.spool().map_err(|e| temporary(&e))?;
+    let mut writer = CrlfWriter::new(spool);
+    io::copy(&mut io::stdin().lock(), &mut writer).map_err(|e| cannot_store(&e))?;
+    let spool = writer
+        .finish()
+        .map_err(|e| cannot_store(&e))?
+        .finish()
+        .map_err(|e| cannot_store(&e))?;
+    if spool.size() == 0 {
+        return Err(CliError {
+            code: EX_DATAERR,
+            message: "the message is empty: nothing was read from standard input".into(),
+        });
+    }
+    Ok(spool)
 }

@@ -1,0 +1,146 @@
+//! A message on its way into a mailbox: sealed and fsynced in `tmp/`
+//! ([`Mailbox::prepare`]), then renamed into `messages/` and the directory
+//! fsynced ([`PendingMessage::commit`]). Until then nothing is visible, and
+//! dropping it removes the file.
+
+use super::*;
+
+impl Mailbox {
+    /// Encrypts a received message from the spool into `tmp/` and fsyncs it;
+    /// it becomes visible only when the returned message is committed.
+    pub fn prepare(
+        &self,
+        spool: &Spool,
+        metadata: &Metadata,
+    ) -> Result<PendingMessage, StoreError> {
+        let name = MessageName::generate(SystemTime::now(), spool.size());
+        let tmp = self.dir.join(TMP_DIR).join(name.file_name());
+        let file =
+            durable::create_new_private_file(&tmp).map_err(io_error(&tmp, "cannot create"))?;
+        let pending = PendingMessage {
+            tmp,
+            mailbox_dir: self.dir.clone(),
+            sealed_to: self.info.public_key.clone(),
+            messages_dir: self.dir.join(MESSAGES_DIR),
+            name,
+            file,
+            committed: false,
+        };
+        durable::try_lock_exclusive(&pending.file)
+            .map_err(io_error(&pending.tmp, "cannot lock"))?;
+        let metadata = Metadata {
+            size: spool.size(),
+            ..metadata.clone()
+        };
+        let write = || -> io::Result<()> {
+            let out = BufWriter::with_capacity(128 * 1024, &pending.file);
+            let mut body = spool.reader()?;
+            message::write_message(out, &self.info.public_key, &metadata, &mut body)?.flush()?;
+            // fdatasync: a new file's length is part of what it flushes.
+            pending.file.sync_data()
+        };
+        write().map_err(io_error(&pending.tmp, "cannot write"))?;
+        Ok(pending)
+    }
+}
+
+/// A message written and fsynced in `tmp/`, not yet visible. Dropping it
+/// without committing removes the file.
+pub struct PendingMessage {
+    tmp: PathBuf,
+    mailbox_dir: PathBuf,
+    sealed_to: PublicKey,
+    messages_dir: PathBuf,
+    name: MessageName,
+    file: File,
+    committed: bool,
+}
+
+impl PendingMessage {
+    /// The name it will have.
+    pub fn name(&self) -> &MessageName {
+        &self.name
+    }
+
+    /// Renames it into `messages/` and fsyncs the directory. Should the
+    /// mailbox's key have been reset since it was sealed, it goes among the
+    /// messages of the retired key instead (see [`Mailbox::reset_keys`]).
+    pub fn commit(mut self) -> Result<CommittedMessage, StoreError> {
+        let keys_path = self.mailbox_dir.join(KEYS_LOCK);
+        let keys =
+            durable::open_lock_file(&keys_path).map_err(io_error(&keys_path, "cannot open"))?;
+        keys.lock_shared()
+            .map_err(io_error(&keys_path, "cannot lock"))?;
+        let info_path = self.mailbox_dir.join(INFO_FILE);
+        let current = beneath::read_regular(&info_path, MAX_SMALL_FILE)
+            .map_err(io_error(&info_path, "cannot read"))
+            .and_then(|text| parse_info(&text, &info_path))?
+            .public_key;
+        let dir = if current == self.sealed_to {
+            self.messages_dir.clone()
+        } else {
+            let sets = Mailbox::retired_sets_of(&self.mailbox_dir)?;
+            let Some((_, dir)) = sets
+                .into_iter()
+                .rev()
+                .find(|(key, _)| key.as_ref() == Some(&self.sealed_to))
+            else {
+                return Err(StoreError::Invalid(format!(
+                    "{}: the mailbox's key changed while the message was stored, and no retired key matches",
+                    self.mailbox_dir.display()
+                )));
+            };
+            warn!(
+                "{}: the mailbox's password was reset while {} was stored: kept with the messages of the retired key",
+                self.mailbox_dir.display(),
+                self.name
+            );
+            dir
+        };
+        let dest = dir.join(self.name.file_name());
+        fs::rename(&self.tmp, &dest).map_err(io_error(&self.tmp, "cannot move into messages/"))?;
+        self.committed = true;
+        let committed = CommittedMessage {
+            path: dest,
+            name: self.name.clone(),
+        };
+        if let Err(e) = durable::sync_dir_grouped(&dir) {
+            committed.revoke();
+            return Err(io_error(&dir, "cannot sync")(e));
+        }
+        drop(keys);
+        Ok(committed)
+    }
+}
+
+impl Drop for PendingMessage {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// A message made visible by [`PendingMessage::commit`].
+#[derive(Debug)]
+pub struct CommittedMessage {
+    path: PathBuf,
+    name: MessageName,
+}
+
+impl CommittedMessage {
+    /// Its name (the UIDL).
+    pub fn name(&self) -> &MessageName {
+        &self.name
+    }
+
+    /// Takes it back when a multi-mailbox delivery fails half-way, so the
+    /// sender's retry does not leave a duplicate.
+    pub fn revoke(self) {
+        if fs::remove_file(&self.path).is_ok()
+            && let Some(dir) = self.path.parent()
+        {
+            let _ = durable::sync_dir(dir);
+        }
+    }
+}

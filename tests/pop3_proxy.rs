@@ -1,7 +1,10 @@
-//! The recording POP3 proxy against a real upstream started by the test:
-//! Dovecot's POP3 server with a certificate from a test CA, a passwd-file
-//! user and a Maildir filled by the test, on an implicit-TLS port and an STLS
-//! port. Clients are Python's poplib, fetchmail and raw TLS sockets.
+//! The recording POP3 proxy. Its rules are tested against a scripted POP3
+//! server (`support::scripted::maildrop`: STLS, USER/PASS, UIDL, LIST, RETR,
+//! DELE, every command recorded) on an implicit-TLS and an STLS port, which
+//! needs neither root nor Dovecot. Interoperation is tested against a real
+//! upstream started by the test: Dovecot's POP3 server with a certificate
+//! from a test CA, a passwd-file user and a Maildir filled by the test.
+//! Clients are Python's poplib, fetchmail and raw TLS sockets.
 
 mod support;
 
@@ -9,11 +12,13 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
 use support::gateway::{Gateway, LineClient};
 use support::postfix::{free_port, refused_port};
+use support::scripted::{Maildrop, Start, maildrop};
 use support::{FIXTURES, Sandbox, fixture, peer, repo, stderr, stdout, without_first_headers};
 
 use support::upstreams::{POP3_PASSWORD as PASSWORD, POP3_USER as USER, Pop3Upstream as Upstream};
@@ -104,6 +109,98 @@ fn copies(s: &Setup) -> Vec<(Vec<u8>, serde_json::Value)> {
         .collect()
 }
 
+/// The gateway with one mailbox, and a scripted POP3 server holding the
+/// fixtures as the upstream, on an implicit-TLS and an STLS port. No root,
+/// no Dovecot.
+struct Scripted {
+    sb: Sandbox,
+    gw: Gateway,
+    implicit: u16,
+    stls: u16,
+    upstream: Arc<Maildrop>,
+    id: String,
+    password: String,
+}
+
+/// `stls`: whether the plaintext port offers STLS; `prepare` runs on the
+/// sandbox before the gateway starts (`None` from it: skip).
+fn scripted_with<T>(
+    label: &str,
+    proxy: serde_json::Value,
+    stls: bool,
+    prepare: impl FnOnce(&Sandbox) -> Option<T>,
+) -> Option<(Scripted, T)> {
+    let sb = Sandbox::for_gateway(
+        label,
+        json!({ "pop3_proxy": { "listen": [], "listen_tls": ["127.0.0.1:0"] } }),
+    );
+    let prepared = prepare(&sb)?;
+    let ca = support::ca::TestCa::new(&sb.dir, "scripted");
+    let bodies: Vec<Vec<u8>> = FIXTURES.iter().map(|f| fixture(f)).collect();
+    let messages: Vec<(String, &[u8])> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (format!("uid-{i}"), b.as_slice()))
+        .collect();
+    let messages: Vec<(&str, &[u8])> = messages.iter().map(|(u, b)| (u.as_str(), *b)).collect();
+    let upstream = Arc::new(Maildrop {
+        stls,
+        ..Maildrop::new(USER, PASSWORD, &messages)
+    });
+    let serve = |start| {
+        let state = Arc::clone(&upstream);
+        support::scripted::Scripted::serve(
+            &sb.dir,
+            &ca,
+            start,
+            Arc::new(move |peer| maildrop(peer, &state)),
+        )
+        .port()
+    };
+    let (implicit, stls) = (serve(Start::ImplicitTls), serve(Start::Plain));
+    sb.configure_proxy(&ca.cert_file, implicit, proxy);
+    let (id, password) = sb.create_mailbox("Office");
+    let gw = Gateway::start(&sb);
+    let scripted = Scripted {
+        sb,
+        gw,
+        implicit,
+        stls,
+        upstream,
+        id,
+        password,
+    };
+    Some((scripted, prepared))
+}
+
+fn scripted(label: &str, proxy: serde_json::Value) -> Scripted {
+    scripted_with(label, proxy, true, |_| Some(())).unwrap().0
+}
+
+impl Scripted {
+    fn copies(&self) -> Vec<(Vec<u8>, serde_json::Value)> {
+        self.sb
+            .export(&self.id, &self.password)
+            .into_iter()
+            .map(|(_, body, meta)| (body, meta))
+            .collect()
+    }
+
+    /// poplib through the proxy's implicit-TLS port, as `login`.
+    fn poplib(&self, login: &str, delete: bool) -> Vec<Vec<u8>> {
+        let port = self.gw.addr("pop3_proxy.listen_tls[0]").port();
+        poplib(
+            &self.sb,
+            "ssl",
+            port,
+            &self.gw.cert,
+            login,
+            PASSWORD,
+            delete,
+        )
+    }
+}
+
 #[test]
 fn poplib_through_the_proxy_gets_the_originals_and_each_is_archived() {
     let Some(s) = setup("pop3proxy-poplib", json!({})) else {
@@ -148,63 +245,50 @@ fn poplib_through_the_proxy_gets_the_originals_and_each_is_archived() {
 
 #[test]
 fn the_same_account_through_another_port_or_name_case_is_not_archived_again() {
-    let Some(s) = setup("pop3proxy-dedupe-ports", json!({})) else {
-        return;
-    };
-    let port = s.gw.addr("pop3_proxy.listen_tls[0]").port();
+    let s = scripted("pop3proxy-dedupe-ports", json!({}));
     // First through the implicit-TLS port, then through the STLS port with
     // the host name in capitals: one account, one copy of each message.
     for login in [
-        format!("{USER}%localhost:{}%{}", s.upstream.implicit, s.id),
-        format!("{USER}%LocalHost:{}%{}", s.upstream.stls, s.id),
+        format!("{USER}%localhost:{}%{}", s.implicit, s.id),
+        format!("{USER}%LocalHost:{}%{}", s.stls, s.id),
     ] {
-        let got = poplib(&s.sb, "ssl", port, &s.gw.cert, &login, PASSWORD, false);
-        assert_eq!(got.len(), FIXTURES.len());
+        assert_eq!(s.poplib(&login, false).len(), FIXTURES.len());
     }
     assert_eq!(s.sb.message_files(&s.id).len(), FIXTURES.len());
+    assert!(s.upstream.commands().iter().any(|c| c == "STLS"));
 }
 
 #[test]
 fn retrieving_the_same_messages_twice_stores_one_copy_each() {
-    let Some(s) = setup("pop3proxy-dedupe", json!({})) else {
-        return;
-    };
-    let port = s.gw.addr("pop3_proxy.listen_tls[0]").port();
+    let s = scripted("pop3proxy-dedupe", json!({}));
     for _ in 0..2 {
-        poplib(
-            &s.sb,
-            "ssl",
-            port,
-            &s.gw.cert,
-            &login_name(s.upstream.implicit, &s.id),
-            PASSWORD,
-            false,
-        );
+        s.poplib(&login_name(s.implicit, &s.id), false);
     }
     assert_eq!(s.sb.message_files(&s.id).len(), FIXTURES.len());
     // The index holds hashes, never the UIDLs.
     let index = s.sb.mailbox_dir(&s.id).join("pop3-index");
     assert_eq!(fs::read_dir(&index).unwrap().count(), FIXTURES.len());
+    for entry in fs::read_dir(&index).unwrap() {
+        let name = entry.unwrap().file_name();
+        assert!(!name.to_string_lossy().contains("uid-"), "{name:?}");
+    }
 }
 
 #[test]
 fn a_deleting_client_through_the_stls_upstream_leaves_copies_and_an_empty_upstream() {
-    let Some(s) = setup("pop3proxy-delete", json!({})) else {
-        return;
-    };
-    let port = s.gw.addr("pop3_proxy.listen_tls[0]").port();
-    let fetched = poplib(
-        &s.sb,
-        "ssl",
-        port,
-        &s.gw.cert,
-        &login_name(s.upstream.stls, &s.id),
-        PASSWORD,
-        true,
-    );
+    let s = scripted("pop3proxy-delete", json!({}));
+    let fetched = s.poplib(&login_name(s.stls, &s.id), true);
     assert_eq!(fetched.len(), FIXTURES.len());
-    assert_eq!(s.upstream.stored(), 0, "QUIT made the upstream delete them");
-    assert!(sorted(copies(&s).into_iter().map(|(b, _)| b).collect()) == sorted(fetched));
+    assert!(
+        s.upstream.uidls().is_empty(),
+        "QUIT made the upstream delete them"
+    );
+    let originals: Vec<Vec<u8>> = FIXTURES.iter().map(|f| fixture(f)).collect();
+    assert!(
+        sorted(fetched.clone()) == sorted(originals),
+        "the client got the originals"
+    );
+    assert!(sorted(s.copies().into_iter().map(|(b, _)| b).collect()) == sorted(fetched));
 }
 
 #[test]
@@ -277,69 +361,66 @@ fn proxy_login(gw: &Gateway, login: &str, password: &str) -> (LineClient, String
 
 #[test]
 fn dele_without_retrieving_still_leaves_a_copy() {
-    let Some(s) = setup("pop3proxy-dele", json!({})) else {
-        return;
-    };
-    let (mut c, answer) = proxy_login(&s.gw, &login_name(s.upstream.implicit, &s.id), PASSWORD);
+    let s = scripted("pop3proxy-dele", json!({}));
+    let (mut c, answer) = proxy_login(&s.gw, &login_name(s.implicit, &s.id), PASSWORD);
     assert!(answer.starts_with("+OK"), "{answer}");
     assert!(c.pop3("DELE 1").starts_with("+OK"));
     assert!(c.pop3("QUIT").starts_with("+OK"));
-    assert_eq!(s.upstream.stored(), FIXTURES.len() - 1);
-    let copies = copies(&s);
+    assert_eq!(s.upstream.uidls().len(), FIXTURES.len() - 1);
+    let commands = s.upstream.commands();
+    let retr = commands.iter().position(|c| c == "RETR 1");
+    let dele = commands.iter().position(|c| c == "DELE 1");
+    assert!(
+        retr.is_some() && retr < dele,
+        "archived before deleted: {commands:?}"
+    );
+    let copies = s.copies();
     assert_eq!(copies.len(), 1);
     assert!(
         copies[0].0 == fixture(FIXTURES[0]),
         "the deleted message is in the archive"
     );
+    assert_eq!(copies[0].1["upstream"]["uidl"], "uid-0");
 }
 
 #[test]
 fn a_copy_that_cannot_be_written_blocks_the_dele_and_the_message_stays_upstream() {
-    let sb = Sandbox::for_gateway(
-        "pop3proxy-full",
-        json!({ "pop3_proxy": { "listen": [], "listen_tls": ["127.0.0.1:0"] } }),
-    );
-    let Some(upstream) = Upstream::start(&sb.dir.join("upstream"), true) else {
+    let Some((s, _full)) = scripted_with("pop3proxy-full", json!({}), true, |sb| {
+        support::small_tmpfs(&sb.data(), "2m")
+    }) else {
         return;
     };
-    let Some(_full) = support::small_tmpfs(&sb.data(), "2m") else {
-        return;
-    };
-    sb.configure_proxy(&upstream.ca.cert_file, upstream.implicit, json!({}));
-    let (id, _) = sb.create_mailbox("Office");
-    let gw = Gateway::start(&sb);
-    let (mut c, answer) = proxy_login(&gw, &login_name(upstream.implicit, &id), PASSWORD);
+    let (mut c, answer) = proxy_login(&s.gw, &login_name(s.implicit, &s.id), PASSWORD);
     assert!(answer.starts_with("+OK"), "{answer}");
     // Message 4 is the 3 MB attachment: it cannot fit in 2 MiB.
     let refused = c.pop3("DELE 4");
     assert!(refused.starts_with("-ERR [SYS/TEMP]"), "{refused}");
     assert!(c.pop3("QUIT").starts_with("+OK"));
     assert_eq!(
-        upstream.stored(),
+        s.upstream.uidls().len(),
         FIXTURES.len(),
         "nothing was deleted upstream"
     );
-    assert!(sb.message_files(&id).is_empty());
+    assert!(!s.upstream.commands().iter().any(|c| c.starts_with("DELE")));
+    assert!(s.sb.message_files(&s.id).is_empty());
 }
 
 #[test]
 fn failures_are_generic_errors_with_logged_reasons() {
-    let Some(s) = setup(
+    let s = scripted(
         "pop3proxy-failures",
         json!({ "allowed_targets": ["localhost", "127.0.0.1"] }),
-    ) else {
-        return;
-    };
+    );
     let id = &s.id;
     let cases = [
         (
-            format!("{USER}%localhost:{}%{id}", s.upstream.implicit),
+            format!("{USER}%localhost:{}%{id}", s.implicit),
             "wrong-password",
             "-ERR [AUTH]",
             "refused the credentials",
         ),
         (
-            format!("{USER}%127.0.0.1:{}%{id}", s.upstream.implicit),
+            format!("{USER}%127.0.0.1:{}%{id}", s.implicit),
             PASSWORD,
             "-ERR [AUTH]",
             "upstream TLS refused",
@@ -353,7 +434,7 @@ fn failures_are_generic_errors_with_logged_reasons() {
         (
             format!(
                 "{USER}%localhost:{}%mbx-00000000000000000000000000000000",
-                s.upstream.implicit
+                s.implicit
             ),
             PASSWORD,
             "-ERR [AUTH]",
@@ -363,6 +444,10 @@ fn failures_are_generic_errors_with_logged_reasons() {
     for (login, password, answer, log) in cases {
         let (_, got) = proxy_login(&s.gw, &login, password);
         assert!(got.starts_with(answer), "{login}: {got}");
+        assert!(
+            !got.contains("scripted"),
+            "upstream texts never reach the client: {got}"
+        );
         s.gw.wait_for_log(log, Duration::from_secs(10));
     }
     let (_held, closed) = refused_port();
@@ -373,41 +458,35 @@ fn failures_are_generic_errors_with_logged_reasons() {
 
 #[test]
 fn an_untrusted_ca_and_a_private_address_are_refused() {
-    let Some(s) = setup("pop3proxy-untrusted", json!({ "extra_ca_file": null })) else {
-        return;
-    };
-    let (_, got) = proxy_login(&s.gw, &login_name(s.upstream.implicit, &s.id), PASSWORD);
+    let s = scripted("pop3proxy-untrusted", json!({ "extra_ca_file": null }));
+    let (_, got) = proxy_login(&s.gw, &login_name(s.implicit, &s.id), PASSWORD);
     assert!(got.starts_with("-ERR [AUTH]"), "{got}");
     s.gw.wait_for_log("upstream TLS refused", Duration::from_secs(10));
-    let Some(p) = setup(
+    let p = scripted(
         "pop3proxy-private",
         json!({ "allow_private_targets": false }),
-    ) else {
-        return;
-    };
-    let (_, got) = proxy_login(&p.gw, &login_name(p.upstream.implicit, &p.id), PASSWORD);
+    );
+    let (_, got) = proxy_login(&p.gw, &login_name(p.implicit, &p.id), PASSWORD);
     assert!(got.starts_with("-ERR [AUTH]"), "{got}");
     p.gw.wait_for_log("127.0.0.1 is in 127.0.0.0/8", Duration::from_secs(10));
+    for upstream in [&s.upstream, &p.upstream] {
+        assert!(!upstream.commands().iter().any(|c| c == "PASS"));
+    }
 }
 
 #[test]
 fn an_upstream_without_stls_never_sees_the_password() {
-    let sb = Sandbox::for_gateway(
-        "pop3proxy-nostls",
-        json!({ "pop3_proxy": { "listen": [], "listen_tls": ["127.0.0.1:0"] } }),
-    );
-    let Some(upstream) = Upstream::start(&sb.dir.join("upstream"), false) else {
-        return;
-    };
-    sb.configure_proxy(&upstream.ca.cert_file, upstream.implicit, json!({}));
-    let (id, _) = sb.create_mailbox("Office");
-    let gw = Gateway::start(&sb);
-    let (_, got) = proxy_login(&gw, &login_name(upstream.stls, &id), PASSWORD);
+    let (s, ()) = scripted_with("pop3proxy-nostls", json!({}), false, |_| Some(())).unwrap();
+    let (_, got) = proxy_login(&s.gw, &login_name(s.stls, &s.id), PASSWORD);
     assert!(got.starts_with("-ERR [AUTH]"), "{got}");
-    gw.wait_for_log("offers no STLS", Duration::from_secs(10));
+    s.gw.wait_for_log("offers no STLS", Duration::from_secs(10));
+    let commands = s.upstream.commands();
+    assert!(commands.iter().any(|c| c == "CAPA"), "{commands:?}");
     assert!(
-        !upstream.dovecot.log().contains(USER),
-        "no login reached the upstream"
+        !commands
+            .iter()
+            .any(|c| c.starts_with("USER") || c == "PASS"),
+        "no login reached the upstream: {commands:?}"
     );
 }
 

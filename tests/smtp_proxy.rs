@@ -1,18 +1,23 @@
-//! The recording SMTP proxy against a real upstream started by the test:
-//! Postfix as a submission server (STARTTLS on one port, implicit TLS on
-//! another, certificates from a test CA, SASL through Dovecot's auth service
-//! with a passwd-file user, mail delivered to a Maildir). Clients are
-//! Python's smtplib, swaks and a raw TLS socket.
+//! The recording SMTP proxy. Its rules are tested against a scripted
+//! submission server (`support::scripted::submission`: STARTTLS, AUTH PLAIN
+//! and LOGIN, every command and message recorded), which needs neither root
+//! nor Postfix. Interoperation is tested against a real upstream started by
+//! the test: Postfix as a submission server (STARTTLS on one port, implicit
+//! TLS on another, certificates from a test CA, SASL through Dovecot's auth
+//! service with a passwd-file user, mail delivered to a Maildir). Clients
+//! are Python's smtplib, swaks and a raw TLS socket.
 
 mod support;
 
 use std::fs;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::gateway::{Gateway, LineClient, expect};
 use support::postfix::refused_port;
+use support::scripted::{Start, Submission, submission};
 use support::{Sandbox, fixture, peer, repo, stderr, stdout};
 
 use support::upstreams::{
@@ -204,35 +209,74 @@ fn swaks_through_the_implicit_tls_proxy_to_an_implicit_tls_upstream() {
     );
 }
 
-#[test]
-fn a_wrong_password_is_535_and_nothing_is_stored() {
-    let Some(Setup {
+/// The gateway with one mailbox, and a scripted submission server as the
+/// upstream: its STARTTLS port, and what it saw. No root, no Postfix.
+struct Scripted {
+    sb: Sandbox,
+    gw: Gateway,
+    port: u16,
+    upstream: Arc<Submission>,
+    id: String,
+    password: String,
+}
+
+fn scripted(label: &str, proxy: serde_json::Value, upstream: Submission) -> Scripted {
+    scripted_with(label, proxy, upstream, |_| Some(()))
+        .unwrap()
+        .0
+}
+
+/// The same, with `prepare` run on the sandbox before the gateway starts
+/// (`None` from it: a missing peer, skip).
+fn scripted_with<T>(
+    label: &str,
+    proxy: serde_json::Value,
+    upstream: Submission,
+    prepare: impl FnOnce(&Sandbox) -> Option<T>,
+) -> Option<(Scripted, T)> {
+    let sb = Sandbox::for_gateway(label, json!({}));
+    let prepared = prepare(&sb)?;
+    let ca = support::ca::TestCa::new(&sb.dir, "scripted");
+    let upstream = Arc::new(upstream);
+    let state = Arc::clone(&upstream);
+    let server = support::scripted::Scripted::serve(
+        &sb.dir,
+        &ca,
+        Start::Plain,
+        Arc::new(move |peer| submission(peer, &state)),
+    );
+    // No implicit-TLS port of its own: 465 and 995 are the defaults.
+    sb.configure_proxy(&ca.cert_file, 465, proxy);
+    let (id, password) = sb.create_mailbox("Office");
+    let gw = Gateway::start(&sb);
+    let scripted = Scripted {
         sb,
         gw,
+        port: server.port(),
         upstream,
         id,
-        ..
-    }) = setup("proxy-wrongpw", json!({}))
-    else {
-        return;
+        password,
     };
-    let (ok, out) = smtplib_through(
-        &sb,
-        &gw,
-        ("smtp_proxy.listen_tls[0]", "ssl"),
-        &login_name(upstream.starttls, &id),
-        "wrong",
-        &["ben@example.org"],
-        &message_with("x"),
-    );
-    assert!(!ok);
-    assert!(out.starts_with("535 "), "{out}");
+    Some((scripted, prepared))
+}
+
+fn scripted_upstream() -> Submission {
+    Submission::new(UPSTREAM_USER, UPSTREAM_PASSWORD)
+}
+
+#[test]
+fn a_wrong_password_is_535_and_nothing_is_stored() {
+    let s = scripted("proxy-wrongpw", json!({}), scripted_upstream());
+    let reply = raw_login(&s.gw, &login_name(s.port, &s.id), "wrong");
+    expect(&reply, "535 5.7.8");
     assert!(
-        !out.contains("Dovecot") && !out.contains("Postfix"),
-        "upstream texts never reach the client: {out}"
+        !reply.contains("scripted"),
+        "upstream texts never reach the client: {reply}"
     );
-    assert!(sb.message_files(&id).is_empty());
-    assert!(upstream.delivered().is_empty());
+    assert!(s.sb.message_files(&s.id).is_empty());
+    let commands = s.upstream.commands();
+    assert!(commands.iter().any(|c| c == "AUTH PLAIN"), "{commands:?}");
+    assert!(s.upstream.messages().is_empty());
 }
 
 /// AUTH over a raw TLS connection to the proxy; returns the reply.
@@ -246,68 +290,79 @@ fn raw_login(gw: &Gateway, login: &str, password: &str) -> String {
 
 #[test]
 fn policy_and_tls_failures_are_refused_with_a_generic_535_and_logged() {
-    let Some(Setup {
-        sb: _sb,
-        gw,
-        upstream,
-        id,
-        ..
-    }) = setup(
+    let s = scripted(
         "proxy-refusals",
         json!({ "allowed_targets": ["localhost", "127.0.0.1"] }),
-    )
-    else {
-        return;
-    };
+        scripted_upstream(),
+    );
     // A certificate for another name: the upstream is reached as 127.0.0.1 but its certificate says localhost.
     let reply = raw_login(
-        &gw,
-        &format!("{UPSTREAM_USER}%127.0.0.1:{}%{id}", upstream.starttls),
+        &s.gw,
+        &format!("{UPSTREAM_USER}%127.0.0.1:{}%{}", s.port, s.id),
         UPSTREAM_PASSWORD,
     );
     expect(&reply, "535 5.7.8");
-    gw.wait_for_log("upstream TLS refused", Duration::from_secs(10));
+    s.gw.wait_for_log("upstream TLS refused", Duration::from_secs(10));
     // Not in the allow-list.
     let reply = raw_login(
-        &gw,
-        &format!("{UPSTREAM_USER}%smtp.example.net:587%{id}"),
+        &s.gw,
+        &format!("{UPSTREAM_USER}%smtp.example.net:587%{}", s.id),
         UPSTREAM_PASSWORD,
     );
     expect(&reply, "535 5.7.8");
-    gw.wait_for_log(
+    s.gw.wait_for_log(
         "smtp.example.net:587 is not in proxy.allowed_targets",
         Duration::from_secs(10),
-    );
-    // An upstream without STARTTLS never sees the credentials.
-    let reply = raw_login(&gw, &login_name(upstream.no_tls, &id), UPSTREAM_PASSWORD);
-    expect(&reply, "535 5.7.8");
-    gw.wait_for_log("offers no STARTTLS", Duration::from_secs(10));
-    assert!(
-        !upstream.postfix.log().contains("sasl_username"),
-        "no login reached the upstream"
     );
     // Unknown mailbox and malformed names.
     expect(
         &raw_login(
-            &gw,
-            &login_name(upstream.starttls, "mbx-00000000000000000000000000000000"),
+            &s.gw,
+            &login_name(s.port, "mbx-00000000000000000000000000000000"),
             UPSTREAM_PASSWORD,
         ),
         "535 5.7.8",
     );
     expect(
-        &raw_login(&gw, "no-percent-signs", UPSTREAM_PASSWORD),
+        &raw_login(&s.gw, "no-percent-signs", UPSTREAM_PASSWORD),
         "535 5.7.8",
+    );
+    assert!(
+        !s.upstream.commands().iter().any(|c| c.starts_with("AUTH")),
+        "no credentials reached the upstream: {:?}",
+        s.upstream.commands()
+    );
+}
+
+#[test]
+fn an_upstream_without_starttls_never_sees_the_credentials() {
+    let upstream = Submission {
+        starttls: false,
+        ..scripted_upstream()
+    };
+    let s = scripted("proxy-no-starttls", json!({}), upstream);
+    let reply = raw_login(&s.gw, &login_name(s.port, &s.id), UPSTREAM_PASSWORD);
+    expect(&reply, "535 5.7.8");
+    s.gw.wait_for_log("offers no STARTTLS", Duration::from_secs(10));
+    let commands = s.upstream.commands();
+    assert!(
+        commands.iter().any(|c| c.starts_with("EHLO")),
+        "{commands:?}"
+    );
+    assert!(
+        !commands.iter().any(|c| c.starts_with("AUTH")),
+        "{commands:?}"
     );
 }
 
 /// With the proxy configured by `proxy`, a login to the STARTTLS upstream
 /// gets `reply`, and the gateway logs `log` as the reason.
 fn assert_login_refused(label: &str, proxy: serde_json::Value, reply: &str, log: &str) {
-    let Some(s) = setup(label, proxy) else { return };
-    let login = login_name(s.upstream.starttls, &s.id);
+    let s = scripted(label, proxy, scripted_upstream());
+    let login = login_name(s.port, &s.id);
     expect(&raw_login(&s.gw, &login, UPSTREAM_PASSWORD), reply);
     s.gw.wait_for_log(log, Duration::from_secs(10));
+    assert!(!s.upstream.commands().iter().any(|c| c.starts_with("AUTH")));
 }
 
 #[test]
@@ -332,8 +387,7 @@ fn a_private_address_is_refused_unless_allowed() {
 
 #[test]
 fn an_upstream_that_is_down_is_a_temporary_454() {
-    // No provider at all: a closed port is enough, so this runs without
-    // root or Dovecot.
+    // No provider at all: a closed port is enough.
     let (_held, closed) = refused_port();
     let sb = Sandbox::for_gateway("proxy-down", json!({}));
     let ca = support::ca::TestCa::new(&sb.dir, "down");
@@ -348,106 +402,86 @@ fn an_upstream_that_is_down_is_a_temporary_454() {
 
 #[test]
 fn auth_before_tls_is_538_and_a_suspended_mailbox_is_535() {
-    let Some(Setup {
-        sb,
-        gw,
-        upstream,
-        id,
-        ..
-    }) = setup("proxy-538", json!({}))
-    else {
-        return;
-    };
-    let mut c = LineClient::plain(gw.addr("smtp_proxy.listen[0]"));
+    let s = scripted("proxy-538", json!({}), scripted_upstream());
+    let mut c = LineClient::plain(s.gw.addr("smtp_proxy.listen[0]"));
     c.smtp_reply();
     c.smtp("EHLO client.example");
     expect(&c.smtp("AUTH PLAIN AGFubmEAc2VjcmV0"), "538 5.7.11");
-    sb.run(&["mailbox", "suspend", &id]);
+    // After STARTTLS on the proxy's own plain port, AUTH is offered.
+    expect(&c.smtp("STARTTLS"), "220 2.0.0");
+    let mut c = c.start_tls(&s.gw.cert);
+    expect(&c.smtp("EHLO client.example"), "250");
+    s.sb.run(&["mailbox", "suspend", &s.id]);
     expect(
-        &raw_login(&gw, &login_name(upstream.starttls, &id), UPSTREAM_PASSWORD),
+        &raw_login(&s.gw, &login_name(s.port, &s.id), UPSTREAM_PASSWORD),
         "535 5.7.8",
     );
+    assert!(!s.upstream.commands().iter().any(|c| c.starts_with("AUTH")));
 }
 
 #[test]
 fn smuggling_sequences_reach_the_upstream_as_one_message_matching_the_copy() {
-    let Some(Setup {
-        sb,
-        gw,
-        upstream,
-        id,
-        password,
-    }) = setup("proxy-smuggle", json!({}))
-    else {
-        return;
-    };
-    let mut c = LineClient::implicit_tls(gw.addr("smtp_proxy.listen_tls[0]"), &gw.cert);
+    let s = scripted("proxy-smuggle", json!({}), scripted_upstream());
+    let mut c = LineClient::implicit_tls(s.gw.addr("smtp_proxy.listen_tls[0]"), &s.gw.cert);
     c.smtp_reply();
     c.smtp("EHLO client.example");
     let token = sealpost::crypto::base64_encode(
-        format!(
-            "\0{}\0{UPSTREAM_PASSWORD}",
-            login_name(upstream.starttls, &id)
-        )
-        .as_bytes(),
+        format!("\0{}\0{UPSTREAM_PASSWORD}", login_name(s.port, &s.id)).as_bytes(),
     );
     expect(&c.smtp(&format!("AUTH PLAIN {token}")), "235 2.7.0");
     expect(&c.smtp("MAIL FROM:<anna@example.test>"), "250 ");
     expect(&c.smtp("RCPT TO:<ben@example.org>"), "250 ");
     expect(&c.smtp("DATA"), "354");
-    // Complete headers, so that the submission server adds none of its own.
-    c.send_raw(b"From: anna@example.test\r\nTo: ben@example.org\r\nDate: Sun, 22 Nov 2026 10:00:00 +0000\r\nMessage-ID: <one@example.test>\r\nSubject: one\r\n\r\nbody\n.\nMAIL FROM:<evil@example.test>\r\nRCPT TO:<victim@example.org>\r\nDATA\r\nSubject: smuggled\r\n\r\nsecond\r\n.\r\n");
+    c.send_raw(b"From: anna@example.test\r\nSubject: one\r\n\r\nbody\n.\nMAIL FROM:<evil@example.test>\r\nRCPT TO:<victim@example.org>\r\nDATA\r\nSubject: smuggled\r\n\r\nsecond\r\n.\r\n");
     expect(&c.smtp_reply(), "250 2.0.0");
     expect(&c.smtp("QUIT"), "221");
-    let delivered = upstream.wait_for(1);
-    // The proxy's upstream session has ended: it submitted all it would.
-    upstream.wait_for_sessions(1);
-    assert_eq!(upstream.accepted(), 1, "exactly one message upstream");
-    let copy = &sb.export(&id, &password)[0].1;
-    assert!(
-        upstream_holds(&delivered[0], copy),
-        "the upstream message matches the copy:\n{:?}\n{:?}",
+    let delivered = s.upstream.messages();
+    assert_eq!(delivered.len(), 1, "exactly one message upstream");
+    let copy = &s.sb.export(&s.id, &s.password)[0].1;
+    assert_eq!(
         String::from_utf8_lossy(&delivered[0]),
-        String::from_utf8_lossy(copy)
+        String::from_utf8_lossy(copy),
+        "the upstream message is the copy"
     );
     assert!(
         String::from_utf8_lossy(copy).contains("Subject: smuggled"),
         "the smuggled part is content"
     );
+    let commands = s.upstream.commands();
     assert!(
-        !upstream.postfix.log().contains("victim@example.org"),
-        "the smuggled RCPT never reached the upstream as a command"
+        !commands.iter().any(|c| c.contains("victim@example.org")),
+        "the smuggled RCPT never reached the upstream as a command: {commands:?}"
     );
 }
 
 #[test]
 fn a_copy_that_cannot_be_written_gets_451_and_nothing_reaches_the_upstream() {
-    let sb = Sandbox::for_gateway("proxy-full", json!({}));
-    let Some(upstream) = Upstream::start(&sb.dir.join("upstream")) else {
+    let Some((s, _full)) = scripted_with("proxy-full", json!({}), scripted_upstream(), |sb| {
+        support::small_tmpfs(&sb.data(), "2m")
+    }) else {
         return;
     };
-    let Some(_full) = support::small_tmpfs(&sb.data(), "2m") else {
-        return;
-    };
-    sb.configure_proxy(&upstream.ca.cert_file, upstream.implicit, json!({}));
-    let (id, _) = sb.create_mailbox("Office");
-    let gw = Gateway::start(&sb);
     let (ok, out) = smtplib_through(
-        &sb,
-        &gw,
+        &s.sb,
+        &s.gw,
         ("smtp_proxy.listen_tls[0]", "ssl"),
-        &login_name(upstream.starttls, &id),
+        &login_name(s.port, &s.id),
         UPSTREAM_PASSWORD,
         &["ben@example.org"],
         &fixture("attachment-3mb.eml"),
     );
     assert!(!ok);
     assert!(out.starts_with("451 "), "{out}");
-    upstream.wait_for_sessions(1);
-    assert_eq!(upstream.accepted(), 0, "nothing was sent without a copy");
-    assert!(upstream.delivered().is_empty());
-    assert!(sb.message_files(&id).is_empty());
-    drop(gw);
+    assert!(
+        s.upstream.messages().is_empty(),
+        "nothing was sent without a copy"
+    );
+    assert!(
+        !s.upstream.commands().iter().any(|c| c == "DATA"),
+        "{:?}",
+        s.upstream.commands()
+    );
+    assert!(s.sb.message_files(&s.id).is_empty());
 }
 
 /// The 50 MiB benchmark: run by scripts/bench, which quotes the figure.
@@ -520,32 +554,27 @@ fn an_upstream_that_never_answers_times_out_with_454() {
 
 #[test]
 fn an_upstream_offering_only_auth_login_is_logged_in_with_login() {
-    let sb = Sandbox::for_gateway("proxy-login-only", json!({}));
-    let Some(upstream) = Upstream::with_mechanisms(&sb.dir.join("upstream"), "login") else {
-        return;
+    let upstream = Submission {
+        mechanisms: "LOGIN",
+        ..scripted_upstream()
     };
-    sb.configure_proxy(&upstream.ca.cert_file, upstream.implicit, json!({}));
-    let (id, password) = sb.create_mailbox("Office");
-    let gw = Gateway::start(&sb);
+    let s = scripted("proxy-login-only", json!({}), upstream);
     // The client uses PLAIN; the upstream only speaks LOGIN.
     let message = message_with("via-login");
     let (ok, out) = smtplib_through(
-        &sb,
-        &gw,
+        &s.sb,
+        &s.gw,
         ("smtp_proxy.listen_tls[0]", "ssl"),
-        &login_name(upstream.starttls, &id),
+        &login_name(s.port, &s.id),
         UPSTREAM_PASSWORD,
         &["ben@example.org"],
         &message,
     );
-    assert!(ok, "{out}\n{}", gw.log());
-    assert!(
-        upstream.postfix.log().contains("sasl_method=LOGIN"),
-        "{}",
-        upstream.postfix.log()
-    );
-    assert!(upstream_holds(&upstream.wait_for(1)[0], &message));
-    assert!(sb.export(&id, &password)[0].1 == message);
+    assert!(ok, "{out}\n{}", s.gw.log());
+    let commands = s.upstream.commands();
+    assert!(commands.iter().any(|c| c == "AUTH LOGIN"), "{commands:?}");
+    assert_eq!(s.upstream.messages().len(), 1);
+    assert!(s.sb.export(&s.id, &s.password)[0].1 == message);
 }
 
 /// A name server that never answers: `getaddrinfo` would wait for it far

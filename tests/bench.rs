@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::gateway::{Gateway, LineClient, expect};
-use support::postfix::{Load, Postfix, free_port, smtp_source};
+use support::postfix::{Load, Postfix, smtp_source};
 use support::upstreams::{POP3_PASSWORD, POP3_USER, Pop3Upstream};
 use support::{Sandbox, peer, run_with_timeout};
 
@@ -83,12 +83,6 @@ impl Drop for Daemon {
     }
 }
 
-fn wait_listening(port: u16) {
-    support::wait_until("the peer listens", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-}
-
 /// The durable-write limit of this filesystem: `count` files of `size`
 /// bytes over `threads` threads, each created in `tmp/`, written, fsynced,
 /// renamed into `new/`, and the directory fsynced. Files per second.
@@ -138,7 +132,6 @@ impl PostfixMaildir {
                 .arg(&maildirs),
         );
         assert!(chown.status.success());
-        let port = free_port();
         let main = format!(
             "virtual_mailbox_domains = bench.example
 virtual_mailbox_base = {base}
@@ -152,8 +145,10 @@ default_process_limit = 256
 ",
             base = maildirs.display()
         );
-        let service = format!("127.0.0.1:{port} inet n - n - - smtpd");
-        let postfix = Postfix::start(dir, &main, &service)?;
+        let (postfix, ports) = Postfix::start_on(dir, &main, 1, |p| {
+            format!("127.0.0.1:{} inet n - n - - smtpd", p[0])
+        })?;
+        let port = ports[0];
         postfix.wait_listening(([127, 0, 0, 1], port).into());
         Some(PostfixMaildir {
             _postfix: postfix,
@@ -278,16 +273,27 @@ fn smtp_ingest_against_smtp_sink_and_the_disk() {
     let (id, _) = sb.create_mailbox("Bench");
     let gw = Gateway::start(&sb);
     let port = gw.addr("smtp.listen[0]").port();
-    let sink_port = free_port();
-    let _sink = Daemon(
-        Command::new(&sink)
-            .args(["-u", "nobody", &format!("127.0.0.1:{sink_port}"), "512"])
+    // smtp-sink takes a port number: another process may take it first.
+    let (_sink, sink_port) = support::on_free_ports(1, |ports, _| {
+        let log = sb.dir.join("smtp-sink.log");
+        let mut child = Command::new(&sink)
+            .args(["-u", "nobody", &format!("127.0.0.1:{}", ports[0]), "512"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
             .spawn()
-            .unwrap(),
-    );
-    wait_listening(sink_port);
+            .unwrap();
+        let mut exited = false;
+        support::wait_until("smtp-sink listens or exits", || {
+            exited = matches!(child.try_wait(), Ok(Some(_)));
+            exited || std::net::TcpStream::connect(("127.0.0.1", ports[0])).is_ok()
+        });
+        let said = fs::read_to_string(&log).unwrap_or_default();
+        match exited {
+            true if support::says_port_taken(&said) => Err(support::PortTaken),
+            true => panic!("smtp-sink exited: {said}"),
+            false => Ok((Daemon(child), ports[0])),
+        }
+    });
     let Some(postfix) = PostfixMaildir::start(&sb.dir.join("postfix")) else {
         return;
     };

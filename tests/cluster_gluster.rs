@@ -27,7 +27,7 @@ use std::time::Duration;
 use serde_json::json;
 use support::gateway::{Gateway, LineClient, expect};
 use support::haproxy::Haproxy;
-use support::postfix::{Load, free_port, smtp_source};
+use support::postfix::{Load, smtp_source};
 use support::{Sandbox, is_root, peer, run, stderr};
 
 const ADDRESS: &str = "10.77.0.1";
@@ -175,10 +175,30 @@ impl Drop for Gluster {
     }
 }
 
-/// A node: its own configuration, its data directory on its own mount,
-/// fixed ports (so that a restarted node is where HAProxy looks for it).
-fn node(name: &str, mount: &Path) -> (Sandbox, u16, u16) {
-    let (smtp, pop3s) = (free_port(), free_port());
+/// A node: its own configuration, its data directory on its own mount, and
+/// its two listening sockets, bound here and handed to each start of the
+/// gateway (so that a restarted node is where HAProxy looks for it, and no
+/// other process can take its ports meanwhile).
+struct Node {
+    sb: Sandbox,
+    smtp: std::net::TcpListener,
+    pop3s: std::net::TcpListener,
+}
+
+impl Node {
+    fn start(&self) -> Gateway {
+        Gateway::start_handing(&self.sb, &[&self.smtp, &self.pop3s])
+    }
+
+    fn port(listener: &std::net::TcpListener) -> u16 {
+        listener.local_addr().unwrap().port()
+    }
+}
+
+fn node(name: &str, mount: &Path) -> Node {
+    let bind = || std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (smtp_socket, pop3s_socket) = (bind(), bind());
+    let (smtp, pop3s) = (Node::port(&smtp_socket), Node::port(&pop3s_socket));
     let sb = Sandbox::for_gateway(
         &format!("gluster-{name}"),
         json!({
@@ -191,7 +211,11 @@ fn node(name: &str, mount: &Path) -> (Sandbox, u16, u16) {
             "limits": { "tls_handshake_timeout_secs": 5, "max_connections": 512, "max_connections_per_ip": 256 },
         }),
     );
-    (sb, smtp, pop3s)
+    Node {
+        sb,
+        smtp: smtp_socket,
+        pop3s: pop3s_socket,
+    }
 }
 
 /// One message through HAProxy on a fresh connection; whether it got 250.
@@ -255,34 +279,40 @@ fn a_glusterfs_cluster_behind_haproxy_keeps_every_guarantee() {
     let Some(gluster) = Gluster::start(&base.dir, 2) else {
         return;
     };
-    let (a, a_smtp, a_pop3) = node("a", &gluster.mounts[0]);
-    let (b, b_smtp, b_pop3) = node("b", &gluster.mounts[1]);
+    let (na, nb) = (node("a", &gluster.mounts[0]), node("b", &gluster.mounts[1]));
+    let (a_smtp, a_pop3) = (Node::port(&na.smtp), Node::port(&na.pop3s));
+    let (b_smtp, b_pop3) = (Node::port(&nb.smtp), Node::port(&nb.pop3s));
+    let a = &na.sb;
     let (id, password) = a.create_mailbox("Journal");
     let to = format!("{id}@localhost");
-    let mut ga = Gateway::start(&a);
-    let gb = Gateway::start(&b);
+    let mut ga = na.start();
+    let gb = nb.start();
     let cert = gluster.mounts[0].join("data/tls/cert.pem");
 
-    let smtp_front: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let pop3_front: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let server = |name: &str, port: u16| {
         format!(
             "  server {name} 127.0.0.1:{port} send-proxy-v2 check check-send-proxy inter 200ms fall 1 rise 2\n"
         )
     };
-    let config = format!(
-        "frontend smtp\n  bind {smtp_front}\n  default_backend smtp\n\
-         backend smtp\n  balance roundrobin\n  retries 3\n  option redispatch\n{}{}\
-         frontend pop3s\n  bind {pop3_front}\n  default_backend pop3s\n\
-         backend pop3s\n  balance roundrobin\n{}{}",
-        server("a", a_smtp),
-        server("b", b_smtp),
-        server("a", a_pop3),
-        server("b", b_pop3),
-    );
-    let Some(_haproxy) = Haproxy::start(&base.dir, &config, smtp_front) else {
+    let config = |fronts: &[u16]| {
+        format!(
+            "frontend smtp\n  bind 127.0.0.1:{}\n  default_backend smtp\n\
+             backend smtp\n  balance roundrobin\n  retries 3\n  option redispatch\n{}{}\
+             frontend pop3s\n  bind 127.0.0.1:{}\n  default_backend pop3s\n\
+             backend pop3s\n  balance roundrobin\n{}{}",
+            fronts[0],
+            server("a", a_smtp),
+            server("b", b_smtp),
+            fronts[1],
+            server("a", a_pop3),
+            server("b", b_pop3),
+        )
+    };
+    let Some((_haproxy, fronts)) = Haproxy::start_on(&base.dir, 2, config) else {
         return;
     };
+    let smtp_front: SocketAddr = ([127, 0, 0, 1], fronts[0]).into();
+    let pop3_front: SocketAddr = ([127, 0, 0, 1], fronts[1]).into();
 
     // Journal mail while node a is killed and restarted.
     let mut acknowledged = Vec::new();
@@ -292,7 +322,7 @@ fn a_glusterfs_cluster_behind_haproxy_keeps_every_guarantee() {
             ga.wait(Duration::from_secs(30));
         }
         if i == 60 {
-            ga = Gateway::start(&a);
+            ga = na.start();
         }
         let subject = format!("m-{i}");
         if send_through(smtp_front, &to, &subject) {
@@ -423,20 +453,26 @@ fn cluster_throughput_next_to_a_single_node() {
     let Some(gluster) = Gluster::start(&base.dir, 2) else {
         return;
     };
-    let (a, a_smtp, _) = node("bench-a", &gluster.mounts[0]);
-    let (b, b_smtp, _) = node("bench-b", &gluster.mounts[1]);
-    let (id, _) = a.create_mailbox("Bench");
-    let _ga = Gateway::start(&a);
-    let _gb = Gateway::start(&b);
-    let front: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let config = format!(
-        "frontend smtp\n  bind {front}\n  default_backend smtp\n\
-         backend smtp\n  balance roundrobin\n\
-         \x20 server a 127.0.0.1:{a_smtp} send-proxy-v2\n  server b 127.0.0.1:{b_smtp} send-proxy-v2\n"
+    let (na, nb) = (
+        node("bench-a", &gluster.mounts[0]),
+        node("bench-b", &gluster.mounts[1]),
     );
-    let Some(_haproxy) = Haproxy::start(&base.dir, &config, front) else {
+    let (a_smtp, b_smtp) = (Node::port(&na.smtp), Node::port(&nb.smtp));
+    let (id, _) = na.sb.create_mailbox("Bench");
+    let _ga = na.start();
+    let _gb = nb.start();
+    let config = |ports: &[u16]| {
+        format!(
+            "frontend smtp\n  bind 127.0.0.1:{}\n  default_backend smtp\n\
+             backend smtp\n  balance roundrobin\n\
+             \x20 server a 127.0.0.1:{a_smtp} send-proxy-v2\n  server b 127.0.0.1:{b_smtp} send-proxy-v2\n",
+            ports[0]
+        )
+    };
+    let Some((_haproxy, ports)) = Haproxy::start_on(&base.dir, 1, config) else {
         return;
     };
+    let front: SocketAddr = ([127, 0, 0, 1], ports[0]).into();
     let single = Sandbox::for_gateway(
         "gluster-bench-single",
         json!({

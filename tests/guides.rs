@@ -244,44 +244,53 @@ fn the_readme_quick_start_works_when_pasted() {
         .nth(1)
         .and_then(|rest| rest.split("\n```").next())
         .unwrap();
-    let port = support::postfix::free_port().to_string();
-    let script = block
-        .replace("cargo build --release\n", "")
-        .replace(
-            "sealpost=$PWD/target/release/sealpost",
-            &format!("sealpost={}", support::sealpost_bin().display()),
-        )
-        .replace(" 10995 ", &format!(" {port} "));
-    assert!(script.contains(&port), "the quick start names port 10995");
-    let sb = Sandbox::new("quickstart", json!({}));
-    // The shipped gateway.json with every listener on a free port: only the
-    // POP3 one is fixed, since the script names it.
-    let mut config: serde_json::Value =
-        serde_json::from_slice(&fs::read(repo().join("gateway.json")).unwrap()).unwrap();
-    for section in ["smtp", "pop3", "smtp_proxy", "pop3_proxy"] {
-        for key in ["listen", "listen_tls"] {
-            config[section][key] = json!(["127.0.0.1:0"]);
+    // The script binds the port it names, so another process may take it
+    // first: then it runs again on another.
+    let (sb, out) = support::on_free_ports(1, |ports, attempt| {
+        let port = ports[0].to_string();
+        let script = block
+            .replace("cargo build --release\n", "")
+            .replace(
+                "sealpost=$PWD/target/release/sealpost",
+                &format!("sealpost={}", support::sealpost_bin().display()),
+            )
+            .replace(" 10995 ", &format!(" {port} "));
+        assert!(script.contains(&port), "the quick start names port 10995");
+        let sb = Sandbox::new(&format!("quickstart-{attempt}"), json!({}));
+        // The shipped gateway.json with every listener on a free port: only the
+        // POP3 one is fixed, since the script names it.
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&fs::read(repo().join("gateway.json")).unwrap()).unwrap();
+        for section in ["smtp", "pop3", "smtp_proxy", "pop3_proxy"] {
+            for key in ["listen", "listen_tls"] {
+                config[section][key] = json!(["127.0.0.1:0"]);
+            }
         }
-    }
-    config["pop3"]["listen_tls"] = json!([format!("127.0.0.1:{port}")]);
-    config["console"]["listen"] = json!(["127.0.0.1:0"]);
-    config["kdf"] = json!({ "opslimit": 1, "memlimit_bytes": 8 * 1024 * 1024 });
-    fs::write(sb.config(), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-    fs::create_dir_all(sb.dir.join("tests")).unwrap();
-    for dir in ["fixtures", "python"] {
-        std::os::unix::fs::symlink(
-            repo().join("tests").join(dir),
-            sb.dir.join("tests").join(dir),
-        )
-        .unwrap();
-    }
-    let out = run_with_timeout(
-        Command::new(bash)
-            .args(["-e", "-c", &format!("{script}\nwait")])
-            .current_dir(&sb.dir),
-        b"",
-        support::PROGRAM_TIMEOUT,
-    );
+        config["pop3"]["listen_tls"] = json!([format!("127.0.0.1:{port}")]);
+        config["console"]["listen"] = json!(["127.0.0.1:0"]);
+        config["kdf"] = json!({ "opslimit": 1, "memlimit_bytes": 8 * 1024 * 1024 });
+        fs::write(sb.config(), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        fs::create_dir_all(sb.dir.join("tests")).unwrap();
+        for dir in ["fixtures", "python"] {
+            std::os::unix::fs::symlink(
+                repo().join("tests").join(dir),
+                sb.dir.join("tests").join(dir),
+            )
+            .unwrap();
+        }
+        let out = run_with_timeout(
+            Command::new(&bash)
+                .args(["-e", "-c", &format!("{script}\nwait")])
+                .current_dir(&sb.dir),
+            b"",
+            support::PROGRAM_TIMEOUT,
+        );
+        let said = format!("{}{}", stdout(&out), stderr(&out));
+        match out.status.success() || !support::says_port_taken(&said) {
+            true => Ok((sb, out)),
+            false => Err(support::PortTaken),
+        }
+    });
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let retrieved = fs::read(sb.dir.join("retrieved/1.eml")).unwrap();
     let original = fixture("m365-journal-report.eml");

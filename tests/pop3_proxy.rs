@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::gateway::{Gateway, LineClient};
-use support::postfix::{free_port, refused_port};
+use support::postfix::refused_port;
 use support::scripted::{Maildrop, Start, maildrop};
 use support::{FIXTURES, Sandbox, fixture, peer, repo, stderr, stdout, without_first_headers};
 
@@ -64,7 +64,9 @@ fn poplib(
     delete: bool,
 ) -> Vec<Vec<u8>> {
     let python = peer("python3", &["python3"]).unwrap();
-    let out_dir = sb.dir.join(format!("poplib-{}", free_port()));
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out_dir = sb.dir.join(format!("poplib-{run}"));
     let pw = sb.password_file(password);
     let mut cmd = Command::new(python);
     cmd.arg(repo().join("tests/python/pop3_fetch.py"))

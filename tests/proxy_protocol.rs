@@ -15,7 +15,6 @@ use serde_json::json;
 use support::Sandbox;
 use support::gateway::{Gateway, LineClient, expect};
 use support::haproxy::Haproxy;
-use support::postfix::free_port;
 
 /// A gateway behind a balancer at 127.0.0.1; mail is accepted only from
 /// 192.0.2.0/24, which no test connection really comes from.
@@ -166,15 +165,18 @@ fn a_header_from_outside_the_trusted_networks_is_refused() {
 #[test]
 fn through_a_real_haproxy_with_send_proxy_v2() {
     let (sb, gw, id) = behind_balancer("pp-haproxy");
-    let front: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let config = format!(
-        "frontend smtp\n  bind {front}\n  default_backend gateway\n\
-         backend gateway\n  server gw1 {} send-proxy-v2\n",
-        gw.addr("smtp.listen[0]")
-    );
-    let Some(_haproxy) = Haproxy::start(&sb.dir, &config, front) else {
+    let config = |ports: &[u16]| {
+        format!(
+            "frontend smtp\n  bind 127.0.0.1:{}\n  default_backend gateway\n\
+             backend gateway\n  server gw1 {} send-proxy-v2\n",
+            ports[0],
+            gw.addr("smtp.listen[0]")
+        )
+    };
+    let Some((_haproxy, ports)) = Haproxy::start_on(&sb.dir, 1, config) else {
         return;
     };
+    let front: SocketAddr = ([127, 0, 0, 1], ports[0]).into();
     // From 127.0.0.2: HAProxy itself connects from 127.0.0.1.
     let mut c = LineClient::plain_from(front, Some("127.0.0.2"));
     let client = c.local_addr();

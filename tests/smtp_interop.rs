@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::gateway::Gateway;
-use support::postfix::{Postfix, free_port};
+use support::postfix::Postfix;
 use support::{Sandbox, fixture, peer, repo, stderr, stdout, without_first_headers};
 
 fn journal(label: &str) -> (Sandbox, Gateway, String, String) {
@@ -266,17 +266,19 @@ fn postfix_relays_journal_mail_over_tls() {
         return;
     };
     let (sb, gw, id, password) = journal("interop-postfix");
-    let smtpd_port = free_port();
     let relay = gw.addr("smtp.listen[0]");
     let main_extra = format!(
         "relayhost = [{}]:{}\nsmtp_tls_security_level = encrypt\nsmtpd_relay_restrictions = permit_mynetworks, reject\n",
         relay.ip(),
         relay.port()
     );
-    let services = format!("127.0.0.1:{smtpd_port} inet n - n - - smtpd");
-    let Some(postfix) = Postfix::start(&sb.dir.join("postfix"), &main_extra, &services) else {
+    let started = Postfix::start_on(&sb.dir.join("postfix"), &main_extra, 1, |ports| {
+        format!("127.0.0.1:{} inet n - n - - smtpd", ports[0])
+    });
+    let Some((postfix, ports)) = started else {
         return;
     };
+    let smtpd_port = ports[0];
     postfix.wait_listening(format!("127.0.0.1:{smtpd_port}").parse().unwrap());
     let names = support::FIXTURES;
     for name in names {

@@ -14,6 +14,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::activation::Inherited;
 use super::limits::{ConnectionGuard, ConnectionLimits, LimitHit, Pool};
 
 /// Stack size of a session thread: sessions stream, they hold no large buffers.
@@ -147,13 +148,18 @@ impl Acceptor {
         );
         let mut listeners = Vec::new();
         let mut bound = Vec::new();
+        let mut inherited = Inherited::take();
         for (key, addr, service) in bindings {
             let fail = |source| BindError {
                 key: key.clone(),
                 addr: *addr,
                 source,
             };
-            let mut listener = match listen(*addr) {
+            let claimed = inherited.claim(*addr).map(|l| {
+                l.set_nonblocking(true)?;
+                Ok(TcpListener::from_std(l))
+            });
+            let mut listener = match claimed.unwrap_or_else(|| listen(*addr)) {
                 Ok(listener) => listener,
                 Err(e) if no_ipv6_here(*addr, &e) => {
                     // The installed configuration lists `[::]` beside
@@ -172,6 +178,11 @@ impl Acceptor {
             info!("listening on {key} {local} ({})", services[*service].name);
             listeners.push((listener, *service));
             bound.push((key.clone(), local));
+        }
+        for addr in inherited.unclaimed() {
+            warn!(
+                "a socket bound to {addr} was passed to the gateway, but no listener of the configuration names it; closed"
+            );
         }
         Ok(Acceptor {
             poll,

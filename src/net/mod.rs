@@ -1,6 +1,7 @@
 //! Networking shared by every service: listeners, connections, TLS, limits.
 
 pub mod acceptor;
+pub mod activation;
 pub mod cidr;
 pub mod conn;
 pub mod driver;

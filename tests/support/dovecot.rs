@@ -22,9 +22,41 @@ impl Dovecot {
     /// configuration (protocols and listeners). `None` after saying why
     /// when Dovecot or root is missing (a failure under CI).
     pub fn start(dir: &Path, users: &[(&str, &str)], extra: &str) -> Option<Dovecot> {
-        peer("dovecot", &["/usr/sbin/dovecot"])?;
+        Dovecot::start_on(dir, users, 0, |_| extra.to_string()).map(|(d, _)| d)
+    }
+
+    /// Starts Dovecot with `extra(ports)` appended to its configuration,
+    /// on `n` loopback ports chosen here. Should one be taken before the
+    /// master binds it (it exits with EADDRINUSE), it starts again on other
+    /// ports, in a fresh directory beside `dir`. Returns Dovecot and the ports.
+    pub fn start_on(
+        dir: &Path,
+        users: &[(&str, &str)],
+        n: usize,
+        extra: impl Fn(&[u16]) -> String,
+    ) -> Option<(Dovecot, Vec<u16>)> {
+        super::on_free_ports(n, |ports, attempt| {
+            let dir = match attempt {
+                0 => dir.to_path_buf(),
+                n => dir.with_extension(format!("retry{n}")),
+            };
+            match Dovecot::start_in(&dir, users, &extra(ports)) {
+                Err(super::PortTaken) => Err(super::PortTaken),
+                Ok(started) => Ok(started.map(|d| (d, ports.to_vec()))),
+            }
+        })
+    }
+
+    fn start_in(
+        dir: &Path,
+        users: &[(&str, &str)],
+        extra: &str,
+    ) -> Result<Option<Dovecot>, super::PortTaken> {
+        if peer("dovecot", &["/usr/sbin/dovecot"]).is_none() {
+            return Ok(None);
+        }
         if !super::is_root() {
-            return super::missing_peer("a private Dovecot instance needs root");
+            return Ok(super::missing_peer("a private Dovecot instance needs root"));
         }
         for sub in ["run", "state", "home"] {
             fs::create_dir_all(dir.join(sub)).unwrap();
@@ -66,6 +98,12 @@ userdb {{
         // Dovecot daemonises; `run` captures through files, so the daemon
         // keeping them open does not matter.
         let out = super::run(Command::new("dovecot").arg("-c").arg(&conf));
+        // The master binds its listeners before it detaches: a port taken
+        // meanwhile fails it.
+        let log = fs::read_to_string(dir.join("dovecot.log")).unwrap_or_default();
+        if !out.status.success() && super::says_port_taken(&(log + &super::stderr(&out))) {
+            return Err(super::PortTaken);
+        }
         let dovecot = Dovecot {
             dir: dir.to_path_buf(),
             pid: super::daemon_pid(&dir.join("run/master.pid")),
@@ -76,7 +114,7 @@ userdb {{
             super::stderr(&out),
             dovecot.log()
         );
-        Some(dovecot)
+        Ok(Some(dovecot))
     }
 
     /// The Dovecot log.

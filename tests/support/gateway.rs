@@ -40,6 +40,43 @@ impl Gateway {
         Gateway::start_program(sb, Command::new(sealpost_bin()), adjust)
     }
 
+    /// [`Gateway::start`], handing the gateway `sockets` bound by the test
+    /// (systemd's socket activation protocol: `LISTEN_PID`, `LISTEN_FDS`,
+    /// descriptors from 3 on), so that its ports cannot be taken by anyone
+    /// else, even between a stop and a restart.
+    pub fn start_handing(sb: &Sandbox, sockets: &[&std::net::TcpListener]) -> Gateway {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let fds: Vec<i32> = sockets.iter().map(|s| s.as_raw_fd()).collect();
+        let mut command = Command::new("sh");
+        // `exec` keeps the shell's pid, which LISTEN_PID must name.
+        command.args([
+            "-c",
+            "LISTEN_PID=$$ LISTEN_FDS=$0 exec \"$@\"",
+            &fds.len().to_string(),
+        ]);
+        command.arg(sealpost_bin());
+        Gateway::start_program(sb, command, |command| {
+            // SAFETY: only fcntl and dup2, async-signal-safe, on descriptors
+            // this process owns, between fork and exec. Each is first moved
+            // above 100 (close-on-exec) so that no dup2 overwrites another.
+            unsafe {
+                command.pre_exec(move || {
+                    let high: Vec<i32> = fds
+                        .iter()
+                        .map(|&fd| libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100))
+                        .collect();
+                    for (i, &fd) in high.iter().enumerate() {
+                        if fd < 0 || libc::dup2(fd, 3 + i as i32) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                });
+            }
+        })
+    }
+
     /// [`Gateway::start_with`] for another program: `command` is the
     /// binary to run, with anything that must come before the gateway's
     /// own arguments (an emulator and the binary it runs, say).

@@ -5,7 +5,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use super::{peer, wait_until};
+use super::{PortTaken, on_free_ports, peer, says_port_taken, wait_until};
 
 /// The TCP-mode defaults every test configuration starts with.
 pub const DEFAULTS: &str =
@@ -19,8 +19,32 @@ impl Haproxy {
     /// HAProxy and waits until `front` accepts connections. `None` after
     /// saying why when HAProxy is missing (a failure under CI).
     pub fn start(dir: &Path, config: &str, front: SocketAddr) -> Option<Haproxy> {
-        let haproxy = peer("haproxy", &["haproxy", "/usr/sbin/haproxy"])?;
+        match Haproxy::start_in(dir, config, front) {
+            Ok(started) => started,
+            Err(PortTaken) => panic!("HAProxy could not bind {front}: it is taken"),
+        }
+    }
+
+    /// Starts HAProxy with `config(ports)` on `n` loopback ports chosen
+    /// here, the first of them its front; should one be taken before HAProxy
+    /// binds it (it exits with EADDRINUSE), it starts again on other ports.
+    pub fn start_on(
+        dir: &Path,
+        n: usize,
+        config: impl Fn(&[u16]) -> String,
+    ) -> Option<(Haproxy, Vec<u16>)> {
+        on_free_ports(n, |ports, _| {
+            let front = SocketAddr::from(([127, 0, 0, 1], ports[0]));
+            Ok(Haproxy::start_in(dir, &config(ports), front)?.map(|h| (h, ports.to_vec())))
+        })
+    }
+
+    fn start_in(dir: &Path, config: &str, front: SocketAddr) -> Result<Option<Haproxy>, PortTaken> {
+        let Some(haproxy) = peer("haproxy", &["haproxy", "/usr/sbin/haproxy"]) else {
+            return Ok(None);
+        };
         let file = dir.join("haproxy.cfg");
+        let log = dir.join("haproxy.log");
         std::fs::write(&file, format!("{DEFAULTS}{config}")).unwrap();
         let child = Command::new(haproxy)
             .arg("-f")
@@ -28,12 +52,22 @@ impl Haproxy {
             .arg("-db")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start haproxy");
-        let running = Haproxy(child);
-        wait_until("HAProxy listens", || TcpStream::connect(front).is_ok());
-        Some(running)
+        let mut running = Haproxy(child);
+        // Either it listens, or it exited: a bind that failed ends it.
+        let mut exited = false;
+        wait_until("HAProxy listens or exits", || {
+            exited = matches!(running.0.try_wait(), Ok(Some(_)));
+            exited || TcpStream::connect(front).is_ok()
+        });
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        if exited && says_port_taken(&said) {
+            return Err(PortTaken);
+        }
+        assert!(!exited, "HAProxy exited:\n{said}");
+        Ok(Some(running))
     }
 }
 

@@ -87,6 +87,38 @@ pub fn missing_peer<T>(msg: &str) -> Option<T> {
     None
 }
 
+/// A peer could not bind a port it was given: another process took it
+/// between [`on_free_ports`] choosing it and the peer binding it.
+#[derive(Debug)]
+pub struct PortTaken;
+
+/// How often a peer is started again on new ports after [`PortTaken`].
+const PORT_TRIES: usize = 5;
+
+/// Starts a peer that takes port numbers, not sockets (Postfix, Dovecot,
+/// HAProxy, smtp-sink): `start` gets `n` loopback ports free a moment ago
+/// and the attempt number, and answers `Err(PortTaken)` when the peer
+/// failed with EADDRINUSE; then it runs again on new ports. Our own
+/// gateway never needs this: it binds port 0, or is handed its sockets.
+pub fn on_free_ports<T>(
+    n: usize,
+    mut start: impl FnMut(&[u16], usize) -> Result<T, PortTaken>,
+) -> T {
+    for attempt in 0..PORT_TRIES {
+        let ports: Vec<u16> = (0..n).map(|_| postfix::free_port()).collect();
+        match start(&ports, attempt) {
+            Ok(started) => return started,
+            Err(PortTaken) => eprintln!("ports {ports:?} were taken meanwhile; trying others"),
+        }
+    }
+    panic!("{PORT_TRIES} sets of free ports were all taken before the peer could bind them");
+}
+
+/// Whether a peer's log says a bind failed because the port is in use.
+pub fn says_port_taken(log: &str) -> bool {
+    log.contains("Address already in use") || log.contains("EADDRINUSE")
+}
+
 /// Python with PyNaCl: the virtualenv scripts/test creates.
 pub fn python_with_nacl() -> Option<PathBuf> {
     let venv = repo().join("target/pyenv/bin/python3");

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use super::peer;
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now; another process may take it before
+/// it is used, so peers that bind it start through [`super::on_free_ports`].
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -136,9 +137,42 @@ impl Postfix {
     /// `services` (smtpd listeners) prepended to master.cf. `None` after
     /// saying why when Postfix or root is missing (a failure under CI).
     pub fn start(dir: &Path, main_extra: &str, services: &str) -> Option<Postfix> {
-        peer("postfix", &["/usr/sbin/postfix"])?;
+        Postfix::start_on(dir, main_extra, 0, |_| services.to_string()).map(|(p, _)| p)
+    }
+
+    /// Starts Postfix with `n` smtpd listeners on loopback ports chosen
+    /// here: `services(ports)` gives master.cf's lines for them. Should one
+    /// be taken before the master binds it (`postfix start` fails with
+    /// EADDRINUSE in the log), it starts again on other ports, in a fresh
+    /// directory beside `dir`. Returns Postfix and the ports.
+    pub fn start_on(
+        dir: &Path,
+        main_extra: &str,
+        n: usize,
+        services: impl Fn(&[u16]) -> String,
+    ) -> Option<(Postfix, Vec<u16>)> {
+        super::on_free_ports(n, |ports, attempt| {
+            let dir = match attempt {
+                0 => dir.to_path_buf(),
+                n => dir.with_extension(format!("retry{n}")),
+            };
+            match Postfix::start_in(&dir, main_extra, &services(ports)) {
+                Err(super::PortTaken) => Err(super::PortTaken),
+                Ok(started) => Ok(started.map(|p| (p, ports.to_vec()))),
+            }
+        })
+    }
+
+    fn start_in(
+        dir: &Path,
+        main_extra: &str,
+        services: &str,
+    ) -> Result<Option<Postfix>, super::PortTaken> {
+        if peer("postfix", &["/usr/sbin/postfix"]).is_none() {
+            return Ok(None);
+        }
         if !super::is_root() {
-            return super::missing_peer("a private Postfix instance needs root");
+            return Ok(super::missing_peer("a private Postfix instance needs root"));
         }
         let conf = dir.join("conf");
         for sub in ["conf", "queue", "data"] {
@@ -179,6 +213,13 @@ smtp_line_length_limit = 0
         // The master daemonises; `run` captures through files, so the daemon
         // keeping them open does not matter.
         let out = super::run(Command::new("postfix").arg("-c").arg(&conf).arg("start"));
+        // `postfix start` waits for the master's initialisation, in which
+        // it binds its listeners: a port taken meanwhile fails it.
+        if !out.status.success()
+            && super::says_port_taken(&fs::read_to_string(dir.join("maillog")).unwrap_or_default())
+        {
+            return Err(super::PortTaken);
+        }
         let postfix = Postfix {
             dir: dir.to_path_buf(),
             pid: super::daemon_pid(&dir.join("queue/pid/master.pid")),
@@ -189,7 +230,7 @@ smtp_line_length_limit = 0
             super::stderr(&out),
             postfix.log()
         );
-        Some(postfix)
+        Ok(Some(postfix))
     }
 
     /// The Postfix log.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::ca::TestCa;
 use super::dovecot::Dovecot;
-use super::postfix::{Postfix, free_port};
+use super::postfix::Postfix;
 use super::{FIXTURES, fixture};
 
 /// Messages the POP3 upstream's Maildir starts with (the fixtures).
@@ -34,7 +34,6 @@ impl Pop3Upstream {
         fs::create_dir_all(dir).unwrap();
         let ca = TestCa::new(dir, "pop-upstream");
         let (cert, key) = ca.issue(dir, "localhost", &["localhost"]);
-        let (implicit, stls) = (free_port(), free_port());
         let ssl = if tls {
             format!(
                 "ssl = yes\nssl_cert = <{}\nssl_key = <{}\ndisable_plaintext_auth = yes\n",
@@ -44,17 +43,26 @@ impl Pop3Upstream {
         } else {
             "ssl = no\n".to_string()
         };
-        let pop3s = if tls {
+        let extra = |ports: &[u16]| {
+            let (implicit, stls) = (ports[0], ports[1]);
+            let pop3s = if tls {
+                format!(
+                    "  inet_listener pop3s {{\n    address = 127.0.0.1\n    port = {implicit}\n    ssl = yes\n  }}\n"
+                )
+            } else {
+                String::new()
+            };
             format!(
-                "  inet_listener pop3s {{\n    address = 127.0.0.1\n    port = {implicit}\n    ssl = yes\n  }}\n"
+                "protocols = pop3\n{ssl}service pop3-login {{\n  inet_listener pop3 {{\n    address = 127.0.0.1\n    port = {stls}\n  }}\n{pop3s}}}\n"
             )
-        } else {
-            String::new()
         };
-        let extra = format!(
-            "protocols = pop3\n{ssl}service pop3-login {{\n  inet_listener pop3 {{\n    address = 127.0.0.1\n    port = {stls}\n  }}\n{pop3s}}}\n"
-        );
-        let dovecot = Dovecot::start(&dir.join("dovecot"), &[(POP3_USER, POP3_PASSWORD)], &extra)?;
+        let (dovecot, ports) = Dovecot::start_on(
+            &dir.join("dovecot"),
+            &[(POP3_USER, POP3_PASSWORD)],
+            2,
+            extra,
+        )?;
+        let (implicit, stls) = (ports[0], ports[1]);
         let maildir = dovecot.home(POP3_USER).join("Maildir");
         for sub in ["cur", "new", "tmp"] {
             fs::create_dir_all(maildir.join(sub)).unwrap();
@@ -125,14 +133,18 @@ impl SubmissionUpstream {
         fs::create_dir_all(dir).unwrap();
         let ca = TestCa::new(dir, "upstream");
         let (cert, key) = ca.issue(dir, "localhost", &["localhost"]);
-        let auth_port = free_port();
-        let dovecot = Dovecot::start(
+        let (dovecot, ports) = Dovecot::start_on(
             &dir.join("dovecot"),
             &[(SUBMISSION_USER, SUBMISSION_PASSWORD)],
-            &format!(
-                "protocols =\nssl = no\nauth_mechanisms = {mechanisms}\nservice auth {{\n  inet_listener {{\n    address = 127.0.0.1\n    port = {auth_port}\n  }}\n}}\n"
-            ),
+            1,
+            |ports| {
+                format!(
+                    "protocols =\nssl = no\nauth_mechanisms = {mechanisms}\nservice auth {{\n  inet_listener {{\n    address = 127.0.0.1\n    port = {}\n  }}\n}}\n",
+                    ports[0]
+                )
+            },
         )?;
+        let auth_port = ports[0];
         dovecot.wait_listening(format!("127.0.0.1:{auth_port}").parse().unwrap());
         let maildir = dir.join("maildir");
         fs::create_dir_all(&maildir).unwrap();
@@ -163,13 +175,16 @@ virtual_mailbox_limit = 0
             key = key.display(),
             dir = dir.display()
         );
-        let (starttls, implicit, no_tls) = (free_port(), free_port(), free_port());
-        let services = format!(
-            "127.0.0.1:{starttls} inet n - n - - smtpd -o smtpd_tls_security_level=encrypt
-127.0.0.1:{implicit} inet n - n - - smtpd -o smtpd_tls_wrappermode=yes
-127.0.0.1:{no_tls} inet n - n - - smtpd -o smtpd_tls_security_level=none -o smtpd_tls_auth_only=no"
-        );
-        let postfix = Postfix::start(&dir.join("postfix"), &main_extra, &services)?;
+        let services = |ports: &[u16]| {
+            format!(
+                "127.0.0.1:{} inet n - n - - smtpd -o smtpd_tls_security_level=encrypt
+127.0.0.1:{} inet n - n - - smtpd -o smtpd_tls_wrappermode=yes
+127.0.0.1:{} inet n - n - - smtpd -o smtpd_tls_security_level=none -o smtpd_tls_auth_only=no",
+                ports[0], ports[1], ports[2]
+            )
+        };
+        let (postfix, ports) = Postfix::start_on(&dir.join("postfix"), &main_extra, 3, services)?;
+        let (starttls, implicit, no_tls) = (ports[0], ports[1], ports[2]);
         for port in [starttls, implicit, no_tls] {
             postfix.wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
         }

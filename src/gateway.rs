@@ -18,7 +18,7 @@ use crate::net::acceptor::{Accepted, Acceptor, Control, Service};
 use crate::net::driver::{SessionEnv, Timeouts};
 use crate::net::error_limit::ErrorPolicy;
 use crate::net::limits::{ConnectionLimits, Pool};
-use crate::net::signals;
+use crate::net::signals::StopAndReload;
 use crate::net::tls::TlsServer;
 use crate::pop3::maildrop::LoginContext;
 use crate::pop3::proxy::Settings as Pop3ProxySettings;
@@ -389,8 +389,6 @@ fn build(config: &Config, store: &Store, shared: &Shared) -> Result<Services, St
 /// Runs the gateway from the configuration in `config_file` until a stop
 /// signal; returns after the grace period. SIGHUP reloads the file.
 pub fn serve(config: Config, config_file: &Path) -> Result<(), String> {
-    // Before any other thread exists, so that every thread inherits the mask.
-    signals::block().map_err(|e| format!("cannot set up signal handling: {e}"))?;
     let _serving = store::lock_for_serving(&config.data_dir, config.node.as_deref())
         .map_err(|e| e.to_string())?;
     let store = Store::open(&config.data_dir).map_err(|e| e.to_string())?;
@@ -427,8 +425,6 @@ pub fn serve(config: Config, config_file: &Path) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     shared.bound.set(acceptor.bound());
-    signals::spawn_handler(Arc::clone(&shared.control), acceptor.waker())
-        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
     info!(
         "Sealpost {} ready (data in {})",
         env!("CARGO_PKG_VERSION"),
@@ -437,7 +433,7 @@ pub fn serve(config: Config, config_file: &Path) -> Result<(), String> {
     notify_systemd(&[NotifyState::Ready]);
     cert::warn_if_expiring(&config);
     let mut running = config;
-    acceptor
+    let signals = acceptor
         .run(&shared.control, || {
             notify_systemd(&[NotifyState::Reloading]);
             let services = reload(config_file, &mut running, &store, &shared);
@@ -447,6 +443,7 @@ pub fn serve(config: Config, config_file: &Path) -> Result<(), String> {
         .map_err(|e| format!("acceptor failed: {e}"))?;
     notify_systemd(&[NotifyState::Stopping]);
     drain(
+        signals,
         &shared.limits,
         Duration::from_secs(running.limits.shutdown_grace_secs),
     );
@@ -528,7 +525,7 @@ fn keep_restart_only(next: &mut Config, running: &Config) -> Vec<&'static str> {
 }
 
 /// Gives open sessions the grace period to finish.
-fn drain(limits: &ConnectionLimits, grace: Duration) {
+fn drain(signals: StopAndReload, limits: &ConnectionLimits, grace: Duration) {
     let open = limits.active();
     if open > 0 {
         info!(
@@ -536,7 +533,7 @@ fn drain(limits: &ConnectionLimits, grace: Duration) {
             grace.as_secs()
         );
     }
-    if limits.wait_until_idle(grace) {
+    if signals.drain(limits, grace) {
         info!("stopped");
     } else {
         warn!(

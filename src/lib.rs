@@ -3,9 +3,10 @@
 //! proxies. `docs/architecture.md` says what each module is and may touch;
 //! README.md says what the product does.
 //!
-//! No `unsafe` but where a module allows it for a system call the standard
-//! library and rustix do not offer (`cli::identity`), each block with its
-//! SAFETY comment; every public item is documented; no function is over 80
+//! No `unsafe` but where a module allows it for what the standard library
+//! and rustix do not offer safely (`cli::identity`: process-wide setuid;
+//! `net::activation`: owning the descriptors systemd passes), each block
+//! with its SAFETY comment; every public item is documented; no function is over 80
 //! lines (the `[lints]` table of Cargo.toml and clippy.toml).
 
 pub mod admin;

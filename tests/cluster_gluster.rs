@@ -353,7 +353,7 @@ fn a_glusterfs_cluster_behind_haproxy_keeps_every_guarantee() {
         "the restarted node a takes mail again:\n{}",
         ga.log()
     );
-    let stored = stored_subjects(&a, &id, &password);
+    let stored = stored_subjects(a, &id, &password);
     for subject in &acknowledged {
         assert_eq!(stored.get(subject), Some(&1), "{subject}: {stored:?}");
     }

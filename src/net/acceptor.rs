@@ -1,6 +1,6 @@
 //! One thread polls every listening socket (mio) and hands each accepted
-//! connection to a thread of its own. A `Waker` lets the signal thread stop
-//! the acceptor or ask it to reload the certificate.
+//! connection to a thread of its own. The stop and reload signals arrive in
+//! the same poll ([`super::signals`]).
 
 use std::fmt;
 use std::io::{self, Write};
@@ -11,16 +11,17 @@ use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 use mio::net::TcpListener;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::activation::Inherited;
 use super::limits::{ConnectionGuard, ConnectionLimits, LimitHit, Pool};
+use super::signals::StopAndReload;
 
 /// Stack size of a session thread: sessions stream, they hold no large buffers.
 pub const SESSION_STACK_BYTES: usize = 256 * 1024;
 
-const WAKER: Token = Token(usize::MAX);
+const SIGNALS: Token = Token(usize::MAX);
 
 /// A connection handed to a service.
 pub struct Accepted {
@@ -84,7 +85,7 @@ impl std::error::Error for BindError {}
 /// The bound listeners, ready to run.
 pub struct Acceptor {
     poll: Poll,
-    waker: Arc<Waker>,
+    signals: StopAndReload,
     listeners: Vec<(TcpListener, usize)>,
     /// Each listener's configuration key and bound address.
     bound: Vec<(String, SocketAddr)>,
@@ -139,13 +140,12 @@ impl Acceptor {
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             source,
         })?;
-        let waker = Arc::new(
-            Waker::new(poll.registry(), WAKER).map_err(|source| BindError {
-                key: "acceptor".into(),
+        let signals =
+            StopAndReload::register(poll.registry(), SIGNALS).map_err(|source| BindError {
+                key: "signals".into(),
                 addr: SocketAddr::from(([0, 0, 0, 0], 0)),
                 source,
-            })?,
-        );
+            })?;
         let mut listeners = Vec::new();
         let mut bound = Vec::new();
         let mut inherited = Inherited::take();
@@ -186,7 +186,7 @@ impl Acceptor {
         }
         Ok(Acceptor {
             poll,
-            waker,
+            signals,
             listeners,
             bound,
             services,
@@ -202,19 +202,15 @@ impl Acceptor {
         self.bound.clone()
     }
 
-    /// Wakes the acceptor from another thread.
-    pub fn waker(&self) -> Arc<Waker> {
-        Arc::clone(&self.waker)
-    }
-
     /// Accepts until `control.shutdown` is set; `reload` runs on request and
     /// may return new services (the same number, in the same order) for the
-    /// listeners. Listeners are closed when this returns.
+    /// listeners. Listeners are closed when this returns; the signals are
+    /// handed back, for the drain.
     pub fn run(
         mut self,
         control: &Control,
         mut reload: impl FnMut() -> Option<Vec<Service>>,
-    ) -> io::Result<()> {
+    ) -> io::Result<StopAndReload> {
         let mut events = Events::with_capacity(64);
         loop {
             let timeout = (!self.backlogged.is_empty()).then_some(RETRY_ACCEPT);
@@ -226,7 +222,9 @@ impl Acceptor {
             }
             let mut ready: Vec<usize> = std::mem::take(&mut self.backlogged);
             for event in events.iter() {
-                if event.token() != WAKER && !ready.contains(&event.token().0) {
+                if event.token() == SIGNALS {
+                    self.signals.take(control);
+                } else if !ready.contains(&event.token().0) {
                     ready.push(event.token().0);
                 }
             }
@@ -245,7 +243,7 @@ impl Acceptor {
                 }
             }
             if control.shutdown.load(Ordering::SeqCst) {
-                return Ok(());
+                return Ok(self.signals);
             }
         }
     }

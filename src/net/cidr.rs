@@ -1,25 +1,22 @@
-//! Address ranges written as CIDR (`10.0.0.0/8`, `2001:db8::/32`) or a single address.
+//! Address ranges written as CIDR (`10.0.0.0/8`, `2001:db8::/32`) or a
+//! single address. The matching is ipnet's; what is ours is the rule for
+//! IPv4-mapped peers and the wording of the errors, which name the text.
 
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use ipnet::IpNet;
+
 /// An IPv4 or IPv6 network. IPv4-mapped IPv6 peers (`::ffff:a.b.c.d`) match
 /// IPv4 networks, since a dual-stack listener reports IPv4 clients that way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
+pub struct Cidr(IpNet);
 
 impl Cidr {
     /// Whether `addr` lies inside this network.
     pub fn contains(&self, addr: IpAddr) -> bool {
-        match (self.network, canonical(addr)) {
-            (IpAddr::V4(net), IpAddr::V4(a)) => mask_eq(&net.octets(), &a.octets(), self.prefix),
-            (IpAddr::V6(net), IpAddr::V6(a)) => mask_eq(&net.octets(), &a.octets(), self.prefix),
-            _ => false,
-        }
+        self.0.contains(&canonical(addr))
     }
 }
 
@@ -29,19 +26,6 @@ pub fn canonical(addr: IpAddr) -> IpAddr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(addr),
         v4 => v4,
     }
-}
-
-fn mask_eq(a: &[u8], b: &[u8], prefix: u8) -> bool {
-    let full = usize::from(prefix / 8);
-    let rest = prefix % 8;
-    if a[..full] != b[..full] {
-        return false;
-    }
-    if rest == 0 {
-        return true;
-    }
-    let mask = 0xffu8 << (8 - rest);
-    a[full] & mask == b[full] & mask
 }
 
 impl FromStr for Cidr {
@@ -66,13 +50,15 @@ impl FromStr for Cidr {
         if network != canonical(network) {
             return Err(format!("{text:?}: write IPv4 ranges in IPv4 form"));
         }
-        Ok(Cidr { network, prefix })
+        IpNet::new(network, prefix)
+            .map(Cidr)
+            .map_err(|e| format!("{text:?}: {e}"))
     }
 }
 
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix)
+        write!(f, "{}/{}", self.0.addr(), self.0.prefix_len())
     }
 }
 

@@ -1,77 +1,71 @@
-//! SIGTERM/SIGINT stop the gateway, SIGHUP reloads the configuration. The
-//! signals are blocked in every thread and taken by one thread with
-//! `sigwait`, so no code runs in signal-handler context. (Kept by hand:
-//! `signal-hook` would need a handler and a self-pipe for the same thing.)
-
-// unsafe_code is denied crate-wide; allowed here: sigwait and the signal
-// mask have no safe wrapper in the standard library or rustix.
-#![allow(unsafe_code)]
+//! SIGTERM/SIGINT stop the gateway, SIGHUP reloads the configuration.
+//! signal-hook-mio registers the three in the acceptor's own `Poll`: the
+//! handler (signal-hook's, installed with `SA_RESTART`) only writes to a
+//! pipe, and the acceptor thread reads what arrived between two polls. No
+//! signal thread, no blocked mask for child processes to inherit, no
+//! `unsafe` of ours.
+//!
+//! This replaces a `sigwait` thread kept by hand: it needed the signals
+//! blocked in every thread, three `unsafe` blocks, and a `Waker` to reach
+//! the acceptor, which signal-hook-mio makes unnecessary.
 
 use std::io;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use log::{info, warn};
-use mio::Waker;
+use mio::{Interest, Registry, Token};
+use signal_hook_mio::v1_0::Signals;
 
 use super::acceptor::Control;
+use super::limits::ConnectionLimits;
 
-fn signal_set() -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset only write into the set we own.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGHUP);
-        set
+/// The stop and reload signals, registered in a `Poll`.
+pub struct StopAndReload(Signals);
+
+impl StopAndReload {
+    /// Installs the handlers and registers the signals under `token`.
+    pub fn register(registry: &Registry, token: Token) -> io::Result<StopAndReload> {
+        let mut signals = Signals::new([libc::SIGTERM, libc::SIGINT, libc::SIGHUP])?;
+        registry.register(&mut signals, token, Interest::READABLE)?;
+        Ok(StopAndReload(signals))
     }
-}
 
-/// Blocks the signals in the calling thread; threads started afterwards
-/// inherit the mask. Call before starting any other thread.
-pub fn block() -> io::Result<()> {
-    let set = signal_set();
-    // SAFETY: pthread_sigmask reads the set and changes this thread's mask.
-    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::from_raw_os_error(rc))
-    }
-}
-
-/// Starts the thread that turns signals into `control` flags and wakes the acceptor.
-/// A second SIGTERM/SIGINT during the shutdown grace period exits at once.
-pub fn spawn_handler(control: Arc<Control>, waker: Arc<Waker>) -> io::Result<()> {
-    std::thread::Builder::new()
-        .name("signals".into())
-        .stack_size(64 * 1024)
-        .spawn(move || {
-            let set = signal_set();
-            loop {
-                let mut sig: libc::c_int = 0;
-                // SAFETY: sigwait reads the set and writes the signal number.
-                if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
-                    continue;
+    /// Turns the signals that arrived into `control`'s flags. A second
+    /// SIGTERM/SIGINT once the stop has begun exits at once.
+    pub fn take(&mut self, control: &Control) {
+        for signal in self.0.pending() {
+            match signal {
+                libc::SIGHUP => control.reload.store(true, Ordering::SeqCst),
+                _ if control.shutdown.load(Ordering::SeqCst) => second_stop(),
+                _ => {
+                    info!("stop signal: no new connections; open sessions get the grace period");
+                    control.shutdown.store(true, Ordering::SeqCst);
                 }
-                match sig {
-                    libc::SIGHUP => {
-                        control.reload.store(true, Ordering::SeqCst);
-                    }
-                    _ if control.shutdown.load(Ordering::SeqCst) => {
-                        warn!("second stop signal: exiting without waiting for sessions");
-                        std::process::exit(1);
-                    }
-                    _ => {
-                        info!(
-                            "stop signal: no new connections; open sessions get the grace period"
-                        );
-                        control.shutdown.store(true, Ordering::SeqCst);
-                    }
-                }
-                let _ = waker.wake();
             }
-        })
-        .map(|_| ())
+        }
+    }
+
+    /// Waits up to `grace` for the open sessions to end, as the drain
+    /// after a stop does; a stop signal meanwhile exits at once.
+    pub fn drain(mut self, limits: &ConnectionLimits, grace: Duration) -> bool {
+        let deadline = Instant::now() + grace;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if limits.wait_until_idle(left.min(Duration::from_millis(100))) {
+                return true;
+            }
+            if self.0.pending().any(|s| s != libc::SIGHUP) {
+                second_stop();
+            }
+            if left.is_zero() {
+                return false;
+            }
+        }
+    }
+}
+
+fn second_stop() -> ! {
+    warn!("second stop signal: exiting without waiting for sessions");
+    std::process::exit(1);
 }

@@ -793,3 +793,31 @@ fn a_client_that_never_starts_its_tls_handshake_is_dropped() {
     );
     gw.wait_for_log("TLS handshake failed", Duration::from_secs(5));
 }
+
+/// Socket activation (sd_listen_fds(3)): a socket bound by whoever starts
+/// the gateway, at the address a listener names, is used instead of a new
+/// one; a passed socket no listener names is closed, with a warning.
+#[test]
+fn a_socket_handed_over_is_used_and_one_no_listener_names_is_reported() {
+    let bind = || std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (named, stray) = (bind(), bind());
+    let addr = named.local_addr().unwrap();
+    let sb = Sandbox::for_gateway(
+        "smtp-activation",
+        json!({ "smtp": { "listen": [addr.to_string()], "listen_tls": [] } }),
+    );
+    let gw = Gateway::start_handing(&sb, &[&named, &stray]);
+    assert_eq!(gw.addr("smtp.listen[0]"), addr);
+    // Our copy of the socket is still open: only the gateway accepts on it,
+    // so the greeting proves the gateway serves the socket it was handed.
+    let mut c = LineClient::plain(addr);
+    expect(&c.smtp_reply(), "220 ");
+    expect(&c.smtp("QUIT"), "221");
+    gw.wait_for_log(
+        &format!(
+            "a socket bound to {} was passed to the gateway, but no listener of the configuration names it",
+            stray.local_addr().unwrap()
+        ),
+        Duration::from_secs(5),
+    );
+}

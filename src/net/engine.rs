@@ -105,13 +105,12 @@ pub enum Reading {
     Nothing,
 }
 
-/// A line protocol's hooks. Each hook writes through [`Replies`] and returns
-/// the [`Step`] the driver takes next.
-pub trait LineMachine {
+/// What a protocol says the same way in every session of it, whichever
+/// machine runs the session: the answer to an over-long line, and its
+/// goodbyes.
+pub trait Dialect {
     /// The protocol's reply type.
     type Reply: Answer;
-    /// The greeting; `Step::Close` to refuse the client at once.
-    fn greeting(&self, out: &mut Replies) -> Step;
     /// The answer to a command line over the cap.
     fn line_too_long(&self) -> Self::Reply;
     /// The goodbye at the hard error limit.
@@ -120,6 +119,17 @@ pub trait LineMachine {
     fn timed_out(&self) -> Self::Reply;
     /// The goodbye when the gateway is stopping.
     fn shutting_down(&self) -> Self::Reply;
+}
+
+/// A line protocol's hooks. Each hook writes through [`Replies`] and returns
+/// the [`Step`] the driver takes next.
+pub trait LineMachine {
+    /// The protocol's common replies.
+    type Dialect: Dialect;
+    /// The machine's dialect.
+    fn dialect(&self) -> &Self::Dialect;
+    /// The greeting; `Step::Close` to refuse the client at once.
+    fn greeting(&self, out: &mut Replies) -> Step;
     /// What to read next.
     fn reading(&self) -> Reading {
         Reading::Lines
@@ -208,7 +218,7 @@ impl<M: LineMachine> Engine<M> {
         }
         for _ in 0..errors {
             if self.errors.record() == Verdict::Close {
-                self.machine.too_many_errors().write_to(out);
+                self.machine.dialect().too_many_errors().write_to(out);
                 self.closed = true;
                 return Step::Close;
             }
@@ -245,7 +255,7 @@ impl<M: LineMachine> Engine<M> {
                 Reading::Lines => match self.queue.next_line() {
                     None => return Step::Continue,
                     Some(Line::TooLong) => self.hook(out, |m, _, r| {
-                        r.say(&m.line_too_long());
+                        r.say(&m.dialect().line_too_long());
                         Step::Continue
                     }),
                     Some(Line::Complete(line)) => self.hook(out, |m, _, r| m.line(&line, r)),
@@ -302,11 +312,11 @@ impl<M: LineMachine> Protocol for Engine<M> {
     }
 
     fn timed_out(&mut self, out: &mut Vec<u8>) {
-        self.machine.timed_out().write_to(out);
+        self.machine.dialect().timed_out().write_to(out);
     }
 
     fn shutting_down(&mut self, out: &mut Vec<u8>) {
-        self.machine.shutting_down().write_to(out);
+        self.machine.dialect().shutting_down().write_to(out);
     }
 }
 
@@ -338,12 +348,10 @@ mod tests {
         data: Vec<u8>,
     }
 
-    impl LineMachine for Machine {
+    struct Words;
+
+    impl Dialect for Words {
         type Reply = Said;
-        fn greeting(&self, out: &mut Replies) -> Step {
-            out.say(&Said("+ hello"));
-            Step::Continue
-        }
         fn line_too_long(&self) -> Said {
             Said("- too long")
         }
@@ -355,6 +363,17 @@ mod tests {
         }
         fn shutting_down(&self) -> Said {
             Said("- stopping")
+        }
+    }
+
+    impl LineMachine for Machine {
+        type Dialect = Words;
+        fn dialect(&self) -> &Words {
+            &Words
+        }
+        fn greeting(&self, out: &mut Replies) -> Step {
+            out.say(&Said("+ hello"));
+            Step::Continue
         }
         fn reading(&self) -> Reading {
             if self.raw {

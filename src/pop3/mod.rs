@@ -1,7 +1,7 @@
 //! POP3: the server archivers retrieve mail from, and the recording proxy.
 
 use crate::net::driver::Step;
-use crate::net::engine::{Answer, Replies};
+use crate::net::engine::{Answer, Dialect, Replies};
 
 pub mod command;
 pub mod maildrop;
@@ -79,27 +79,26 @@ pub(crate) fn stls(tls_active: bool, logged_in: bool, out: &mut Replies) -> Step
     Step::Continue
 }
 
-/// The goodbyes and refusals every POP3 session says the same way.
-pub(crate) mod said {
-    use super::StatusLine;
+/// What every POP3 session says the same way (the server and the proxy).
+#[derive(Debug, Clone, Copy)]
+pub struct Pop3;
 
-    /// A command line over `limits.max_line_bytes`.
-    pub fn line_too_long() -> StatusLine {
+impl Dialect for Pop3 {
+    type Reply = StatusLine;
+
+    fn line_too_long(&self) -> StatusLine {
         StatusLine::err("Line too long")
     }
 
-    /// `limits.hard_error_limit` reached.
-    pub fn too_many_errors() -> StatusLine {
+    fn too_many_errors(&self) -> StatusLine {
         StatusLine::err("[SYS/TEMP] Too many errors; closing")
     }
 
-    /// The client was silent too long.
-    pub fn timed_out() -> StatusLine {
+    fn timed_out(&self) -> StatusLine {
         StatusLine::err("[SYS/TEMP] Idle too long; closing")
     }
 
-    /// The gateway is stopping.
-    pub fn shutting_down() -> StatusLine {
+    fn shutting_down(&self) -> StatusLine {
         StatusLine::err("[SYS/TEMP] Server shutting down; try again later")
     }
 }

@@ -9,7 +9,7 @@ use std::io::{self, Read};
 use log::info;
 
 use super::command::{self, Command, CommandError};
-use super::{StatusLine, TLS_REQUIRED, err, ok, said};
+use super::{Pop3, TLS_REQUIRED, err, ok};
 use crate::crypto::Password;
 use crate::dot_stuffing::DotStuffer;
 use crate::failure::Failure;
@@ -489,27 +489,15 @@ impl MessageStream {
 }
 
 impl<B: Backend> LineMachine for Pop3Server<B> {
-    type Reply = StatusLine;
+    type Dialect = Pop3;
+
+    fn dialect(&self) -> &Pop3 {
+        &Pop3
+    }
 
     fn greeting(&self, out: &mut Replies) -> Step {
         ok(out, "Sealpost POP3 server ready");
         Step::Continue
-    }
-
-    fn line_too_long(&self) -> StatusLine {
-        said::line_too_long()
-    }
-
-    fn too_many_errors(&self) -> StatusLine {
-        said::too_many_errors()
-    }
-
-    fn timed_out(&self) -> StatusLine {
-        said::timed_out()
-    }
-
-    fn shutting_down(&self) -> StatusLine {
-        said::shutting_down()
     }
 
     fn line(&mut self, line: &[u8], out: &mut Replies) -> Step {

@@ -143,6 +143,35 @@ impl Reply {
     }
 }
 
+/// What every SMTP session says the same way (the journal receiver and the
+/// proxy): its host name's goodbyes and the over-long line.
+#[derive(Debug, Clone)]
+pub struct Smtp {
+    /// Our name, in the goodbyes.
+    pub hostname: String,
+}
+
+impl crate::net::engine::Dialect for Smtp {
+    type Reply = Reply;
+
+    fn line_too_long(&self) -> Reply {
+        Reply::line_too_long()
+    }
+
+    fn too_many_errors(&self) -> Reply {
+        Reply::too_many_errors(&self.hostname)
+    }
+
+    /// RFC 5321 section 4.5.3.2.
+    fn timed_out(&self) -> Reply {
+        Reply::timed_out(&self.hostname)
+    }
+
+    fn shutting_down(&self) -> Reply {
+        Reply::shutting_down(&self.hostname)
+    }
+}
+
 impl crate::net::engine::Answer for Reply {
     fn write_to(&self, out: &mut Vec<u8>) {
         Reply::write_to(self, out);

@@ -21,7 +21,7 @@ use log::{info, warn};
 
 use super::command::{self, Command, CommandError};
 use super::upstream::{Link, Login, Progress, Status};
-use super::{StatusLine, TLS_REQUIRED, err, ok, said};
+use super::{Pop3, TLS_REQUIRED, err, ok};
 use crate::crypto::Password;
 use crate::dot_stuffing::{DataReceiver, DotStuffer};
 use crate::net::driver::Step;
@@ -518,27 +518,15 @@ impl<R: Relay> Pop3Proxy<R> {
 }
 
 impl<R: Relay> LineMachine for Pop3Proxy<R> {
-    type Reply = StatusLine;
+    type Dialect = Pop3;
+
+    fn dialect(&self) -> &Pop3 {
+        &Pop3
+    }
 
     fn greeting(&self, out: &mut Replies) -> Step {
         ok(out, "Sealpost POP3 recording proxy ready");
         Step::Continue
-    }
-
-    fn line_too_long(&self) -> StatusLine {
-        said::line_too_long()
-    }
-
-    fn too_many_errors(&self) -> StatusLine {
-        said::too_many_errors()
-    }
-
-    fn timed_out(&self) -> StatusLine {
-        said::timed_out()
-    }
-
-    fn shutting_down(&self) -> StatusLine {
-        said::shutting_down()
     }
 
     /// While an upstream exchange is under way, the client's next

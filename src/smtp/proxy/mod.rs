@@ -18,7 +18,7 @@ use std::net::IpAddr;
 use log::{info, warn};
 
 use super::command::{self, Body, Command, MailParams, Path};
-use super::reply::Reply;
+use super::reply::{Reply, Smtp};
 use super::upstream::{Link, Login, Outbound, Progress, SendOutcome, UpReply};
 use crate::crypto::Password;
 use crate::dot_stuffing::DataReceiver;
@@ -115,6 +115,7 @@ enum Phase {
 /// What SMTP means on one proxy connection; the [`Engine`] around it keeps
 /// the client side.
 pub struct SmtpProxy<R: Relay> {
+    dialect: Smtp,
     settings: Settings,
     relay: R,
     client_ip: IpAddr,
@@ -172,6 +173,9 @@ impl<R: Relay> ProxySession<R> {
     ) -> ProxySession<R> {
         let (max_line, errors) = (settings.max_line_bytes, settings.errors);
         let machine = SmtpProxy {
+            dialect: Smtp {
+                hostname: settings.hostname.clone(),
+            },
             settings,
             relay,
             client_ip,
@@ -442,7 +446,11 @@ impl<R: Relay> SmtpProxy<R> {
 }
 
 impl<R: Relay> LineMachine for SmtpProxy<R> {
-    type Reply = Reply;
+    type Dialect = Smtp;
+
+    fn dialect(&self) -> &Smtp {
+        &self.dialect
+    }
 
     fn greeting(&self, out: &mut Replies) -> Step {
         let host = &self.settings.hostname;
@@ -451,22 +459,6 @@ impl<R: Relay> LineMachine for SmtpProxy<R> {
             vec![format!("{host} ESMTP Sealpost recording proxy")],
         ));
         Step::Continue
-    }
-
-    fn line_too_long(&self) -> Reply {
-        Reply::line_too_long()
-    }
-
-    fn too_many_errors(&self) -> Reply {
-        Reply::too_many_errors(&self.settings.hostname)
-    }
-
-    fn timed_out(&self) -> Reply {
-        Reply::timed_out(&self.settings.hostname)
-    }
-
-    fn shutting_down(&self) -> Reply {
-        Reply::shutting_down(&self.settings.hostname)
     }
 
     fn reading(&self) -> Reading {

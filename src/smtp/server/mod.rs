@@ -13,7 +13,7 @@ use log::{info, warn};
 use super::bdat::LineEndingCheck;
 use super::command::{self, Body, Command, MailParams, Path};
 use super::message_id::MessageIdScan;
-use super::reply::Reply;
+use super::reply::{Reply, Smtp};
 use crate::dot_stuffing::DataReceiver;
 use crate::failure::Failure;
 use crate::net::driver::Step;
@@ -187,6 +187,7 @@ impl Phase {
 /// What SMTP means on one journal connection; the [`Engine`] around it
 /// keeps the client side.
 pub struct Journal<B: Backend> {
+    dialect: Smtp,
     settings: Settings,
     backend: B,
     client_ip: IpAddr,
@@ -220,6 +221,9 @@ impl<B: Backend> Session<B> {
     ) -> Session<B> {
         let (max_line, errors) = (settings.max_line_bytes, settings.errors);
         let journal = Journal {
+            dialect: Smtp {
+                hostname: settings.hostname.clone(),
+            },
             settings,
             backend,
             client_ip,
@@ -239,7 +243,11 @@ impl<B: Backend> Session<B> {
 }
 
 impl<B: Backend> LineMachine for Journal<B> {
-    type Reply = Reply;
+    type Dialect = Smtp;
+
+    fn dialect(&self) -> &Smtp {
+        &self.dialect
+    }
 
     fn greeting(&self, out: &mut Replies) -> Step {
         let host = &self.settings.hostname;
@@ -254,23 +262,6 @@ impl<B: Backend> LineMachine for Journal<B> {
         }
         out.say(&Reply::plain(220, vec![format!("{host} ESMTP Sealpost")]));
         Step::Continue
-    }
-
-    fn line_too_long(&self) -> Reply {
-        Reply::line_too_long()
-    }
-
-    fn too_many_errors(&self) -> Reply {
-        Reply::too_many_errors(&self.settings.hostname)
-    }
-
-    /// RFC 5321 section 4.5.3.2.
-    fn timed_out(&self) -> Reply {
-        Reply::timed_out(&self.settings.hostname)
-    }
-
-    fn shutting_down(&self) -> Reply {
-        Reply::shutting_down(&self.settings.hostname)
     }
 
     fn reading(&self) -> Reading {

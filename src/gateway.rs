@@ -389,11 +389,18 @@ fn build(config: &Config, store: &Store, shared: &Shared) -> Result<Services, St
 /// Runs the gateway from the configuration in `config_file` until a stop
 /// signal; returns after the grace period. SIGHUP reloads the file.
 pub fn serve(config: Config, config_file: &Path) -> Result<(), String> {
+    // Changes with a restart, like the data directory.
+    store::flush::set_policy(config.flush);
     let _serving = store::lock_for_serving(&config.data_dir, config.node.as_deref())
         .map_err(|e| e.to_string())?;
     let store = Store::open(&config.data_dir).map_err(|e| e.to_string())?;
     store.remove_leftovers().map_err(|e| e.to_string())?;
     store.check_writable().map_err(|e| e.to_string())?;
+    info!(
+        "writes under {} are made durable {}",
+        config.data_dir.display(),
+        store::flush::describe(&config.data_dir.join("mailboxes"))
+    );
     let shared = Shared::new(&config);
     let services = build(&config, &store, &shared)?;
     // Listeners change only with a restart: so do the pools that reserve a share.
@@ -461,7 +468,7 @@ fn notify_systemd(state: &[NotifyState]) {
 /// SIGHUP: reads `config_file` again and, if it is valid, rebuilds every
 /// service from it, the way `postfix reload` and `doveadm reload` behave.
 /// Sessions already open finish with the settings they started with. What
-/// cannot change without a restart (listeners, `data_dir`, `control_socket`)
+/// cannot change without a restart (listeners, `data_dir`, `control_socket`, `flush`)
 /// is logged and keeps its running value. An invalid file changes nothing.
 fn reload(
     config_file: &Path,
@@ -520,6 +527,10 @@ fn keep_restart_only(next: &mut Config, running: &Config) -> Vec<&'static str> {
     if next.control_socket != running.control_socket {
         changed.push("control_socket");
         next.control_socket = running.control_socket.clone();
+    }
+    if next.flush != running.flush {
+        changed.push("flush");
+        next.flush = running.flush;
     }
     changed
 }

@@ -124,6 +124,11 @@ struct PostfixMaildir {
 
 impl PostfixMaildir {
     fn start(dir: &Path) -> Option<PostfixMaildir> {
+        PostfixMaildir::start_with(dir, "")
+    }
+
+    /// With `extra` appended to main.cf (the slow-flush shim's environment).
+    fn start_with(dir: &Path, extra: &str) -> Option<PostfixMaildir> {
         let maildirs = dir.join("maildirs");
         fs::create_dir_all(&maildirs).unwrap();
         let chown = support::run(
@@ -142,6 +147,7 @@ virtual_minimum_uid = 1
 virtual_mailbox_limit = 0
 in_flow_delay = 0
 default_process_limit = 256
+{extra}
 ",
             base = maildirs.display()
         );
@@ -841,4 +847,226 @@ fn crypto_framing_against_raw_secretstream() {
         "s",
         &[started.elapsed().as_secs_f64()],
     );
+}
+
+/// The slow-flush model of an SD card: every flush of every process that
+/// preloads the shim costs `CARD_FLUSH_MS` on one machine-wide lock.
+const CARD_FLUSH_MS: u64 = 10;
+
+/// Where the shim's lock and logs live: readable and writable by Postfix's
+/// daemons (`postfix`, `nobody`) too.
+struct Card {
+    dir: PathBuf,
+    shim: PathBuf,
+}
+
+impl Card {
+    fn new(sb: &Sandbox) -> Option<Card> {
+        use std::os::unix::fs::PermissionsExt;
+        let shim = support::slowflush_shim()?;
+        let dir = sb.dir.join("card");
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        for name in ["lock", "sealpost.log", "postfix.log", "limit.log"] {
+            fs::write(dir.join(name), b"").unwrap();
+            fs::set_permissions(dir.join(name), fs::Permissions::from_mode(0o666)).unwrap();
+        }
+        Some(Card { dir, shim })
+    }
+
+    /// The environment that puts a process on the card, logging to `log`.
+    fn env(&self, log: &str) -> Vec<(String, String)> {
+        vec![
+            ("LD_PRELOAD".into(), self.shim.display().to_string()),
+            ("SLOWFLUSH_MS".into(), CARD_FLUSH_MS.to_string()),
+            (
+                "SLOWFLUSH_LOCK".into(),
+                self.dir.join("lock").display().to_string(),
+            ),
+            (
+                "SLOWFLUSH_LOG".into(),
+                self.dir.join(log).display().to_string(),
+            ),
+        ]
+    }
+
+    /// Flushes logged in `log` since the last call (which empties it).
+    fn flushes(&self, log: &str) -> usize {
+        let path = self.dir.join(log);
+        let text = fs::read_to_string(&path).unwrap_or_default();
+        fs::write(&path, b"").unwrap();
+        text.lines().filter(|l| !l.starts_with("rename ")).count()
+    }
+}
+
+/// The per-file durable-write limit on the card: `threads` writers, each
+/// file written to `tmp/`, fsynced, renamed into `new/`, and the directory
+/// fsynced (Python, so that the shim is preloaded into it). Files a second.
+fn card_write_limit(card: &Card, python: &Path, dir: &Path, load: &Load) -> f64 {
+    let script = r#"
+import os, sys, threading, time
+d, size, count, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+for sub in ("tmp", "new"):
+    os.makedirs(os.path.join(d, sub), exist_ok=True)
+data = b"x" * size
+def work(t):
+    new = os.open(os.path.join(d, "new"), os.O_RDONLY)
+    for i in range(t, count, threads):
+        tmp = os.path.join(d, "tmp", str(i))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, data)
+        os.fsync(fd)
+        os.close(fd)
+        os.rename(tmp, os.path.join(d, "new", str(i)))
+        os.fsync(new)
+    os.close(new)
+start = time.monotonic()
+ts = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+print(count / (time.monotonic() - start))
+"#;
+    let _ = fs::remove_dir_all(dir);
+    let mut cmd = Command::new(python);
+    cmd.arg("-c")
+        .arg(script)
+        .arg(dir)
+        .args([load.size, load.count, load.sessions].map(|n| n.to_string()))
+        .envs(card.env("limit.log"));
+    let out = run_with_timeout(&mut cmd, b"", TIMEOUT);
+    assert!(out.status.success(), "{}", support::stderr(&out));
+    fs::remove_dir_all(dir).unwrap();
+    support::stdout(&out).trim().parse().unwrap()
+}
+
+/// Ingest on an SD card, modelled: Sealpost, Postfix into a Maildir and
+/// the per-file durable-write limit, each with every flush costing 10 ms on
+/// one machine-wide queue, at 1, 8 and 32 sessions, with the flushes per
+/// message counted by the shim; and once more with a 100 MiB message in
+/// transit at the same time (a real `syncfs` writes back its spool too).
+#[test]
+fn smtp_ingest_on_a_card_that_flushes_slowly() {
+    let Some(source) = peer("smtp-source", &["/usr/sbin/smtp-source"]) else {
+        return;
+    };
+    let Some(python) = peer("python3", &["python3"]) else {
+        return;
+    };
+    let sb = Sandbox::for_gateway(
+        "bench-card",
+        json!({
+            "smtp": { "require_tls": false, "max_message_bytes": 200 << 20 },
+            "limits": { "max_connections": 512, "max_connections_per_ip": 256 },
+        }),
+    );
+    let Some(card) = Card::new(&sb) else {
+        return;
+    };
+    let (id, _) = sb.create_mailbox("Bench");
+    let gw = Gateway::start_with(&sb, |c| {
+        c.envs(card.env("sealpost.log"));
+    });
+    let port = gw.addr("smtp.listen[0]").port();
+    // Postfix's daemons get the shim from the master (a restart, not a
+    // reload, is what makes them start with it).
+    let env: Vec<String> = card
+        .env("postfix.log")
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let extra = format!(
+        "import_environment = MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ LANG=C {}",
+        env.join(" ")
+    );
+    let Some(postfix) = PostfixMaildir::start_with(&sb.dir.join("postfix"), &extra) else {
+        return;
+    };
+    let to = format!("{id}@localhost");
+    let (count, sessions): (usize, &[usize]) = if full() {
+        (400, &[1, 8, 32])
+    } else {
+        (6, &[2])
+    };
+    card.flushes("sealpost.log");
+    card.flushes("postfix.log");
+    for &n in sessions {
+        let load = Load {
+            size: 10 << 10,
+            count: count.max(n * 4),
+            sessions: n,
+        };
+        let label = format!("{} SD-card model", load.label(false));
+        let (mut ours, mut maildir, mut limit, mut per_ours, mut per_postfix) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for _ in 0..runs() {
+            let secs = smtp_source(&source, port, &load, &to, false);
+            assert_eq!(
+                sb.message_files(&id).len(),
+                load.count,
+                "every 250 is a stored message"
+            );
+            remove_messages(&sb, &id);
+            ours.push(load.count as f64 / secs);
+            per_ours.push(card.flushes("sealpost.log") as f64 / load.count as f64);
+            maildir.push(postfix.ingest(&source, &load, false));
+            per_postfix.push(card.flushes("postfix.log") as f64 / load.count as f64);
+            limit.push(card_write_limit(
+                &card,
+                &python,
+                &sb.data().join("card-limit"),
+                &load,
+            ));
+        }
+        let group = "smtp-card";
+        let ours = report(group, &label, "sealpost", "msg/s", &ours);
+        let maildir = report(group, &label, "postfix-maildir", "msg/s", &maildir);
+        let limit = report(group, &label, "per-file-limit", "files/s", &limit);
+        report(
+            group,
+            &label,
+            "sealpost-flushes-per-message",
+            "flushes",
+            &per_ours,
+        );
+        report(
+            group,
+            &label,
+            "postfix-flushes-per-message",
+            "flushes",
+            &per_postfix,
+        );
+        ratio(group, &label, "sealpost/postfix-maildir", ours / maildir);
+        ratio(group, &label, "sealpost/per-file-limit", ours / limit);
+    }
+    // A 100 MiB message in transit while 32 sessions (2 in the suite) deliver.
+    let n = *sessions.last().unwrap();
+    let load = Load {
+        size: 10 << 10,
+        count: count.max(n * 4),
+        sessions: n,
+    };
+    let big = message(if full() { 100 << 20 } else { 1 << 20 });
+    let addr = gw.addr("smtp.listen[0]");
+    let (rate, big_reply) = std::thread::scope(|scope| {
+        let sender = scope.spawn(|| {
+            let mut c = LineClient::plain(addr);
+            expect(&c.smtp_reply(), "220 ");
+            c.smtp("EHLO bench.example");
+            expect(&c.smtp("MAIL FROM:<bench@example.org>"), "250");
+            expect(&c.smtp(&format!("RCPT TO:<{to}>")), "250");
+            expect(&c.smtp("DATA"), "354");
+            c.send_raw(&big);
+            c.send_raw(b".\r\n");
+            c.smtp_reply()
+        });
+        let secs = smtp_source(&source, port, &load, &to, false);
+        (load.count as f64 / secs, sender.join().unwrap())
+    });
+    expect(&big_reply, "250");
+    let label = format!(
+        "{} SD-card model, a large message in transit",
+        load.label(false)
+    );
+    report("smtp-card", &label, "sealpost", "msg/s", &[rate]);
+    assert_eq!(sb.message_files(&id).len(), load.count + 1);
 }

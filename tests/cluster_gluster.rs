@@ -287,6 +287,15 @@ fn a_glusterfs_cluster_behind_haproxy_keeps_every_guarantee() {
     let to = format!("{id}@localhost");
     let mut ga = na.start();
     let gb = nb.start();
+    // A GlusterFS mount is FUSE, whose syncfs does not reach the bricks:
+    // every file is flushed on its own (fdatasync and a directory fsync),
+    // and that is the flush the kill -9 below exercises.
+    for gw in [&ga, &gb] {
+        gw.wait_for_log(
+            "are made durable file by file (a network or FUSE file system",
+            Duration::from_secs(5),
+        );
+    }
     let cert = gluster.mounts[0].join("data/tls/cert.pem");
 
     let server = |name: &str, port: u16| {

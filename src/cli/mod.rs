@@ -158,6 +158,7 @@ impl Context {
     /// directory's owner when run as root (see `identity`).
     pub fn open(&self) -> Result<(Config, Store), CliError> {
         let config = self.config()?;
+        crate::store::flush::set_policy(config.flush);
         identity::become_data_owner(&config.data_dir)?;
         let store = Store::open(&config.data_dir)?;
         Ok((config, store))
@@ -175,6 +176,7 @@ impl Context {
             file.display(),
             config.data_dir.display()
         );
+        crate::store::flush::set_policy(config.flush);
         identity::become_data_owner(&config.data_dir)?;
         let store = Store::open(&config.data_dir)?;
         Ok((config, store))

@@ -19,6 +19,7 @@ use serde_json::Value;
 use crate::crypto::{KdfParams, MEMLIMIT_MIN, OPSLIMIT_MIN};
 use crate::net::cidr::Cidr;
 use crate::proxy::target::TargetPattern;
+use crate::store::flush::FlushPolicy;
 
 mod checks;
 
@@ -116,6 +117,11 @@ pub struct Config {
     /// (letters, digits, hyphens). `None`: the only gateway on it.
     #[serde(deserialize_with = "optional_node")]
     pub node: Option<String>,
+    /// How writes are made durable: `grouped` (one flush of the file system
+    /// for every delivery waiting, per file where that cannot be trusted),
+    /// or `per_file`, for a data directory on a disk shared with heavy
+    /// unrelated writers whose data a file-system flush would write too.
+    pub flush: FlushPolicy,
 }
 
 impl Default for Config {
@@ -138,6 +144,7 @@ impl Default for Config {
             control_socket: Some(PathBuf::new()),
             haproxy_trusted_networks: Vec::new(),
             node: None,
+            flush: FlushPolicy::Grouped,
         }
     }
 }

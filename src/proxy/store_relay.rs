@@ -220,7 +220,10 @@ impl CopySink for StoreCopy {
             }),
         };
         let spool = self.spool.finish()?;
-        let pending = self.mailbox.prepare(&spool, &metadata)?;
+        let mut pending = self.mailbox.prepare(&spool, &metadata)?;
+        // Durable before anything is sent upstream (the flush is shared
+        // with every other writer waiting, as a journal delivery's is).
+        pending.make_durable()?;
         Ok(Box::new(StoredCopy { spool, pending }))
     }
 }

@@ -12,6 +12,7 @@
 pub mod backup;
 pub mod beneath;
 pub mod durable;
+pub mod flush;
 pub mod ids;
 pub mod mailbox;
 pub mod merge;

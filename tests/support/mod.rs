@@ -119,6 +119,27 @@ pub fn says_port_taken(log: &str) -> bool {
     log.contains("Address already in use") || log.contains("EADDRINUSE")
 }
 
+/// The slow-flush model of an SD card (`tests/shim/slowflush.c`), built
+/// once into `target/`; `None` after saying why when no C compiler is here.
+pub fn slowflush_shim() -> Option<PathBuf> {
+    static BUILT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cc = peer("cc (a C compiler, for the slow-flush shim)", &["cc"])?;
+            let out = repo().join("target/slowflush.so");
+            let tmp = out.with_extension(format!("{}.so", std::process::id()));
+            let built = run(Command::new(cc)
+                .args(["-shared", "-fPIC", "-O2", "-Wall", "-o"])
+                .arg(&tmp)
+                .arg(repo().join("tests/shim/slowflush.c"))
+                .arg("-ldl"));
+            assert!(built.status.success(), "cc: {}", stderr(&built));
+            fs::rename(&tmp, &out).unwrap();
+            Some(out)
+        })
+        .clone()
+}
+
 /// Python with PyNaCl: the virtualenv scripts/test creates.
 pub fn python_with_nacl() -> Option<PathBuf> {
     let venv = repo().join("target/pyenv/bin/python3");
@@ -327,7 +348,9 @@ impl Sandbox {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
+        if std::env::var_os("SEALPOST_KEEP_SANDBOX").is_none() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use super::ids::{MailboxId, MessageName};
 use super::message::{self, MessageReader, Metadata};
 use super::sealed::damage_of;
 use super::spool::Spool;
-use super::{StoreError, durable, io_error};
+use super::{StoreError, durable, flush, io_error};
 use crate::crypto::{self, KdfParams, KeyPair, Password, PublicKey, WrappedKey};
 use crate::timestamp;
 

@@ -14,7 +14,11 @@ impl Mailbox {
         metadata: &Metadata,
     ) -> Result<PendingMessage, StoreError> {
         let name = MessageName::generate(SystemTime::now(), spool.size());
-        let tmp = self.dir.join(TMP_DIR).join(name.file_name());
+        let tmp_dir = self.dir.join(TMP_DIR);
+        let tmp = tmp_dir.join(name.file_name());
+        // Before the write begins: a grouped flush that fails from now on
+        // fails this message too.
+        let durability = flush::begin(&tmp_dir).map_err(io_error(&tmp_dir, "cannot open"))?;
         let file =
             durable::create_new_private_file(&tmp).map_err(io_error(&tmp, "cannot create"))?;
         let pending = PendingMessage {
@@ -24,6 +28,7 @@ impl Mailbox {
             messages_dir: self.dir.join(MESSAGES_DIR),
             name,
             file,
+            durability,
             committed: false,
         };
         durable::try_lock_exclusive(&pending.file)
@@ -36,8 +41,12 @@ impl Mailbox {
             let out = BufWriter::with_capacity(128 * 1024, &pending.file);
             let mut body = spool.reader()?;
             message::write_message(out, &self.info.public_key, &metadata, &mut body)?.flush()?;
-            // fdatasync: a new file's length is part of what it flushes.
-            pending.file.sync_data()
+            match pending.durability {
+                // fdatasync: a new file's length is part of what it flushes.
+                flush::Durability::PerFile => pending.file.sync_data(),
+                // The file system's flush after the rename covers it.
+                flush::Durability::Grouped(_) => Ok(()),
+            }
         };
         write().map_err(io_error(&pending.tmp, "cannot write"))?;
         Ok(pending)
@@ -53,6 +62,7 @@ pub struct PendingMessage {
     messages_dir: PathBuf,
     name: MessageName,
     file: File,
+    durability: flush::Durability,
     committed: bool,
 }
 
@@ -62,7 +72,23 @@ impl PendingMessage {
         &self.name
     }
 
-    /// Renames it into `messages/` and fsyncs the directory. Should the
+    /// Makes the file in `tmp/` durable now, before it is committed (the
+    /// proxy's rule: the copy is durable before anything goes upstream).
+    /// Where files are flushed one by one, [`Mailbox::prepare`] did it.
+    pub fn make_durable(&mut self) -> Result<(), StoreError> {
+        let tmp_dir = self.mailbox_dir.join(TMP_DIR);
+        let again = flush::begin(&tmp_dir).map_err(io_error(&tmp_dir, "cannot open"))?;
+        match std::mem::replace(&mut self.durability, again) {
+            flush::Durability::PerFile => Ok(()),
+            flush::Durability::Grouped(ticket) => {
+                ticket.wait().map_err(io_error(&self.tmp, "cannot sync"))
+            }
+        }
+    }
+
+    /// Renames it into `messages/` and makes that durable: the file
+    /// system's grouped flush, or the grouped directory fsync where files
+    /// are flushed one by one. Should the
     /// mailbox's key have been reset since it was sealed, it goes among the
     /// messages of the retired key instead (see [`Mailbox::reset_keys`]).
     pub fn commit(mut self) -> Result<CommittedMessage, StoreError> {
@@ -100,11 +126,19 @@ impl PendingMessage {
         let dest = dir.join(self.name.file_name());
         fs::rename(&self.tmp, &dest).map_err(io_error(&self.tmp, "cannot move into messages/"))?;
         self.committed = true;
+        let durability = std::mem::replace(&mut self.durability, flush::Durability::PerFile);
         let committed = CommittedMessage {
             path: dest,
             name: self.name.clone(),
         };
-        if let Err(e) = durable::sync_dir_grouped(&dir) {
+        let synced = match durability {
+            flush::Durability::PerFile => durable::sync_dir_grouped(&dir),
+            flush::Durability::Grouped(ticket) => ticket.wait(),
+        };
+        // A message visible to POP3 before its flush is taken back when the
+        // flush fails: an archiver that fetched it meanwhile holds a copy
+        // the sender will send again, a duplicate, which is safe.
+        if let Err(e) = synced {
             committed.revoke();
             return Err(io_error(&dir, "cannot sync")(e));
         }

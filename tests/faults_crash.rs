@@ -1,10 +1,13 @@
 //! Fault: the gateway is killed (SIGKILL) while eight clients deliver. Every
-//! message that got its `250` is there after the restart and decrypts, none
-//! is partial, and `tmp/` is cleaned up at start.
+//! message that got its `250` is there after the restart, decrypts and is
+//! byte for byte what was sent; none is partial, and `tmp/` is cleaned up at
+//! start. Once on the disk as it is, once under the slow-flush model of an
+//! SD card (`tests/shim/slowflush.c`), so that the kill lands inside a
+//! grouped flush.
 
 mod support;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,12 +18,12 @@ use support::gateway::{Gateway, LineClient};
 use support::{Sandbox, wait_until};
 
 /// Delivers message after message until the connection breaks; records the
-/// subject of every message the gateway confirmed.
+/// subject and body of every message the gateway confirmed.
 fn deliver_until_killed(
     gw: &Gateway,
     id: &str,
     client: usize,
-    confirmed: &Mutex<Vec<String>>,
+    confirmed: &Mutex<Vec<(String, String)>>,
     stop: &AtomicBool,
 ) {
     let mut c = LineClient::implicit_tls(gw.addr("smtp.listen_tls[0]"), &gw.cert);
@@ -55,16 +58,38 @@ fn deliver_until_killed(
             return;
         }
         if reply.starts_with("250") {
-            confirmed.lock().unwrap().push(subject);
+            confirmed.lock().unwrap().push((subject, body));
         }
     }
 }
 
 #[test]
 fn kill_9_during_deliveries_loses_no_confirmed_message_and_leaves_no_partial_one() {
-    let sb = Sandbox::for_gateway("crash-kill9", json!({}));
+    kill_9_run("crash-kill9", None, 200);
+}
+
+#[test]
+fn kill_9_inside_a_slow_flush_loses_no_confirmed_message() {
+    let Some(shim) = support::slowflush_shim() else {
+        return;
+    };
+    kill_9_run("crash-kill9-card", Some(&shim), 40);
+}
+
+/// Kills the gateway once `target` messages were confirmed, restarts it,
+/// and checks every confirmed message is stored, whole.
+fn kill_9_run(label: &str, shim: Option<&std::path::Path>, target: usize) {
+    let sb = Sandbox::for_gateway(label, json!({}));
     let (id, password) = sb.create_mailbox("Journal");
-    let mut gw = Gateway::start(&sb);
+    let lock = sb.dir.join("flush.lock");
+    let mut gw = Gateway::start_with(&sb, |command| {
+        if let Some(shim) = shim {
+            command
+                .env("LD_PRELOAD", shim)
+                .env("SLOWFLUSH_MS", "30")
+                .env("SLOWFLUSH_LOCK", &lock);
+        }
+    });
     let confirmed = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let gw_ref = &gw;
@@ -74,14 +99,15 @@ fn kill_9_during_deliveries_loses_no_confirmed_message_and_leaves_no_partial_one
             scope.spawn(move || deliver_until_killed(gw_ref, &id, client, &confirmed, &stop));
         }
         wait_until("deliveries are under way", || {
-            confirmed.lock().unwrap().len() >= 200
+            confirmed.lock().unwrap().len() >= target
         });
         gw_ref.signal(libc::SIGKILL);
         stop.store(true, Ordering::SeqCst);
     });
     gw.wait(Duration::from_secs(10));
-    let confirmed: HashSet<String> = confirmed.lock().unwrap().iter().cloned().collect();
-    assert!(confirmed.len() >= 200);
+    let sent: HashMap<String, String> = confirmed.lock().unwrap().iter().cloned().collect();
+    let confirmed: HashSet<String> = sent.keys().cloned().collect();
+    assert!(confirmed.len() >= target);
 
     // Restarting cleans up what the killed writers left in tmp/.
     let gw = Gateway::start(&sb);
@@ -98,7 +124,15 @@ fn kill_9_during_deliveries_loses_no_confirmed_message_and_leaves_no_partial_one
         .map(|(_, body, _)| {
             let text = String::from_utf8_lossy(body);
             let line = text.lines().find(|l| l.starts_with("Subject: ")).unwrap();
-            line["Subject: ".len()..].to_string()
+            let subject = line["Subject: ".len()..].to_string();
+            // Byte for byte what was sent, after our Received: header.
+            if let Some(sent) = sent.get(&subject) {
+                assert!(
+                    text.ends_with(sent.as_str()),
+                    "{subject} differs from what was sent"
+                );
+            }
+            subject
         })
         .collect();
     let lost: Vec<&String> = confirmed.difference(&stored).collect();

@@ -26,6 +26,7 @@ struct Slow {
     sb: Sandbox,
     gw: Gateway,
     id: String,
+    password: String,
     log: PathBuf,
     fail: PathBuf,
 }
@@ -33,7 +34,7 @@ struct Slow {
 fn slow(label: &str, delay_ms: u64) -> Option<Slow> {
     let shim = support::slowflush_shim()?;
     let sb = Sandbox::for_gateway(label, json!({ "smtp": { "require_tls": false } }));
-    let (id, _) = sb.create_mailbox("Journal");
+    let (id, password) = sb.create_mailbox("Journal");
     let (log, fail) = (sb.dir.join("flushes.log"), sb.dir.join("fail-flushes"));
     let lock = sb.dir.join("flush.lock");
     let gw = Gateway::start_with(&sb, |command| {
@@ -48,6 +49,7 @@ fn slow(label: &str, delay_ms: u64) -> Option<Slow> {
         sb,
         gw,
         id,
+        password,
         log,
         fail,
     })
@@ -209,4 +211,37 @@ fn a_failed_flush_fails_every_message_whose_write_began_before_it_returned() {
     // The next clean batch succeeds.
     expect(&send(&gw, &to, "after").0, "250 ");
     assert_eq!(s.sb.message_files(&s.id).len(), 2);
+}
+
+/// POP3 deletions at QUIT share the flush too; a QUIT whose flush fails
+/// answers `-ERR` and leaves the messages where they were.
+#[test]
+fn a_quit_whose_flush_fails_leaves_the_messages_in_place() {
+    let Some(s) = slow("flush-quit", 20) else {
+        return;
+    };
+    let to = format!("{}@localhost", s.id);
+    for subject in ["one", "two"] {
+        expect(&send(&s.gw, &to, subject).0, "250 ");
+    }
+    let login = |gw: &Gateway| {
+        let mut c = LineClient::implicit_tls(gw.addr("pop3.listen_tls[0]"), &gw.cert);
+        c.read_line();
+        c.pop3(&format!("USER {}", s.id));
+        expect(&c.pop3(&format!("PASS {}", s.password)), "+OK");
+        c
+    };
+    let mut c = login(&s.gw);
+    expect(&c.pop3("DELE 1"), "+OK");
+    expect(&c.pop3("DELE 2"), "+OK");
+    fs::write(&s.fail, b"").unwrap();
+    let quit = c.pop3("QUIT");
+    fs::remove_file(&s.fail).unwrap();
+    assert!(quit.starts_with("-ERR [SYS/TEMP]"), "{quit}");
+    assert_eq!(s.sb.message_files(&s.id).len(), 2, "both are still there");
+    let mut c = login(&s.gw);
+    expect(&c.pop3("STAT"), "+OK 2 ");
+    expect(&c.pop3("DELE 1"), "+OK");
+    expect(&c.pop3("QUIT"), "+OK");
+    assert_eq!(s.sb.message_files(&s.id).len(), 1);
 }

@@ -242,9 +242,12 @@ impl Store {
                 || (name.ends_with(CREATING) && is_older_than(&path, STALE_STAGING))
             {
                 let _ = fs::remove_dir_all(&path);
-            } else if name.parse::<MailboxId>().is_ok() {
+            } else if let Ok(id) = name.parse::<MailboxId>() {
                 let tmp = path.join(mailbox::TMP_DIR);
                 durable::remove_unlocked_files(&tmp).map_err(io_error(&tmp, "cannot clean up"))?;
+                if let Ok(mailbox) = self.mailbox(&id) {
+                    mailbox.finish_interrupted_removals()?;
+                }
             }
         }
         Ok(())

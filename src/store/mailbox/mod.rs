@@ -22,6 +22,11 @@ pub(super) const INFO_FILE: &str = "mailbox.json";
 pub(super) const KEY_FILE: &str = "secret-key.json";
 pub(super) const TMP_DIR: &str = "tmp";
 pub(super) const MESSAGES_DIR: &str = "messages";
+/// Messages a POP3 QUIT is removing: moved here out of `messages/`, then
+/// made durable by one flush, then unlinked. A flush that fails puts them
+/// back; whatever a crash leaves here is removed at the next start (the
+/// client asked for their deletion, and had retrieved them).
+pub(super) const REMOVING_DIR: &str = "removing";
 const LOCK_FILE: &str = "lock";
 /// Its modification time is the last POP3 login (`sealpost status`).
 const RETRIEVED_FILE: &str = "last-retrieval";
@@ -524,18 +529,58 @@ impl Mailbox {
         MessageReader::open(file, pair).map_err(|e| message_error(&path, e))
     }
 
-    /// Removes messages (a POP3 QUIT) and makes the removal durable.
+    /// Removes messages (a POP3 QUIT) and makes the removal durable: moved
+    /// aside into `removing/`, one flush (the file system's grouped flush,
+    /// or both directories' fsyncs where files are flushed one by one),
+    /// then unlinked. If the flush fails they go back: the messages stay,
+    /// and the caller says so.
     pub fn remove_messages(&self, names: &[MessageName]) -> Result<(), StoreError> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let messages = self.dir.join(MESSAGES_DIR);
+        let aside = self.dir.join(REMOVING_DIR);
+        durable::create_private_dir(&aside).map_err(io_error(&aside, "cannot create"))?;
+        let durability = flush::begin(&messages).map_err(io_error(&messages, "cannot open"))?;
+        let mut moved = Vec::with_capacity(names.len());
         for name in names {
-            let path = self.message_path(name);
-            match fs::remove_file(&path) {
-                Ok(()) => {}
+            let (from, to) = (self.message_path(name), aside.join(name.file_name()));
+            match fs::rename(&from, &to) {
+                Ok(()) => moved.push((from, to)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_error(&path, "cannot remove")(e)),
+                Err(e) => {
+                    put_back(&moved);
+                    return Err(io_error(&from, "cannot remove")(e));
+                }
             }
         }
-        let dir = self.dir.join(MESSAGES_DIR);
-        durable::sync_dir(&dir).map_err(io_error(&dir, "cannot sync"))
+        let synced = match durability {
+            flush::Durability::PerFile => {
+                durable::sync_dir(&messages).and_then(|()| durable::sync_dir(&aside))
+            }
+            flush::Durability::Grouped(ticket) => ticket.wait(),
+        };
+        if let Err(e) = synced {
+            put_back(&moved);
+            return Err(io_error(&messages, "cannot sync")(e));
+        }
+        for (_, to) in &moved {
+            let _ = fs::remove_file(to);
+        }
+        Ok(())
+    }
+
+    /// Removes what an interrupted QUIT left in `removing/`, unless a
+    /// session holds the mailbox (it may be that QUIT, still running).
+    pub fn finish_interrupted_removals(&self) -> Result<usize, StoreError> {
+        let aside = self.dir.join(REMOVING_DIR);
+        if !aside.is_dir() {
+            return Ok(0);
+        }
+        let Ok(_session) = self.try_lock() else {
+            return Ok(0);
+        };
+        durable::remove_unlocked_files(&aside).map_err(io_error(&aside, "cannot clean up"))
     }
 
     fn index_entry(&self, parts: &[&str]) -> PathBuf {
@@ -573,6 +618,13 @@ impl Mailbox {
             Ok(false) => Err(StoreError::InUse(self.info.id.clone())),
             Err(e) => Err(io_error(&path, "cannot lock")(e)),
         }
+    }
+}
+
+/// Moves messages taken out of `messages/` back where they were.
+fn put_back(moved: &[(PathBuf, PathBuf)]) {
+    for (from, to) in moved {
+        let _ = fs::rename(to, from);
     }
 }
 

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use super::beneath::{self, Beneath};
 use super::mailbox::{self, INFO_FILE, MESSAGES_DIR, TMP_DIR};
-use super::{MAILBOXES_DIR, MailboxId, MessageName, Store, StoreError, durable, io_error};
+use super::{MAILBOXES_DIR, MailboxId, MessageName, Store, StoreError, durable, flush, io_error};
 use crate::crypto;
 use crate::timestamp;
 
@@ -306,6 +306,10 @@ fn merge_mailbox(
     let id = ours.id().to_string();
     let our_dir = ours.dir().join(MESSAGES_DIR);
     let mine = Beneath::open(&our_dir).map_err(io_error(&our_dir, "cannot open"))?;
+    // Before the first copy is written: a grouped flush that fails from now
+    // on fails this merge too.
+    let durability = flush::begin(&our_dir).map_err(io_error(&our_dir, "cannot open"))?;
+    let per_file = matches!(durability, flush::Durability::PerFile);
     let mut done = Vec::new();
     let entries = theirs
         .entries()
@@ -314,7 +318,8 @@ fn merge_mailbox(
         if MessageName::from_file_name(&name).is_none() {
             continue;
         }
-        let Some(digest) = merge_file(theirs, &mine, ours, earlier, (&name, kind), report)? else {
+        let file = (name.as_str(), kind, per_file);
+        let Some(digest) = merge_file(theirs, &mine, ours, earlier, file, report)? else {
             continue;
         };
         done.push(name.clone());
@@ -324,9 +329,14 @@ fn merge_mailbox(
             sha256: digest,
         });
     }
-    // One directory fsync makes every rename above durable; only then does
-    // the standby let go of its copies.
-    mine.sync().map_err(io_error(&our_dir, "cannot sync"))?;
+    // One flush makes every copy and rename above durable (the file
+    // system's grouped flush, or the directory's fsync where each file was
+    // flushed on its own); only then does the standby let go of its copies.
+    match durability {
+        flush::Durability::PerFile => mine.sync(),
+        flush::Durability::Grouped(ticket) => ticket.wait(),
+    }
+    .map_err(io_error(&our_dir, "cannot sync"))?;
     for name in &done {
         match theirs.remove(name) {
             Ok(()) => {}
@@ -347,7 +357,7 @@ fn merge_file(
     mine: &Beneath,
     ours: &super::Mailbox,
     earlier: &HashMap<(String, String), String>,
-    (name, kind): (&str, FileType),
+    (name, kind, per_file): (&str, FileType, bool),
     report: &mut MergeReport,
 ) -> Result<Option<String>, StoreError> {
     let id = ours.id().to_string();
@@ -411,7 +421,7 @@ fn merge_file(
         report.merged_before += 1;
         digest
     } else {
-        let digest = copy_in(file, ours.dir(), name)?;
+        let digest = copy_in(file, ours.dir(), name, per_file)?;
         report.moved += 1;
         crypto::hex(&digest)
     };
@@ -420,7 +430,9 @@ fn merge_file(
 
 /// Copies an open standby file into the mailbox `dir` as a delivery does:
 /// `tmp/`, fsync, rename into `messages/` (the caller syncs the directory).
-fn copy_in(file: fs::File, dir: &Path, name: &str) -> Result<[u8; 32], StoreError> {
+/// `per_file`: fsync the copy itself (otherwise the caller's grouped flush
+/// covers it).
+fn copy_in(file: fs::File, dir: &Path, name: &str, per_file: bool) -> Result<[u8; 32], StoreError> {
     let tmp = dir.join(TMP_DIR).join(name);
     let target = dir.join(MESSAGES_DIR).join(name);
     let out = durable::create_new_private_file(&tmp).map_err(io_error(&tmp, "cannot create"))?;
@@ -432,7 +444,9 @@ fn copy_in(file: fs::File, dir: &Path, name: &str) -> Result<[u8; 32], StoreErro
         let digest = crypto::copy_with_sha256(file, &mut writer)?;
         writer.flush()?;
         drop(writer);
-        out.sync_all()?;
+        if per_file {
+            out.sync_all()?;
+        }
         Ok(digest)
     })();
     let digest = match written {

@@ -245,3 +245,47 @@ fn a_quit_whose_flush_fails_leaves_the_messages_in_place() {
     expect(&c.pop3("QUIT"), "+OK");
     assert_eq!(s.sb.message_files(&s.id).len(), 1);
 }
+
+/// A journal message for two mailboxes: both copies are put in place
+/// first, and one flush makes both durable.
+#[test]
+fn the_copies_of_one_delivery_share_one_flush() {
+    let Some(s) = slow("flush-two-copies", 20) else {
+        return;
+    };
+    let (other, _) = s.sb.create_mailbox("Second");
+    let mut c = LineClient::plain(s.gw.addr("smtp.listen[0]"));
+    expect(&c.smtp_reply(), "220 ");
+    c.smtp("EHLO sender.example");
+    expect(&c.smtp("MAIL FROM:<journal@example.org>"), "250 ");
+    for id in [&s.id, &other] {
+        expect(&c.smtp(&format!("RCPT TO:<{id}@localhost>")), "250 ");
+    }
+    expect(&c.smtp("DATA"), "354");
+    let began = seconds(SystemTime::now());
+    c.send_raw(b"Subject: both\r\n\r\nfor two mailboxes\r\n.\r\n");
+    expect(&c.smtp_reply(), "250 ");
+    let answered = seconds(SystemTime::now());
+    let log = entries(&s.log);
+    let renames: Vec<&Entry> = log
+        .iter()
+        .filter(|e| {
+            e.call == "rename"
+                && e.began >= began
+                && e.path.as_deref().is_some_and(|p| p.contains("/messages/"))
+        })
+        .collect();
+    assert_eq!(renames.len(), 2, "one copy per mailbox");
+    let flushes: Vec<&Entry> = log
+        .iter()
+        .filter(|e| e.call != "rename" && e.began >= began && e.ended <= answered)
+        .collect();
+    assert_eq!(
+        flushes.len(),
+        1,
+        "one flush for both copies: {:?}",
+        flushes.iter().map(|f| &f.call).collect::<Vec<_>>()
+    );
+    assert!(flushes[0].ok && renames.iter().all(|r| flushes[0].began >= r.ended));
+    assert_eq!(s.sb.message_files(&other).len(), 1);
+}

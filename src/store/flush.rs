@@ -171,19 +171,46 @@ pub fn describe(dir: &Path) -> String {
     }
 }
 
+/// A writer whose file is in place: the flush it needs is known.
+pub struct InPlace {
+    ticket: Ticket,
+    /// The first flush that starts after the file was in place.
+    needed: u64,
+}
+
 impl Ticket {
-    /// Call once the file is written and in place: returns when a flush
-    /// that began after now has succeeded, or fails if any flush that
-    /// completed since the write began failed. The first waiter flushes at
-    /// once; those who come during its flush share the next one.
+    /// Call once the file is written and in place: from now on, the next
+    /// flush to start covers it (a flush running now began before).
+    pub fn in_place(self) -> InPlace {
+        let needed = locked(&self.flusher.state).started + 1;
+        InPlace {
+            ticket: self,
+            needed,
+        }
+    }
+
+    /// [`Ticket::in_place`], then [`InPlace::wait`].
     pub fn wait(self) -> io::Result<()> {
-        let flusher = &self.flusher;
+        self.in_place().wait()
+    }
+}
+
+impl InPlace {
+    /// Returns when a flush that began after the file was in place has
+    /// succeeded, or fails if any flush that completed since the write
+    /// began failed. The first waiter flushes at once; those who come
+    /// during its flush share the next one. Several files put in place
+    /// before the first of them waits share one flush.
+    pub fn wait(self) -> io::Result<()> {
+        let Ticket {
+            flusher,
+            began_after,
+        } = self.ticket;
+        let needed = self.needed;
         let mut state = locked(&flusher.state);
-        // A flush running now began before this file was in place.
-        let needed = state.started + 1;
         loop {
             if state.completed >= needed {
-                return match state.last_failed > self.began_after {
+                return match state.last_failed > began_after {
                     false => Ok(()),
                     true => Err(io::Error::other(format!(
                         "a flush of the file system failed after this write began: {}",

@@ -401,17 +401,34 @@ impl Store {
             .iter()
             .map(|(mailbox, metadata)| mailbox.prepare(spool, metadata))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut committed = Vec::with_capacity(pending.len());
+        // Every copy in place first, then made durable: copies on one file
+        // system share one flush.
+        let mut placed = Vec::with_capacity(pending.len());
         for message in pending {
-            match message.commit() {
-                Ok(c) => committed.push(c),
+            match message.place() {
+                Ok(p) => placed.push(p),
                 Err(e) => {
-                    committed
-                        .into_iter()
-                        .for_each(mailbox::CommittedMessage::revoke);
+                    placed.into_iter().for_each(mailbox::Placed::revoke);
                     return Err(e);
                 }
             }
+        }
+        let mut committed = Vec::with_capacity(placed.len());
+        let mut failed = None;
+        for message in placed {
+            match failed {
+                Some(_) => message.revoke(),
+                None => match message.make_durable() {
+                    Ok(c) => committed.push(c),
+                    Err(e) => failed = Some(e),
+                },
+            }
+        }
+        if let Some(e) = failed {
+            committed
+                .into_iter()
+                .for_each(mailbox::CommittedMessage::revoke);
+            return Err(e);
         }
         Ok(committed.iter().map(|c| c.name().clone()).collect())
     }

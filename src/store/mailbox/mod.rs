@@ -61,7 +61,7 @@ const MAX_SMALL_FILE: u64 = 64 * 1024;
 mod pending;
 mod retired;
 
-pub use pending::{CommittedMessage, PendingMessage};
+pub use pending::{CommittedMessage, PendingMessage, Placed};
 
 /// Whether a mailbox takes new mail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

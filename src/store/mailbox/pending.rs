@@ -86,12 +86,18 @@ impl PendingMessage {
         }
     }
 
-    /// Renames it into `messages/` and makes that durable: the file
-    /// system's grouped flush, or the grouped directory fsync where files
-    /// are flushed one by one. Should the
+    /// Renames it into `messages/` and makes that durable ([`Self::place`],
+    /// then [`Placed::make_durable`]).
+    pub fn commit(self) -> Result<CommittedMessage, StoreError> {
+        self.place()?.make_durable()
+    }
+
+    /// Renames it into `messages/`, where POP3 sees it; [`Placed::make_durable`]
+    /// then waits for the file system's grouped flush, or the grouped
+    /// directory fsync where files are flushed one by one. Should the
     /// mailbox's key have been reset since it was sealed, it goes among the
     /// messages of the retired key instead (see [`Mailbox::reset_keys`]).
-    pub fn commit(mut self) -> Result<CommittedMessage, StoreError> {
+    pub fn place(mut self) -> Result<Placed, StoreError> {
         let keys_path = self.mailbox_dir.join(KEYS_LOCK);
         let keys =
             durable::open_lock_file(&keys_path).map_err(io_error(&keys_path, "cannot open"))?;
@@ -127,23 +133,53 @@ impl PendingMessage {
         fs::rename(&self.tmp, &dest).map_err(io_error(&self.tmp, "cannot move into messages/"))?;
         self.committed = true;
         let durability = std::mem::replace(&mut self.durability, flush::Durability::PerFile);
-        let committed = CommittedMessage {
-            path: dest,
-            name: self.name.clone(),
+        Ok(Placed {
+            committed: CommittedMessage {
+                path: dest,
+                name: self.name.clone(),
+            },
+            wait: match durability {
+                flush::Durability::PerFile => None,
+                flush::Durability::Grouped(ticket) => Some(ticket.in_place()),
+            },
+            dir,
+            _keys: keys,
+        })
+    }
+}
+
+/// A message renamed into place (visible to POP3), not yet durable.
+pub struct Placed {
+    committed: CommittedMessage,
+    /// The grouped flush it waits for; `None`: the grouped directory fsync.
+    wait: Option<flush::InPlace>,
+    dir: PathBuf,
+    /// The keys lock, held until the message is durable.
+    _keys: File,
+}
+
+impl Placed {
+    /// Waits for the flush that covers it. A message visible to POP3
+    /// before its flush is taken back when the flush fails: an archiver
+    /// that fetched it meanwhile holds a copy the sender will send again,
+    /// a duplicate, which is safe.
+    pub fn make_durable(self) -> Result<CommittedMessage, StoreError> {
+        let synced = match self.wait {
+            None => durable::sync_dir_grouped(&self.dir),
+            Some(in_place) => in_place.wait(),
         };
-        let synced = match durability {
-            flush::Durability::PerFile => durable::sync_dir_grouped(&dir),
-            flush::Durability::Grouped(ticket) => ticket.wait(),
-        };
-        // A message visible to POP3 before its flush is taken back when the
-        // flush fails: an archiver that fetched it meanwhile holds a copy
-        // the sender will send again, a duplicate, which is safe.
-        if let Err(e) = synced {
-            committed.revoke();
-            return Err(io_error(&dir, "cannot sync")(e));
+        match synced {
+            Ok(()) => Ok(self.committed),
+            Err(e) => {
+                self.committed.revoke();
+                Err(io_error(&self.dir, "cannot sync")(e))
+            }
         }
-        drop(keys);
-        Ok(committed)
+    }
+
+    /// Takes it back (another copy of the same delivery failed).
+    pub fn revoke(self) {
+        self.committed.revoke();
     }
 }
 

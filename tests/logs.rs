@@ -226,7 +226,7 @@ fn a_status_run_leaves_no_warning_in_the_log() {
 /// a queue id such as `smtp[208EA1…]` is not one.
 fn has_timestamp(line: &str) -> bool {
     line.match_indices('[').any(|(i, _)| {
-        let rest = line[i + 1..].as_bytes();
+        let rest = &line.as_bytes()[i + 1..];
         rest.len() > 5 && rest[..4].iter().all(u8::is_ascii_digit) && rest[4] == b'-'
     })
 }

@@ -117,6 +117,10 @@ pub fn warn_if_expiring(config: &Config) {
 /// The names the generated certificate is made for, one a line, beside it.
 const NAMES_FILE: &str = "names.txt";
 
+/// A generated self-signed certificate is made again when fewer days than
+/// this are left (at a start or a reload).
+pub const SELF_SIGNED_RENEW_DAYS: i64 = 30;
+
 /// What `serve` will do about its certificate, worked out without
 /// changing anything.
 #[derive(Debug, PartialEq, Eq)]
@@ -161,6 +165,13 @@ pub fn plan(config: &Config) -> Plan {
             dir,
             names,
         },
+        (true, Some(_)) if summary(&cert).is_ok_and(|s| s.days_left < SELF_SIGNED_RENEW_DAYS) => {
+            Plan::Generate {
+                why: "regenerate (it expires soon)",
+                dir,
+                names,
+            }
+        }
         // Made before the names were recorded: kept (a new certificate
         // would surprise clients that trust this one).
         (true, _) => Plan::Use(cert, key),
@@ -234,12 +245,21 @@ pub fn files(config: &Config) -> Result<(PathBuf, PathBuf), TlsError> {
     generate(&dir, &names)?;
     record(&dir, &wanted)?;
     drop(lock);
-    info!(
-        "{}d a self-signed certificate for {} in {}",
-        why.split(' ').next().unwrap_or(why),
-        names.join(", "),
-        cert.display()
-    );
+    match why.strip_prefix("regenerate ") {
+        // Clients that pinned the old certificate (fetchmail's
+        // sslfingerprint, an archiver that was told to trust it) must be
+        // told: they will refuse the new one until they trust it.
+        Some(reason) => warn!(
+            "regenerated the self-signed certificate for {} in {} {reason}: clients that pinned the old one must trust the new one (its SHA-256 follows)",
+            names.join(", "),
+            cert.display()
+        ),
+        None => info!(
+            "generated a self-signed certificate for {} in {}",
+            names.join(", "),
+            cert.display()
+        ),
+    }
     Ok((cert, key))
 }
 
@@ -446,6 +466,35 @@ mod tests {
         let pem = fs::read(&cert).unwrap();
         assert_eq!(files(&config).unwrap(), (cert.clone(), key.clone()));
         assert_eq!(fs::read(&cert).unwrap(), pem, "the certificate is reused");
+        tls::TlsServer::load(&cert, &key).unwrap();
+    }
+
+    #[test]
+    fn a_self_signed_certificate_is_valid_for_two_years_and_made_again_before_it_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path(), "");
+        let (cert, key) = files(&config).unwrap();
+        let days = summary(&cert).unwrap().days_left;
+        assert!((728..=tls::SELF_SIGNED_DAYS).contains(&days), "{days}");
+        // One that has ten days left, for the same names: made again.
+        let now = jiff::Timestamp::now().as_second();
+        let (pem, key_pem) = made("gw.example", now - 86_400, now + 10 * 86_400);
+        fs::write(&cert, pem).unwrap();
+        fs::write(&key, key_pem).unwrap();
+        let left = summary(&cert).unwrap().days_left;
+        assert!(
+            (9..=10).contains(&left),
+            "the test's own certificate: {left}"
+        );
+        assert!(matches!(
+            plan(&config),
+            Plan::Generate {
+                why: "regenerate (it expires soon)",
+                ..
+            }
+        ));
+        files(&config).unwrap();
+        assert!(summary(&cert).unwrap().days_left >= 728);
         tls::TlsServer::load(&cert, &key).unwrap();
     }
 

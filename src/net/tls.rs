@@ -178,6 +178,9 @@ fn parse_key(bytes: &[u8], path: &Path) -> Result<PrivateKeyDer<'static>, TlsErr
     })
 }
 
+/// Days a generated self-signed certificate is valid.
+pub const SELF_SIGNED_DAYS: i64 = 730;
+
 /// A self-signed certificate for `names` (the first is also the common
 /// name), for a start without a configured one: (certificate PEM, key PEM).
 pub fn self_signed(names: &[String]) -> Result<(String, String), TlsError> {
@@ -185,6 +188,18 @@ pub fn self_signed(names: &[String]) -> Result<(String, String), TlsError> {
     // rcgen makes a name that parses as an IP address an IP SAN.
     let mut params = rcgen::CertificateParams::new(names.to_vec())
         .map_err(|e| TlsError(format!("cannot make a certificate for {hostname}: {e}")))?;
+    // Valid from yesterday (clocks differ) for SELF_SIGNED_DAYS: long enough
+    // to leave alone, short enough that the expiry warnings and
+    // `sealpost status` mean something (rcgen's default runs to 4096).
+    let today = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
+    let day = |offset: i64| {
+        let d = today.saturating_add(jiff::Span::new().days(offset));
+        rcgen::date_time_ymd(i32::from(d.year()), d.month() as u8, d.day() as u8)
+    };
+    params.not_before = day(-1);
+    params.not_after = day(SELF_SIGNED_DAYS);
     params.distinguished_name = rcgen::DistinguishedName::new();
     params
         .distinguished_name

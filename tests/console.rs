@@ -783,6 +783,11 @@ fn a_certificate_pasted_into_the_console_is_served_at_once_on_every_listener() {
     let page = client.get("/certificate");
     assert!(page.body.contains("Install a certificate"), "{}", page.body);
     assert!(!page.body.contains("Remove the installed certificate"));
+    assert_eq!(
+        page.header("strict-transport-security"),
+        None,
+        "no HSTS over the self-signed certificate"
+    );
     let csrf = page.csrf();
     let before = stdout(&sb.run(&["cert", "show", "--json"]));
 
@@ -827,6 +832,11 @@ fn a_certificate_pasted_into_the_console_is_served_at_once_on_every_listener() {
     let page = trusting.get("/certificate");
     assert_eq!(page.status, 200);
     assert!(page.body.contains("Remove the installed certificate"));
+    assert_eq!(
+        page.header("strict-transport-security"),
+        Some("max-age=86400"),
+        "HSTS while a CA-signed certificate is served"
+    );
     let shown: serde_json::Value =
         serde_json::from_str(&stdout(&sb.run(&["cert", "show", "--json"]))).unwrap();
     assert!(
@@ -854,6 +864,7 @@ fn a_certificate_pasted_into_the_console_is_served_at_once_on_every_listener() {
         "{}",
         removed.body
     );
+    assert_eq!(removed.header("strict-transport-security"), None);
     assert_eq!(
         Client::new(gw.addr("console.listen[0]"), &gw.cert)
             .get("/login")

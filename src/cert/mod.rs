@@ -49,6 +49,9 @@ pub struct Summary {
     pub days_left: i64,
     /// SHA-256 of the leaf certificate, as the gateway logs it.
     pub sha256: String,
+    /// Issued by itself (the generated one, or another self-signed one),
+    /// not by a certificate authority.
+    pub self_signed: bool,
 }
 
 /// Reads the leaf certificate of `file`.
@@ -86,6 +89,7 @@ fn summary_of(der: &[u8], file: &Path) -> Result<Summary, TlsError> {
         not_after: time(cert.validity().not_after),
         days_left: (not_after - now).div_euclid(86_400),
         sha256: tls::fingerprint(der),
+        self_signed: cert.issuer() == cert.subject(),
     })
 }
 
@@ -99,6 +103,12 @@ fn ip_text(bytes: &[u8]) -> String {
 
 /// Warns when the certificate in use expires within this many days.
 pub const EXPIRY_WARNING_DAYS: i64 = 14;
+
+/// Whether the certificate in use is a certificate authority's, and valid
+/// now: then the console may ask browsers for HTTPS only (HSTS).
+pub fn ca_signed_in_use(config: &Config) -> bool {
+    summary(&in_use(config)).is_ok_and(|s| !s.self_signed && s.days_left >= 0)
+}
 
 /// Logs a warning when the certificate in use is near its end.
 pub fn warn_if_expiring(config: &Config) {

@@ -200,6 +200,13 @@ impl ConsoleService {
         };
         let mut security: Vec<(&str, &str)> = SECURITY_HEADERS.to_vec();
         security.push(("Content-Security-Policy", pages::content_security_policy()));
+        // Only while a CA-signed certificate is served (RFC 6797 section
+        // 7.2: never over a certificate the browser had to be told to
+        // accept), and for a day: going back to the self-signed one then
+        // locks a browser out of the console for at most a day.
+        if crate::cert::ca_signed_in_use(&self.config) {
+            security.push(("Strict-Transport-Security", "max-age=86400"));
+        }
         let mut bytes = response.to_bytes(&security);
         if let Err(e) = opened.conn.send(&bytes, Instant::now() + timeouts.command) {
             info!("console {peer}: write failed: {e}");

@@ -144,6 +144,9 @@ fn no_message_is_acknowledged_before_a_flush_that_began_after_its_file_was_in_pl
         .into_iter()
         .flat_map(|t| t.join().unwrap())
         .collect();
+    // The gateway's log reaches the test through a pipe: a 250 can come
+    // before its stored line has been read.
+    gw.wait_for_log_count("result=stored", replies.len(), Duration::from_secs(10));
     let files = stored_files(&gw.log());
     let log = entries(&s.log);
     let flushes: Vec<&Entry> = log.iter().filter(|e| e.call != "rename").collect();

@@ -2,12 +2,15 @@
 //! listener and runs until SIGTERM/SIGINT.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use log::{info, warn};
 use sd_notify::NotifyState;
 
+use crate::acme::challenge::Challenges;
+use crate::acme::listener::WebService;
+use crate::acme::{self, mta_sts};
 use crate::auth::{KdfSlots, LoginThrottle, ThrottleSettings};
 use crate::cert;
 use crate::config::{Config, Listeners};
@@ -36,10 +39,11 @@ use crate::smtp::session::SmtpService;
 use crate::store::{self, Source, Store};
 
 /// The services behind the listeners, with their bindings.
-#[derive(Default)]
 struct Services {
     services: Vec<Service>,
     bindings: Vec<(String, std::net::SocketAddr, usize)>,
+    /// The TLS configuration they serve.
+    tls: Arc<TlsServer>,
 }
 
 impl Services {
@@ -102,6 +106,9 @@ struct Shared {
     kdf_slots: Arc<KdfSlots>,
     /// What the acceptor bound (key, address), for the console's dashboard.
     bound: Bound,
+    /// The TLS configuration the running services serve, for the ACME
+    /// renewer to swap a new certificate into.
+    tls: Arc<Mutex<Option<Arc<TlsServer>>>>,
 }
 
 impl Shared {
@@ -126,6 +133,7 @@ impl Shared {
             console_sessions: Arc::default(),
             kdf_slots: Arc::new(KdfSlots::new(l.max_concurrent_kdf as usize)),
             bound: Bound::default(),
+            tls: Arc::default(),
         }
     }
 
@@ -325,7 +333,11 @@ fn build(config: &Config, store: &Store, shared: &Shared) -> Result<Services, St
         );
     }
 
-    let mut services = Services::default();
+    let mut services = Services {
+        services: Vec::new(),
+        bindings: Vec::new(),
+        tls: Arc::clone(&tls),
+    };
     // What plain listeners say before closing when the connection limits are reached.
     let smtp_busy = format!(
         "421 4.7.0 {} Too many connections, try again later\r\n",
@@ -365,7 +377,20 @@ fn build(config: &Config, store: &Store, shared: &Shared) -> Result<Services, St
         pop3_busy,
         Arc::new(move |a, implicit| pop3_proxy.run(a, implicit)),
     );
-    let console = Arc::new(parts.console(&throttles[3].1, shared));
+    add_console(
+        &mut services,
+        Arc::new(parts.console(&throttles[3].1, shared)),
+        config,
+    );
+    add_web_services(&mut services, &parts);
+    if services.bindings.is_empty() {
+        return Err("no listener is configured (every listen list is empty)".into());
+    }
+    Ok(services)
+}
+
+/// The web console's listeners.
+fn add_console(services: &mut Services, console: Arc<ConsoleService>, config: &Config) {
     for (i, addr) in config.console.listen.iter().enumerate() {
         services.bindings.push((
             format!("console.listen[{i}]"),
@@ -380,10 +405,73 @@ fn build(config: &Config, store: &Store, shared: &Shared) -> Result<Services, St
         handler: Arc::new(move |a| console.run(a)),
         pool: Pool::Console,
     });
-    if services.bindings.is_empty() {
-        return Err("no listener is configured (every listen list is empty)".into());
+}
+
+/// The HTTP-01 listener and the HTTPS (MTA-STS, TLS-ALPN-01) listener.
+fn add_web_services(services: &mut Services, parts: &Parts) {
+    let config = parts.config;
+    let challenges = Arc::new(Challenges::new(&config.data_dir));
+    let http_listen = config.acme.as_ref().map(|a| a.http_listen.clone());
+    let kinds = [
+        (
+            "acme.http_listen",
+            "acme-http",
+            http_listen.unwrap_or_default(),
+            false,
+        ),
+        (
+            "mta_sts.listen",
+            "mta-sts",
+            config.mta_sts.listen.clone(),
+            true,
+        ),
+    ];
+    for (key, name, addrs, https) in kinds {
+        let web = Arc::new(WebService {
+            env: parts.env.for_pool(Pool::Web),
+            challenges: Arc::clone(&challenges),
+            policy: if https { mta_sts::policy(config) } else { None },
+            https,
+        });
+        for (i, addr) in addrs.iter().enumerate() {
+            services
+                .bindings
+                .push((format!("{key}[{i}]"), *addr, services.services.len()));
+        }
+        services.services.push(Service {
+            name,
+            busy_reply: Vec::new(),
+            handler: Arc::new(move |a| web.run(a)),
+            pool: Pool::Web,
+        });
     }
-    Ok(services)
+}
+
+/// Starts the ACME renewer when `acme` is configured: it swaps each new
+/// certificate into the running services' TLS configuration.
+fn start_renewer(config: &Config, shared: &Shared) -> Result<(), String> {
+    if config.acme.is_none() {
+        return Ok(());
+    }
+    let tls = Arc::clone(&shared.tls);
+    let on_new = Box::new(move |file: &Path| match TlsServer::load(file, file) {
+        Ok(new) => {
+            if let Some(running) = tls.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                running.replace_with(&new);
+            }
+        }
+        Err(e) => warn!("ACME: cannot serve {}: {e}", file.display()),
+    });
+    let challenges = Arc::new(Challenges::new(&config.data_dir));
+    acme::Renewer::new(
+        config,
+        challenges,
+        Arc::clone(&shared.control.shutdown),
+        on_new,
+    )?
+    .spawn()
+    .map_err(|e| format!("cannot start the ACME renewer: {e}"))?;
+    Ok(())
 }
 
 /// Runs the gateway from the configuration in `config_file` until a stop
@@ -403,6 +491,7 @@ pub fn serve(config: Config, config_file: &Path) -> Result<(), String> {
     );
     let shared = Shared::new(&config);
     let services = build(&config, &store, &shared)?;
+    *shared.tls.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&services.tls));
     // Listeners change only with a restart: so do the pools that reserve a share.
     shared.limits.set_active_pools(&services.active_pools());
     for (pool, share) in shared.limits.shares() {
@@ -439,6 +528,7 @@ pub fn serve(config: Config, config_file: &Path) -> Result<(), String> {
     );
     notify_systemd(&[NotifyState::Ready]);
     cert::warn_if_expiring(&config);
+    start_renewer(&config, &shared)?;
     let mut running = config;
     let signals = acceptor
         .run(&shared.control, || {
@@ -495,6 +585,7 @@ fn reload(
         }
     };
     shared.update(&next);
+    *shared.tls.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&services.tls));
     cert::warn_if_expiring(&next);
     *running = next;
     info!("configuration reloaded");
@@ -531,6 +622,12 @@ fn keep_restart_only(next: &mut Config, running: &Config) -> Vec<&'static str> {
     if next.flush != running.flush {
         changed.push("flush");
         next.flush = running.flush;
+    }
+    // The renewer and the web listeners are set up at start.
+    if next.acme != running.acme || next.mta_sts != running.mta_sts {
+        changed.push("acme or mta_sts");
+        next.acme = running.acme.clone();
+        next.mta_sts = running.mta_sts.clone();
     }
     changed
 }

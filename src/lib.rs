@@ -9,6 +9,7 @@
 //! with its SAFETY comment; every public item is documented; no function is over 80
 //! lines (the `[lints]` table of Cargo.toml and clippy.toml).
 
+pub mod acme;
 pub mod admin;
 pub mod auth;
 pub mod cert;
@@ -22,6 +23,7 @@ pub mod failure;
 pub mod gateway;
 pub mod logging;
 pub mod net;
+pub mod outbound;
 pub mod pop3;
 pub mod proxy;
 pub mod sasl;

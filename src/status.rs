@@ -42,6 +42,8 @@ pub struct Report {
     pub certificate: Option<cert::Summary>,
     /// Why it cannot be read (none yet before the first start, say).
     pub certificate_error: Option<String>,
+    /// What the ACME renewer did last, when `acme` is configured.
+    pub acme: Option<crate::acme::State>,
     /// Every mailbox.
     pub mailboxes: Vec<MailboxStatus>,
     /// The mail age threshold in force, seconds.
@@ -173,6 +175,7 @@ pub fn gather(config: &Config, store: &Store, max_pending_age: Duration, probe: 
         Err(_) if !file.exists() && config.tls.cert_file.is_none() => {}
         Err(e) => attention.push(format!("the TLS certificate cannot be read: {e}")),
     }
+    let acme = acme_status(config, &mut attention);
     let mut mailboxes = Vec::new();
     match store.mailbox_ids() {
         Err(e) => attention.push(format!("the mailboxes cannot be listed: {e}")),
@@ -197,10 +200,30 @@ pub fn gather(config: &Config, store: &Store, max_pending_age: Duration, probe: 
         listeners,
         certificate: certificate.as_ref().ok().cloned(),
         certificate_error: certificate.err(),
+        acme,
         mailboxes,
         max_pending_age_secs: max_pending_age.as_secs(),
         attention,
     }
+}
+
+/// The ACME renewer's state, and a sentence when its last attempt failed.
+fn acme_status(config: &Config, attention: &mut Vec<String>) -> Option<crate::acme::State> {
+    let acme = config.acme.as_ref().map(|_| crate::acme::state(config));
+    if let Some(state) = &acme
+        && let Some(error) = &state.last_error
+    {
+        let next = state
+            .next_attempt
+            .and_then(|t| jiff::Timestamp::from_second(t).ok())
+            .map(|t| format!(", next try {t}"))
+            .unwrap_or_default();
+        attention.push(format!(
+            "the ACME certificate renewal failed ({} time(s) in a row{next}); the current certificate is still served: {error}",
+            state.failures
+        ));
+    }
+    acme
 }
 
 /// One mailbox's state, and the sentences saying why it needs attention if

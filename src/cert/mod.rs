@@ -28,6 +28,9 @@ pub fn in_use(config: &Config) -> PathBuf {
     match &config.tls.cert_file {
         Some(cert) if config.tls.key_file.is_some() => cert.clone(),
         _ if installed(config).exists() => installed(config),
+        _ if config.acme.is_some() && crate::acme::cert_path(config).exists() => {
+            crate::acme::cert_path(config)
+        }
         _ => config.data_dir.join("tls").join("cert.pem"),
     }
 }
@@ -159,6 +162,12 @@ pub fn plan(config: &Config) -> Plan {
     if installed.exists() {
         return Plan::Use(installed.clone(), installed);
     }
+    // After the console's, before the self-signed one: a reload never
+    // falls back to self-signed while an issued certificate is on disk.
+    let acme = crate::acme::cert_path(config);
+    if config.acme.is_some() && acme.exists() {
+        return Plan::Use(acme.clone(), acme);
+    }
     let dir = config.data_dir.join("tls");
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let names = names(config);
@@ -225,7 +234,9 @@ pub fn check(config: &Config) -> Result<String, TlsError> {
 /// With `node` set, the hostname alone.
 pub fn files(config: &Config) -> Result<(PathBuf, PathBuf), TlsError> {
     if let Plan::Use(cert, key) = plan(config)
-        && (config.tls.cert_file.is_some() || cert == installed(config))
+        && (config.tls.cert_file.is_some()
+            || cert == installed(config)
+            || cert == crate::acme::cert_path(config))
     {
         return Ok((cert, key));
     }

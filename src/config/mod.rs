@@ -21,8 +21,12 @@ use crate::net::cidr::Cidr;
 use crate::proxy::target::TargetPattern;
 use crate::store::flush::FlushPolicy;
 
+mod certificates;
 mod checks;
 
+pub use certificates::{
+    AcmeConfig, ChallengeChoice, LETS_ENCRYPT, LETS_ENCRYPT_STAGING, MtaStsConfig, StsMode,
+};
 use checks::*;
 
 /// The default configuration file name, looked up in the working directory.
@@ -122,6 +126,10 @@ pub struct Config {
     /// or `per_file`, for a data directory on a disk shared with heavy
     /// unrelated writers whose data a file-system flush would write too.
     pub flush: FlushPolicy,
+    /// Certificates from an ACME certificate authority; `None` turns it off.
+    pub acme: Option<AcmeConfig>,
+    /// The MTA-STS policy served over HTTPS (and the TLS-ALPN-01 listener).
+    pub mta_sts: MtaStsConfig,
 }
 
 impl Default for Config {
@@ -145,6 +153,8 @@ impl Default for Config {
             haproxy_trusted_networks: Vec::new(),
             node: None,
             flush: FlushPolicy::Grouped,
+            acme: None,
+            mta_sts: MtaStsConfig::default(),
         }
     }
 }
@@ -488,8 +498,9 @@ impl KdfConfig {
 }
 
 /// The sections: each must be a JSON object when given.
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "tls",
+    "mta_sts",
     "console",
     "smtp",
     "pop3",
@@ -551,6 +562,9 @@ impl Config {
             ));
         }
         config.check_listeners_unique(file)?;
+        config
+            .check_acme()
+            .map_err(|(key, message)| error(key, message))?;
         Ok(config)
     }
 
@@ -579,6 +593,9 @@ impl Config {
         {
             *path = base.join(&*path);
         }
+        if let Some(ca) = self.acme.as_mut().and_then(|a| a.ca_file.as_mut()) {
+            *ca = base.join(&*ca);
+        }
     }
 
     /// Every listener of every service with its key, in a stable order.
@@ -600,6 +617,17 @@ impl Config {
         }
         for (i, a) in self.console.listen.iter().enumerate() {
             out.push((format!("console.listen[{i}]"), *a));
+        }
+        for (i, a) in self.mta_sts.listen.iter().enumerate() {
+            out.push((format!("mta_sts.listen[{i}]"), *a));
+        }
+        for (i, a) in self
+            .acme
+            .iter()
+            .flat_map(|a| a.http_listen.iter())
+            .enumerate()
+        {
+            out.push((format!("acme.http_listen[{i}]"), *a));
         }
         out
     }

@@ -285,6 +285,15 @@ impl Response {
         }
     }
 
+    /// Plain text (the MTA-STS policy, an ACME key authorization, a 404).
+    pub fn text(status: u16, text: String) -> Response {
+        Response {
+            status,
+            headers: vec![("Content-Type", "text/plain; charset=utf-8".into())],
+            body: text.into_bytes(),
+        }
+    }
+
     /// 303 See Other to `location` (a path of ours).
     pub fn redirect(location: &str) -> Response {
         Response {

@@ -47,16 +47,19 @@ pub enum Pool {
     Pop3Proxy,
     /// The web console.
     Console,
+    /// The HTTP-01 and HTTPS (MTA-STS, TLS-ALPN-01) listeners.
+    Web,
 }
 
 impl Pool {
     /// Every pool, in the order of the counts.
-    pub const ALL: [Pool; 5] = [
+    pub const ALL: [Pool; 6] = [
         Pool::Journal,
         Pool::Pop3,
         Pool::SmtpProxy,
         Pool::Pop3Proxy,
         Pool::Console,
+        Pool::Web,
     ];
 
     fn index(self) -> usize {
@@ -71,6 +74,7 @@ impl Pool {
             Pool::SmtpProxy => "smtp_proxy",
             Pool::Pop3Proxy => "pop3_proxy",
             Pool::Console => "console",
+            Pool::Web => "acme/mta_sts",
         }
     }
 
@@ -80,7 +84,9 @@ impl Pool {
         match self {
             Pool::Journal => (percent(25), max_total),
             Pool::Pop3 | Pool::SmtpProxy | Pool::Pop3Proxy => (percent(10), max_total),
-            Pool::Console => {
+            // A certificate authority's validation and a sender's policy
+            // fetch are rare and short: a small share, like the console's.
+            Pool::Console | Pool::Web => {
                 let cap = (max_total / 16).clamp(2, 16).min(max_total);
                 (2.min(cap), cap)
             }
@@ -393,9 +399,9 @@ mod tests {
         {
             proxy.push(g);
         }
-        // 64 - (16 + 6 + 6 + 6 + 2) = 28 shared, + its own 6; the console's
-        // two beyond its share came from the shared remainder.
-        assert_eq!(proxy.len(), 6 + 28 - 2);
+        // 64 - (16 + 6 + 6 + 6 + 2 + 2) = 26 shared, + its own 6; the
+        // console's two beyond its share came from the shared remainder.
+        assert_eq!(proxy.len(), 6 + 26 - 2);
         // Journal SMTP and POP3 still get their guaranteed shares.
         let journal: Vec<_> = (0..16)
             .map(|i| {

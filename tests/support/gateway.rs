@@ -300,9 +300,14 @@ impl<T: Read + Write + Send> Stream for T {}
 
 /// Starts TLS as the client on `tcp`, verifying the gateway as `localhost`.
 pub fn tls(tcp: TcpStream, cert: &Path) -> StreamOwned<ClientConnection, TcpStream> {
+    tls_as(tcp, cert, "localhost")
+}
+
+/// Starts TLS as the client on `tcp`, verifying the gateway as `name`.
+pub fn tls_as(tcp: TcpStream, cert: &Path, name: &str) -> StreamOwned<ClientConnection, TcpStream> {
     let conn = ClientConnection::new(
         client_config(cert),
-        ServerName::try_from("localhost").unwrap(),
+        ServerName::try_from(name.to_string()).unwrap(),
     )
     .unwrap();
     let mut stream = StreamOwned::new(conn, tcp);
@@ -344,11 +349,17 @@ impl LineClient {
 
     /// Connects with implicit TLS.
     pub fn implicit_tls(addr: SocketAddr, cert: &Path) -> LineClient {
+        LineClient::implicit_tls_as(addr, cert, "localhost")
+    }
+
+    /// Connects with implicit TLS, verifying the server as `name` against
+    /// the roots in `cert`.
+    pub fn implicit_tls_as(addr: SocketAddr, cert: &Path, name: &str) -> LineClient {
         let tcp = TcpStream::connect(addr).unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let clone = tcp.try_clone().unwrap();
         LineClient {
-            stream: Box::new(tls(tcp, cert)),
+            stream: Box::new(tls_as(tcp, cert, name)),
             tcp: clone,
             buf: Vec::new(),
         }

@@ -12,6 +12,7 @@ pub mod gateway;
 pub mod haproxy;
 pub mod https;
 pub mod netns;
+pub mod pebble;
 pub mod postfix;
 pub mod recorder;
 pub mod scripted;

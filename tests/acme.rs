@@ -166,6 +166,56 @@ fn issues_by_http01_then_by_tls_alpn01_and_every_listener_serves_it() {
         .arg(format!("https://{STS_HOST}:{}/etc/passwd", pebble.tls_port)));
     assert_eq!(stdout(&out), "404");
 
+    // sealpost dns: the TLSA record is the served key's, as openssl sees it.
+    let out = sb.run(&["dns"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let records = stdout(&out);
+    let tlsa = records
+        .lines()
+        .find(|l| l.starts_with("_25._tcp.mail.example.test. 3600 IN TLSA 3 1 1 "))
+        .unwrap_or_else(|| panic!("{records}"));
+    let pipeline = format!(
+        "openssl x509 -pubkey -noout -in '{}' | openssl pkey -pubin -outform DER | sha256sum",
+        cert.display()
+    );
+    let openssl = run(Command::new("sh").arg("-c").arg(&pipeline));
+    let digest = stdout(&openssl)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(digest.len(), 64, "{}", stderr(&openssl));
+    assert!(tlsa.ends_with(&digest), "{tlsa} vs {digest}");
+    assert!(
+        records.contains("example.test. 3600 IN MX 10 mail.example.test."),
+        "{records}"
+    );
+    assert!(
+        records.contains("example.test. 3600 IN MX 20 standby.example.test."),
+        "{records}"
+    );
+    let policy_id = |records: &str| {
+        records
+            .lines()
+            .find(|l| l.starts_with("_mta-sts.example.test. 3600 IN TXT \"v=STSv1; id="))
+            .unwrap_or_else(|| panic!("{records}"))
+            .to_string()
+    };
+    let testing_id = policy_id(&records);
+
+    // sealpost backup copies the account key, the certificate key and the chain.
+    let dest = dir.path().join("backups");
+    let out = sb.run(&["backup", dest.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let snapshot = std::fs::canonicalize(dest.join("latest")).unwrap();
+    for file in ["acme.pem", "acme-key.pem", "acme-account.pem"] {
+        assert_eq!(
+            std::fs::read(snapshot.join("tls").join(file)).unwrap(),
+            std::fs::read(sb.data().join("tls").join(file)).unwrap(),
+            "{file}"
+        );
+    }
+
     // The status shows what ACME did, and nothing needs attention.
     let out = sb.run(&["status", "--json"]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -178,9 +228,13 @@ fn issues_by_http01_then_by_tls_alpn01_and_every_listener_serves_it() {
         serde_json::from_slice(&std::fs::read(sb.config()).unwrap()).unwrap();
     config["acme"]["challenge"] = json!("tls-alpn-01");
     config["acme"]["http_listen"] = json!([]);
+    config["mta_sts"]["mode"] = json!("enforce");
     std::fs::write(sb.config(), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
     let out = sb.run(&["cert", "renew"]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // A new account: Pebble may reuse the first account's valid
+    // authorizations, and then no TLS-ALPN-01 validation would happen.
+    std::fs::remove_file(sb.data().join("tls/acme-account.pem")).unwrap();
     let gw = Gateway::start(&sb);
     // Served from the start: the issued certificate, not a self-signed one.
     assert_eq!(
@@ -212,6 +266,15 @@ fn issues_by_http01_then_by_tls_alpn01_and_every_listener_serves_it() {
     );
     assert_eq!(served_leaf(https, STS_HOST, &root), second);
     // The key was kept (a published TLSA record stays valid).
+    // The policy changed, and with it its id.
+    let out = curl_policy(pebble.tls_port, &root);
+    assert!(
+        stdout(&out).contains("mode: enforce\r\n"),
+        "{}",
+        stdout(&out)
+    );
+    let enforce_id = policy_id(&stdout(&sb.run(&["dns"])));
+    assert_ne!(enforce_id, testing_id);
     let spki = |der: &[u8]| {
         let (_, c) = x509_parser::parse_x509_certificate(der).unwrap();
         c.public_key().raw.to_vec()

@@ -23,6 +23,7 @@ mod backup;
 mod cert;
 mod console;
 mod crlf;
+mod dns;
 mod identity;
 mod lockouts;
 mod mailbox;
@@ -109,6 +110,9 @@ Commands:
   mailbox ...      manage mailboxes (sealpost mailbox --help)
   lockouts ...     list or end login lockouts of the running gateway
   cert show        the served certificate: subject, names, validity, SHA-256
+  cert renew       ask the running gateway for a new ACME certificate now
+  cert next-key    make the next certificate key of a key rollover
+  dns              the DNS records to publish (MX, MTA-STS, TLS-RPT, TLSA)
   console passwd   set the web console's administrator password
   status           listeners, certificate, mail waiting; exit 4 if something
                    needs attention (for cron and monitoring)
@@ -222,6 +226,7 @@ fn dispatch(args: Vec<String>) -> Result<(), CliError> {
         "mailbox" => mailbox::run(&context, rest),
         "lockouts" => lockouts::run(&context, rest),
         "cert" => cert::run(&context, rest),
+        "dns" => dns::run(&context, rest),
         "console" => console::run(&context, rest),
         "status" => status::run(&context, rest),
         "backup" => backup::run_backup(&context, rest),

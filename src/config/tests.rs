@@ -217,3 +217,36 @@ fn invalid_json_is_reported_with_its_position() {
     assert!(e.contains("line 1"), "{e}");
     assert!(error_of("[1]").contains("top level must be a JSON object"));
 }
+
+#[test]
+fn acme_is_refused_with_reasons_an_administrator_can_act_on() {
+    let http = r#""http_listen": ["0.0.0.0:80"]"#;
+    let e = error_of(&format!(r#"{{"acme": {{{http}}}}}"#));
+    assert!(e.contains("acme.agree_to_terms: must be true"), "{e}");
+    let e = error_of(&format!(
+        r#"{{"tls": {{"cert_file": "c.pem", "key_file": "k.pem"}}, "acme": {{"agree_to_terms": true, {http}}}}}"#
+    ));
+    assert!(
+        e.contains("acme and tls.cert_file exclude each other"),
+        "{e}"
+    );
+    let e = error_of(r#"{"acme": {"agree_to_terms": true}}"#);
+    assert!(e.contains("acme.http_listen: ACME needs"), "{e}");
+    let e = error_of(&format!(
+        r#"{{"acme": {{"agree_to_terms": true, "directory": "http://ca.example/dir", {http}}}}}"#
+    ));
+    assert!(e.contains("must be https://"), "{e}");
+    let e = error_of(r#"{"acme": {"agree_to_terms": true, "challenge": "tls-alpn-01"}}"#);
+    assert!(e.contains("tls-alpn-01 needs mta_sts.listen"), "{e}");
+    let e = error_of(r#"{"mta_sts": {"mode": "strict"}}"#);
+    assert!(e.contains("mta_sts.mode"), "{e}");
+    let ok = parse(&format!(
+        r#"{{"acme": {{"agree_to_terms": true, "ca_file": "ca.pem", {http}}}, "mta_sts": {{"listen": ["0.0.0.0:443"]}}}}"#
+    ))
+    .unwrap();
+    let acme = ok.acme.unwrap();
+    assert_eq!(acme.directory, LETS_ENCRYPT);
+    assert_eq!(acme.ca_file, Some(PathBuf::from("/etc/sealpost/ca.pem")));
+    let e = error_of(r#"{"acme": {"agree_to_terms": true, "http_listen": ["127.0.0.1:8450"]}}"#);
+    assert!(e.contains("already used by console.listen[0]"), "{e}");
+}

@@ -117,7 +117,17 @@ fn an_administrator_manages_a_mailbox_in_a_real_browser() {
     let netns = support::netns::LoopbackOnly::new();
     let sb = Sandbox::for_gateway(
         "console-browser",
-        json!({ "console": { "listen": ["127.0.0.1:0"] } }),
+        json!({
+            "console": { "listen": ["127.0.0.1:0"] },
+            // A certificate authority that is not there: the renewal fails,
+            // and the certificate page says so and offers "Renew now".
+            "acme": {
+                "directory": "https://127.0.0.1:9/directory",
+                "agree_to_terms": true,
+                "challenge": "http-01",
+                "http_listen": ["127.0.0.1:0"],
+            },
+        }),
     );
     let password_file = sb.password_file(ADMIN);
     let out = sb.run(&[
@@ -181,12 +191,21 @@ fn an_administrator_manages_a_mailbox_in_a_real_browser() {
         json!([]),
         "no CSP or script error: {seen}"
     );
+    assert_eq!(seen["acme_failure_shown"], true, "{seen}");
+    assert_eq!(seen["renew_asked"], true, "{seen}");
+    assert!(gw.log().contains("console: ACME renewal asked for"));
+    assert_eq!(
+        std::fs::read_to_string(sb.data().join("tls/acme-renew-now")).unwrap(),
+        "renew\n",
+        "the button asks the renewer as `sealpost cert renew` does"
+    );
     let id = seen["mailbox_id"].as_str().unwrap();
     assert!(sb.mailbox_dir(id).join("messages").is_dir());
     for name in [
         "console-dashboard.png",
         "console-mailbox.png",
         "console-mailbox-created.png",
+        "console-certificate.png",
     ] {
         let png = std::fs::read(shots.join(name)).unwrap();
         assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{name} is a PNG");

@@ -179,6 +179,13 @@ pub fn served(config: &Config) -> Option<(i64, i64, Vec<String>, String)> {
     ))
 }
 
+/// When a certificate valid from `from` to `until` falls due: a third of its
+/// lifetime left (Let's Encrypt's advice; RFC 9773's renewal information
+/// would refine it, and Pebble 2.4 has none).
+pub fn renewal_time(from: i64, until: i64) -> i64 {
+    until - (until - from).max(1) / 3
+}
+
 /// Why the certificate must be ordered now, if it must.
 fn why_due(config: &Config, asked: bool) -> Option<String> {
     if asked {
@@ -191,10 +198,7 @@ fn why_due(config: &Config, asked: bool) -> Option<String> {
     if wanted.iter().any(|n| !served_names.contains(n)) {
         return Some(format!("its names changed to {}", wanted.join(", ")));
     }
-    // A third of the lifetime left (Let's Encrypt's advice; RFC 9773's
-    // renewal information would refine it, and Pebble 2.4 has none).
-    let lifetime = (until - from).max(1);
-    if now() >= until - lifetime / 3 {
+    if now() >= renewal_time(from, until) {
         return Some(format!(
             "a third of its lifetime is left (it ends {})",
             jiff::Timestamp::from_second(until)
@@ -281,7 +285,7 @@ impl Renewer {
         let t = now();
         let mut at = t + TICK.as_secs() as i64;
         if let Some((from, until, _, _)) = served(&self.config) {
-            at = at.min(until - (until - from).max(1) / 3);
+            at = at.min(renewal_time(from, until));
         }
         if let Some(next) = state(&self.config).next_attempt {
             at = at.min(next);

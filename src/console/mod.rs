@@ -154,6 +154,12 @@ fn notice_for(done: Option<String>) -> Option<&'static str> {
         "created" => "The mailbox was created.",
         "installed" => "Installed: every new connection gets this certificate.",
         "removed" => "Removed: the self-signed certificate is served again.",
+        "removed-acme" => {
+            "Removed: the ACME certificate is served again, or ordered now if there is none yet."
+        }
+        "renew" => {
+            "Asked: the renewer orders a new certificate within 30 seconds. Reload this page to see how it went."
+        }
         _ => return None,
     })
 }
@@ -323,6 +329,7 @@ impl ConsoleService {
             }
             ("POST", ["certificate"]) => self.install_certificate(form, csrf),
             ("POST", ["certificate", "remove"]) => self.remove_certificate(csrf),
+            ("POST", ["certificate", "renew"]) => self.renew_certificate(csrf),
             (method, ["mailboxes", id, rest @ ..]) => {
                 let Ok(id) = id.parse::<MailboxId>() else {
                     return self.problem(404, "There is no such mailbox.", Some(csrf));
@@ -359,9 +366,17 @@ impl ConsoleService {
             pages::CertSource::Configured
         } else if cert::is_installed(&self.config) {
             pages::CertSource::Installed
+        } else if self.config.acme.is_some() && crate::acme::served(&self.config).is_some() {
+            pages::CertSource::Acme
         } else {
             pages::CertSource::Generated
         };
+        let acme = self.config.acme.as_ref().map(|_| pages::AcmeView {
+            state: crate::acme::state(&self.config),
+            names: crate::acme::names(&self.config),
+            renewal: crate::acme::served(&self.config)
+                .map(|(from, until, _, _)| crate::acme::renewal_time(from, until)),
+        });
         let summary = cert::summary(&cert::in_use(&self.config)).map_err(|e| e.to_string());
         let warning = summary.as_ref().ok().and_then(|s| {
             (!s.names.iter().any(|n| n.eq_ignore_ascii_case(&self.config.hostname))).then(|| {
@@ -375,6 +390,7 @@ impl ConsoleService {
         let content = pages::certificate(
             summary.as_ref().map_err(String::as_str),
             source,
+            acme.as_ref(),
             csrf,
             pages::Messages {
                 notice,
@@ -415,11 +431,33 @@ impl ConsoleService {
             Ok(server) => {
                 self.env.tls.replace_with(&server);
                 info!("console: installed certificate removed");
-                Response::redirect("/certificate?done=removed")
+                Response::redirect(if self.config.acme.is_some() {
+                    "/certificate?done=removed-acme"
+                } else {
+                    "/certificate?done=removed"
+                })
             }
             Err(e) => {
                 warn!("console: {e}");
                 self.certificate_page(csrf, None, Some(&e.to_string()), 500)
+            }
+        }
+    }
+
+    /// "Renew now": asks every node's renewer for an order at its next look,
+    /// as `sealpost cert renew` does.
+    fn renew_certificate(&self, csrf: &str) -> Response {
+        if self.config.acme.is_none() {
+            return self.problem(404, "ACME is not configured.", Some(csrf));
+        }
+        match crate::acme::request_renewal(&self.config, false) {
+            Ok(()) => {
+                info!("console: ACME renewal asked for");
+                Response::redirect("/certificate?done=renew")
+            }
+            Err(e) => {
+                warn!("console: {e}");
+                self.certificate_page(csrf, None, Some(&e), 500)
             }
         }
     }

@@ -394,6 +394,64 @@ pub enum CertSource {
     Installed,
     /// Generated self-signed.
     Generated,
+    /// Ordered from the ACME certificate authority by the gateway.
+    Acme,
+}
+
+/// The ACME renewer, for the certificate page.
+pub struct AcmeView {
+    /// What the renewer did last.
+    pub state: crate::acme::State,
+    /// The names it orders.
+    pub names: Vec<String>,
+    /// Unix time the served ACME certificate falls due, if there is one.
+    pub renewal: Option<i64>,
+}
+
+/// A Unix time as people read it, in UTC.
+fn when(unix: Option<i64>) -> String {
+    unix.and_then(|t| jiff::Timestamp::from_second(t).ok())
+        .map_or_else(
+            || "never".to_string(),
+            |t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        )
+}
+
+/// The ACME section: what is ordered, how it went, and "Renew now".
+fn acme_section(acme: &AcmeView, source: CertSource, csrf: &str) -> Markup {
+    let state = &acme.state;
+    html! {
+        section {
+            h2 { "ACME" }
+            @if source == CertSource::Installed {
+                p.warning role="status" { "ACME is off while the certificate installed here is served. Remove it below to go back to the certificate the gateway orders itself." }
+            }
+            table {
+                tr { th { "Names" } td { (acme.names.join(", ")) } }
+                tr { th { "Last attempt" } td { (when(state.last_attempt)) } }
+                tr { th { "Last certificate issued" } td { (when(state.last_success)) } }
+                tr { th { "Next renewal" } td {
+                    @if let Some(next) = state.next_attempt.filter(|_| state.last_error.is_some()) {
+                        "retry after " (when(Some(next)))
+                    } @else if acme.renewal.is_some() {
+                        (when(acme.renewal))
+                    } @else {
+                        "as soon as the renewer looks (there is no ACME certificate yet)"
+                    }
+                } }
+                tr { th { "Orders in the last day" } td { (state.orders.len()) " of " (crate::acme::MAX_ORDERS_PER_DAY) } }
+            }
+            @if let Some(error) = &state.last_error {
+                p.error role="alert" { "The last renewal failed (" (state.failures) " time(s) in a row); the current certificate is still served: " (error) }
+            }
+            @if source != CertSource::Installed {
+                form method="post" action="/certificate/renew" {
+                    (csrf_field(csrf))
+                    button type="submit" { "Renew now" }
+                }
+            }
+        }
+    }
 }
 
 /// The certificate page, with the upload form unless the configuration
@@ -401,6 +459,7 @@ pub enum CertSource {
 pub fn certificate(
     summary: Result<&Summary, &str>,
     source: CertSource,
+    acme: Option<&AcmeView>,
     csrf: &str,
     said: Messages<'_>,
 ) -> Markup {
@@ -418,6 +477,9 @@ pub fn certificate(
             Err(e) => p.error { (e) },
         }
         p { "Clients compare the SHA-256 above with what they are shown on first connect." }
+        @if let Some(acme) = acme {
+            (acme_section(acme, source, csrf))
+        }
         @if source == CertSource::Configured {
             p { "This certificate comes from " code { "tls.cert_file" } " and " code { "tls.key_file" }
                 " in gateway.json: replace those files and reload the gateway (" code { "systemctl reload sealpost" } ")." }
@@ -435,7 +497,7 @@ pub fn certificate(
             }
             @if source == CertSource::Installed {
                 section {
-                    h2 { "Go back to the self-signed certificate" }
+                    h2 { @if acme.is_some() { "Go back to the ACME certificate" } @else { "Go back to the self-signed certificate" } }
                     form method="post" action="/certificate/remove" {
                         (csrf_field(csrf))
                         button type="submit" { "Remove the installed certificate" }
@@ -475,6 +537,43 @@ mod tests {
         let csp = content_security_policy();
         assert!(csp.contains(&csp_hash(SCRIPT)) && csp.contains(&csp_hash(STYLE)));
         assert!(!csp.contains("unsafe-inline"));
+    }
+
+    #[test]
+    fn the_certificate_page_says_acme_is_off_while_a_pasted_certificate_is_served() {
+        let acme = AcmeView {
+            state: crate::acme::State {
+                last_error: Some("acme.directory: <refused>".into()),
+                failures: 2,
+                next_attempt: Some(1_800_000_000),
+                ..Default::default()
+            },
+            names: vec!["mail.example.org".into()],
+            renewal: None,
+        };
+        let said = Messages {
+            notice: None,
+            warning: None,
+            error: None,
+        };
+        let render =
+            |source| certificate(Err("none"), source, Some(&acme), "t", said).into_string();
+        let installed = render(CertSource::Installed);
+        assert!(installed.contains("ACME is off while the certificate installed here is served"));
+        assert!(!installed.contains("Renew now"), "no order while it is off");
+        assert!(installed.contains("Go back to the ACME certificate"));
+        let generated = render(CertSource::Generated);
+        assert!(!generated.contains("ACME is off"));
+        assert!(generated.contains("Renew now") && generated.contains("/certificate/renew"));
+        assert!(generated.contains("2 time(s) in a row"));
+        assert!(
+            generated.contains("&lt;refused&gt;"),
+            "the error is escaped"
+        );
+        assert!(
+            generated.contains("retry after 2027-01-15 08:00:00 UTC"),
+            "{generated}"
+        );
     }
 
     #[test]

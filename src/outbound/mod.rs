@@ -225,6 +225,9 @@ impl Endpoint {
                     }
                     return Ok(stream);
                 }
+                // The address only where the URL named a host, not this
+                // address itself.
+                Err(e) if addr.to_string() == url.authority() => last = e.to_string(),
                 Err(e) => last = format!("{addr}: {e}"),
             }
         }

@@ -133,6 +133,20 @@ def main():
         seen["subject_seen"] = b"Subject: Seen in the browser" in lines
         seen["mailbox_id"] = mailbox_id
         seen["pending_at_end"] = pending_on_dashboard(driver, url, mailbox_id)
+        # The certificate page: the failed ACME renewal, and "Renew now".
+        def acme_failure():
+            driver.get(url + "/certificate")
+            return "The last renewal failed" in driver.page_source or None
+
+        seen["acme_failure_shown"] = wait_for("the ACME failure on the certificate page", acme_failure)
+        driver.save_screenshot(os.path.join(shots, "console-certificate.png"))
+        driver.find_element(By.CSS_SELECTOR, "form[action='/certificate/renew'] button").click()
+        seen["renew_asked"] = bool(
+            wait_for(
+                "the renewal notice",
+                lambda: "the renewer orders a new certificate" in driver.page_source or None,
+            )
+        )
         problems = [
             entry["message"]
             for entry in driver.get_log("browser")

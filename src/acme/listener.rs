@@ -77,6 +77,7 @@ impl WebService {
         }
         // After a TLS-ALPN-01 handshake the certificate authority closes:
         // that ends here as a request never sent.
+        let mut unread = false;
         let response = match http::read_request(&mut opened.conn, deadline) {
             Ok(request) => {
                 let response = self.answer(&request.method, &request.path);
@@ -91,6 +92,7 @@ impl WebService {
             Err(e) => match e.status() {
                 Some(code) => {
                     info!("{name} {peer}: {e}");
+                    unread = true;
                     Response::text(code, format!("{e}\n"))
                 }
                 None => {
@@ -104,7 +106,11 @@ impl WebService {
         if let Err(e) = opened.conn.send(&bytes, Instant::now() + timeouts.command) {
             info!("{name} {peer}: write failed: {e}");
         }
-        opened.conn.close();
+        if unread {
+            opened.conn.close_lingering();
+        } else {
+            opened.conn.close();
+        }
     }
 
     fn answer(&self, method: &str, path: &str) -> Response {

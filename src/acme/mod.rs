@@ -217,6 +217,10 @@ pub struct Renewer {
     /// Serves a new certificate file on every listener.
     on_new: Box<dyn Fn(&Path) + Send>,
     shutdown: Arc<AtomicBool>,
+    /// The SHA-256 of the ACME certificate this node serves.
+    loaded: std::cell::RefCell<Option<String>>,
+    /// When the renewal request this node last looked at was made.
+    asked_seen: std::cell::Cell<Option<std::time::SystemTime>>,
 }
 
 impl Renewer {
@@ -243,6 +247,8 @@ impl Renewer {
             challenges,
             on_new,
             shutdown,
+            loaded: std::cell::RefCell::new(served(config).map(|s| s.3)),
+            asked_seen: std::cell::Cell::new(None),
         })
     }
 
@@ -254,7 +260,6 @@ impl Renewer {
     }
 
     fn run(self) {
-        let mut loaded = served(&self.config).map(|s| s.3);
         let mut quiet_until = Instant::now();
         while !self.shutdown.load(Ordering::Relaxed) {
             if crate::cert::is_installed(&self.config) {
@@ -263,19 +268,39 @@ impl Renewer {
                     quiet_until = Instant::now() + Duration::from_secs(24 * 3600);
                 }
             } else {
+                self.asked_seen.set(self.asked_at());
                 self.look();
                 // Another node may have renewed: serve its certificate.
                 let now_served = served(&self.config).map(|s| s.3);
-                if now_served.is_some() && now_served != loaded {
+                if now_served.is_some() && now_served != *self.loaded.borrow() {
                     (self.on_new)(&cert_path(&self.config));
-                    loaded = now_served;
+                    *self.loaded.borrow_mut() = now_served;
                 }
             }
             let until = Instant::now() + self.next_look();
+            let mut ticks = 0u32;
             while Instant::now() < until && !self.shutdown.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(200));
+                ticks += 1;
+                // A new request (`cert renew`, "Renew now") is looked at
+                // within a second; one this node already looked at (held
+                // back by the daily cap or another node's lock) waits.
+                if ticks.is_multiple_of(5)
+                    && self
+                        .asked_at()
+                        .is_some_and(|t| Some(t) != self.asked_seen.get())
+                {
+                    break;
+                }
             }
         }
+    }
+
+    /// When the pending renewal request was made, if there is one.
+    fn asked_at(&self) -> Option<std::time::SystemTime> {
+        std::fs::metadata(tls_dir(&self.config).join(RENEW_NOW_FILE))
+            .and_then(|m| m.modified())
+            .ok()
     }
 
     /// How long until the next look: [`TICK`], or less when a renewal or
@@ -308,11 +333,16 @@ impl Renewer {
         }
         state.orders.retain(|o| t - o < 86_400);
         if state.orders.len() >= MAX_ORDERS_PER_DAY {
-            if state.next_attempt.is_none_or(|next| t >= next) {
-                warn!(
-                    "ACME: {MAX_ORDERS_PER_DAY} orders in the last 24 hours: the next waits (the certificate authority's rate limits)"
-                );
+            // Said once per request, and once when a due renewal meets it.
+            if asked.is_some() || state.next_attempt.is_none_or(|next| t >= next) {
+                let _ = std::fs::remove_file(dir.join(RENEW_NOW_FILE));
                 state.next_attempt = state.orders.iter().min().map(|o| o + 86_400);
+                warn!(
+                    "ACME: {MAX_ORDERS_PER_DAY} orders in the last 24 hours: the next waits until {} (the certificate authority's rate limits)",
+                    jiff::Timestamp::from_second(state.next_attempt.unwrap_or(t))
+                        .map(|t| t.to_string())
+                        .unwrap_or_default()
+                );
                 let _ = save_state(&self.config, &state);
             }
             return;
@@ -402,11 +432,25 @@ impl Renewer {
             .and_then(|p| p.serialize_request(&key))
             .map_err(|e| format!("cannot make the certificate request: {e}"))?;
         let acme = self.config.acme.as_ref().ok_or("ACME is off")?;
-        let mut client = client::Client::open(&self.endpoint, &account).map_err(|e| e.0)?;
-        client.account(acme.contact.as_deref()).map_err(|e| e.0)?;
+        // What the CA said or did, named by the server it came from (the
+        // transport's errors name it already).
+        let from_ca = |e: crate::outbound::OutboundError| {
+            if e.0.starts_with(self.endpoint.what) {
+                e.0
+            } else {
+                format!(
+                    "{} {}: {}",
+                    self.endpoint.what,
+                    self.endpoint.url.authority(),
+                    e.0
+                )
+            }
+        };
+        let mut client = client::Client::open(&self.endpoint, &account).map_err(from_ca)?;
+        client.account(acme.contact.as_deref()).map_err(from_ca)?;
         let chain = client
             .order(names, kind, &*self.challenges, csr.der())
-            .map_err(|e| e.0)?;
+            .map_err(from_ca)?;
         let fingerprint = self.install(&chain, &key_pem, names)?;
         if key_name == NEXT_KEY_FILE {
             std::fs::rename(dir.join(NEXT_KEY_FILE), dir.join(KEY_FILE))
@@ -449,6 +493,7 @@ impl Renewer {
             return Err(format!("the issued certificate does not name {missing}"));
         }
         (self.on_new)(&cert_path(&self.config));
+        *self.loaded.borrow_mut() = Some(fingerprint.clone());
         Ok(fingerprint)
     }
 }

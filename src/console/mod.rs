@@ -177,6 +177,7 @@ impl ConsoleService {
         } else {
             timeouts.handshake
         };
+        let mut unread = false;
         let response = match http::read_request(&mut opened.conn, Instant::now() + wait) {
             Ok(request) => {
                 let response = self.handle(&request, peer);
@@ -196,7 +197,10 @@ impl ConsoleService {
                     log::debug!("console {peer}: {e}");
                 }
                 match e.status() {
-                    Some(code) => self.problem(code, &e.to_string(), None),
+                    Some(code) => {
+                        unread = true;
+                        self.problem(code, &e.to_string(), None)
+                    }
                     None => {
                         opened.conn.close();
                         return;
@@ -219,7 +223,11 @@ impl ConsoleService {
         }
         // A page may have shown a generated password.
         zeroize::Zeroize::zeroize(&mut bytes);
-        opened.conn.close();
+        if unread {
+            opened.conn.close_lingering();
+        } else {
+            opened.conn.close();
+        }
     }
 
     fn chrome<'a>(&'a self, csrf: Option<&'a str>) -> Chrome<'a> {

@@ -150,4 +150,11 @@ impl Connection {
     pub fn close(mut self) {
         self.stream.close(Instant::now() + GOODBYE);
     }
+
+    /// Ends the connection after answering a request that was not read
+    /// whole, so that the answer reaches the client (see
+    /// [`Stream::close_lingering`](super::stream::Stream::close_lingering)).
+    pub fn close_lingering(mut self) {
+        self.stream.close_lingering(Instant::now() + GOODBYE);
+    }
 }

@@ -243,6 +243,40 @@ impl Stream {
         }
         let _ = self.tcp.shutdown(Shutdown::Both);
     }
+
+    /// Ends the connection after an answer to a request that was not read
+    /// whole (a 431 to a huge header): the write side first, then what the
+    /// client still sends is read and dropped until it stops, up to
+    /// `deadline` and 1 MiB, so that the answer is not lost to the reset a
+    /// close with unread data sends (Apache's lingering close).
+    pub fn close_lingering(&mut self, deadline: Instant) {
+        if let Some(tls) = &mut self.tls {
+            tls.send_close_notify();
+            let mut sock = DeadlineSocket {
+                tcp: &self.tcp,
+                deadline,
+            };
+            while tls.wants_write() {
+                if tls.write_tls(&mut sock).is_err() {
+                    break;
+                }
+            }
+        }
+        let _ = self.tcp.shutdown(Shutdown::Write);
+        let mut sock = DeadlineSocket {
+            tcp: &self.tcp,
+            deadline,
+        };
+        let mut buf = [0u8; 8192];
+        let mut left = 1usize << 20;
+        while left > 0 {
+            match sock.read(&mut buf) {
+                Ok(n) if n > 0 => left = left.saturating_sub(n),
+                _ => break,
+            }
+        }
+        let _ = self.tcp.shutdown(Shutdown::Both);
+    }
 }
 
 #[cfg(test)]

@@ -92,7 +92,9 @@ pub fn exchange(
                 "the server closed the connection before a whole answer".into(),
             ));
         }
-        let n = endpoint.read(&mut stream, &mut buf, deadline)?;
+        let n = endpoint
+            .read(&mut stream, &mut buf, deadline)
+            .map_err(&fail)?;
         at_end = n == 0;
         received.extend_from_slice(&buf[..n]);
         if received.len() > MAX_HEAD + MAX_BODY + 64 * 1024 {

@@ -235,31 +235,26 @@ impl Endpoint {
     }
 
     /// Reads into `buf` before `deadline`, in slices so that a stopping
-    /// gateway does not wait out a server that never answers.
+    /// gateway does not wait out a server that never answers. The error
+    /// says what happened; the caller names the server.
     pub fn read(
         &self,
         stream: &mut Stream,
         buf: &mut [u8],
         deadline: Instant,
-    ) -> Result<usize, OutboundError> {
+    ) -> Result<usize, String> {
         loop {
             let now = Instant::now();
             if now >= deadline {
-                return Err(OutboundError(format!(
-                    "{}: no complete answer in time",
-                    self.what
-                )));
+                return Err("no complete answer in time".into());
             }
             if self.stopping() {
-                return Err(OutboundError(format!(
-                    "{}: the gateway is stopping",
-                    self.what
-                )));
+                return Err("the gateway is stopping".into());
             }
             let slice = deadline.min(now + Duration::from_millis(250));
             match stream.read(buf, slice) {
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
-                Err(e) => return Err(OutboundError(format!("{}: reading: {e}", self.what))),
+                Err(e) => return Err(format!("reading: {e}")),
                 Ok(n) => return Ok(n),
             }
         }

@@ -356,3 +356,128 @@ fn a_short_certificate_is_renewed_without_a_restart_and_a_lost_ca_keeps_the_old_
                 .is_some_and(|e| e.contains("acme.directory"))
     });
 }
+
+/// Removes `/etc/netns/<name>/` (the namespace's own resolv.conf) on drop.
+struct NetnsEtc(std::path::PathBuf);
+
+impl Drop for NetnsEtc {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The independent MTA-STS client (postfix-mta-sts-resolver's
+/// `mta-sts-query`) fetches and parses the policy, in a network namespace
+/// of the test's own: it has no option for a DNS server, a CA or a port, so
+/// challtestsrv answers on port 53 there (through the namespace's own
+/// resolv.conf), the MTA-STS listener is on 443, and `SSL_CERT_FILE` is
+/// Pebble's root. The certificate is proven by TLS-ALPN-01 on that same
+/// port, then its key rolled over.
+#[test]
+fn an_independent_mta_sts_client_reads_the_served_policy_and_the_key_rolls_over() {
+    let Some(query) = support::peer("mta-sts-query", &["mta-sts-query"]) else {
+        return;
+    };
+    if !support::is_root() || support::peer("ip (iproute2)", &["ip"]).is_none() {
+        support::missing_peer::<()>(
+            "a network namespace of the test's own needs root and iproute2",
+        );
+        return;
+    }
+    let netns = support::netns::LoopbackOnly::new();
+    let etc = NetnsEtc(Path::new("/etc/netns").join(&netns.name));
+    std::fs::create_dir_all(&etc.0).unwrap();
+    std::fs::write(etc.0.join("resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
+    // From here on this thread, and every process and thread it starts,
+    // lives in the namespace: Pebble, the gateway, curl, the queries.
+    netns.enter_this_thread();
+    let dir = tempfile::tempdir().unwrap();
+    let fixed = support::pebble::Fixed {
+        dns: Some(53),
+        tls: Some(443),
+    };
+    let Some(pebble) = Pebble::start_with(&dir.path().join("pebble"), 7 * 86_400, fixed) else {
+        return;
+    };
+    let sb = sandbox("acme-sts-query", &pebble, "tls-alpn-01", 600);
+    let gw = Gateway::start(&sb);
+    gw.wait_for_log("ACME: certificate for", Duration::from_secs(90));
+    assert!(
+        gw.log()
+            .contains(&format!("ACME: {STS_HOST} proven by tls-alpn-01"))
+    );
+    let root = pebble.root(&dir.path().join("root.pem"));
+    let first = served_leaf(gw.addr("pop3.listen_tls[0]"), HOST, &root);
+
+    // The TXT record `sealpost dns` prints, published in the mock DNS.
+    let records = stdout(&sb.run(&["dns"]));
+    let txt = records
+        .lines()
+        .find_map(|l| l.strip_prefix("_mta-sts.example.test. 3600 IN TXT "))
+        .unwrap_or_else(|| panic!("{records}"))
+        .split(';')
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(";");
+    let txt = txt.trim_matches('"').trim().to_string();
+    let id = txt
+        .strip_prefix("v=STSv1; id=")
+        .unwrap_or_else(|| panic!("{txt}"))
+        .to_string();
+    pebble.set_txt("_mta-sts.example.test", &txt);
+    let ask = |known: Option<&str>| {
+        let mut command = netns.command(&query);
+        command.args(["-v", "error", "example.test"]);
+        if let Some(known) = known {
+            command.arg(known);
+        }
+        command.env("SSL_CERT_FILE", &root);
+        let out = support::run_with_timeout(&mut command, b"", Duration::from_secs(60));
+        assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+        stdout(&out)
+    };
+    let answer = ask(None);
+    assert!(answer.contains("STSFetchResult.VALID"), "{answer}");
+    assert!(answer.contains(&format!("'{id}'")), "{answer}");
+    assert!(answer.contains("'mode': 'testing'"), "{answer}");
+    assert!(
+        answer.contains(&format!("'mx': ['{HOST}', 'standby.example.test']")),
+        "{answer}"
+    );
+    assert!(answer.contains("'max_age': "), "{answer}");
+    // With the id it already knows, the client does not fetch again.
+    let again = ask(Some(&id));
+    assert!(again.contains("STSFetchResult.NOT_CHANGED"), "{again}");
+
+    // Key rollover: the next key made, its TLSA record printed beside the
+    // current one, then the certificate ordered with it.
+    let out = sb.run(&["cert", "next-key"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tlsa = |records: &str| -> Vec<String> {
+        records
+            .lines()
+            .filter(|l| l.starts_with("_25._tcp.mail.example.test. 3600 IN TLSA 3 1 1 "))
+            .map(|l| l.rsplit(' ').next().unwrap().to_string())
+            .collect()
+    };
+    let during = tlsa(&stdout(&sb.run(&["dns"])));
+    assert_eq!(during.len(), 2, "the current key and the next: {during:?}");
+    let out = sb.run(&["cert", "renew", "--rotate-key"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    gw.wait_for_log_count("ACME: certificate for", 2, Duration::from_secs(90));
+    gw.wait_for_log(
+        "the next key is now the certificate key",
+        Duration::from_secs(10),
+    );
+    let second = served_leaf(gw.addr("pop3.listen_tls[0]"), HOST, &root);
+    let spki = |der: &[u8]| {
+        let (_, c) = x509_parser::parse_x509_certificate(der).unwrap();
+        sha256_hex(c.public_key().raw).to_ascii_lowercase()
+    };
+    assert_ne!(spki(&first), spki(&second), "a new key is served");
+    assert_eq!(spki(&first), during[0].to_ascii_lowercase());
+    assert_eq!(spki(&second), during[1].to_ascii_lowercase());
+    let after = tlsa(&stdout(&sb.run(&["dns"])));
+    assert_eq!(after, vec![during[1].clone()], "only the new key now");
+    assert!(!sb.data().join("tls/acme-next-key.pem").exists());
+}

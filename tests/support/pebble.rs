@@ -12,6 +12,15 @@ use std::time::{Duration, Instant};
 use super::ca::TestCa;
 use super::{PortTaken, on_free_ports, peer, run, says_port_taken};
 
+/// Ports chosen by the test rather than free ones.
+#[derive(Default, Clone, Copy)]
+pub struct Fixed {
+    /// challtestsrv's DNS port.
+    pub dns: Option<u16>,
+    /// The TLS-ALPN-01 port Pebble validates on.
+    pub tls: Option<u16>,
+}
+
 /// A running Pebble and challtestsrv.
 pub struct Pebble {
     children: Vec<Child>,
@@ -21,6 +30,8 @@ pub struct Pebble {
     pub ca_file: PathBuf,
     /// Pebble's management interface (`/roots/0`).
     pub management: SocketAddr,
+    /// challtestsrv's management interface (`/set-txt`).
+    pub dns_management: SocketAddr,
     /// Pebble's log (standard output and error).
     pub log_file: PathBuf,
     /// The HTTP-01 port Pebble validates on.
@@ -48,17 +59,30 @@ impl Pebble {
     /// lifetime (Pebble's `certificateValidityPeriod`). `None` after saying
     /// why when Pebble is not installed (a failure under CI).
     pub fn start(dir: &Path, validity_secs: u64) -> Option<Pebble> {
+        Pebble::start_with(dir, validity_secs, Fixed::default())
+    }
+
+    /// As [`Pebble::start`], with the ports `fixed` names (in a network
+    /// namespace of the test's own, where 53 and 443 are free).
+    pub fn start_with(dir: &Path, validity_secs: u64, fixed: Fixed) -> Option<Pebble> {
         let pebble = peer("pebble", &["pebble", "/usr/bin/pebble"])?;
         let challtestsrv = peer("pebble-challtestsrv", &["pebble-challtestsrv"])?;
         std::fs::create_dir_all(dir).unwrap();
         let ca = TestCa::new(dir, "pebble-https");
         let (cert, key) = ca.issue(dir, "pebble-https", &["localhost"]);
         Some(on_free_ports(6, |ports, attempt| {
+            let mut ports = ports.to_vec();
+            if let Some(dns) = fixed.dns {
+                ports[2] = dns;
+            }
+            if let Some(tls) = fixed.tls {
+                ports[5] = tls;
+            }
             Pebble::start_on(
                 dir,
                 &pebble,
                 &challtestsrv,
-                ports,
+                &ports,
                 attempt,
                 validity_secs,
                 &cert,
@@ -154,6 +178,7 @@ impl Pebble {
             directory: format!("https://localhost:{acme}/dir"),
             ca_file: PathBuf::new(),
             management: lo(management),
+            dns_management: lo(dns_management),
             log_file,
             http_port: *http_port,
             tls_port: *tls_port,
@@ -183,6 +208,15 @@ impl Pebble {
             .arg(&url));
         assert!(out.status.success(), "curl {url}: {}", super::stderr(&out));
         file.to_path_buf()
+    }
+
+    /// Makes challtestsrv answer `host` (a full name) with one TXT record.
+    pub fn set_txt(&self, host: &str, value: &str) {
+        let body = serde_json::json!({ "host": format!("{host}."), "value": value }).to_string();
+        let out = run(Command::new("curl")
+            .args(["-sS", "--fail", "--max-time", "20", "--data-binary", &body])
+            .arg(format!("http://{}/set-txt", self.dns_management)));
+        assert!(out.status.success(), "set-txt: {}", super::stderr(&out));
     }
 
     /// Stops Pebble (the certificate authority becomes unreachable).

@@ -23,6 +23,11 @@ const TTL: u32 = 3600;
 /// Runs `sealpost dns`.
 pub fn run(context: &Context, args: Vec<String>) -> Result<(), CliError> {
     let mut opts = Options::new();
+    opts.optflag(
+        "",
+        "check",
+        "look each record up through the system's resolver, say which are missing or stale, and whether MTA-STS enforce mode is safe",
+    );
     let Some(m) = parse_options("dns", SUMMARY, &mut opts, &args)? else {
         return Ok(());
     };
@@ -32,8 +37,12 @@ pub fn run(context: &Context, args: Vec<String>) -> Result<(), CliError> {
         ));
     }
     let config = context_with(context, &m).config()?;
-    for line in records(&config)? {
-        outln!("{line}");
+    let wanted = wanted(&config)?;
+    if m.opt_present("check") {
+        return super::dns_check::check(&config, &wanted);
+    }
+    for entry in &wanted {
+        outln!("{}", entry.zone());
     }
     Ok(())
 }
@@ -52,19 +61,68 @@ fn fqdn(name: &str) -> String {
     format!("{}.", name.trim_end_matches('.'))
 }
 
-/// The records, with their reasons as comment lines.
-pub fn records(config: &Config) -> Result<Vec<String>, CliError> {
-    let domain = &config.mailbox_domain;
-    let mut out = vec![format!("; DNS records for {domain} (sealpost dns)")];
-    out.push(
-        "; MX: where senders deliver the journal mail; every MX of the policy, lowest first".into(),
-    );
+/// One line of the output: a reason, or a record to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A comment line (without its `; `).
+    Comment(String),
+    /// A record: its owner (without the final dot) and what it holds.
+    Record(String, Record),
+}
+
+/// What a record holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// MX preference and exchange.
+    Mx(u16, String),
+    /// An address of the hostname (A or AAAA).
+    Address(IpAddr),
+    /// The name the owner is an alias of.
+    Cname(String),
+    /// The `_mta-sts` TXT record with this policy id.
+    StsId(String),
+    /// The TLS-RPT TXT record with this `rua`.
+    TlsRpt(String),
+    /// TLSA `3 1 1` with this digest; `true` for the next key.
+    Tlsa(String, bool),
+}
+
+impl Entry {
+    /// The line in zone-file syntax.
+    pub fn zone(&self) -> String {
+        let Entry::Record(owner, record) = self else {
+            let Entry::Comment(text) = self else {
+                unreachable!()
+            };
+            return format!("; {text}");
+        };
+        let data = match record {
+            Record::Mx(preference, exchange) => format!("MX {preference} {}", fqdn(exchange)),
+            Record::Address(ip) if ip.is_ipv4() => format!("A {ip}"),
+            Record::Address(ip) => format!("AAAA {ip}"),
+            Record::Cname(target) => format!("CNAME {}", fqdn(target)),
+            Record::StsId(id) => format!("TXT \"v=STSv1; id={id}\""),
+            Record::TlsRpt(rua) => format!("TXT \"v=TLSRPTv1; rua={rua}\""),
+            Record::Tlsa(digest, _) => format!("TLSA 3 1 1 {digest}"),
+        };
+        format!("{} {TTL} IN {data}", fqdn(owner))
+    }
+}
+
+/// The records to publish, with their reasons as comments.
+pub fn wanted(config: &Config) -> Result<Vec<Entry>, CliError> {
+    let domain = config.mailbox_domain.trim_end_matches('.').to_string();
+    let host = config.hostname.trim_end_matches('.').to_string();
+    let note = |text: &str| Entry::Comment(text.to_string());
+    let mut out = vec![note(&format!("DNS records for {domain} (sealpost dns)"))];
+    out.push(note(
+        "MX: where senders deliver the journal mail; every MX of the policy, lowest first",
+    ));
     for (i, mx) in mta_sts::mx_names(config).iter().enumerate() {
-        out.push(format!(
-            "{} {TTL} IN MX {} {}",
-            fqdn(domain),
-            10 * (i + 1),
-            fqdn(mx)
+        let preference = u16::try_from(10 * (i + 1)).unwrap_or(u16::MAX);
+        out.push(Entry::Record(
+            domain.clone(),
+            Record::Mx(preference, mx.trim_end_matches('.').to_ascii_lowercase()),
         ));
     }
     let mut addrs: Vec<IpAddr> = config
@@ -75,74 +133,79 @@ pub fn records(config: &Config) -> Result<Vec<String>, CliError> {
         .collect();
     addrs.sort();
     addrs.dedup();
-    out.push(format!(
-        "; A/AAAA: {} must resolve to this gateway",
-        config.hostname
-    ));
+    out.push(note(&format!(
+        "A/AAAA: {host} must resolve to this gateway"
+    )));
     if addrs.is_empty() {
-        out.push(format!(
-            "; (every listener is on a wildcard or loopback address: publish the public address, e.g. {} {TTL} IN A 203.0.113.25)",
-            fqdn(&config.hostname)
-        ));
+        out.push(note(&format!(
+            "(every listener is on a wildcard or loopback address: publish the public address, e.g. {} {TTL} IN A 203.0.113.25)",
+            fqdn(&host)
+        )));
     }
-    for ip in &addrs {
-        let kind = if ip.is_ipv4() { "A" } else { "AAAA" };
-        out.push(format!("{} {TTL} IN {kind} {ip}", fqdn(&config.hostname)));
+    for ip in addrs {
+        out.push(Entry::Record(host.clone(), Record::Address(ip)));
     }
     if let Some(policy) = mta_sts::policy(config) {
-        out.push("; MTA-STS: the policy host, this gateway (mta_sts.listen, port 443)".into());
-        out.push(format!(
-            "{} {TTL} IN CNAME {}",
-            fqdn(&format!("mta-sts.{domain}")),
-            fqdn(&config.hostname)
+        out.push(note(
+            "MTA-STS: the policy host, this gateway (mta_sts.listen, port 443)",
         ));
-        out.push("; MTA-STS: the policy id; it changes whenever the policy does".into());
-        out.push(format!(
-            "{} {TTL} IN TXT \"v=STSv1; id={}\"",
-            fqdn(&format!("_mta-sts.{domain}")),
-            mta_sts::policy_id(&policy)
+        out.push(Entry::Record(
+            format!("mta-sts.{domain}"),
+            Record::Cname(host.clone()),
+        ));
+        out.push(note(
+            "MTA-STS: the policy id; it changes whenever the policy does",
+        ));
+        out.push(Entry::Record(
+            format!("_mta-sts.{domain}"),
+            Record::StsId(mta_sts::policy_id(&policy)),
         ));
     }
     if let Some(rua) = &config.mta_sts.tls_rpt {
-        out.push("; TLS-RPT (RFC 8460): where senders report TLS failures".into());
-        out.push(format!(
-            "{} {TTL} IN TXT \"v=TLSRPTv1; rua={rua}\"",
-            fqdn(&format!("_smtp._tls.{domain}"))
+        out.push(note(
+            "TLS-RPT (RFC 8460): where senders report TLS failures",
+        ));
+        out.push(Entry::Record(
+            format!("_smtp._tls.{domain}"),
+            Record::TlsRpt(rua.clone()),
         ));
     }
-    tlsa(config, &mut out)?;
+    tlsa(config, &host, &mut out)?;
     Ok(out)
 }
 
 /// TLSA `3 1 1` for port 25 of the hostname: the served key, and the next.
-fn tlsa(config: &Config, out: &mut Vec<String>) -> Result<(), CliError> {
-    let owner = fqdn(&format!("_25._tcp.{}", config.hostname));
+fn tlsa(config: &Config, host: &str, out: &mut Vec<Entry>) -> Result<(), CliError> {
+    let owner = format!("_25._tcp.{host}");
     let file = crate::cert::in_use(config);
     match crate::net::tls::load_certs(&file) {
         Ok(chain) => {
             let (_, cert) = x509_parser::parse_x509_certificate(chain[0].as_ref())
                 .map_err(|e| CliError::failed(format!("{}: {e}", file.display())))?;
-            out.push("; TLSA (DANE): the key served now".into());
-            out.push(format!(
-                "{owner} {TTL} IN TLSA 3 1 1 {}",
-                tlsa_digest(cert.public_key().raw)
+            out.push(Entry::Comment("TLSA (DANE): the key served now".into()));
+            out.push(Entry::Record(
+                owner.clone(),
+                Record::Tlsa(tlsa_digest(cert.public_key().raw), false),
             ));
         }
-        Err(_) => out.push(format!(
-            "; TLSA: no certificate yet ({}); run sealpost serve once",
+        Err(_) => out.push(Entry::Comment(format!(
+            "TLSA: no certificate yet ({}); run sealpost serve once",
             file.display()
-        )),
+        ))),
     }
     let next = acme::key_paths(config).1;
     if let Ok(pem) = std::fs::read_to_string(&next) {
         let key = rcgen::KeyPair::from_pem(&pem)
             .map_err(|e| CliError::failed(format!("{}: {e}", next.display())))?;
-        out.push(
-            "; TLSA: the next key (rollover): publish, wait at least the TTL, then sealpost cert renew --rotate-key".into(),
-        );
-        out.push(format!(
-            "{owner} {TTL} IN TLSA 3 1 1 {}",
-            tlsa_digest(&rcgen::PublicKeyData::subject_public_key_info(&key))
+        out.push(Entry::Comment(
+            "TLSA: the next key (rollover): publish, wait at least the TTL, then sealpost cert renew --rotate-key".into(),
+        ));
+        out.push(Entry::Record(
+            owner,
+            Record::Tlsa(
+                tlsa_digest(&rcgen::PublicKeyData::subject_public_key_info(&key)),
+                true,
+            ),
         ));
     }
     Ok(())

@@ -24,6 +24,7 @@ mod cert;
 mod console;
 mod crlf;
 mod dns;
+mod dns_check;
 mod identity;
 mod lockouts;
 mod mailbox;

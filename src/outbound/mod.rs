@@ -14,7 +14,9 @@
 //!   3161 time-stamp token); everything else is `https://` with a verified
 //!   certificate.
 
+pub mod dns;
 pub mod http;
+pub mod mx_tls;
 
 use std::fmt;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};

@@ -481,3 +481,106 @@ fn an_independent_mta_sts_client_reads_the_served_policy_and_the_key_rolls_over(
     assert_eq!(after, vec![during[1].clone()], "only the new key now");
     assert!(!sb.data().join("tls/acme-next-key.pem").exists());
 }
+
+/// Two nodes on one data directory behind a balancer that sends the CA's
+/// HTTP-01 requests to each in turn: one order per renewal, the other node
+/// answers the challenges it did not publish, and both serve the result.
+#[test]
+fn two_nodes_order_once_answer_each_others_challenges_and_serve_the_same_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(pebble) = Pebble::start(&dir.path().join("pebble"), 7 * 86_400) else {
+        return;
+    };
+    let ports = [support::postfix::free_port(), support::postfix::free_port()];
+    let balancer = format!(
+        "frontend acme\n  bind 127.0.0.1:{}\n  default_backend nodes\nbackend nodes\n  balance roundrobin\n  server a 127.0.0.1:{}\n  server b 127.0.0.1:{}\n",
+        pebble.http_port, ports[0], ports[1]
+    );
+    let front = SocketAddr::from(([127, 0, 0, 1], pebble.http_port));
+    let Some(_haproxy) = support::haproxy::Haproxy::start(dir.path(), &balancer, front) else {
+        return;
+    };
+    let a = sandbox("acme-node-a", &pebble, "http-01", 1);
+    let node = |sb: &Sandbox, name: &str, port: u16, data: Option<&Sandbox>| {
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(sb.config()).unwrap()).unwrap();
+        config["node"] = json!(name);
+        config["acme"]["http_listen"] = json!([format!("127.0.0.1:{port}")]);
+        config["mta_sts"]["listen"] = json!([]);
+        if let Some(first) = data {
+            config["data_dir"] = json!(first.data());
+        }
+        std::fs::write(sb.config(), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    };
+    node(&a, "a", ports[0], None);
+    let b = sandbox("acme-node-b", &pebble, "http-01", 1);
+    node(&b, "b", ports[1], Some(&a));
+    let (ga, gb) = std::thread::scope(|s| {
+        let ga = s.spawn(|| Gateway::start(&a));
+        let gb = s.spawn(|| Gateway::start(&b));
+        (ga.join().unwrap(), gb.join().unwrap())
+    });
+    let orders = || {
+        ga.log().matches("ACME: ordering a certificate").count()
+            + gb.log().matches("ACME: ordering a certificate").count()
+    };
+    let issued = || {
+        ga.log().matches("ACME: certificate for").count()
+            + gb.log().matches("ACME: certificate for").count()
+    };
+    wait_until("one node has the certificate", || issued() == 1);
+    let root = pebble.root(&dir.path().join("root.pem"));
+    let (ordered, other) = if ga.log().contains("ACME: certificate for") {
+        (&ga, &gb)
+    } else {
+        (&gb, &ga)
+    };
+    let answered = |gw: &Gateway| {
+        gw.log()
+            .lines()
+            .filter(|l| l.contains("GET /.well-known/acme-challenge/") && l.ends_with(" 200"))
+            .count()
+    };
+    assert!(answered(ordered) >= 1, "{}", ordered.log());
+    assert!(
+        answered(other) >= 1,
+        "the node that did not order answered a challenge: {}",
+        other.log()
+    );
+    // Both serve it (the other node within its next look).
+    let first = served_leaf(ordered.addr("pop3.listen_tls[0]"), HOST, &root);
+    wait_until("the other node serves the certificate", || {
+        let tcp = TcpStream::connect(other.addr("pop3.listen_tls[0]")).unwrap();
+        let conn = ClientConnection::new(
+            client_config(&root),
+            ServerName::try_from(HOST.to_string()).unwrap(),
+        )
+        .unwrap();
+        let mut stream = StreamOwned::new(conn, tcp);
+        while stream.conn.is_handshaking() {
+            if stream.conn.complete_io(&mut stream.sock).is_err() {
+                return false;
+            }
+        }
+        stream.conn.peer_certificates().unwrap()[0].as_ref() == first.as_slice()
+    });
+    assert_eq!(orders(), 1, "one order for the cluster");
+
+    // A renewal asked of the cluster: still one order, both serve it.
+    let out = a.run(&["cert", "renew"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until("the renewed certificate", || issued() == 2);
+    let second = served_leaf(ordered.addr("pop3.listen_tls[0]"), HOST, &root);
+    let second = if second == first {
+        served_leaf(other.addr("pop3.listen_tls[0]"), HOST, &root)
+    } else {
+        second
+    };
+    assert_ne!(second, first);
+    for gw in [&ga, &gb] {
+        wait_until("both nodes serve the renewed certificate", || {
+            served_leaf(gw.addr("pop3.listen_tls[0]"), HOST, &root) == second
+        });
+    }
+    assert_eq!(orders(), 2, "one order per renewal");
+}

@@ -53,6 +53,8 @@ pub const MAX_BACKOFF_SECS: u64 = 12 * 3600;
 pub const MAX_ORDERS_PER_DAY: usize = 5;
 /// How often the renewer looks at the certificate and the state.
 const TICK: Duration = Duration::from_secs(30);
+/// How soon it looks again while another node is ordering.
+const OTHERS_TICK_SECS: i64 = 3;
 
 fn tls_dir(config: &Config) -> PathBuf {
     config.data_dir.join("tls")
@@ -221,6 +223,9 @@ pub struct Renewer {
     loaded: std::cell::RefCell<Option<String>>,
     /// When the renewal request this node last looked at was made.
     asked_seen: std::cell::Cell<Option<std::time::SystemTime>>,
+    /// Another node held the lock at the last look: it is ordering, and
+    /// its certificate is looked for again soon.
+    others_ordering: std::cell::Cell<bool>,
 }
 
 impl Renewer {
@@ -249,6 +254,7 @@ impl Renewer {
             shutdown,
             loaded: std::cell::RefCell::new(served(config).map(|s| s.3)),
             asked_seen: std::cell::Cell::new(None),
+            others_ordering: std::cell::Cell::new(false),
         })
     }
 
@@ -309,6 +315,9 @@ impl Renewer {
     fn next_look(&self) -> Duration {
         let t = now();
         let mut at = t + TICK.as_secs() as i64;
+        if self.others_ordering.get() {
+            at = at.min(t + OTHERS_TICK_SECS);
+        }
         if let Some((from, until, _, _)) = served(&self.config) {
             at = at.min(renewal_time(from, until));
         }
@@ -321,6 +330,7 @@ impl Renewer {
     /// Orders if due, allowed by the back-off and the daily cap, and no
     /// other node is ordering.
     fn look(&self) {
+        self.others_ordering.set(false);
         let dir = tls_dir(&self.config);
         let asked = std::fs::read_to_string(dir.join(RENEW_NOW_FILE)).ok();
         let Some(why) = why_due(&self.config, asked.is_some()) else {
@@ -354,6 +364,7 @@ impl Renewer {
             return;
         };
         if !durable::try_lock_exclusive(&lock).unwrap_or(false) {
+            self.others_ordering.set(true);
             return;
         }
         // Under the lock, again: another node may have just renewed.

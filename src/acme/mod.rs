@@ -15,7 +15,8 @@
 //!
 //! The renewer runs on every node: it orders under `.acme.lock` (only one
 //! node at a time), and each node loads a new `acme.pem` it did not write
-//! itself within a minute.
+//! itself at its next look (3 s while another node orders, else at most
+//! 30 s).
 
 pub mod challenge;
 pub mod client;

@@ -16,10 +16,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use rustls::pki_types::ServerName;
-use rustls::{ClientConnection, StreamOwned};
 use serde_json::json;
-use support::gateway::{Gateway, LineClient, client_config};
+use support::gateway::{Gateway, LineClient, try_tls_as};
 use support::pebble::Pebble;
 use support::{Sandbox, run, stderr, stdout, wait_until};
 
@@ -56,21 +54,14 @@ fn sandbox(label: &str, pebble: &Pebble, challenge: &str, retry_secs: u64) -> Sa
 /// The leaf certificate `addr` serves to a client asking for `name`,
 /// verified against `root` (panics when it does not verify).
 fn served_leaf(addr: SocketAddr, name: &str, root: &Path) -> Vec<u8> {
-    let tcp = TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let conn = ClientConnection::new(
-        client_config(root),
-        ServerName::try_from(name.to_string()).unwrap(),
-    )
-    .unwrap();
-    let mut stream = StreamOwned::new(conn, tcp);
-    while stream.conn.is_handshaking() {
-        stream
-            .conn
-            .complete_io(&mut stream.sock)
-            .unwrap_or_else(|e| panic!("{addr} as {name}: {e}"));
-    }
-    stream.conn.peer_certificates().unwrap()[0].to_vec()
+    try_served_leaf(addr, name, root).unwrap_or_else(|e| panic!("{addr} as {name}: {e}"))
+}
+
+fn try_served_leaf(addr: SocketAddr, name: &str, root: &Path) -> std::io::Result<Vec<u8>> {
+    let tcp = TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let stream = try_tls_as(tcp, root, name)?;
+    Ok(stream.conn.peer_certificates().unwrap()[0].to_vec())
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -550,19 +541,7 @@ fn two_nodes_order_once_answer_each_others_challenges_and_serve_the_same_certifi
     // Both serve it (the other node within its next look).
     let first = served_leaf(ordered.addr("pop3.listen_tls[0]"), HOST, &root);
     wait_until("the other node serves the certificate", || {
-        let tcp = TcpStream::connect(other.addr("pop3.listen_tls[0]")).unwrap();
-        let conn = ClientConnection::new(
-            client_config(&root),
-            ServerName::try_from(HOST.to_string()).unwrap(),
-        )
-        .unwrap();
-        let mut stream = StreamOwned::new(conn, tcp);
-        while stream.conn.is_handshaking() {
-            if stream.conn.complete_io(&mut stream.sock).is_err() {
-                return false;
-            }
-        }
-        stream.conn.peer_certificates().unwrap()[0].as_ref() == first.as_slice()
+        try_served_leaf(other.addr("pop3.listen_tls[0]"), HOST, &root).ok() == Some(first.clone())
     });
     assert_eq!(orders(), 1, "one order for the cluster");
 

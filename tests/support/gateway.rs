@@ -305,6 +305,15 @@ pub fn tls(tcp: TcpStream, cert: &Path) -> StreamOwned<ClientConnection, TcpStre
 
 /// Starts TLS as the client on `tcp`, verifying the gateway as `name`.
 pub fn tls_as(tcp: TcpStream, cert: &Path, name: &str) -> StreamOwned<ClientConnection, TcpStream> {
+    try_tls_as(tcp, cert, name).expect("TLS handshake")
+}
+
+/// As [`tls_as`], with the handshake's failure returned.
+pub fn try_tls_as(
+    tcp: TcpStream,
+    cert: &Path,
+    name: &str,
+) -> std::io::Result<StreamOwned<ClientConnection, TcpStream>> {
     let conn = ClientConnection::new(
         client_config(cert),
         ServerName::try_from(name.to_string()).unwrap(),
@@ -312,12 +321,9 @@ pub fn tls_as(tcp: TcpStream, cert: &Path, name: &str) -> StreamOwned<ClientConn
     .unwrap();
     let mut stream = StreamOwned::new(conn, tcp);
     while stream.conn.is_handshaking() {
-        stream
-            .conn
-            .complete_io(&mut stream.sock)
-            .expect("TLS handshake");
+        stream.conn.complete_io(&mut stream.sock)?;
     }
-    stream
+    Ok(stream)
 }
 
 /// A line-protocol client (SMTP or POP3) over plain TCP or TLS.

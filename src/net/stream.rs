@@ -229,6 +229,12 @@ impl Stream {
     /// Ends the connection: a TLS close_notify where TLS is on (given a
     /// moment to leave), then a TCP shutdown.
     pub fn close(&mut self, deadline: Instant) {
+        self.close_notify(deadline);
+        let _ = self.tcp.shutdown(Shutdown::Both);
+    }
+
+    /// A TLS close_notify, where TLS is on, given until `deadline` to leave.
+    fn close_notify(&mut self, deadline: Instant) {
         if let Some(tls) = &mut self.tls {
             tls.send_close_notify();
             let mut sock = DeadlineSocket {
@@ -241,7 +247,6 @@ impl Stream {
                 }
             }
         }
-        let _ = self.tcp.shutdown(Shutdown::Both);
     }
 
     /// Ends the connection after an answer to a request that was not read
@@ -250,18 +255,7 @@ impl Stream {
     /// `deadline` and 1 MiB, so that the answer is not lost to the reset a
     /// close with unread data sends (Apache's lingering close).
     pub fn close_lingering(&mut self, deadline: Instant) {
-        if let Some(tls) = &mut self.tls {
-            tls.send_close_notify();
-            let mut sock = DeadlineSocket {
-                tcp: &self.tcp,
-                deadline,
-            };
-            while tls.wants_write() {
-                if tls.write_tls(&mut sock).is_err() {
-                    break;
-                }
-            }
-        }
+        self.close_notify(deadline);
         let _ = self.tcp.shutdown(Shutdown::Write);
         let mut sock = DeadlineSocket {
             tcp: &self.tcp,

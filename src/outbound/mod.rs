@@ -274,6 +274,11 @@ fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
                 .map_err(|e| format!("CA file {}: {e}", path.display()))?;
         }
     }
+    client_with_roots(roots)
+}
+
+/// A TLS client configuration trusting `roots`.
+pub fn client_with_roots(roots: RootCertStore) -> Result<Arc<ClientConfig>, String> {
     let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS client setup: {e}"))?

@@ -16,7 +16,6 @@ use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::ServerName;
 
 use crate::net::stream::Stream;
-use crate::net::tls::provider;
 
 /// The system's trust store, as a TLS client configuration.
 pub fn system_roots() -> Result<Arc<ClientConfig>, String> {
@@ -34,12 +33,7 @@ pub fn system_roots() -> Result<Arc<ClientConfig>, String> {
                 .join("; ")
         ));
     }
-    let config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS client setup: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    super::client_with_roots(roots)
 }
 
 /// Reads one SMTP reply (every line of it) before `deadline`; its text.

@@ -36,6 +36,7 @@ use crate::smtp::proxy_service::SmtpProxyService;
 use crate::smtp::server::Settings as SmtpSettings;
 use crate::smtp::session::SmtpService;
 
+use crate::store::reserve::DiskReserve;
 use crate::store::{self, Source, Store};
 
 /// The services behind the listeners, with their bindings.
@@ -109,6 +110,8 @@ struct Shared {
     /// The TLS configuration the running services serve, for the ACME
     /// renewer to swap a new certificate into.
     tls: Arc<Mutex<Option<Arc<TlsServer>>>>,
+    /// The disk reserve of the data directory, kept across reloads.
+    reserve: Arc<DiskReserve>,
 }
 
 impl Shared {
@@ -134,6 +137,11 @@ impl Shared {
             kdf_slots: Arc::new(KdfSlots::new(l.max_concurrent_kdf as usize)),
             bound: Bound::default(),
             tls: Arc::default(),
+            reserve: Arc::new(DiskReserve::new(
+                &config.data_dir,
+                l.min_free_bytes,
+                l.min_free_percent,
+            )),
         }
     }
 
@@ -147,6 +155,7 @@ impl Shared {
         );
         self.limits
             .set_trusted(config.haproxy_trusted_networks.clone());
+        self.reserve.set(l.min_free_bytes, l.min_free_percent);
         self.kdf_slots
             .set_max(config.limits.max_concurrent_kdf as usize);
         for (_, throttle) in &self.throttles.0 {
@@ -200,6 +209,7 @@ struct Parts<'a> {
     env: SessionEnv,
     errors: ErrorPolicy,
     max_line_bytes: usize,
+    reserve: &'a Arc<DiskReserve>,
 }
 
 impl Parts<'_> {
@@ -216,6 +226,7 @@ impl Parts<'_> {
             },
             store: self.store.clone(),
             mailbox_domain: config.mailbox_domain.clone(),
+            reserve: Arc::clone(self.reserve),
             allowed_clients: config.smtp.allowed_clients.clone(),
             env: SessionEnv {
                 expected_clients: Arc::new(config.smtp.allowed_clients.clone()),
@@ -264,6 +275,7 @@ impl Parts<'_> {
             dialer,
             throttle: Arc::clone(throttle),
             source,
+            reserve: Arc::clone(self.reserve),
         }))
     }
 
@@ -318,6 +330,7 @@ fn build(config: &Config, store: &Store, shared: &Shared) -> Result<Services, St
         env: session_env(config, &tls, shared),
         errors: error_policy(config),
         max_line_bytes: config.limits.max_line_bytes as usize,
+        reserve: &shared.reserve,
     };
     let throttles = &shared.throttles.0;
     let smtp = Arc::new(parts.journal());

@@ -44,12 +44,49 @@ pub struct Report {
     pub certificate_error: Option<String>,
     /// What the ACME renewer did last, when `acme` is configured.
     pub acme: Option<crate::acme::State>,
+    /// The data directory's file system against the disk reserve (`None`
+    /// when it cannot be read).
+    pub disk: Option<Disk>,
     /// Every mailbox.
     pub mailboxes: Vec<MailboxStatus>,
     /// The mail age threshold in force, seconds.
     pub max_pending_age_secs: u64,
     /// What needs attention, one sentence each; empty when all is well.
     pub attention: Vec<String>,
+}
+
+/// Free space on the data directory's file system against the reserve.
+#[derive(Debug, Serialize)]
+pub struct Disk {
+    /// Bytes available to the service user.
+    pub free_bytes: u64,
+    /// The file system's size.
+    pub total_bytes: u64,
+    /// The reserve (`limits.min_free_bytes`, `limits.min_free_percent`).
+    pub reserve_bytes: u64,
+    /// Below the reserve: new mail is refused with a temporary error.
+    pub below_reserve: bool,
+}
+
+/// The disk against the reserve, and a sentence when below it.
+fn disk_status(config: &Config, attention: &mut Vec<String>) -> Option<Disk> {
+    let l = &config.limits;
+    let space =
+        crate::store::reserve::measure(&config.data_dir, l.min_free_bytes, l.min_free_percent)
+            .ok()?;
+    if space.below() {
+        attention.push(format!(
+            "the data directory's file system has {} free, below the reserve of {}: new mail is refused with a temporary error (452) until the archiver collects or space is freed",
+            crate::store::reserve::human(space.free),
+            crate::store::reserve::human(space.reserve)
+        ));
+    }
+    Some(Disk {
+        free_bytes: space.free,
+        total_bytes: space.total,
+        reserve_bytes: space.reserve,
+        below_reserve: space.below(),
+    })
 }
 
 /// One listener and whether it answered.
@@ -176,6 +213,7 @@ pub fn gather(config: &Config, store: &Store, max_pending_age: Duration, probe: 
         Err(e) => attention.push(format!("the TLS certificate cannot be read: {e}")),
     }
     let acme = acme_status(config, &mut attention);
+    let disk = disk_status(config, &mut attention);
     let mut mailboxes = Vec::new();
     match store.mailbox_ids() {
         Err(e) => attention.push(format!("the mailboxes cannot be listed: {e}")),
@@ -201,6 +239,7 @@ pub fn gather(config: &Config, store: &Store, max_pending_age: Duration, probe: 
         certificate: certificate.as_ref().ok().cloned(),
         certificate_error: certificate.err(),
         acme,
+        disk,
         mailboxes,
         max_pending_age_secs: max_pending_age.as_secs(),
         attention,
@@ -346,6 +385,20 @@ impl Report {
                 "certificate_days_left",
                 "Days until the TLS certificate expires.",
                 vec![(String::new(), c.days_left as f64)],
+            );
+        }
+        if let Some(d) = &self.disk {
+            metric(
+                &mut out,
+                "disk_free_bytes",
+                "Bytes free on the data directory's file system.",
+                vec![(String::new(), d.free_bytes as f64)],
+            );
+            metric(
+                &mut out,
+                "disk_reserve_bytes",
+                "The disk reserve: below it, new mail gets a temporary error.",
+                vec![(String::new(), d.reserve_bytes as f64)],
             );
         }
         self.mailbox_metrics(&mut out);

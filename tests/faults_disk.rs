@@ -11,7 +11,7 @@ use support::{Sandbox, small_tmpfs};
 #[test]
 fn an_archiver_can_empty_a_full_gateway() {
     let sb = Sandbox::for_gateway("disk-full-dele", json!({}));
-    let Some(_mount) = small_tmpfs(&sb.data(), "3m") else {
+    let Some(_mount) = sb.full_disk("3m") else {
         return;
     };
     let (id, password) = sb.create_mailbox("Journal");
@@ -83,7 +83,7 @@ fn an_unwritable_spool_stops_start_up_naming_it() {
 #[test]
 fn mailbox_list_works_on_a_data_directory_it_cannot_write() {
     let sb = Sandbox::new("readonly-list", json!({}));
-    let Some(_mount) = small_tmpfs(&sb.data(), "2m") else {
+    let Some(_mount) = sb.full_disk("2m") else {
         return;
     };
     let (id, _) = sb.create_mailbox("Journal");

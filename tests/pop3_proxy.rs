@@ -387,9 +387,9 @@ fn dele_without_retrieving_still_leaves_a_copy() {
 
 #[test]
 fn a_copy_that_cannot_be_written_blocks_the_dele_and_the_message_stays_upstream() {
-    let Some((s, _full)) = scripted_with("pop3proxy-full", json!({}), true, |sb| {
-        support::small_tmpfs(&sb.data(), "2m")
-    }) else {
+    let Some((s, _full)) =
+        scripted_with("pop3proxy-full", json!({}), true, |sb| sb.full_disk("2m"))
+    else {
         return;
     };
     let (mut c, answer) = proxy_login(&s.gw, &login_name(s.implicit, &s.id), PASSWORD);
@@ -405,6 +405,37 @@ fn a_copy_that_cannot_be_written_blocks_the_dele_and_the_message_stays_upstream(
     );
     assert!(!s.upstream.commands().iter().any(|c| c.starts_with("DELE")));
     assert!(s.sb.message_files(&s.id).is_empty());
+}
+
+#[test]
+fn below_the_disk_reserve_a_retrieval_it_could_not_archive_is_refused() {
+    let Some((s, _mount)) = scripted_with("pop3proxy-reserve", json!({}), true, |sb| {
+        let mount = support::small_tmpfs(&sb.data(), "16m")?;
+        // More than the whole file system: below the reserve from the start.
+        sb.set_config(&["limits", "min_free_bytes"], json!(64 * 1024 * 1024));
+        Some(mount)
+    }) else {
+        return;
+    };
+    let (mut c, answer) = proxy_login(&s.gw, &login_name(s.implicit, &s.id), PASSWORD);
+    assert!(answer.starts_with("+OK"), "{answer}");
+    let refused = c.pop3("RETR 1");
+    assert!(
+        refused.starts_with("-ERR [SYS/TEMP] Message 1 cannot be archived now"),
+        "{refused}"
+    );
+    let refused = c.pop3("DELE 1");
+    assert!(refused.starts_with("-ERR [SYS/TEMP]"), "{refused}");
+    assert!(c.pop3("QUIT").starts_with("+OK"));
+    assert!(
+        !s.upstream
+            .commands()
+            .iter()
+            .any(|c| c.starts_with("RETR") || c.starts_with("DELE")),
+        "{:?}",
+        s.upstream.commands()
+    );
+    assert_eq!(s.upstream.uidls().len(), FIXTURES.len(), "nothing deleted");
 }
 
 #[test]

@@ -712,7 +712,7 @@ fn a_port_in_use_is_a_clear_error_naming_the_key() {
 #[test]
 fn a_full_disk_is_a_temporary_451_and_leaves_nothing_behind() {
     let sb = Sandbox::for_gateway("smtp-full", json!({}));
-    let Some(_mount) = support::small_tmpfs(&sb.data(), "2m") else {
+    let Some(_mount) = sb.full_disk("2m") else {
         return;
     };
     let (id, password) = sb.create_mailbox("Journal");

@@ -457,7 +457,7 @@ fn smuggling_sequences_reach_the_upstream_as_one_message_matching_the_copy() {
 #[test]
 fn a_copy_that_cannot_be_written_gets_451_and_nothing_reaches_the_upstream() {
     let Some((s, _full)) = scripted_with("proxy-full", json!({}), scripted_upstream(), |sb| {
-        support::small_tmpfs(&sb.data(), "2m")
+        sb.full_disk("2m")
     }) else {
         return;
     };
@@ -482,6 +482,39 @@ fn a_copy_that_cannot_be_written_gets_451_and_nothing_reaches_the_upstream() {
         s.upstream.commands()
     );
     assert!(s.sb.message_files(&s.id).is_empty());
+}
+
+#[test]
+fn below_the_disk_reserve_mail_is_refused_with_452_and_nothing_reaches_the_upstream() {
+    let Some((s, _mount)) = scripted_with("proxy-reserve", json!({}), scripted_upstream(), |sb| {
+        let mount = support::small_tmpfs(&sb.data(), "16m")?;
+        // More than the whole file system: below the reserve from the start.
+        sb.set_config(&["limits", "min_free_bytes"], json!(64 * 1024 * 1024));
+        Some(mount)
+    }) else {
+        return;
+    };
+    let (ok, out) = smtplib_through(
+        &s.sb,
+        &s.gw,
+        ("smtp_proxy.listen_tls[0]", "ssl"),
+        &login_name(s.port, &s.id),
+        UPSTREAM_PASSWORD,
+        &["ben@example.org"],
+        b"Subject: not without a copy\r\n\r\nbody\r\n",
+    );
+    assert!(!ok);
+    assert!(out.starts_with("452 "), "{out}");
+    assert!(out.contains("Insufficient system storage"), "{out}");
+    assert!(
+        !s.upstream.commands().iter().any(|c| c.starts_with("MAIL")),
+        "{:?}",
+        s.upstream.commands()
+    );
+    assert!(
+        s.gw.log()
+            .contains("MAIL refused: the disk is below its reserve")
+    );
 }
 
 /// The 50 MiB benchmark: run by scripts/bench, which quotes the figure.

@@ -107,6 +107,19 @@ fn print_text(report: &Report) {
         (None, Some(e)) => outln!("Certificate: {e}"),
         (None, None) => outln!("Certificate: none"),
     }
+    if let Some(d) = &report.disk {
+        outln!(
+            "Disk:        {} free of {}, reserve {}{}",
+            crate::store::reserve::human(d.free_bytes),
+            crate::store::reserve::human(d.total_bytes),
+            crate::store::reserve::human(d.reserve_bytes),
+            if d.below_reserve {
+                " (BELOW: new mail is refused)"
+            } else {
+                ""
+            }
+        );
+    }
     if report.mailboxes.is_empty() {
         outln!("Mailboxes:   none");
     } else {

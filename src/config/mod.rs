@@ -439,6 +439,13 @@ pub struct Limits {
     /// Seconds open sessions get to finish after SIGTERM.
     #[serde(deserialize_with = "number::<_, 0, 3600>")]
     pub shutdown_grace_secs: u64,
+    /// Free bytes kept on the data directory's file system: below them,
+    /// new mail gets a temporary error (`store::reserve`); 0 turns it off.
+    #[serde(deserialize_with = "number::<_, 0, 1_099_511_627_776>")]
+    pub min_free_bytes: u64,
+    /// The same as a percentage of the file system; the larger applies.
+    #[serde(deserialize_with = "number::<_, 0, 50>")]
+    pub min_free_percent: u64,
 }
 
 impl Default for Limits {
@@ -462,6 +469,10 @@ impl Default for Limits {
             lockout_exempt_clients: Vec::new(),
             max_concurrent_kdf: 2,
             shutdown_grace_secs: 30,
+            // 256 MiB: a few hundred journal reports of headroom on a 16 GB
+            // SD card, and room for the system's own writes (logs).
+            min_free_bytes: 256 * 1024 * 1024,
+            min_free_percent: 0,
         }
     }
 }

@@ -234,6 +234,13 @@ pub fn dashboard(report: &Report, notice: Option<&str>) -> Markup {
             Some(c) => p { (c.subject) ", valid until " (c.not_after) " (" (c.days_left) " days left). " a href="/certificate" { "Details" } }
             None => p.error { (report.certificate_error.as_deref().unwrap_or("no certificate")) }
         }
+        @if let Some(d) = &report.disk {
+            h2 { "Disk" }
+            p.error[d.below_reserve] {
+                (crate::store::reserve::human(d.free_bytes)) " free of " (crate::store::reserve::human(d.total_bytes))
+                "; new mail is refused below " (crate::store::reserve::human(d.reserve_bytes)) "."
+            }
+        }
         p { small { "Checked " (report.checked_at) ". Mail waiting longer than " (report.max_pending_age_secs / 3600) " h needs attention." } }
     }
 }

@@ -125,6 +125,9 @@ pub trait Relay {
     ) -> Result<ProxyLogin, Refusal>;
     /// Starts a copy for `mailbox`.
     fn start_copy(&mut self, mailbox: &MailboxId) -> Result<Box<dyn CopySink>, Failure>;
+    /// Whether the disk is below its reserve (`store::reserve`): nothing
+    /// is relayed that could not be archived.
+    fn below_reserve(&mut self) -> bool;
     /// Whether the message `key` names was archived in `mailbox` before.
     fn is_archived(&mut self, mailbox: &MailboxId, key: &[&str]) -> bool;
     /// Records durably that the message `key` names is archived in `mailbox`.

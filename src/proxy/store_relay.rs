@@ -18,6 +18,7 @@ use crate::crypto::Password;
 use crate::failure::Failure;
 use crate::store::mailbox::PendingMessage;
 use crate::store::message::UpstreamOrigin;
+use crate::store::reserve::DiskReserve;
 use crate::store::{
     Mailbox, MailboxId, Metadata, Source, Spool, SpoolWriter, Status, Store, StoreError,
 };
@@ -33,6 +34,8 @@ pub struct ProxyContext {
     pub throttle: Arc<LoginThrottle>,
     /// What its copies record as their source.
     pub source: Source,
+    /// The disk reserve.
+    pub reserve: Arc<DiskReserve>,
 }
 
 /// The [`Relay`] of one client connection, over the store.
@@ -162,7 +165,18 @@ impl Relay for StoreRelay {
         }
     }
 
+    fn below_reserve(&mut self) -> bool {
+        self.ctx.reserve.below().is_some()
+    }
+
     fn start_copy(&mut self, mailbox: &MailboxId) -> Result<Box<dyn CopySink>, Failure> {
+        if let Some(space) = self.ctx.reserve.below() {
+            return Err(Failure::Temporary(format!(
+                "the disk is below its reserve ({} free, {} kept)",
+                crate::store::reserve::human(space.free),
+                crate::store::reserve::human(space.reserve)
+            )));
+        }
         let mailbox = self.mailbox(mailbox)?.clone();
         let spool = self.ctx.store.spool()?;
         Ok(Box::new(StoreCopy {

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Write};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use log::warn;
@@ -10,6 +11,7 @@ use log::warn;
 use super::command::Path;
 use super::server::{Backend, Envelope, MessageSink, RecipientCheck};
 use crate::failure::Failure;
+use crate::store::reserve::DiskReserve;
 use crate::store::{Mailbox, MailboxId, Metadata, Source, SpoolWriter, Status, Store, StoreError};
 use crate::timestamp;
 
@@ -20,15 +22,17 @@ pub struct StoreBackend {
     /// The mailboxes RCPT accepted, read once and handed to the message, so
     /// a transaction reads each `mailbox.json` once.
     accepted: HashMap<MailboxId, Mailbox>,
+    reserve: Arc<DiskReserve>,
 }
 
 impl StoreBackend {
     /// Recipients must be `<mailbox id>@<mailbox_domain>`.
-    pub fn new(store: Store, mailbox_domain: &str) -> StoreBackend {
+    pub fn new(store: Store, mailbox_domain: &str, reserve: Arc<DiskReserve>) -> StoreBackend {
         StoreBackend {
             store,
             mailbox_domain: mailbox_domain.to_string(),
             accepted: HashMap::new(),
+            reserve,
         }
     }
 }
@@ -60,6 +64,10 @@ impl Backend for StoreBackend {
                 RecipientCheck::Unavailable
             }
         }
+    }
+
+    fn below_reserve(&mut self) -> bool {
+        self.reserve.below().is_some()
     }
 
     fn start_message(&mut self) -> Result<Box<dyn MessageSink>, Failure> {

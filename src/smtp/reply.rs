@@ -51,6 +51,12 @@ impl Reply {
         Reply::new(500, "5.5.2", "Line too long")
     }
 
+    /// `452 4.3.1`: below the disk reserve (RFC 3463 §3.4, "mail system
+    /// full"), a temporary error the sender retries.
+    pub fn storage_full() -> Reply {
+        Reply::new(452, "4.3.1", "Insufficient system storage, try again later")
+    }
+
     /// `452 4.5.3`: more recipients than the limit (RFC 5321 section 4.5.3.1.10).
     pub fn too_many_recipients() -> Reply {
         Reply::new(452, "4.5.3", "Too many recipients")

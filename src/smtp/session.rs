@@ -3,6 +3,7 @@
 //! in the driver.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use log::info;
 
@@ -12,6 +13,7 @@ use crate::net::acceptor::Accepted;
 use crate::net::cidr::Cidr;
 use crate::net::driver::SessionEnv;
 use crate::store::Store;
+use crate::store::reserve::DiskReserve;
 
 /// Everything a journal SMTP session needs, shared by all of them.
 pub struct SmtpService {
@@ -21,6 +23,8 @@ pub struct SmtpService {
     pub store: Store,
     /// Domain of mailbox addresses.
     pub mailbox_domain: String,
+    /// The disk reserve: below it, MAIL and RCPT get `452 4.3.1`.
+    pub reserve: Arc<DiskReserve>,
     /// Who may connect; empty means everyone.
     pub allowed_clients: Vec<Cidr>,
     /// Certificate, timeouts (RFC 5321 section 4.5.3.2), shutdown flag.
@@ -35,7 +39,11 @@ impl SmtpService {
     /// Runs one connection to its end. `implicit_tls` for `listen_tls` listeners.
     pub fn run(&self, accepted: Accepted, implicit_tls: bool) {
         self.env.serve(accepted, implicit_tls, "smtp", |peer, tls| {
-            let backend = StoreBackend::new(self.store.clone(), &self.mailbox_domain);
+            let backend = StoreBackend::new(
+                self.store.clone(),
+                &self.mailbox_domain,
+                Arc::clone(&self.reserve),
+            );
             let session = Session::new(self.settings.clone(), backend, peer.ip(), tls);
             if self.allowed(peer.ip()) {
                 return session;

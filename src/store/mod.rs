@@ -17,6 +17,7 @@ pub mod ids;
 pub mod mailbox;
 pub mod merge;
 pub mod message;
+pub mod reserve;
 pub mod sealed;
 pub mod spool;
 

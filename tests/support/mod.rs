@@ -554,6 +554,32 @@ pub fn small_tmpfs(dir: &Path, size: &str) -> Option<Tmpfs> {
     Some(Tmpfs(dir.to_path_buf()))
 }
 
+impl Sandbox {
+    /// A tmpfs of `size` on the data directory, with the disk reserve off:
+    /// the full-disk tests fill the disk itself, to test what lies behind
+    /// the reserve (`tests/disk_reserve.rs` tests the reserve).
+    pub fn full_disk(&self, size: &str) -> Option<Tmpfs> {
+        let mounted = small_tmpfs(&self.data(), size)?;
+        self.set_config(&["limits", "min_free_bytes"], serde_json::json!(0));
+        Some(mounted)
+    }
+
+    /// Sets one value in gateway.json (a path of object keys).
+    pub fn set_config(&self, path: &[&str], value: serde_json::Value) {
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&fs::read(self.config()).unwrap()).unwrap();
+        let mut at = &mut config;
+        for key in &path[..path.len() - 1] {
+            if at.get(*key).is_none() {
+                at[*key] = serde_json::json!({});
+            }
+            at = &mut at[*key];
+        }
+        at[path[path.len() - 1]] = value;
+        fs::write(self.config(), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    }
+}
+
 /// Waits (up to 10 s) for a daemon to write its pid file; the pid, if it did.
 pub fn daemon_pid(pid_file: &Path) -> Option<i32> {
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -44,6 +44,20 @@ pub(super) fn deliver(context: &Context, args: &[String]) -> Result<(), CliError
             message: format!("mailbox {id} is suspended and does not take new mail"),
         });
     }
+    let l = &config.limits;
+    if let Ok(space) =
+        crate::store::reserve::measure(&config.data_dir, l.min_free_bytes, l.min_free_percent)
+        && space.below()
+    {
+        return Err(CliError {
+            code: EX_TEMPFAIL,
+            message: format!(
+                "the disk is below its reserve ({} free, {} kept): try again later",
+                crate::store::reserve::human(space.free),
+                crate::store::reserve::human(space.reserve)
+            ),
+        });
+    }
     let spool = read_message(&store)?;
     let metadata = Metadata {
         received: timestamp::rfc3339(SystemTime::now()),

@@ -57,7 +57,18 @@ impl<R: Relay> Pop3Proxy<R> {
                 ),
             );
         }
-        let copy = match self.needs_copy(&tx, n) {
+        let needs_copy = self.needs_copy(&tx, n);
+        if needs_copy && self.relay.below_reserve() {
+            warn!(
+                "pop3 proxy: RETR {n} refused: the disk is below its reserve, so it could not be archived"
+            );
+            self.state = State::Transaction(tx);
+            return self.error(
+                out,
+                &format!("[SYS/TEMP] Message {n} cannot be archived now (the gateway is short of disk space); try again later"),
+            );
+        }
+        let copy = match needs_copy {
             true => self.start_copy(&tx.account.mailbox.clone(), n),
             false => None,
         };

@@ -20,6 +20,7 @@ const MAILBOX: &str = "mbx-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 /// The upstream mailbox and everything that happened, shared by fakes.
 #[derive(Default)]
 struct World {
+    below_reserve: bool,
     messages: Vec<(String, Vec<u8>)>,
     deleted: Vec<u64>,
     commands: Vec<String>,
@@ -293,6 +294,10 @@ impl Relay for Fake {
         testing::finish_login(authorized, outcome)
     }
 
+    fn below_reserve(&mut self) -> bool {
+        self.0.borrow().below_reserve
+    }
+
     fn start_copy(&mut self, _mailbox: &MailboxId) -> Result<Box<dyn CopySink>, Failure> {
         Ok(Box::new(FakeCopy {
             world: self.clone(),
@@ -465,6 +470,26 @@ fn refused_and_temporary_logins_have_generic_answers() {
         h.ingest(b"USER x\r\nPASS y\r\n"),
         "+OK Send your password\r\n-ERR [SYS/TEMP] Temporary failure; try again later\r\n"
     );
+}
+
+#[test]
+fn below_the_disk_reserve_a_retr_that_would_need_a_copy_is_refused() {
+    let mut h = Harness::logged_in();
+    h.world.0.borrow_mut().below_reserve = true;
+    let r = h.ingest(b"RETR 1\r\n");
+    assert!(
+        r.starts_with("-ERR [SYS/TEMP] Message 1 cannot be archived now"),
+        "{r}"
+    );
+    assert!(h.world().copies.is_empty());
+    assert!(
+        !h.world().commands.iter().any(|c| c.starts_with("RETR")),
+        "nothing was retrieved"
+    );
+    h.world.0.borrow_mut().below_reserve = false;
+    let r = h.ingest(b"RETR 1\r\n");
+    assert!(r.starts_with("+OK"), "{r}");
+    assert_eq!(h.world().copies.len(), 1);
 }
 
 #[test]

@@ -343,6 +343,10 @@ impl<R: Relay> SmtpProxy<R> {
             .is_some_and(|s| s > self.settings.max_message_bytes)
         {
             Some(Reply::too_big())
+        } else if self.relay.below_reserve() {
+            // Nothing is relayed that could not be archived.
+            info!("smtp proxy: MAIL refused: the disk is below its reserve");
+            Some(Reply::storage_full())
         } else {
             None
         };

@@ -18,6 +18,7 @@ const MAILBOX: &str = "mbx-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 
 #[derive(Default)]
 struct World {
+    below_reserve: bool,
     logins: Vec<(String, String)>,
     login_result: Option<LoginFailure>,
     commands: Vec<String>,
@@ -278,6 +279,10 @@ impl Relay for Fake {
         testing::finish_login(authorized, outcome)
     }
 
+    fn below_reserve(&mut self) -> bool {
+        self.0.borrow().below_reserve
+    }
+
     fn start_copy(&mut self, _mailbox: &MailboxId) -> Result<Box<dyn CopySink>, Failure> {
         let mut w = self.0.borrow_mut();
         if w.fail_start {
@@ -410,6 +415,20 @@ fn auth_before_tls_is_538_and_the_password_is_never_read() {
     );
     assert_eq!(last_code(&h.ingest(b"AUTH LOGIN\r\n")), "538 5.7.11");
     assert!(h.world().logins.is_empty());
+}
+
+#[test]
+fn below_the_disk_reserve_mail_is_452_4_3_1_and_nothing_goes_upstream() {
+    let mut h = Harness::logged_in();
+    h.world.0.borrow_mut().below_reserve = true;
+    assert_eq!(
+        last_code(&h.ingest(b"MAIL FROM:<a@b.example>\r\n")),
+        "452 4.3.1"
+    );
+    assert!(!h.world().commands.iter().any(|c| c.starts_with("MAIL")));
+    h.world.0.borrow_mut().below_reserve = false;
+    assert!(last_code(&h.ingest(b"MAIL FROM:<a@b.example>\r\n")).starts_with("250"));
+    assert!(h.world().commands.iter().any(|c| c.starts_with("MAIL")));
 }
 
 #[test]

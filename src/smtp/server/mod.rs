@@ -89,6 +89,9 @@ pub trait Backend {
     fn recipient(&mut self, address: &Path) -> RecipientCheck;
     /// Starts receiving a message.
     fn start_message(&mut self) -> Result<Box<dyn MessageSink>, Failure>;
+    /// Whether the disk is below its reserve (`store::reserve`): no new
+    /// mail is taken in.
+    fn below_reserve(&mut self) -> bool;
 }
 
 /// How the message's lines ended.
@@ -448,6 +451,13 @@ impl<B: Backend> Journal<B> {
         {
             return Reply::too_big();
         }
+        if self.backend.below_reserve() {
+            info!(
+                "smtp from=<{}> result=refused reply=452 reason=disk-reserve",
+                from.0
+            );
+            return Reply::storage_full();
+        }
         let tx = Transaction {
             queue_id: random_id(),
             mail_from: from,
@@ -469,6 +479,14 @@ impl<B: Backend> Journal<B> {
         }
         if let Err(reply) = Reply::check_utf8(&to, tx.params.smtputf8, true) {
             return reply;
+        }
+        // The reserve may have been crossed since MAIL.
+        if self.backend.below_reserve() {
+            info!(
+                "smtp[{}] rcpt=<{}> result=refused reply=452 reason=disk-reserve",
+                tx.queue_id, to.0
+            );
+            return Reply::storage_full();
         }
         let (reply, reason) = match self.backend.recipient(&to) {
             RecipientCheck::Accept(id) => {

@@ -18,6 +18,7 @@ const SUSPENDED: &str = "mbx-cccccccccccccccccccccccccccccccc";
 struct Shared {
     stored: Vec<(Envelope, Vec<u8>)>,
     fail_start: bool,
+    below_reserve: bool,
     fail_write: bool,
     fail_deliver: bool,
     mailbox_gone: bool,
@@ -84,6 +85,10 @@ impl Backend for Fake {
             Ok(id) if id.as_str() == A || id.as_str() == B => RecipientCheck::Accept(id),
             _ => RecipientCheck::Unknown,
         }
+    }
+
+    fn below_reserve(&mut self) -> bool {
+        self.0.borrow().below_reserve
     }
 
     fn start_message(&mut self) -> Result<Box<dyn MessageSink>, Failure> {
@@ -458,6 +463,27 @@ fn a_store_that_cannot_be_asked_is_451() {
     assert_code(
         &h.ingest(b"RCPT TO:<unavailable@localhost>\r\n"),
         "451 4.3.0",
+    );
+}
+
+#[test]
+fn below_the_disk_reserve_mail_and_rcpt_get_452_4_3_1_and_intake_resumes_above_it() {
+    let mut h = Harness::tls();
+    h.ingest(b"EHLO c\r\n");
+    h.fake.0.borrow_mut().below_reserve = true;
+    assert_code(&h.ingest(b"MAIL FROM:<a@b.example>\r\n"), "452 4.3.1");
+    h.fake.0.borrow_mut().below_reserve = false;
+    assert_code(&h.ingest(b"MAIL FROM:<a@b.example>\r\n"), "250 2.1.0");
+    // Crossed between MAIL and RCPT.
+    h.fake.0.borrow_mut().below_reserve = true;
+    assert_code(
+        &h.ingest(format!("RCPT TO:<{A}@localhost>\r\n").as_bytes()),
+        "452 4.3.1",
+    );
+    h.fake.0.borrow_mut().below_reserve = false;
+    assert_code(
+        &h.ingest(format!("RCPT TO:<{A}@localhost>\r\n").as_bytes()),
+        "250 2.1.5",
     );
 }
 

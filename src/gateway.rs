@@ -542,6 +542,12 @@ pub fn serve(config: Config, config_file: &Path) -> Result<(), String> {
     notify_systemd(&[NotifyState::Ready]);
     cert::warn_if_expiring(&config);
     start_renewer(&config, &shared)?;
+    crate::alerts::spawn(
+        config.clone(),
+        store.clone(),
+        Arc::clone(&shared.control.shutdown),
+    )
+    .map_err(|e| format!("cannot start the alerts: {e}"))?;
     let mut running = config;
     let signals = acceptor
         .run(&shared.control, || {

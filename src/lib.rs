@@ -11,6 +11,7 @@
 
 pub mod acme;
 pub mod admin;
+pub mod alerts;
 pub mod auth;
 pub mod cert;
 pub mod cli;

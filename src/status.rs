@@ -47,6 +47,9 @@ pub struct Report {
     /// The data directory's file system against the disk reserve (`None`
     /// when it cannot be read).
     pub disk: Option<Disk>,
+    /// The alerts' state, when `alerts` is configured: the conditions
+    /// mailed, the last mail sent, and whether the relay fails.
+    pub alerts: Option<crate::alerts::State>,
     /// Every mailbox.
     pub mailboxes: Vec<MailboxStatus>,
     /// The mail age threshold in force, seconds.
@@ -66,6 +69,22 @@ pub struct Disk {
     pub reserve_bytes: u64,
     /// Below the reserve: new mail is refused with a temporary error.
     pub below_reserve: bool,
+}
+
+/// The alerts' state, and a sentence when the relay fails.
+fn alerts_status(config: &Config, attention: &mut Vec<String>) -> Option<crate::alerts::State> {
+    let alerts = config.alerts.as_ref().map(|_| crate::alerts::state(config));
+    if let Some(u) = alerts.as_ref().and_then(|a| a.undeliverable.as_ref()) {
+        attention.push(format!(
+            "alerts undeliverable: the relay failed {} time(s) in a row since {}: {}",
+            u.failures,
+            timestamp::rfc3339(timestamp::from_unix_micros(
+                u.since.max(0) as u64 * 1_000_000
+            )),
+            u.error
+        ));
+    }
+    alerts
 }
 
 /// The disk against the reserve, and a sentence when below it.
@@ -124,6 +143,11 @@ pub struct MailboxStatus {
     pub stray_entries: usize,
     /// Messages a password reset moved aside (sealed to a retired key).
     pub retired_messages: usize,
+    /// Seconds since the last delivery into it (to the minute), if any.
+    pub last_delivery_age_secs: Option<u64>,
+    /// Suspended, and deliveries to it were refused within
+    /// [`SUSPENDED_ATTEMPT_WINDOW`]: a journal rule still points at it.
+    pub refused_while_suspended: bool,
 }
 
 fn age(time: SystemTime, now: SystemTime) -> u64 {
@@ -214,6 +238,7 @@ pub fn gather(config: &Config, store: &Store, max_pending_age: Duration, probe: 
     }
     let acme = acme_status(config, &mut attention);
     let disk = disk_status(config, &mut attention);
+    let alerts = alerts_status(config, &mut attention);
     let mut mailboxes = Vec::new();
     match store.mailbox_ids() {
         Err(e) => attention.push(format!("the mailboxes cannot be listed: {e}")),
@@ -240,6 +265,7 @@ pub fn gather(config: &Config, store: &Store, max_pending_age: Duration, probe: 
         certificate_error: certificate.err(),
         acme,
         disk,
+        alerts,
         mailboxes,
         max_pending_age_secs: max_pending_age.as_secs(),
         attention,
@@ -294,10 +320,11 @@ pub fn mailbox_status(
         })
         .into_iter()
         .collect();
-    if mailbox.info().status == Status::Suspended
-        && let Some(refused) = mailbox.last_refused_delivery()
-        && age(refused, now) < SUSPENDED_ATTEMPT_WINDOW.as_secs()
-    {
+    let refused_while_suspended = mailbox.info().status == Status::Suspended
+        && mailbox
+            .last_refused_delivery()
+            .is_some_and(|r| age(r, now) < SUSPENDED_ATTEMPT_WINDOW.as_secs());
+    if refused_while_suspended && let Some(refused) = mailbox.last_refused_delivery() {
         warnings.push(format!(
             "mailbox {id} ({}) is suspended, but deliveries to it were refused in the last {} h \
              (the last at {}): a journal rule still points at it; change the rule, or resume \
@@ -330,6 +357,8 @@ pub fn mailbox_status(
         last_retrieved_age_secs: stats.last_retrieved.map(|t| age(t, now)),
         stray_entries: strays.len(),
         retired_messages: mailbox.retired_messages()?.len(),
+        last_delivery_age_secs: mailbox.last_delivery().map(|t| age(t, now)),
+        refused_while_suspended,
     };
     Ok((status, warnings))
 }

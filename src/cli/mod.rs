@@ -19,6 +19,7 @@ macro_rules! outln {
     };
 }
 
+mod alerts;
 mod backup;
 mod cert;
 mod console;
@@ -114,6 +115,7 @@ Commands:
   cert renew       ask the running gateway for a new ACME certificate now
   cert next-key    make the next certificate key of a key rollover
   dns              the DNS records to publish (MX, MTA-STS, TLS-RPT, TLSA)
+  alerts test      send one test alert mail through the configured relay
   console passwd   set the web console's administrator password
   status           listeners, certificate, mail waiting; exit 4 if something
                    needs attention (for cron and monitoring)
@@ -228,6 +230,7 @@ fn dispatch(args: Vec<String>) -> Result<(), CliError> {
         "lockouts" => lockouts::run(&context, rest),
         "cert" => cert::run(&context, rest),
         "dns" => dns::run(&context, rest),
+        "alerts" => alerts::run(&context, rest),
         "console" => console::run(&context, rest),
         "status" => status::run(&context, rest),
         "backup" => backup::run_backup(&context, rest),

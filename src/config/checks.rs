@@ -179,6 +179,10 @@ pub(super) fn ports<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Erro
     list::<D, PortCheck>(d)
 }
 
+pub(super) fn port<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    PortCheck::check(Value::deserialize(d)?).map_err(de::Error::custom)
+}
+
 /// Values written as strings and parsed with their `FromStr`.
 pub(super) struct ParsedCheck<T>(std::marker::PhantomData<T>);
 

@@ -21,9 +21,11 @@ use crate::net::cidr::Cidr;
 use crate::proxy::target::TargetPattern;
 use crate::store::flush::FlushPolicy;
 
+mod alerts;
 mod certificates;
 mod checks;
 
+pub use alerts::{AlertsConfig, RelayTls, Smarthost};
 pub use certificates::{
     AcmeConfig, ChallengeChoice, LETS_ENCRYPT, LETS_ENCRYPT_STAGING, MtaStsConfig, StsMode,
 };
@@ -130,6 +132,8 @@ pub struct Config {
     pub acme: Option<AcmeConfig>,
     /// The MTA-STS policy served over HTTPS (and the TLS-ALPN-01 listener).
     pub mta_sts: MtaStsConfig,
+    /// Alerts by email; `None` turns them off.
+    pub alerts: Option<AlertsConfig>,
 }
 
 impl Default for Config {
@@ -155,6 +159,7 @@ impl Default for Config {
             flush: FlushPolicy::Grouped,
             acme: None,
             mta_sts: MtaStsConfig::default(),
+            alerts: None,
         }
     }
 }
@@ -575,6 +580,7 @@ impl Config {
         config.check_listeners_unique(file)?;
         config
             .check_acme()
+            .and_then(|()| config.alerts.as_ref().map_or(Ok(()), AlertsConfig::check))
             .map_err(|(key, message)| error(key, message))?;
         Ok(config)
     }
@@ -606,6 +612,9 @@ impl Config {
         }
         if let Some(ca) = self.acme.as_mut().and_then(|a| a.ca_file.as_mut()) {
             *ca = base.join(&*ca);
+        }
+        if let Some(alerts) = self.alerts.as_mut() {
+            alerts.resolve_paths(base);
         }
     }
 

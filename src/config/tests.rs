@@ -219,6 +219,45 @@ fn invalid_json_is_reported_with_its_position() {
 }
 
 #[test]
+fn alerts_are_refused_with_reasons_an_administrator_can_act_on() {
+    let e = error_of(r#"{"alerts": {"smarthost": {"host": "smtp.example.org"}}}"#);
+    assert!(e.contains("alerts.to: name at least one address"), "{e}");
+    let relay = r#""smarthost": {"host": "smtp.example.org"}"#;
+    let e = error_of(&format!(
+        r#"{{"alerts": {{"to": ["it at example.org"], {relay}}}}}"#
+    ));
+    assert!(e.contains("is not an email address"), "{e}");
+    let e = error_of(r#"{"alerts": {"to": ["it@example.org"]}}"#);
+    assert!(e.contains("alerts.smarthost.host: name the relay"), "{e}");
+    let e = error_of(
+        r#"{"alerts": {"to": ["it@example.org"], "smarthost": {"host": "smtp.example.org", "tls": "none"}}}"#,
+    );
+    assert!(e.contains("none is only for a local MTA"), "{e}");
+    let e = error_of(
+        r#"{"alerts": {"to": ["it@example.org"], "smarthost": {"host": "127.0.0.1", "tls": "none", "username": "u", "password_file": "p"}}}"#,
+    );
+    assert!(e.contains("a password is never sent without TLS"), "{e}");
+    let e = error_of(
+        r#"{"alerts": {"to": ["it@example.org"], "smarthost": {"host": "smtp.example.org", "username": "u"}}}"#,
+    );
+    assert!(e.contains("a username needs its password_file"), "{e}");
+    let e = error_of(
+        r#"{"alerts": {"to": ["it@example.org"], "smarthost": {"host": "smtp.example.org", "port": 0}}}"#,
+    );
+    assert!(e.contains("alerts.smarthost.port"), "{e}");
+    let ok = parse(
+        r#"{"alerts": {"to": ["it@example.org"], "smarthost": {"host": "127.0.0.1", "port": 25, "tls": "none"}}}"#,
+    )
+    .unwrap();
+    let alerts = ok.alerts.unwrap();
+    assert_eq!(alerts.sender("gw.example.org"), "sealpost@gw.example.org");
+    assert_eq!(
+        (alerts.reminder_secs, alerts.archiver_stopped_hours),
+        (86_400, 24)
+    );
+}
+
+#[test]
 fn acme_is_refused_with_reasons_an_administrator_can_act_on() {
     let http = r#""http_listen": ["0.0.0.0:80"]"#;
     let e = error_of(&format!(r#"{{"acme": {{{http}}}}}"#));

@@ -8,8 +8,10 @@
 use std::io::{self, Read};
 use std::time::Duration;
 
+use crate::crypto::Password;
 use crate::dot_stuffing::DotStuffer;
 use crate::net::upstream::{Request, Response};
+use crate::proxy::login_name::Target;
 use crate::proxy::relay::Authorized;
 pub use crate::proxy::upstream::Progress;
 use crate::proxy::upstream::{
@@ -107,6 +109,23 @@ impl Replies {
     }
 }
 
+/// How an opening treats TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsPolicy {
+    /// TLS always: implicit on an implicit-TLS port, otherwise STARTTLS,
+    /// and refused when the server does not offer it (the proxy; the
+    /// alerts' smarthost).
+    Required,
+    /// No TLS at all: a local MTA on a loopback address (the alerts'
+    /// `smarthost.tls: none`), whose certificate, if any, names nothing we
+    /// could verify.
+    Off,
+}
+
+/// Whom an opening logs in as; `None` sends without AUTH (an
+/// IP-authenticated relay, a local MTA).
+pub type Credentials<'a> = Option<(&'a str, &'a Password)>;
+
 /// The SASL mechanisms the proxy speaks upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mechanism {
@@ -141,6 +160,7 @@ pub struct Login {
     tls: bool,
     extensions: Vec<String>,
     upgrade: Result<Request, OpenError>,
+    tls_policy: TlsPolicy,
 }
 
 /// An unexpected reply during the opening: 5xx refuses, anything else is temporary.
@@ -159,7 +179,16 @@ impl Login {
         dialer: &Dialer,
         authorized: &Authorized,
     ) -> (Login, Progress<Result<Link, OpenError>>) {
-        let target = &authorized.login.target;
+        Login::open(dialer, &authorized.login.target, TlsPolicy::Required)
+    }
+
+    /// Starts an opening toward `target` (port 587 unless it names one);
+    /// the first request connects. [`Login::step_with`] drives it.
+    pub fn open(
+        dialer: &Dialer,
+        target: &Target,
+        tls_policy: TlsPolicy,
+    ) -> (Login, Progress<Result<Link, OpenError>>) {
         let login = Login {
             stage: Stage::Connecting,
             timeout: dialer.connect_timeout,
@@ -170,6 +199,7 @@ impl Login {
             tls: false,
             extensions: Vec::new(),
             upgrade: dialer.upgrade(&target.host),
+            tls_policy,
         };
         (login, connect(dialer, target, DEFAULT_PORT))
     }
@@ -180,10 +210,20 @@ impl Login {
         response: Response<'_>,
         authorized: &Authorized,
     ) -> Progress<Result<Link, OpenError>> {
-        settle(self.step(response, authorized))
+        let credentials = Some((authorized.login.remote_user.as_str(), authorized.password()));
+        self.step_with(response, credentials)
     }
 
-    fn step(&mut self, response: Response<'_>, authorized: &Authorized) -> LoginStep<Link> {
+    /// The next step after `response`, logging in with `credentials`.
+    pub fn step_with(
+        &mut self,
+        response: Response<'_>,
+        credentials: Credentials<'_>,
+    ) -> Progress<Result<Link, OpenError>> {
+        settle(self.step(response, credentials))
+    }
+
+    fn step(&mut self, response: Response<'_>, credentials: Credentials<'_>) -> LoginStep<Link> {
         match (self.stage, response) {
             (_, Response::Failed(e)) => Err(e.into()),
             (Stage::Connecting, Response::Connected { tls, .. }) => {
@@ -197,7 +237,7 @@ impl Login {
             }
             (_, response) => match self.replies.feed(response)? {
                 None => Ok(Progress::Io(Request::Read(self.timeout))),
-                Some((reply, lines)) => self.answer(reply, lines, authorized),
+                Some((reply, lines)) => self.answer(reply, lines, credentials),
             },
         }
     }
@@ -216,14 +256,17 @@ impl Login {
         &mut self,
         reply: UpReply,
         lines: Vec<Vec<u8>>,
-        authorized: &Authorized,
+        credentials: Credentials<'_>,
     ) -> LoginStep<Link> {
         let expect = |code: u16, what: &str| match reply.code == code {
             true => Ok(()),
             false => Err(unexpected(&reply, what)),
         };
-        let user = &authorized.login.remote_user;
-        let password = authorized.password();
+        let (user, password) = match credentials {
+            Some((user, password)) => (user, Some(password)),
+            None => ("", None),
+        };
+        let no_password = || OpenError::Unavailable("AUTH without credentials".into());
         match self.stage {
             Stage::Greeting => {
                 expect(220, "greeting")?;
@@ -231,7 +274,7 @@ impl Login {
             }
             Stage::Ehlo => {
                 expect(250, "EHLO")?;
-                self.after_ehlo(&lines, authorized)
+                self.after_ehlo(&lines, credentials)
             }
             Stage::StartTls => {
                 expect(220, "STARTTLS")?;
@@ -250,14 +293,11 @@ impl Login {
             }
             Stage::AuthLoginPassword => {
                 expect(334, "AUTH LOGIN user")?;
+                let password = password.ok_or_else(no_password)?;
                 self.send(Stage::AuthResult, &sasl::encode_login(password.expose()))
             }
             Stage::AuthResult => match reply.code {
-                235 => Ok(Progress::Done(Ok(Link {
-                    extensions: std::mem::take(&mut self.extensions),
-                    replies: std::mem::take(&mut self.replies),
-                    timeout: self.io_timeout,
-                }))),
+                235 => Ok(Progress::Done(Ok(self.link()))),
                 c if c >= 500 => Err(OpenError::AuthFailed(format!(
                     "{} {}",
                     reply.code, reply.text
@@ -274,15 +314,25 @@ impl Login {
         }
     }
 
-    /// EHLO answered: upgrade first if TLS is not on, then authenticate.
-    fn after_ehlo(&mut self, lines: &[Vec<u8>], authorized: &Authorized) -> LoginStep<Link> {
+    /// The session, once opened.
+    fn link(&mut self) -> Link {
+        Link {
+            extensions: std::mem::take(&mut self.extensions),
+            replies: std::mem::take(&mut self.replies),
+            timeout: self.io_timeout,
+        }
+    }
+
+    /// EHLO answered: upgrade first if TLS is not on (unless the policy is
+    /// off), then authenticate, unless there are no credentials.
+    fn after_ehlo(&mut self, lines: &[Vec<u8>], credentials: Credentials<'_>) -> LoginStep<Link> {
         // The first line is the greeting, not a keyword.
         self.extensions = lines
             .iter()
             .skip(1)
             .map(|l| String::from_utf8_lossy(l.get(4..).unwrap_or_default()).to_ascii_uppercase())
             .collect();
-        if !self.tls {
+        if !self.tls && self.tls_policy == TlsPolicy::Required {
             // Never send credentials in plaintext: no STARTTLS, no login.
             if !self.extensions.iter().any(|e| e == "STARTTLS") {
                 return Err(OpenError::Refused(format!(
@@ -292,10 +342,17 @@ impl Login {
             }
             return self.send(Stage::StartTls, "STARTTLS");
         }
+        let Some((user, password)) = credentials else {
+            return Ok(Progress::Done(Ok(self.link())));
+        };
+        if !self.tls {
+            return Err(OpenError::Refused(
+                "credentials are never sent without TLS".into(),
+            ));
+        }
         match self.mechanism()? {
             Mechanism::Plain => {
-                let plain =
-                    sasl::encode_plain(&authorized.login.remote_user, authorized.password());
+                let plain = sasl::encode_plain(user, password);
                 self.send(Stage::AuthResult, &format!("AUTH PLAIN {}", *plain))
             }
             Mechanism::Login => self.send(Stage::AuthLoginUser, "AUTH LOGIN"),

@@ -33,8 +33,32 @@ const RETRIEVED_FILE: &str = "last-retrieval";
 /// Its modification time is the last delivery refused because the mailbox
 /// is suspended: a journal rule still points at it.
 const REFUSED_FILE: &str = "last-refused-while-suspended";
-/// The refusal time is recorded at most this often (no write per attempt).
-const REFUSED_GRANULARITY: std::time::Duration = std::time::Duration::from_secs(60);
+/// Its modification time is the last delivery into the mailbox (the
+/// alerts' "journal mail stopped"); it outlives the messages themselves.
+const DELIVERED_FILE: &str = "last-delivery";
+/// Those times are recorded at most this often: no write, and no flush,
+/// per message; a crash may lose the last minute of them.
+const MARKER_GRANULARITY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Sets the modification time of the marker `dir/name` to now, unless it
+/// is less than [`MARKER_GRANULARITY`] old.
+pub(super) fn touch_marker(dir: &Path, name: &str) -> std::io::Result<()> {
+    let path = dir.join(name);
+    let now = SystemTime::now();
+    let recent = fs::symlink_metadata(&path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| now.duration_since(t).is_ok_and(|d| d < MARKER_GRANULARITY));
+    if recent {
+        return Ok(());
+    }
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .and_then(|f| f.set_modified(now))
+}
 pub(super) const RETIRED_DIR: &str = "retired-keys";
 /// Present in a standby's copy of a mailbox (`import-public`): it has no
 /// secret key by design. Without it, a missing key file is damage.
@@ -466,24 +490,19 @@ impl Mailbox {
     /// as the modification time of a marker file, at most once a minute.
     /// Best effort: a failure only loses the hint.
     pub fn note_refused_delivery(&self) {
-        let path = self.dir.join(REFUSED_FILE);
-        let now = SystemTime::now();
-        let recent = fs::symlink_metadata(&path)
+        if let Err(e) = touch_marker(&self.dir, REFUSED_FILE) {
+            warn!(
+                "{}: cannot record a refused delivery: {e}",
+                self.dir.join(REFUSED_FILE).display()
+            );
+        }
+    }
+
+    /// When a message was last delivered into it (to the minute).
+    pub fn last_delivery(&self) -> Option<SystemTime> {
+        fs::symlink_metadata(self.dir.join(DELIVERED_FILE))
             .and_then(|m| m.modified())
-            .is_ok_and(|t| now.duration_since(t).is_ok_and(|d| d < REFUSED_GRANULARITY));
-        if recent {
-            return;
-        }
-        let touched = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .and_then(|f| f.set_modified(now));
-        if let Err(e) = touched {
-            warn!("{}: cannot record a refused delivery: {e}", path.display());
-        }
+            .ok()
     }
 
     /// When a delivery was last refused because the mailbox is suspended.

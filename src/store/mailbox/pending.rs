@@ -132,6 +132,12 @@ impl PendingMessage {
         let dest = dir.join(self.name.file_name());
         fs::rename(&self.tmp, &dest).map_err(io_error(&self.tmp, "cannot move into messages/"))?;
         self.committed = true;
+        if let Err(e) = super::touch_marker(&self.mailbox_dir, super::DELIVERED_FILE) {
+            log::debug!(
+                "{}: cannot record the delivery time: {e}",
+                self.mailbox_dir.display()
+            );
+        }
         let durability = std::mem::replace(&mut self.durability, flush::Durability::PerFile);
         Ok(Placed {
             committed: CommittedMessage {

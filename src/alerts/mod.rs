@@ -1,0 +1,485 @@
+//! Alerts by email: what `sealpost status` knows, told to the administrator
+//! without anyone running it. Each condition is one mail when it starts, a
+//! reminder every `alerts.reminder_secs` while it lasts, and one mail when
+//! it clears. The state lives in `<data_dir>/alerts/state.json`, so a
+//! restart sends nothing again; of the nodes on one data directory, the one
+//! holding `alerts/.lock` looks and sends (the conditions come from the
+//! shared directory).
+//!
+//! A mail is plain text in an administrator's words, `Auto-Submitted:
+//! auto-generated` (RFC 3834 §5), and never carries message content,
+//! correspondents' addresses, passwords or keys: only mailbox ids and
+//! names, counts, ages and the gateway's own state.
+
+pub mod send;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use log::{info, warn};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{AlertsConfig, Config};
+use crate::status::{self, Report};
+use crate::store::{Store, durable};
+use crate::timestamp;
+
+const DIR: &str = "alerts";
+const STATE_FILE: &str = "state.json";
+const LOCK_FILE: &str = ".lock";
+/// The first retry after the relay failed; doubled each time, up to an hour.
+const FIRST_RETRY_SECS: u64 = 60;
+const MAX_RETRY_SECS: u64 = 3600;
+
+/// One condition that holds now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    /// Stable key (`archiver:<id>`, `disk`, …).
+    pub key: String,
+    /// Short title, for the subject.
+    pub title: String,
+    /// What is wrong and what to do, for the body.
+    pub body: String,
+}
+
+/// A condition the state remembers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Active {
+    /// Its title.
+    pub title: String,
+    /// Unix time it started.
+    pub since: i64,
+    /// Unix time of its last mail.
+    pub mailed: i64,
+}
+
+/// The relay failing.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Undeliverable {
+    /// Unix time of the first failure in a row.
+    pub since: i64,
+    /// Failures in a row.
+    pub failures: u32,
+    /// The last error.
+    pub error: String,
+    /// Unix time before which nothing is tried.
+    pub next_try: i64,
+}
+
+/// What `status` and the console show, and what the next look starts from.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct State {
+    /// The conditions mailed as started and not yet as cleared.
+    pub active: BTreeMap<String, Active>,
+    /// Unix time and subject of the last mail sent.
+    pub last_sent: Option<(i64, String)>,
+    /// Set while the relay fails.
+    pub undeliverable: Option<Undeliverable>,
+}
+
+fn dir(config: &Config) -> PathBuf {
+    config.data_dir.join(DIR)
+}
+
+/// The state (default when there is none yet).
+pub fn state(config: &Config) -> State {
+    std::fs::read(dir(config).join(STATE_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn save(config: &Config, state: &State) -> Result<(), String> {
+    let dir = dir(config);
+    durable::create_private_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let bytes = serde_json::to_vec_pretty(state).map_err(|e| e.to_string())?;
+    durable::replace_file(&dir, STATE_FILE, &bytes)
+        .map_err(|e| format!("{}: {e}", dir.join(STATE_FILE).display()))
+}
+
+fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+fn hours(secs: u64) -> String {
+    match secs / 3600 {
+        0 => format!("{} min", secs / 60),
+        1 => "1 hour".into(),
+        h => format!("{h} hours"),
+    }
+}
+
+/// The conditions that hold in `report`, by the thresholds of `alerts`.
+pub fn conditions(report: &Report, alerts: &AlertsConfig) -> Vec<Condition> {
+    let mut out = Vec::new();
+    let mut add =
+        |key: String, title: String, body: String| out.push(Condition { key, title, body });
+    for mb in &report.mailboxes {
+        let who = format!("mailbox {} ({})", mb.id, mb.name);
+        let stopped = alerts.archiver_stopped_hours * 3600;
+        if let Some(waited) = mb.oldest_age_secs.filter(|&w| stopped > 0 && w > stopped) {
+            add(
+                format!("archiver:{}", mb.id),
+                format!("the archiver stopped collecting {}", mb.name),
+                format!(
+                    "{who} holds {} message(s); the oldest has waited {}.\n\nThe archiver (MailStore Server, fetchmail, ...) has not collected them. Check that its job runs and can log in (sealpost status shows the last retrieval). Mail keeps arriving and is kept encrypted until the disk reserve is reached.",
+                    mb.pending_messages,
+                    hours(waited)
+                ),
+            );
+        }
+        let silence = alerts
+            .journal_silence_hours_for
+            .get(&mb.id)
+            .copied()
+            .unwrap_or(alerts.journal_silence_hours)
+            * 3600;
+        if let Some(quiet) = mb
+            .last_delivery_age_secs
+            .filter(|&q| silence > 0 && q > silence && mb.status == "active")
+        {
+            add(
+                format!("silence:{}", mb.id),
+                format!("no journal mail for {}", mb.name),
+                format!(
+                    "{who} has received nothing for {}, although it received mail before.\n\nMicrosoft 365 turns a journal rule off after about two days of failed deliveries. Check the journal rule and its delivery reports, and that this gateway is reachable on port 25. For a mailbox that rarely receives mail, set alerts.journal_silence_hours_for.",
+                    hours(quiet)
+                ),
+            );
+        }
+        if mb.refused_while_suspended {
+            add(
+                format!("suspended:{}", mb.id),
+                format!("deliveries to the suspended {}", mb.name),
+                format!(
+                    "{who} is suspended, but senders still try to deliver to it: they get a temporary error and will give up.\n\nChange the journal rule to another mailbox, or resume this one (sealpost mailbox resume)."
+                ),
+            );
+        }
+        if mb.retired_messages > 0 {
+            add(
+                format!("retired:{}", mb.id),
+                format!("mail sealed to a retired key in {}", mb.name),
+                format!(
+                    "{who} holds {} message(s) sealed to the key of before a password reset. The archiver cannot collect them.\n\nExport them with the old password (sealpost mailbox export --retired), or remove them (sealpost mailbox purge-retired).",
+                    mb.retired_messages
+                ),
+            );
+        }
+    }
+    certificate_conditions(report, alerts, &mut add);
+    if let Some(d) = report
+        .disk
+        .as_ref()
+        .filter(|d| d.free_bytes < d.reserve_bytes.saturating_mul(2))
+    {
+        let now = if d.below_reserve {
+            "It is below the reserve: new mail is refused with a temporary error now, and senders give up after a day or two."
+        } else {
+            "Below the reserve, new mail will be refused with a temporary error."
+        };
+        add(
+            "disk".into(),
+            "the disk is nearly full".into(),
+            format!(
+                "The data directory's file system has {} free; the reserve is {}. {now}\n\nMake the archiver collect, or free space on that file system.",
+                crate::store::reserve::human(d.free_bytes),
+                crate::store::reserve::human(d.reserve_bytes)
+            ),
+        );
+    }
+    out
+}
+
+fn certificate_conditions(
+    report: &Report,
+    alerts: &AlertsConfig,
+    add: &mut impl FnMut(String, String, String),
+) {
+    if let Some(c) = report
+        .certificate
+        .as_ref()
+        .filter(|c| c.days_left < alerts.certificate_days as i64)
+    {
+        add(
+            "certificate".into(),
+            "the certificate expires soon".into(),
+            format!(
+                "The TLS certificate ({}) expires {} ({} day(s) left). Senders that require TLS stop delivering when it has expired.\n\nWith ACME, look at the renewal's error (sealpost status); otherwise install a new certificate (console, or tls.cert_file).",
+                c.subject, c.not_after, c.days_left
+            ),
+        );
+    }
+    if let Some(error) = report.acme.as_ref().and_then(|a| a.last_error.as_ref()) {
+        add(
+            "acme".into(),
+            "the certificate renewal failed".into(),
+            format!(
+                "Renewing the certificate from the ACME certificate authority failed; the current certificate is still served. The error:\n\n  {error}\n\nThe gateway retries by itself. Check that the challenge's port (80 or 443) is reachable from the internet; sealpost cert renew tries again now."
+            ),
+        );
+    }
+}
+
+/// What a mail says about its condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// It started.
+    Started,
+    /// It still holds.
+    Reminder,
+    /// It cleared.
+    Cleared,
+    /// `sealpost alerts test`.
+    Test,
+}
+
+/// A random Message-ID local part.
+fn message_id(hostname: &str) -> String {
+    let mut random = [0u8; 12];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random);
+    let local: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    format!("<{local}.alert@{hostname}>")
+}
+
+/// The whole mail (CRLF lines): headers and a plain-text body.
+pub fn compose(
+    config: &Config,
+    alerts: &AlertsConfig,
+    kind: Kind,
+    title: &str,
+    body: &str,
+) -> (String, Vec<u8>) {
+    let host = &config.hostname;
+    let subject = match kind {
+        Kind::Started => format!("[Sealpost {host}] Attention: {title}"),
+        Kind::Reminder => format!("[Sealpost {host}] Still: {title}"),
+        Kind::Cleared => format!("[Sealpost {host}] Resolved: {title}"),
+        Kind::Test => format!("[Sealpost {host}] Test: alerts reach you"),
+    };
+    let lead = match kind {
+        Kind::Started => "Something on this gateway needs your attention.",
+        Kind::Reminder => "This still needs your attention.",
+        Kind::Cleared => "This no longer needs attention; nothing more to do.",
+        Kind::Test => {
+            "This is a test mail (sealpost alerts test): alerts from this gateway reach you."
+        }
+    };
+    let text = format!(
+        "{lead}\n\n{body}\n\n-- \nSealpost on {host}. sealpost status shows the whole state.\n"
+    );
+    let mut mail = String::new();
+    for (name, value) in [
+        ("From", format!("Sealpost <{}>", alerts.sender(host))),
+        ("To", alerts.to.join(", ")),
+        ("Subject", subject.clone()),
+        ("Date", timestamp::rfc5322(SystemTime::now())),
+        ("Message-ID", message_id(host)),
+        ("Auto-Submitted", "auto-generated".into()),
+        ("MIME-Version", "1.0".into()),
+        ("Content-Type", "text/plain; charset=utf-8".into()),
+        ("Content-Transfer-Encoding", "8bit".into()),
+    ] {
+        mail.push_str(&format!("{name}: {value}\r\n"));
+    }
+    mail.push_str("\r\n");
+    for line in text.lines() {
+        mail.push_str(line);
+        mail.push_str("\r\n");
+    }
+    (subject, mail.into_bytes())
+}
+
+/// Mails `kind` about one condition now; records the last mail sent, or
+/// the relay's failure, in `state`.
+fn mail(
+    config: &Config,
+    alerts: &AlertsConfig,
+    state: &mut State,
+    kind: Kind,
+    title: &str,
+    body: &str,
+    shutdown: &Arc<AtomicBool>,
+) -> Result<(), String> {
+    let (subject, message) = compose(config, alerts, kind, title, body);
+    match send::send(alerts, &config.hostname, &message, Arc::clone(shutdown)) {
+        Ok(()) => {
+            info!("alerts: sent \"{subject}\" to {}", alerts.to.join(", "));
+            state.last_sent = Some((now(), subject));
+            if state.undeliverable.take().is_some() {
+                info!("alerts: the relay takes mail again");
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let failures = state.undeliverable.as_ref().map_or(0, |u| u.failures) + 1;
+            let wait = FIRST_RETRY_SECS
+                .saturating_mul(1 << failures.saturating_sub(1).min(10))
+                .min(MAX_RETRY_SECS);
+            warn!(
+                "alerts: \"{subject}\" could not be sent ({failures} failure(s) in a row, next try in {wait} s): {e}"
+            );
+            state.undeliverable = Some(Undeliverable {
+                since: state.undeliverable.as_ref().map_or(now(), |u| u.since),
+                failures,
+                error: e.clone(),
+                next_try: now() + wait as i64,
+            });
+            Err(e)
+        }
+    }
+}
+
+/// One look: the conditions now against the state, and the mails that
+/// follow, under the lock so that one node of a cluster sends. Returns
+/// the state after it.
+pub fn look(config: &Config, store: &Store, shutdown: &Arc<AtomicBool>) -> Option<State> {
+    let alerts = config.alerts.as_ref()?;
+    let dir = dir(config);
+    durable::create_private_dir(&dir).ok()?;
+    let lock = durable::open_lock_file(&dir.join(LOCK_FILE)).ok()?;
+    if !durable::try_lock_exclusive(&lock).unwrap_or(false) {
+        return None;
+    }
+    let report = status::gather(
+        config,
+        store,
+        Duration::from_secs(alerts.archiver_stopped_hours.max(1) * 3600),
+        status::Probe::Serving(&[]),
+    );
+    let holding = conditions(&report, alerts);
+    let mut state = state(config);
+    let t = now();
+    if state.undeliverable.as_ref().is_some_and(|u| t < u.next_try) {
+        return Some(state);
+    }
+    let reminder = alerts.reminder_secs as i64;
+    let mut outcome = Ok(());
+    for c in &holding {
+        let due = match state.active.get(&c.key) {
+            None => Some(Kind::Started),
+            Some(a) if t - a.mailed >= reminder => Some(Kind::Reminder),
+            Some(_) => None,
+        };
+        if let Some(kind) = due {
+            outcome = mail(
+                config, alerts, &mut state, kind, &c.title, &c.body, shutdown,
+            );
+            if outcome.is_err() {
+                break;
+            }
+            let since = state.active.get(&c.key).map_or(t, |a| a.since);
+            state.active.insert(
+                c.key.clone(),
+                Active {
+                    title: c.title.clone(),
+                    since,
+                    mailed: now(),
+                },
+            );
+        }
+    }
+    if outcome.is_ok() {
+        mail_cleared(config, alerts, &mut state, &holding, shutdown);
+    }
+    if let Err(e) = save(config, &state) {
+        warn!("alerts: cannot record their state: {e}");
+    }
+    drop(lock);
+    Some(state)
+}
+
+/// One "Resolved" mail for each condition in `state` that no longer holds;
+/// stops at the first the relay does not take.
+fn mail_cleared(
+    config: &Config,
+    alerts: &AlertsConfig,
+    state: &mut State,
+    holding: &[Condition],
+    shutdown: &Arc<AtomicBool>,
+) {
+    let cleared: Vec<String> = state
+        .active
+        .keys()
+        .filter(|k| !holding.iter().any(|c| &c.key == *k))
+        .cloned()
+        .collect();
+    for key in cleared {
+        let Some(active) = state.active.get(&key).cloned() else {
+            continue;
+        };
+        let since = timestamp::from_unix_micros(active.since.max(0) as u64 * 1_000_000);
+        let body = format!(
+            "It held from {} to {}.",
+            timestamp::rfc3339(since),
+            timestamp::rfc3339(SystemTime::now())
+        );
+        if mail(
+            config,
+            alerts,
+            state,
+            Kind::Cleared,
+            &active.title,
+            &body,
+            shutdown,
+        )
+        .is_err()
+        {
+            return;
+        }
+        state.active.remove(&key);
+    }
+}
+
+/// `sealpost alerts test`: one test mail now.
+pub fn test(config: &Config) -> Result<String, String> {
+    let alerts = config
+        .alerts
+        .as_ref()
+        .ok_or("alerts are not configured (the alerts section of gateway.json)")?;
+    let (subject, message) = compose(
+        config,
+        alerts,
+        Kind::Test,
+        "test",
+        &format!(
+            "It went through {}:{} to {}.",
+            alerts.smarthost.host,
+            alerts.smarthost.port,
+            alerts.to.join(", ")
+        ),
+    );
+    send::send(
+        alerts,
+        &config.hostname,
+        &message,
+        Arc::new(AtomicBool::new(false)),
+    )?;
+    Ok(subject)
+}
+
+/// Looks every `alerts.check_secs` until the gateway stops.
+pub fn spawn(config: Config, store: Store, shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
+    let Some(every) = config
+        .alerts
+        .as_ref()
+        .map(|a| Duration::from_secs(a.check_secs))
+    else {
+        return Ok(());
+    };
+    std::thread::Builder::new()
+        .name("alerts".into())
+        .spawn(move || {
+            while !shutdown.load(Ordering::Relaxed) {
+                look(&config, &store, &shutdown);
+                let until = std::time::Instant::now() + every;
+                while std::time::Instant::now() < until && !shutdown.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        })?;
+    Ok(())
+}

@@ -282,14 +282,33 @@ fn a_relay_without_auth_takes_alerts_and_one_that_refuses_or_is_gone_shows_in_st
         })
     };
     // An IP-authenticated relay (a Microsoft 365 connector): TLS, no AUTH.
-    let sb = Sandbox::for_gateway("alerts-open", config(open.port, "starttls"));
+    let mut open_config = config(open.port, "starttls");
+    open_config["hostname"] = json!("localhost");
+    open_config["console"] = json!({ "listen": ["127.0.0.1:0"] });
+    let sb = Sandbox::for_gateway("alerts-open", open_config);
+    let out = sb.run_with_input(
+        &["console", "passwd", "--password-file", "-"],
+        b"console admin password 1\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
     let gw = Gateway::start(&sb);
     wait_until("the disk alert", || !open.mails().is_empty());
     let mail = &open.mails()[0];
     assert_eq!(
         subject(mail),
-        "[Sealpost gw.example.org] Attention: the disk is nearly full"
+        "[Sealpost localhost] Attention: the disk is nearly full"
     );
+    // The console's dashboard shows the condition and the last mail.
+    let mut console = support::https::Client::new(gw.addr("console.listen[0]"), &gw.cert);
+    assert_eq!(console.login("console admin password 1").status, 303);
+    wait_until("the dashboard shows the last mail", || {
+        let page = console.get("/");
+        page.body.contains("<h2>Alerts</h2>")
+            && page.body.contains("the disk is nearly full (since ")
+            && page
+                .body
+                .contains("Last mail sent: [Sealpost localhost] Attention: the disk is nearly full")
+    });
     assert!(mail.contains("It is below the reserve"), "{mail}");
     assert_eq!(open.envelope(1)["authenticated"], false);
     assert_eq!(
@@ -328,4 +347,50 @@ fn a_relay_without_auth_takes_alerts_and_one_that_refuses_or_is_gone_shows_in_st
         "{report}"
     );
     assert!(refusing.mails().is_empty());
+}
+
+/// Two nodes on one data directory: the node holding the lock sends, so
+/// one mail, not two.
+#[test]
+fn two_nodes_on_one_data_directory_send_one_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "relay");
+    let (cert, key) = ca.issue(dir.path(), "relay", &["localhost"]);
+    let Some(relay) = Relay::start(
+        &dir.path().join("mails"),
+        "accept",
+        Some((&cert, &key)),
+        None,
+    ) else {
+        return;
+    };
+    let config = |node: &str| {
+        json!({
+            "node": node,
+            "limits": { "min_free_bytes": 1_099_511_627_776u64 },
+            "alerts": {
+                "to": [ADMIN],
+                "smarthost": { "host": "localhost", "port": relay.port, "ca_file": ca.cert_file },
+                "check_secs": 5,
+            },
+        })
+    };
+    let a = Sandbox::for_gateway("alerts-node-a", config("a"));
+    let mut second = config("b");
+    second["data_dir"] = json!(a.data());
+    let b = Sandbox::for_gateway("alerts-node-b", second);
+    let (ga, gb) = std::thread::scope(|s| {
+        let ga = s.spawn(|| Gateway::start(&a));
+        let gb = s.spawn(|| Gateway::start(&b));
+        (ga.join().unwrap(), gb.join().unwrap())
+    });
+    wait_until("the disk alert", || !relay.mails().is_empty());
+    // Three more looks, by whichever node holds the lock: still one mail.
+    for _ in 0..3 {
+        let before = looked(&a);
+        wait_until("another look", || looked(&a) != before);
+    }
+    assert_eq!(relay.mails().len(), 1, "one mail for the cluster");
+    let sent = ga.log().matches("alerts: sent").count() + gb.log().matches("alerts: sent").count();
+    assert_eq!(sent, 1);
 }

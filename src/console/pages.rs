@@ -234,6 +234,21 @@ pub fn dashboard(report: &Report, notice: Option<&str>) -> Markup {
             Some(c) => p { (c.subject) ", valid until " (c.not_after) " (" (c.days_left) " days left). " a href="/certificate" { "Details" } }
             None => p.error { (report.certificate_error.as_deref().unwrap_or("no certificate")) }
         }
+        @if let Some(alerts) = &report.alerts {
+            h2 { "Alerts" }
+            @if let Some(u) = &alerts.undeliverable {
+                p.error role="alert" { "Alerts undeliverable: the relay failed " (u.failures) " time(s) in a row: " (u.error) }
+            }
+            @if alerts.active.is_empty() {
+                p { "No condition is being reported." }
+            } @else {
+                ul { @for (_, a) in &alerts.active { li { (a.title) " (since " (when(Some(a.since))) ")" } } }
+            }
+            p { "Last mail sent: " @match &alerts.last_sent {
+                Some((at, subject)) => { (subject) " at " (when(Some(*at))) }
+                None => "none yet",
+            } }
+        }
         @if let Some(d) = &report.disk {
             h2 { "Disk" }
             p.error[d.below_reserve] {

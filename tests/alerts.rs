@@ -246,6 +246,40 @@ fn a_condition_is_mailed_once_reminded_and_cleared_through_a_relay_with_tls_and_
         gw.log()
             .contains("alerts: sent \"[Sealpost gw.example.org] Resolved")
     );
+
+    // The gateway dies: the command sealpost-alert@.service runs
+    // (OnFailure=) mails the last log lines, without any address.
+    drop(gw);
+    let log = dir.path().join("journal.txt");
+    std::fs::write(
+        &log,
+        "2026-12-07T05:00:00+0000 gw sealpost[1]: smtp[4F2A] from=<ceo@example.org> rcpt=<mbx-1@gw.example.org> stored\n\
+         2026-12-07T05:00:01+0000 gw sealpost[1]: pop3 login anna@example.com%pop.example.com%mbx-1 refused\n\
+         2026-12-07T05:00:02+0000 gw sealpost[1]: ERROR cannot open the data directory /var/lib/sealpost: Permission denied\n",
+    )
+    .unwrap();
+    let out = sb.run(&[
+        "alerts",
+        "failed",
+        "sealpost.service",
+        "--log-file",
+        log.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mails = relay.mails();
+    let died = mails.last().unwrap();
+    assert_eq!(
+        subject(died),
+        "[Sealpost gw.example.org] Attention: the gateway stopped (sealpost.service failed)"
+    );
+    assert!(
+        died.contains("ERROR cannot open the data directory /var/lib/sealpost: Permission denied"),
+        "{died}"
+    );
+    assert!(died.contains("from=<…> rcpt=<…>"), "{died}");
+    for secret in ["ceo@example.org", "anna@example.com", "mbx-1@"] {
+        assert!(!died.contains(secret), "{secret} in {died}");
+    }
 }
 
 #[test]

@@ -170,6 +170,24 @@ fn install_into_a_throwaway_root_then_uninstall_keeping_the_archive() {
         assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
     }
     verify_unit(&analyze, &root, "/etc/systemd/system/sealpost.service");
+    // The failure alert the unit names in OnFailure=, for the failed
+    // sealpost.service as systemd would instantiate it.
+    assert!(
+        text.lines()
+            .any(|l| l == "OnFailure=sealpost-alert@%n.service")
+    );
+    let alert =
+        fs::read_to_string(root.join("etc/systemd/system/sealpost-alert@.service")).unwrap();
+    assert!(
+        alert.lines().any(|l| l
+            == "ExecStart=/usr/local/bin/sealpost -c /etc/sealpost/gateway.json alerts failed %i"),
+        "{alert}"
+    );
+    verify_unit(
+        &analyze,
+        &root,
+        "/etc/systemd/system/sealpost-alert@sealpost.service.service",
+    );
     let out = run(Command::new(&analyze)
         .args(["security", "--offline=yes"])
         .arg(format!("--root={root_arg}"))
@@ -208,6 +226,11 @@ fn install_into_a_throwaway_root_then_uninstall_keeping_the_archive() {
     let out = script("uninstall", &["--root", root_arg]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!binary.exists() && !unit.exists());
+    assert!(
+        !root
+            .join("etc/systemd/system/sealpost-alert@.service")
+            .exists()
+    );
     assert_eq!(fs::read(data.join("keep-me")).unwrap(), b"archive");
     assert_eq!(fs::read(&config).unwrap(), edited);
     assert_eq!(sealpost_ids(&root), (uid, gid));
@@ -250,6 +273,10 @@ fn the_debian_package_has_the_installed_layout_and_its_maintainer_scripts() {
     for (path, perms) in [
         ("./usr/bin/sealpost", "-rwxr-xr-x"),
         ("./usr/lib/systemd/system/sealpost.service", "-rw-r--r--"),
+        (
+            "./usr/lib/systemd/system/sealpost-alert@.service",
+            "-rw-r--r--",
+        ),
         ("./usr/share/sealpost/gateway.json", "-rw-r--r--"),
         ("./usr/share/sealpost/sealpost-setup", "-rwxr-xr-x"),
         ("./usr/share/doc/sealpost/README.md", "-rw-r--r--"),

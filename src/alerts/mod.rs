@@ -483,3 +483,117 @@ pub fn spawn(config: Config, store: Store, shutdown: Arc<AtomicBool>) -> std::io
         })?;
     Ok(())
 }
+
+/// The log lines an alert may carry: anything between angle brackets
+/// (envelope addresses, Message-IDs) and any word with an `@` (addresses,
+/// proxy login names) replaced, so that no correspondent's address leaves
+/// in a mail.
+pub fn redact(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(open) = rest.find('<') {
+        out.push_str(&rest[..open]);
+        match rest[open..].find('>') {
+            Some(close) => {
+                out.push_str("<…>");
+                rest = &rest[open + close + 1..];
+            }
+            None => {
+                out.push_str("<…");
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out.split(' ')
+        .map(|w| if w.contains('@') { "[address]" } else { w })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `sealpost alerts failed UNIT`: run by `sealpost-alert@.service`, which
+/// the main unit names in `OnFailure=`: a running gateway cannot report
+/// that it failed to start or died, so this mails it, with the last log
+/// `lines` (redacted).
+pub fn failed(config: &Config, unit: &str, lines: &[String]) -> Result<String, String> {
+    let alerts = config
+        .alerts
+        .as_ref()
+        .ok_or("alerts are not configured (the alerts section of gateway.json)")?;
+    let log: Vec<String> = lines.iter().map(|l| format!("  {}", redact(l))).collect();
+    let body = format!(
+        "The service {unit} failed: the gateway did not start, or it stopped. While it is down, senders get no answer and retry; Microsoft 365 gives up after about a day.\n\nLook at: systemctl status {unit}; journalctl -u {unit}. The last lines of its log:\n\n{}",
+        if log.is_empty() {
+            "  (none could be read)".to_string()
+        } else {
+            log.join("\n")
+        }
+    );
+    let title = format!("the gateway stopped ({unit} failed)");
+    let (subject, message) = compose(config, alerts, Kind::Started, &title, &body);
+    send::send(
+        alerts,
+        &config.hostname,
+        &message,
+        Arc::new(AtomicBool::new(false)),
+    )?;
+    Ok(subject)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_lose_every_address_before_they_are_mailed() {
+        assert_eq!(
+            redact("smtp from=<a@b.example> rcpt=<c@d.example> size=10 <unclosed@x"),
+            "smtp from=<…> rcpt=<…> size=10 <…"
+        );
+        assert_eq!(
+            redact("login anna@example.com%pop.example.com%mbx-1 refused"),
+            "login [address] refused"
+        );
+        assert_eq!(redact("nothing to hide"), "nothing to hide");
+    }
+
+    #[test]
+    fn a_mail_is_auto_submitted_plain_text_with_crlf_lines() {
+        let config = Config {
+            hostname: "gw.example.org".into(),
+            ..Config::default()
+        };
+        let alerts = AlertsConfig {
+            to: vec!["it@example.org".into()],
+            ..AlertsConfig::default()
+        };
+        let (subject, mail) = compose(
+            &config,
+            &alerts,
+            Kind::Cleared,
+            "the disk is nearly full",
+            "Line one.\nLine two.",
+        );
+        assert_eq!(
+            subject,
+            "[Sealpost gw.example.org] Resolved: the disk is nearly full"
+        );
+        let text = String::from_utf8(mail).unwrap();
+        assert!(
+            text.contains("\r\nAuto-Submitted: auto-generated\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.starts_with("From: Sealpost <sealpost@gw.example.org>\r\n"),
+            "{text}"
+        );
+        assert!(
+            !text.replace("\r\n", "").contains('\n'),
+            "only CRLF line ends"
+        );
+        assert!(
+            text.contains("\r\n\r\nThis no longer needs attention"),
+            "{text}"
+        );
+    }
+}

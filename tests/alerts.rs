@@ -428,3 +428,109 @@ fn two_nodes_on_one_data_directory_send_one_mail() {
     let sent = ga.log().matches("alerts: sent").count() + gb.log().matches("alerts: sent").count();
     assert_eq!(sent, 1);
 }
+
+/// Journal mail that stopped arriving (per mailbox, with an override that
+/// turns it off), and a certificate about to expire, each mailed once.
+#[test]
+fn journal_mail_that_stopped_and_a_certificate_about_to_expire_are_mailed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "relay");
+    let (cert, key) = ca.issue(dir.path(), "relay", &["localhost"]);
+    let Some(relay) = Relay::start(
+        &dir.path().join("mails"),
+        "accept",
+        Some((&cert, &key)),
+        None,
+    ) else {
+        return;
+    };
+    // A certificate with 5 days left, as openssl makes one.
+    let (served, served_key) = (dir.path().join("short.pem"), dir.path().join("short.key"));
+    let out = support::run(Command::new("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "5",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        "subjectAltName=DNS:localhost",
+        "-keyout",
+        served_key.to_str().unwrap(),
+        "-out",
+        served.to_str().unwrap(),
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sb = Sandbox::for_gateway("alerts-conditions", json!({}));
+    let (quiet, _) = sb.create_mailbox("Journal");
+    let (rare, _) = sb.create_mailbox("Rarely used proxy mailbox");
+    let (never, _) = sb.create_mailbox("Never received anything");
+    for id in [&quiet, &rare] {
+        let out = sb.run_with_input(&["mailbox", "deliver", id], b"Subject: x\r\n\r\ny\r\n");
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    // Two days without a delivery: the marker's time, set back.
+    for id in [&quiet, &rare] {
+        let marker = sb.mailbox_dir(id).join("last-delivery");
+        let back = std::time::SystemTime::now() - Duration::from_secs(48 * 3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&marker)
+            .unwrap()
+            .set_modified(back)
+            .unwrap();
+    }
+    sb.set_config(
+        &["alerts"],
+        json!({
+            "to": [ADMIN],
+            "smarthost": { "host": "localhost", "port": relay.port, "ca_file": ca.cert_file },
+            "check_secs": 5,
+            "archiver_stopped_hours": 0,
+            "journal_silence_hours_for": { rare.clone(): 0 },
+        }),
+    );
+    sb.set_config(
+        &["tls"],
+        json!({ "cert_file": served, "key_file": served_key }),
+    );
+    let gw = Gateway::start(&sb);
+    wait_until("both alerts", || relay.mails().len() >= 2);
+    let subjects: Vec<String> = relay
+        .mails()
+        .iter()
+        .map(|m| subject(m).to_string())
+        .collect();
+    assert!(
+        subjects
+            .contains(&"[Sealpost localhost] Attention: no journal mail for Journal".to_string()),
+        "{subjects:?}"
+    );
+    assert!(
+        subjects
+            .contains(&"[Sealpost localhost] Attention: the certificate expires soon".to_string()),
+        "{subjects:?}"
+    );
+    let silence = relay
+        .mails()
+        .into_iter()
+        .find(|m| subject(m).contains("no journal mail"))
+        .unwrap();
+    assert!(
+        silence.contains(&quiet) && silence.contains("nothing for 48 hours"),
+        "{silence}"
+    );
+    let before = looked(&sb);
+    wait_until("another look", || looked(&sb) != before);
+    assert_eq!(
+        relay.mails().len(),
+        2,
+        "not the rare one, not the one that never received mail"
+    );
+    let _ = (never, gw);
+}

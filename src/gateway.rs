@@ -36,6 +36,7 @@ use crate::smtp::proxy_service::SmtpProxyService;
 use crate::smtp::server::Settings as SmtpSettings;
 use crate::smtp::session::SmtpService;
 
+use crate::console::metrics::MetricsService;
 use crate::store::reserve::DiskReserve;
 use crate::store::{self, Source, Store};
 
@@ -396,6 +397,7 @@ fn build(config: &Config, store: &Store, shared: &Shared) -> Result<Services, St
         config,
     );
     add_web_services(&mut services, &parts);
+    add_metrics(&mut services, &parts, shared);
     if services.bindings.is_empty() {
         return Err("no listener is configured (every listen list is empty)".into());
     }
@@ -458,6 +460,32 @@ fn add_web_services(services: &mut Services, parts: &Parts) {
             pool: Pool::Web,
         });
     }
+}
+
+/// The Prometheus exposition on `metrics.listen` (with the web listeners'
+/// connection share).
+fn add_metrics(services: &mut Services, parts: &Parts, shared: &Shared) {
+    let config = parts.config;
+    let metrics = Arc::new(MetricsService {
+        env: parts.env.for_pool(Pool::Web),
+        config: Arc::new(config.clone()),
+        store: parts.store.clone(),
+        kdf: Arc::clone(&shared.kdf_slots),
+        throttles: shared.throttles.0.clone(),
+    });
+    for (i, addr) in config.metrics.listen.iter().enumerate() {
+        services.bindings.push((
+            format!("metrics.listen[{i}]"),
+            *addr,
+            services.services.len(),
+        ));
+    }
+    services.services.push(Service {
+        name: "metrics",
+        busy_reply: Vec::new(),
+        handler: Arc::new(move |a| metrics.run(a)),
+        pool: Pool::Web,
+    });
 }
 
 /// Starts the ACME renewer when `acme` is configured: it swaps each new

@@ -23,6 +23,7 @@ pub mod dot_stuffing;
 pub mod failure;
 pub mod gateway;
 pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod outbound;
 pub mod pop3;

@@ -114,6 +114,8 @@ pub struct LoginThrottle {
     settings: RwLock<Arc<ThrottleSettings>>,
     state: Mutex<HashMap<Subject, Entry>>,
     changed: Condvar,
+    /// Logins that succeeded and failed since the start (the metrics).
+    outcomes: [std::sync::atomic::AtomicU64; 2],
 }
 
 /// A reserved login attempt. Report its outcome with [`Attempt::failed`],
@@ -133,7 +135,18 @@ impl LoginThrottle {
             settings: RwLock::new(Arc::new(settings)),
             state: Mutex::new(HashMap::new()),
             changed: Condvar::new(),
+            outcomes: Default::default(),
         }
+    }
+
+    /// Logins that (succeeded, failed) since the gateway started.
+    pub fn outcomes(&self) -> (u64, u64) {
+        let load = |i: usize| self.outcomes[i].load(std::sync::atomic::Ordering::Relaxed);
+        (load(0), load(1))
+    }
+
+    fn count(&self, failed: bool) {
+        self.outcomes[usize::from(failed)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The rules in force.
@@ -333,6 +346,7 @@ impl Attempt {
     /// answer must wait.
     pub fn failed(mut self) -> Duration {
         self.open = false;
+        self.throttle.count(true);
         let window = self.throttle.settings().lockout;
         self.throttle
             .settle(&self.subjects, |_, e| add_failure(e, window));
@@ -356,6 +370,7 @@ impl Attempt {
     /// A good login: forgets the failures of the address and the mailbox.
     pub fn succeeded(mut self) {
         self.open = false;
+        self.throttle.count(false);
         self.throttle.settle(&self.subjects, |_, e| {
             e.failures = 0;
             e.last_failure = None;

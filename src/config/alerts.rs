@@ -1,7 +1,9 @@
 //! The `alerts` section: who is told by email when something needs
-//! attention, through which relay, and the thresholds of each condition.
+//! attention, through which relay, and the thresholds of each condition;
+//! and the `metrics` section, where the Prometheus exposition is served.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -188,4 +190,14 @@ impl AlertsConfig {
             self.from.clone()
         }
     }
+}
+
+/// The `metrics` section.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Plain-HTTP listeners of `/metrics`; empty (the default) turns them
+    /// off. Loopback, or firewalled to the Prometheus server.
+    #[serde(deserialize_with = "addrs")]
+    pub listen: Vec<SocketAddr>,
 }

@@ -25,7 +25,7 @@ mod alerts;
 mod certificates;
 mod checks;
 
-pub use alerts::{AlertsConfig, RelayTls, Smarthost};
+pub use alerts::{AlertsConfig, MetricsConfig, RelayTls, Smarthost};
 pub use certificates::{
     AcmeConfig, ChallengeChoice, LETS_ENCRYPT, LETS_ENCRYPT_STAGING, MtaStsConfig, StsMode,
 };
@@ -134,6 +134,8 @@ pub struct Config {
     pub mta_sts: MtaStsConfig,
     /// Alerts by email; `None` turns them off.
     pub alerts: Option<AlertsConfig>,
+    /// The Prometheus exposition.
+    pub metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -160,6 +162,7 @@ impl Default for Config {
             acme: None,
             mta_sts: MtaStsConfig::default(),
             alerts: None,
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -638,8 +641,13 @@ impl Config {
         for (i, a) in self.console.listen.iter().enumerate() {
             out.push((format!("console.listen[{i}]"), *a));
         }
-        for (i, a) in self.mta_sts.listen.iter().enumerate() {
-            out.push((format!("mta_sts.listen[{i}]"), *a));
+        for (section, list) in [
+            ("mta_sts", &self.mta_sts.listen),
+            ("metrics", &self.metrics.listen),
+        ] {
+            for (i, a) in list.iter().enumerate() {
+                out.push((format!("{section}.listen[{i}]"), *a));
+            }
         }
         for (i, a) in self
             .acme

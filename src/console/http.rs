@@ -294,6 +294,21 @@ impl Response {
         }
     }
 
+    /// A metrics exposition: OpenMetrics 1.0, or Prometheus' text format
+    /// 0.0.4.
+    pub fn exposition(text: String, openmetrics: bool) -> Response {
+        let kind = if openmetrics {
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        } else {
+            "text/plain; version=0.0.4; charset=utf-8"
+        };
+        Response {
+            status: 200,
+            headers: vec![("Content-Type", kind.into())],
+            body: text.into_bytes(),
+        }
+    }
+
     /// 303 See Other to `location` (a path of ours).
     pub fn redirect(location: &str) -> Response {
         Response {

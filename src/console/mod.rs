@@ -17,6 +17,7 @@
 
 pub mod http;
 mod mailboxes;
+pub mod metrics;
 pub mod pages;
 pub mod session;
 

@@ -218,6 +218,15 @@ impl ConnectionLimits {
         counts.share_out();
     }
 
+    /// The connections every pool holds now (the metrics).
+    pub fn in_use(&self) -> Vec<(Pool, usize)> {
+        let counts = self.lock();
+        Pool::ALL
+            .iter()
+            .map(|p| (*p, counts.per_pool[p.index()]))
+            .collect()
+    }
+
     /// The share of every pool, for the documentation's table and logs.
     pub fn shares(&self) -> Vec<(Pool, Share)> {
         let counts = self.lock();

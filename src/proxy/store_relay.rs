@@ -238,13 +238,21 @@ impl CopySink for StoreCopy {
         // Durable before anything is sent upstream (the flush is shared
         // with every other writer waiting, as a journal delivery's is).
         pending.make_durable()?;
-        Ok(Box::new(StoredCopy { spool, pending }))
+        let (source, size) = (metadata.source, metadata.size);
+        Ok(Box::new(StoredCopy {
+            spool,
+            pending,
+            source,
+            size,
+        }))
     }
 }
 
 struct StoredCopy {
     spool: Spool,
     pending: PendingMessage,
+    source: Source,
+    size: u64,
 }
 
 impl PreparedCopy for StoredCopy {
@@ -254,6 +262,13 @@ impl PreparedCopy for StoredCopy {
 
     fn commit(self: Box<Self>) -> Result<String, Failure> {
         let committed = self.pending.commit()?;
+        let source = match self.source {
+            Source::SmtpProxy => "smtp-proxy",
+            Source::Pop3Proxy => "pop3-proxy",
+            Source::Smtp => "journal",
+            Source::Cli => "cli",
+        };
+        crate::metrics::stored(source, self.size);
         Ok(committed.name().to_string())
     }
 }

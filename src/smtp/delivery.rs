@@ -167,6 +167,9 @@ impl StoreSink {
             })
             .collect();
         let names = store.deliver(&spool, &copies)?;
+        for _ in &names {
+            crate::metrics::stored("journal", spool.size());
+        }
         Ok(copies
             .iter()
             .zip(names)

@@ -75,6 +75,7 @@ impl SessionEnv {
             match conn.start_tls(self.tls.current(), deadline) {
                 Ok(info) => tls = Some(info),
                 Err(e) => {
+                    crate::metrics::tls_failed(self.pool.name());
                     if self.is_expected(peer) {
                         warn!("{service} {peer}: TLS handshake failed: {e}");
                     } else {

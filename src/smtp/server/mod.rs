@@ -456,6 +456,7 @@ impl<B: Backend> Journal<B> {
                 "smtp from=<{}> result=refused reply=452 reason=disk-reserve",
                 from.0
             );
+            crate::metrics::refused("smtp", "disk-reserve");
             return Reply::storage_full();
         }
         let tx = Transaction {
@@ -486,6 +487,7 @@ impl<B: Backend> Journal<B> {
                 "smtp[{}] rcpt=<{}> result=refused reply=452 reason=disk-reserve",
                 tx.queue_id, to.0
             );
+            crate::metrics::refused("smtp", "disk-reserve");
             return Reply::storage_full();
         }
         let (reply, reason) = match self.backend.recipient(&to) {
@@ -511,6 +513,7 @@ impl<B: Backend> Journal<B> {
                 "lookup-failed",
             ),
         };
+        crate::metrics::refused("smtp", reason);
         // A journal rule pointing at a wrong address shows here.
         warn!(
             "smtp[{}] from=<{}> rcpt=<{}> result=refused reply={} reason={reason}",

@@ -534,3 +534,54 @@ fn journal_mail_that_stopped_and_a_certificate_about_to_expire_are_mailed() {
     );
     let _ = (never, gw);
 }
+
+/// Deliveries refused above `alerts.refused_per_hour`: one alert.
+#[test]
+fn refused_deliveries_above_the_hourly_rate_are_mailed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "relay");
+    let (cert, key) = ca.issue(dir.path(), "relay", &["localhost"]);
+    let Some(relay) = Relay::start(
+        &dir.path().join("mails"),
+        "accept",
+        Some((&cert, &key)),
+        None,
+    ) else {
+        return;
+    };
+    let sb = Sandbox::for_gateway(
+        "alerts-refused-rate",
+        json!({
+            "alerts": {
+                "to": [ADMIN],
+                "smarthost": { "host": "localhost", "port": relay.port, "ca_file": ca.cert_file },
+                "check_secs": 5,
+                "refused_per_hour": 3,
+            },
+        }),
+    );
+    let gw = Gateway::start(&sb);
+    let mut c = LineClient::implicit_tls(gw.addr("smtp.listen_tls[0]"), &gw.cert);
+    support::gateway::expect(&c.smtp_reply(), "220");
+    support::gateway::expect(&c.smtp("EHLO sender.example"), "250");
+    support::gateway::expect(&c.smtp("MAIL FROM:<a@sender.example>"), "250");
+    for n in 0..4 {
+        let reply = c.smtp(&format!("RCPT TO:<nobody{n}@localhost>"));
+        support::gateway::expect(&reply, "550");
+    }
+    wait_until("the alert", || !relay.mails().is_empty());
+    let mail = &relay.mails()[0];
+    assert_eq!(
+        subject(mail),
+        "[Sealpost localhost] Attention: deliveries are being refused"
+    );
+    assert!(
+        mail.contains("4 deliveries were refused or deferred in the last hour"),
+        "{mail}"
+    );
+    assert!(
+        !mail.contains("nobody0") && !mail.contains("a@sender.example"),
+        "{mail}"
+    );
+    assert!(sb.data().join("alerts/nodes/default.json").exists());
+}

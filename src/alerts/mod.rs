@@ -112,6 +112,62 @@ fn hours(secs: u64) -> String {
     }
 }
 
+const NODES_DIR: &str = "nodes";
+/// A node's published counts older than this are of a node that stopped.
+const NODE_STALE_SECS: i64 = 600;
+
+/// What each node publishes in `alerts/nodes/<node>.json` at every look,
+/// for the node that sends: its count of refused deliveries, sampled over
+/// the last hour (the counts live in each gateway's memory).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Published {
+    /// Unix time of the last sample.
+    pub updated: i64,
+    /// (Unix time, deliveries refused since the node started).
+    pub samples: Vec<(i64, u64)>,
+}
+
+/// Adds this node's sample to `history` (an hour of them) and publishes it.
+fn publish(config: &Config, history: &mut Published) {
+    let t = now();
+    let refused: u64 = crate::metrics::snapshot("refused")
+        .iter()
+        .map(|(_, _, n)| n)
+        .sum();
+    history.samples.push((t, refused));
+    history.samples.retain(|(at, _)| t - at <= 3600);
+    history.updated = t;
+    let dir = dir(config).join(NODES_DIR);
+    let name = format!("{}.json", config.node.as_deref().unwrap_or("default"));
+    let written = durable::create_private_dir(&dir).and_then(|()| {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, serde_json::to_vec(history).unwrap_or_default())?;
+        std::fs::rename(&tmp, dir.join(&name))
+    });
+    if let Err(e) = written {
+        log::debug!("alerts: cannot publish this node's counts: {e}");
+    }
+}
+
+/// Deliveries refused in the last hour, summed over every live node.
+fn refused_last_hour(config: &Config) -> u64 {
+    let t = now();
+    let Ok(entries) = std::fs::read_dir(dir(config).join(NODES_DIR)) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .filter_map(|b| serde_json::from_slice::<Published>(&b).ok())
+        .filter(|p| t - p.updated <= NODE_STALE_SECS)
+        .map(|p| match (p.samples.first(), p.samples.last()) {
+            (Some(first), Some(last)) => last.1.saturating_sub(first.1),
+            _ => 0,
+        })
+        .sum()
+}
+
 /// The conditions that hold in `report`, by the thresholds of `alerts`.
 pub fn conditions(report: &Report, alerts: &AlertsConfig) -> Vec<Condition> {
     let mut out = Vec::new();
@@ -350,7 +406,18 @@ pub fn look(config: &Config, store: &Store, shutdown: &Arc<AtomicBool>) -> Optio
         Duration::from_secs(alerts.archiver_stopped_hours.max(1) * 3600),
         status::Probe::Serving(&[]),
     );
-    let holding = conditions(&report, alerts);
+    let mut holding = conditions(&report, alerts);
+    let refused = refused_last_hour(config);
+    if alerts.refused_per_hour > 0 && refused > alerts.refused_per_hour {
+        holding.push(Condition {
+            key: "refused".into(),
+            title: "deliveries are being refused".into(),
+            body: format!(
+                "{refused} deliveries were refused or deferred in the last hour (more than alerts.refused_per_hour, {}).\n\nThe gateway's log says why, one line each (result=refused reason=... or result=deferred): a journal rule pointing at a wrong or suspended mailbox, someone trying to relay through it, storage faults, or the disk reserve.",
+                alerts.refused_per_hour
+            ),
+        });
+    }
     let mut state = state(config);
     let t = now();
     if state.undeliverable.as_ref().is_some_and(|u| t < u.next_try) {
@@ -473,7 +540,9 @@ pub fn spawn(config: Config, store: Store, shutdown: Arc<AtomicBool>) -> std::io
     std::thread::Builder::new()
         .name("alerts".into())
         .spawn(move || {
+            let mut history = Published::default();
             while !shutdown.load(Ordering::Relaxed) {
+                publish(&config, &mut history);
                 look(&config, &store, &shutdown);
                 let until = std::time::Instant::now() + every;
                 while std::time::Instant::now() < until && !shutdown.load(Ordering::Relaxed) {

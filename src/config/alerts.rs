@@ -94,6 +94,11 @@ pub struct AlertsConfig {
     /// The certificate expires within this many days.
     #[serde(deserialize_with = "number::<_, 1, 365>")]
     pub certificate_days: u64,
+    /// Deliveries refused or deferred (unknown mailbox, relaying, a
+    /// suspended mailbox, a storage fault, the disk reserve) in the last
+    /// hour, over every node, above which an alert goes out (0: off).
+    #[serde(deserialize_with = "number::<_, 0, 1_000_000>")]
+    pub refused_per_hour: u64,
 }
 
 impl Default for AlertsConfig {
@@ -108,6 +113,7 @@ impl Default for AlertsConfig {
             journal_silence_hours: 24,
             journal_silence_hours_for: BTreeMap::new(),
             certificate_days: 14,
+            refused_per_hour: 50,
         }
     }
 }

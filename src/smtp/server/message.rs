@@ -188,6 +188,7 @@ impl<B: Backend> Journal<B> {
             }
             Err(Refused::Failed(e)) => {
                 warn!("{summary} result=deferred reason=storage error={e}");
+                crate::metrics::refused("smtp", "storage");
                 return temporary_storage_failure();
             }
         };
@@ -235,6 +236,7 @@ impl<B: Backend> Journal<B> {
             }
             Err(e) => {
                 warn!("{summary} result=deferred reason=storage error={e}");
+                crate::metrics::refused("smtp", "storage");
                 temporary_storage_failure()
             }
         }

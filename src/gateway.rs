@@ -89,6 +89,28 @@ impl Services {
             });
         }
     }
+
+    /// Adds one service on the listeners `addrs` of `key` (`console.listen`):
+    /// TLS from the first byte or plain HTTP, so nothing is said when busy.
+    fn add_one(
+        &mut self,
+        key: &str,
+        addrs: &[std::net::SocketAddr],
+        name: &'static str,
+        pool: Pool,
+        handler: Arc<dyn Fn(Accepted) + Send + Sync>,
+    ) {
+        for (i, addr) in addrs.iter().enumerate() {
+            self.bindings
+                .push((format!("{key}[{i}]"), *addr, self.services.len()));
+        }
+        self.services.push(Service {
+            name,
+            busy_reply: Vec::new(),
+            handler,
+            pool,
+        });
+    }
 }
 
 /// What lives as long as the gateway, across reloads: the stop and reload
@@ -228,6 +250,7 @@ impl Parts<'_> {
             store: self.store.clone(),
             mailbox_domain: config.mailbox_domain.clone(),
             reserve: Arc::clone(self.reserve),
+            max_pending_bytes: config.limits.max_pending_bytes_per_mailbox,
             allowed_clients: config.smtp.allowed_clients.clone(),
             env: SessionEnv {
                 expected_clients: Arc::new(config.smtp.allowed_clients.clone()),
@@ -406,20 +429,13 @@ fn build(config: &Config, store: &Store, shared: &Shared) -> Result<Services, St
 
 /// The web console's listeners.
 fn add_console(services: &mut Services, console: Arc<ConsoleService>, config: &Config) {
-    for (i, addr) in config.console.listen.iter().enumerate() {
-        services.bindings.push((
-            format!("console.listen[{i}]"),
-            *addr,
-            services.services.len(),
-        ));
-    }
-    services.services.push(Service {
-        name: "console",
-        // HTTPS from the first byte: nothing can be said before the handshake.
-        busy_reply: Vec::new(),
-        handler: Arc::new(move |a| console.run(a)),
-        pool: Pool::Console,
-    });
+    services.add_one(
+        "console.listen",
+        &config.console.listen,
+        "console",
+        Pool::Console,
+        Arc::new(move |a| console.run(a)),
+    );
 }
 
 /// The HTTP-01 listener and the HTTPS (MTA-STS, TLS-ALPN-01) listener.
@@ -448,17 +464,7 @@ fn add_web_services(services: &mut Services, parts: &Parts) {
             policy: if https { mta_sts::policy(config) } else { None },
             https,
         });
-        for (i, addr) in addrs.iter().enumerate() {
-            services
-                .bindings
-                .push((format!("{key}[{i}]"), *addr, services.services.len()));
-        }
-        services.services.push(Service {
-            name,
-            busy_reply: Vec::new(),
-            handler: Arc::new(move |a| web.run(a)),
-            pool: Pool::Web,
-        });
+        services.add_one(key, &addrs, name, Pool::Web, Arc::new(move |a| web.run(a)));
     }
 }
 
@@ -473,19 +479,13 @@ fn add_metrics(services: &mut Services, parts: &Parts, shared: &Shared) {
         kdf: Arc::clone(&shared.kdf_slots),
         throttles: shared.throttles.0.clone(),
     });
-    for (i, addr) in config.metrics.listen.iter().enumerate() {
-        services.bindings.push((
-            format!("metrics.listen[{i}]"),
-            *addr,
-            services.services.len(),
-        ));
-    }
-    services.services.push(Service {
-        name: "metrics",
-        busy_reply: Vec::new(),
-        handler: Arc::new(move |a| metrics.run(a)),
-        pool: Pool::Web,
-    });
+    services.add_one(
+        "metrics.listen",
+        &config.metrics.listen,
+        "metrics",
+        Pool::Web,
+        Arc::new(move |a| metrics.run(a)),
+    );
 }
 
 /// Starts the ACME renewer when `acme` is configured: it swaps each new

@@ -153,3 +153,44 @@ fn below_the_reserve_intake_stops_with_452_the_archiver_drains_and_intake_resume
     let out = sb.run(&["status"]);
     assert!(out.status.success(), "{}", stdout(&out));
 }
+
+/// `limits.max_pending_bytes_per_mailbox`: a mailbox holding that much
+/// gets `452 4.2.2` (temporary) until the archiver collects; the others
+/// take mail as before.
+#[test]
+fn a_mailbox_over_its_pending_limit_gets_452_4_2_2_until_collected() {
+    let sb = Sandbox::for_gateway(
+        "mailbox-full",
+        json!({ "limits": { "max_pending_bytes_per_mailbox": 4096 } }),
+    );
+    let (full, password) = sb.create_mailbox("Tenant A");
+    let (other, _) = sb.create_mailbox("Tenant B");
+    let gw = Gateway::start(&sb);
+    let send = |to: &str| {
+        let mut c = LineClient::implicit_tls(gw.addr("smtp.listen_tls[0]"), &gw.cert);
+        c.smtp_reply();
+        c.smtp("EHLO sender.example");
+        c.smtp_send(
+            "journal@example.org",
+            &format!("{to}@localhost"),
+            format!("Subject: filler\r\n\r\n{}\r\n", "z".repeat(6000)).as_bytes(),
+        )
+    };
+    assert!(send(&full).starts_with("250"));
+    let refused = send(&full);
+    assert!(refused.starts_with("452 4.2.2"), "{refused}");
+    assert!(
+        send(&other).starts_with("250"),
+        "another tenant is not affected"
+    );
+    let mut pop3 = LineClient::implicit_tls(gw.addr("pop3.listen_tls[0]"), &gw.cert);
+    pop3.read_line();
+    pop3.pop3(&format!("USER {full}"));
+    assert!(pop3.pop3(&format!("PASS {password}")).starts_with("+OK"));
+    assert!(pop3.pop3("DELE 1").starts_with("+OK"));
+    assert!(pop3.pop3("QUIT").starts_with("+OK"));
+    wait_until("the mailbox takes mail again", || {
+        send(&full).starts_with("250")
+    });
+    assert!(gw.log().contains("reason=mailbox-full"));
+}

@@ -454,6 +454,10 @@ pub struct Limits {
     /// The same as a percentage of the file system; the larger applies.
     #[serde(deserialize_with = "number::<_, 0, 50>")]
     pub min_free_percent: u64,
+    /// Bytes a mailbox may hold waiting for the archiver before its
+    /// deliveries get `452 4.2.2` (several tenants on one gateway); 0: no limit.
+    #[serde(deserialize_with = "number::<_, 0, 1_099_511_627_776>")]
+    pub max_pending_bytes_per_mailbox: u64,
 }
 
 impl Default for Limits {
@@ -481,6 +485,7 @@ impl Default for Limits {
             // SD card, and room for the system's own writes (logs).
             min_free_bytes: 256 * 1024 * 1024,
             min_free_percent: 0,
+            max_pending_bytes_per_mailbox: 0,
         }
     }
 }

@@ -23,6 +23,8 @@ pub struct StoreBackend {
     /// a transaction reads each `mailbox.json` once.
     accepted: HashMap<MailboxId, Mailbox>,
     reserve: Arc<DiskReserve>,
+    /// `limits.max_pending_bytes_per_mailbox` (0: none).
+    pub max_pending_bytes: u64,
 }
 
 impl StoreBackend {
@@ -33,6 +35,7 @@ impl StoreBackend {
             mailbox_domain: mailbox_domain.to_string(),
             accepted: HashMap::new(),
             reserve,
+            max_pending_bytes: 0,
         }
     }
 }
@@ -49,6 +52,14 @@ impl Backend for StoreBackend {
             return RecipientCheck::Unknown;
         };
         match self.store.mailbox(&id) {
+            // Counted only when a limit is set: it reads the directory.
+            Ok(m)
+                if m.info().status == Status::Active
+                    && self.max_pending_bytes > 0
+                    && m.stats().is_ok_and(|s| s.bytes >= self.max_pending_bytes) =>
+            {
+                RecipientCheck::Full
+            }
             Ok(m) if m.info().status == Status::Active => {
                 self.accepted.insert(id.clone(), m);
                 RecipientCheck::Accept(id)

@@ -25,6 +25,8 @@ pub struct SmtpService {
     pub mailbox_domain: String,
     /// The disk reserve: below it, MAIL and RCPT get `452 4.3.1`.
     pub reserve: Arc<DiskReserve>,
+    /// `limits.max_pending_bytes_per_mailbox` (0: none).
+    pub max_pending_bytes: u64,
     /// Who may connect; empty means everyone.
     pub allowed_clients: Vec<Cidr>,
     /// Certificate, timeouts (RFC 5321 section 4.5.3.2), shutdown flag.
@@ -39,11 +41,12 @@ impl SmtpService {
     /// Runs one connection to its end. `implicit_tls` for `listen_tls` listeners.
     pub fn run(&self, accepted: Accepted, implicit_tls: bool) {
         self.env.serve(accepted, implicit_tls, "smtp", |peer, tls| {
-            let backend = StoreBackend::new(
+            let mut backend = StoreBackend::new(
                 self.store.clone(),
                 &self.mailbox_domain,
                 Arc::clone(&self.reserve),
             );
+            backend.max_pending_bytes = self.max_pending_bytes;
             let session = Session::new(self.settings.clone(), backend, peer.ip(), tls);
             if self.allowed(peer.ip()) {
                 return session;

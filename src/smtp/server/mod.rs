@@ -54,6 +54,8 @@ pub enum RecipientCheck {
     Unknown,
     /// The mailbox is suspended.
     Suspended,
+    /// The mailbox holds `limits.max_pending_bytes_per_mailbox` already.
+    Full,
     /// The store could not be asked.
     Unavailable,
 }
@@ -507,6 +509,11 @@ impl<B: Backend> Journal<B> {
             RecipientCheck::Suspended => (
                 Reply::new(450, "4.2.1", "Mailbox is suspended, try again later"),
                 "suspended",
+            ),
+            // RFC 3463 §3.3: mailbox full, a temporary condition.
+            RecipientCheck::Full => (
+                Reply::new(452, "4.2.2", "Mailbox full, try again later"),
+                "mailbox-full",
             ),
             RecipientCheck::Unavailable => (
                 Reply::new(451, "4.3.0", "Temporary lookup failure, try again later"),

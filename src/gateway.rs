@@ -468,8 +468,7 @@ fn add_web_services(services: &mut Services, parts: &Parts) {
     }
 }
 
-/// The Prometheus exposition on `metrics.listen` (with the web listeners'
-/// connection share).
+/// The Prometheus exposition on `metrics.listen` (the web listeners' share).
 fn add_metrics(services: &mut Services, parts: &Parts, shared: &Shared) {
     let config = parts.config;
     let metrics = Arc::new(MetricsService {
@@ -478,6 +477,7 @@ fn add_metrics(services: &mut Services, parts: &Parts, shared: &Shared) {
         store: parts.store.clone(),
         kdf: Arc::clone(&shared.kdf_slots),
         throttles: shared.throttles.0.clone(),
+        bound: shared.bound.clone(),
     });
     services.add_one(
         "metrics.listen",

@@ -194,10 +194,11 @@ fn an_administrator_manages_a_mailbox_in_a_real_browser() {
     assert_eq!(seen["acme_failure_shown"], true, "{seen}");
     assert_eq!(seen["renew_asked"], true, "{seen}");
     assert!(gw.log().contains("console: ACME renewal asked for"));
-    assert_eq!(
-        std::fs::read_to_string(sb.data().join("tls/acme-renew-now")).unwrap(),
-        "renew\n",
-        "the button asks the renewer as `sealpost cert renew` does"
+    // The renewer takes the request within a second, as after `sealpost
+    // cert renew`, and orders at once despite its back-off.
+    gw.wait_for_log(
+        "(a renewal was asked for), proving it by http-01",
+        Duration::from_secs(10),
     );
     let id = seen["mailbox_id"].as_str().unwrap();
     assert!(sb.mailbox_dir(id).join("messages").is_dir());

@@ -115,6 +115,11 @@ fn prometheus_scrapes_the_gateway_and_promtool_accepts_the_exposition() {
     let pending = format!("sealpost_mailbox_pending_messages{{mailbox=\"{id}\"}} ");
     assert_eq!(sample(&body, &pending), Some(1.0), "{body}");
     assert_eq!(sample(&body, "sealpost_kdf_max "), Some(2.0), "{body}");
+    assert_eq!(
+        sample(&body, "sealpost_attention "),
+        Some(0.0),
+        "every bound listener is serving: {body}"
+    );
     assert!(
         sample(&body, "sealpost_disk_free_bytes ").unwrap() > 0.0,
         "{body}"

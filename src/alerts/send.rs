@@ -21,7 +21,11 @@ use crate::smtp::upstream::{Link, Login, Outbound, SendOutcome, TlsPolicy};
 /// The dialer for the relay: it alone is allowed, private addresses too.
 fn dialer(alerts: &AlertsConfig, hostname: &str) -> Result<Dialer, String> {
     let relay = &alerts.smarthost;
-    let pattern = format!("{}:{}", relay.host, relay.port)
+    let host = match relay.host.contains(':') {
+        true => format!("[{}]", relay.host),
+        false => relay.host.clone(),
+    };
+    let pattern = format!("{host}:{}", relay.port)
         .parse()
         .map_err(|e| format!("alerts.smarthost: {e}"))?;
     let timeout = Duration::from_secs(relay.timeout_secs);

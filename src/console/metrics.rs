@@ -50,6 +50,8 @@ pub struct MetricsService {
     pub kdf: Arc<KdfSlots>,
     /// Each service's login throttle.
     pub throttles: Vec<(&'static str, Arc<LoginThrottle>)>,
+    /// What the acceptor bound, for `status`' view of the listeners.
+    pub bound: super::Bound,
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
@@ -175,11 +177,12 @@ impl MetricsService {
             "",
         );
         self.live(&mut registry);
+        let bound = self.bound.get();
         let report = status::gather(
             &self.config,
             &self.store,
             status::DEFAULT_MAX_PENDING_AGE,
-            status::Probe::Serving(&[]),
+            status::Probe::Serving(&bound),
         );
         reported(&mut registry, &report);
         let mut out = String::new();

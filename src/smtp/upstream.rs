@@ -1,9 +1,12 @@
-//! The SMTP client the proxy speaks toward the real server, as I/O-free
-//! machines: [`Login`] (TLS always: implicit on `proxy.implicit_tls_ports`,
-//! STARTTLS otherwise and refused if not offered; then AUTH with the client's
-//! credentials), [`Link`] (one command at a time once logged in) and
-//! [`Outbound`] (DATA, the message, the final dot). Each turns upstream
-//! [`Response`]s into the next [`Request`] for the driver.
+//! The SMTP client the proxy speaks toward the real server, and the alerts
+//! toward their relay, as I/O-free machines: [`Login`] (TLS always:
+//! implicit on `proxy.implicit_tls_ports`, STARTTLS otherwise and refused if
+//! not offered, unless a local relay's [`TlsPolicy::Off`]; then AUTH with
+//! the credentials, or none for a relay that authenticates by address),
+//! [`Link`] (one command at a time once logged in) and [`Outbound`] (DATA,
+//! the message, the final dot). Each turns upstream [`Response`]s into the
+//! next [`Request`] for the driver (the proxies') or the blocking link (the
+//! alerts').
 
 use std::io::{self, Read};
 use std::time::Duration;

@@ -99,6 +99,15 @@ impl Drop for Relay {
     }
 }
 
+/// A test CA, and a relay with STARTTLS (its certificate from that CA)
+/// that accepts everything, with AUTH when `auth` names the account.
+fn tls_relay(dir: &Path, auth: Option<(&str, &str)>) -> Option<(TestCa, Relay)> {
+    let ca = TestCa::new(dir, "relay");
+    let (cert, key) = ca.issue(dir, "relay", &["localhost"]);
+    let relay = Relay::start(&dir.join("mails"), "accept", Some((&cert, &key)), auth)?;
+    Some((ca, relay))
+}
+
 fn subject(mail: &str) -> &str {
     mail.lines()
         .find_map(|l| l.strip_prefix("Subject: "))
@@ -115,14 +124,7 @@ fn looked(sb: &Sandbox) -> Option<std::time::SystemTime> {
 #[test]
 fn a_condition_is_mailed_once_reminded_and_cleared_through_a_relay_with_tls_and_auth() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new(dir.path(), "relay");
-    let (cert, key) = ca.issue(dir.path(), "relay", &["localhost"]);
-    let Some(relay) = Relay::start(
-        &dir.path().join("mails"),
-        "accept",
-        Some((&cert, &key)),
-        Some(("gateway", "relay-secret")),
-    ) else {
+    let Some((ca, relay)) = tls_relay(dir.path(), Some(("gateway", "relay-secret"))) else {
         return;
     };
     let password_file = dir.path().join("relay-password");
@@ -285,14 +287,7 @@ fn a_condition_is_mailed_once_reminded_and_cleared_through_a_relay_with_tls_and_
 #[test]
 fn a_relay_without_auth_takes_alerts_and_one_that_refuses_or_is_gone_shows_in_status() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new(dir.path(), "relay");
-    let (cert, key) = ca.issue(dir.path(), "relay", &["localhost"]);
-    let Some(open) = Relay::start(
-        &dir.path().join("open"),
-        "accept",
-        Some((&cert, &key)),
-        None,
-    ) else {
+    let Some((ca, open)) = tls_relay(dir.path(), None) else {
         return;
     };
     let Some(refusing) = Relay::start(&dir.path().join("refusing"), "refuse", None, None) else {
@@ -388,14 +383,7 @@ fn a_relay_without_auth_takes_alerts_and_one_that_refuses_or_is_gone_shows_in_st
 #[test]
 fn two_nodes_on_one_data_directory_send_one_mail() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new(dir.path(), "relay");
-    let (cert, key) = ca.issue(dir.path(), "relay", &["localhost"]);
-    let Some(relay) = Relay::start(
-        &dir.path().join("mails"),
-        "accept",
-        Some((&cert, &key)),
-        None,
-    ) else {
+    let Some((ca, relay)) = tls_relay(dir.path(), None) else {
         return;
     };
     let config = |node: &str| {
@@ -427,6 +415,19 @@ fn two_nodes_on_one_data_directory_send_one_mail() {
     assert_eq!(relay.mails().len(), 1, "one mail for the cluster");
     let sent = ga.log().matches("alerts: sent").count() + gb.log().matches("alerts: sent").count();
     assert_eq!(sent, 1);
+
+    // Node b stops: after three looks without it, node a says so.
+    drop(gb);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !relay
+        .mails()
+        .iter()
+        .any(|m| subject(m).ends_with("Attention: the node b stopped reporting"))
+    {
+        assert!(std::time::Instant::now() < deadline, "no mail about node b");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(ga.log().contains("alerts: sent"));
 }
 
 /// Journal mail that stopped arriving (per mailbox, with an override that
@@ -434,14 +435,7 @@ fn two_nodes_on_one_data_directory_send_one_mail() {
 #[test]
 fn journal_mail_that_stopped_and_a_certificate_about_to_expire_are_mailed() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new(dir.path(), "relay");
-    let (cert, key) = ca.issue(dir.path(), "relay", &["localhost"]);
-    let Some(relay) = Relay::start(
-        &dir.path().join("mails"),
-        "accept",
-        Some((&cert, &key)),
-        None,
-    ) else {
+    let Some((ca, relay)) = tls_relay(dir.path(), None) else {
         return;
     };
     // A certificate with 5 days left, as openssl makes one.
@@ -539,14 +533,7 @@ fn journal_mail_that_stopped_and_a_certificate_about_to_expire_are_mailed() {
 #[test]
 fn refused_deliveries_above_the_hourly_rate_are_mailed() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new(dir.path(), "relay");
-    let (cert, key) = ca.issue(dir.path(), "relay", &["localhost"]);
-    let Some(relay) = Relay::start(
-        &dir.path().join("mails"),
-        "accept",
-        Some((&cert, &key)),
-        None,
-    ) else {
+    let Some((ca, relay)) = tls_relay(dir.path(), None) else {
         return;
     };
     let sb = Sandbox::for_gateway(

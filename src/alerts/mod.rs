@@ -113,8 +113,6 @@ fn hours(secs: u64) -> String {
 }
 
 const NODES_DIR: &str = "nodes";
-/// A node's published counts older than this are of a node that stopped.
-const NODE_STALE_SECS: i64 = 600;
 
 /// What each node publishes in `alerts/nodes/<node>.json` at every look,
 /// for the node that sends: its count of refused deliveries, sampled over
@@ -149,23 +147,55 @@ fn publish(config: &Config, history: &mut Published) {
     }
 }
 
-/// Deliveries refused in the last hour, summed over every live node.
-fn refused_last_hour(config: &Config) -> u64 {
+/// What the nodes published: deliveries refused in the last hour, summed
+/// over the live nodes, and a condition for each node that stopped
+/// publishing (stopped, or cut off from the shared directory) for three
+/// looks.
+fn node_conditions(config: &Config, alerts: &AlertsConfig) -> Vec<Condition> {
     let t = now();
-    let Ok(entries) = std::fs::read_dir(dir(config).join(NODES_DIR)) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
-        .filter_map(|e| std::fs::read(e.path()).ok())
-        .filter_map(|b| serde_json::from_slice::<Published>(&b).ok())
-        .filter(|p| t - p.updated <= NODE_STALE_SECS)
-        .map(|p| match (p.samples.first(), p.samples.last()) {
+    let stale = (alerts.check_secs as i64 * 3).max(15);
+    let mut out = Vec::new();
+    let mut refused = 0;
+    let entries = std::fs::read_dir(dir(config).join(NODES_DIR));
+    for entry in entries.into_iter().flatten().flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(node) = file.strip_suffix(".json") else {
+            continue;
+        };
+        let Some(p) = std::fs::read(entry.path())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Published>(&b).ok())
+        else {
+            continue;
+        };
+        if t - p.updated > stale {
+            out.push(Condition {
+                key: format!("node:{node}"),
+                title: format!("the node {node} stopped reporting"),
+                body: format!(
+                    "The gateway node {node} has not looked at the alerts since {} (every node does every alerts.check_secs). It stopped, or lost the shared data directory: mail the balancer sends there is not taken in.\n\nIf the node was removed on purpose, delete {}.",
+                    timestamp::rfc3339(timestamp::from_unix_micros(p.updated.max(0) as u64 * 1_000_000)),
+                    entry.path().display()
+                ),
+            });
+            continue;
+        }
+        refused += match (p.samples.first(), p.samples.last()) {
             (Some(first), Some(last)) => last.1.saturating_sub(first.1),
             _ => 0,
-        })
-        .sum()
+        };
+    }
+    if alerts.refused_per_hour > 0 && refused > alerts.refused_per_hour {
+        out.push(Condition {
+            key: "refused".into(),
+            title: "deliveries are being refused".into(),
+            body: format!(
+                "{refused} deliveries were refused or deferred in the last hour (more than alerts.refused_per_hour, {}).\n\nThe gateway's log says why, one line each (result=refused reason=... or result=deferred): a journal rule pointing at a wrong or suspended mailbox, someone trying to relay through it, storage faults, or the disk reserve.",
+                alerts.refused_per_hour
+            ),
+        });
+    }
+    out
 }
 
 /// The conditions that hold in `report`, by the thresholds of `alerts`.
@@ -407,17 +437,7 @@ pub fn look(config: &Config, store: &Store, shutdown: &Arc<AtomicBool>) -> Optio
         status::Probe::Serving(&[]),
     );
     let mut holding = conditions(&report, alerts);
-    let refused = refused_last_hour(config);
-    if alerts.refused_per_hour > 0 && refused > alerts.refused_per_hour {
-        holding.push(Condition {
-            key: "refused".into(),
-            title: "deliveries are being refused".into(),
-            body: format!(
-                "{refused} deliveries were refused or deferred in the last hour (more than alerts.refused_per_hour, {}).\n\nThe gateway's log says why, one line each (result=refused reason=... or result=deferred): a journal rule pointing at a wrong or suspended mailbox, someone trying to relay through it, storage faults, or the disk reserve.",
-                alerts.refused_per_hour
-            ),
-        });
-    }
+    holding.extend(node_conditions(config, alerts));
     let mut state = state(config);
     let t = now();
     if state.undeliverable.as_ref().is_some_and(|u| t < u.next_try) {
@@ -503,11 +523,8 @@ fn mail_cleared(
 
 /// `sealpost alerts test`: one test mail now.
 pub fn test(config: &Config) -> Result<String, String> {
-    let alerts = config
-        .alerts
-        .as_ref()
-        .ok_or("alerts are not configured (the alerts section of gateway.json)")?;
-    let (subject, message) = compose(
+    let alerts = configured(config)?;
+    send_now(
         config,
         alerts,
         Kind::Test,
@@ -518,14 +535,7 @@ pub fn test(config: &Config) -> Result<String, String> {
             alerts.smarthost.port,
             alerts.to.join(", ")
         ),
-    );
-    send::send(
-        alerts,
-        &config.hostname,
-        &message,
-        Arc::new(AtomicBool::new(false)),
-    )?;
-    Ok(subject)
+    )
 }
 
 /// Looks every `alerts.check_secs` until the gateway stops.
@@ -585,10 +595,7 @@ pub fn redact(line: &str) -> String {
 /// that it failed to start or died, so this mails it, with the last log
 /// `lines` (redacted).
 pub fn failed(config: &Config, unit: &str, lines: &[String]) -> Result<String, String> {
-    let alerts = config
-        .alerts
-        .as_ref()
-        .ok_or("alerts are not configured (the alerts section of gateway.json)")?;
+    let alerts = configured(config)?;
     let log: Vec<String> = lines.iter().map(|l| format!("  {}", redact(l))).collect();
     let body = format!(
         "The service {unit} failed: the gateway did not start, or it stopped. While it is down, senders get no answer and retry; Microsoft 365 gives up after about a day.\n\nLook at: systemctl status {unit}; journalctl -u {unit}. The last lines of its log:\n\n{}",
@@ -599,13 +606,28 @@ pub fn failed(config: &Config, unit: &str, lines: &[String]) -> Result<String, S
         }
     );
     let title = format!("the gateway stopped ({unit} failed)");
-    let (subject, message) = compose(config, alerts, Kind::Started, &title, &body);
-    send::send(
-        alerts,
-        &config.hostname,
-        &message,
-        Arc::new(AtomicBool::new(false)),
-    )?;
+    send_now(config, alerts, Kind::Started, &title, &body)
+}
+
+fn configured(config: &Config) -> Result<&AlertsConfig, String> {
+    config
+        .alerts
+        .as_ref()
+        .ok_or_else(|| "alerts are not configured (the alerts section of gateway.json)".into())
+}
+
+/// Composes and sends one mail now, outside the running gateway's looks
+/// (`alerts test`, `alerts failed`); its subject.
+fn send_now(
+    config: &Config,
+    alerts: &AlertsConfig,
+    kind: Kind,
+    title: &str,
+    body: &str,
+) -> Result<String, String> {
+    let (subject, message) = compose(config, alerts, kind, title, body);
+    let never = Arc::new(AtomicBool::new(false));
+    send::send(alerts, &config.hostname, &message, never)?;
     Ok(subject)
 }
 

@@ -114,11 +114,31 @@ fn subject(mail: &str) -> &str {
         .unwrap_or("")
 }
 
-/// The mtime of the alerts' state file (rewritten at every look).
-fn looked(sb: &Sandbox) -> Option<std::time::SystemTime> {
-    std::fs::metadata(sb.data().join("alerts/state.json"))
-        .and_then(|m| m.modified())
-        .ok()
+/// Waits until every node of `sb`'s data directory has looked at the
+/// alerts once more, whole: each node publishes its file in
+/// `alerts/nodes/` just before it looks, so two new publications mean the
+/// look between them is over.
+fn wait_for_a_look(sb: &Sandbox) {
+    let times = || -> std::collections::BTreeMap<PathBuf, std::time::SystemTime> {
+        std::fs::read_dir(sb.data().join("alerts/nodes"))
+            .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .filter_map(|p| Some((p.clone(), std::fs::metadata(&p).ok()?.modified().ok()?)))
+            .collect()
+    };
+    wait_until("the nodes publish", || !times().is_empty());
+    for _ in 0..2 {
+        let before = times();
+        wait_until("the nodes look again", || {
+            let now = times();
+            !before.is_empty()
+                && before
+                    .iter()
+                    .all(|(p, t)| now.get(p).is_some_and(|n| n != t))
+        });
+    }
 }
 
 #[test]
@@ -144,7 +164,7 @@ fn a_condition_is_mailed_once_reminded_and_cleared_through_a_relay_with_tls_and_
                     "password_file": password_file,
                 },
                 "check_secs": 5,
-                "reminder_secs": 12,
+                "reminder_secs": 40,
                 "archiver_stopped_hours": 1,
             },
         }),
@@ -195,17 +215,15 @@ fn a_condition_is_mailed_once_reminded_and_cleared_through_a_relay_with_tls_and_
         assert!(!alert.contains(secret), "{secret} in {alert}");
     }
     // No second mail at the next looks, and none after a restart.
-    let before = looked(&sb);
-    wait_until("another look", || looked(&sb) != before);
+    wait_for_a_look(&sb);
     assert_eq!(relay.mails().len(), 2);
     drop(gw);
     let gw = Gateway::start(&sb);
-    let before = looked(&sb);
-    wait_until("a look after the restart", || looked(&sb) != before);
+    wait_for_a_look(&sb);
     assert_eq!(relay.mails().len(), 2, "nothing sent again after a restart");
 
-    // The reminder, after reminder_secs.
-    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    // The reminder, reminder_secs (40 s) after the first mail.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while relay.mails().len() < 3 {
         assert!(std::time::Instant::now() < deadline, "no reminder");
         std::thread::sleep(Duration::from_millis(100));
@@ -407,10 +425,9 @@ fn two_nodes_on_one_data_directory_send_one_mail() {
         (ga.join().unwrap(), gb.join().unwrap())
     });
     wait_until("the disk alert", || !relay.mails().is_empty());
-    // Three more looks, by whichever node holds the lock: still one mail.
-    for _ in 0..3 {
-        let before = looked(&a);
-        wait_until("another look", || looked(&a) != before);
+    // Two more looks of each node: still one mail.
+    for _ in 0..2 {
+        wait_for_a_look(&a);
     }
     assert_eq!(relay.mails().len(), 1, "one mail for the cluster");
     let sent = ga.log().matches("alerts: sent").count() + gb.log().matches("alerts: sent").count();
@@ -519,8 +536,7 @@ fn journal_mail_that_stopped_and_a_certificate_about_to_expire_are_mailed() {
         silence.contains(&quiet) && silence.contains("nothing for 48 hours"),
         "{silence}"
     );
-    let before = looked(&sb);
-    wait_until("another look", || looked(&sb) != before);
+    wait_for_a_look(&sb);
     assert_eq!(
         relay.mails().len(),
         2,

@@ -137,11 +137,13 @@ fn publish(config: &Config, history: &mut Published) {
     history.updated = t;
     let dir = dir(config).join(NODES_DIR);
     let name = format!("{}.json", config.node.as_deref().unwrap_or("default"));
-    let written = durable::create_private_dir(&dir).and_then(|()| {
-        let tmp = dir.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, serde_json::to_vec(history).unwrap_or_default())?;
-        std::fs::rename(&tmp, dir.join(&name))
-    });
+    let written = durable::create_private_dir(&self::dir(config))
+        .and_then(|()| durable::create_private_dir(&dir))
+        .and_then(|()| {
+            let tmp = dir.join(format!(".{name}.tmp"));
+            std::fs::write(&tmp, serde_json::to_vec(history).unwrap_or_default())?;
+            std::fs::rename(&tmp, dir.join(&name))
+        });
     if let Err(e) = written {
         log::debug!("alerts: cannot publish this node's counts: {e}");
     }
@@ -439,6 +441,8 @@ pub fn look(config: &Config, store: &Store, shutdown: &Arc<AtomicBool>) -> Optio
     let mut holding = conditions(&report, alerts);
     holding.extend(node_conditions(config, alerts));
     let mut state = state(config);
+    // Written only when it changes: no flush a minute on an SD card.
+    let loaded = state.clone();
     let t = now();
     if state.undeliverable.as_ref().is_some_and(|u| t < u.next_try) {
         return Some(state);
@@ -472,7 +476,9 @@ pub fn look(config: &Config, store: &Store, shutdown: &Arc<AtomicBool>) -> Optio
     if outcome.is_ok() {
         mail_cleared(config, alerts, &mut state, &holding, shutdown);
     }
-    if let Err(e) = save(config, &state) {
+    if state != loaded
+        && let Err(e) = save(config, &state)
+    {
         warn!("alerts: cannot record their state: {e}");
     }
     drop(lock);

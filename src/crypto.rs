@@ -425,6 +425,46 @@ pub fn copy_with_sha256(
     }
 }
 
+/// SHA-256 computed piece by piece as bytes pass through a reader or a
+/// writer (a message's plaintext and its sealed file, for the custody log;
+/// ring's, the fast one on ARM, as both are hashed on the delivery path).
+pub struct Sha256(ring::digest::Context);
+
+impl Default for Sha256 {
+    fn default() -> Sha256 {
+        Sha256(ring::digest::Context::new(&ring::digest::SHA256))
+    }
+}
+
+impl Sha256 {
+    /// Adds bytes.
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    /// The digest of everything added.
+    pub fn finish(self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(self.0.finish().as_ref());
+        out
+    }
+}
+
+/// `crypto_box_seal(data, public)`: readable only with the mailbox's secret
+/// key (the plaintext digest in a custody entry).
+pub fn seal_to(data: &[u8], public: &PublicKey) -> Result<Vec<u8>, CryptoError> {
+    init()?;
+    let pk = crypto_box::PublicKey::from_bytes_exact(*public.as_bytes());
+    crypto_box::seal_box(data, &pk).map_err(|_| CryptoError::SealedKey)
+}
+
+/// Opens what [`seal_to`] sealed to `pair`'s public key.
+pub fn open_sealed(sealed: &[u8], pair: &KeyPair) -> Result<Vec<u8>, CryptoError> {
+    init()?;
+    let pk = crypto_box::PublicKey::from_bytes_exact(*pair.public.as_bytes());
+    crypto_box::open_sealed_box(sealed, &pk, &pair.secret).map_err(|_| CryptoError::SealedKey)
+}
+
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -19,6 +19,7 @@ pub mod config;
 pub mod console;
 pub mod control;
 pub mod crypto;
+pub mod custody;
 pub mod dot_stuffing;
 pub mod failure;
 pub mod gateway;

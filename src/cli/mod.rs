@@ -20,6 +20,7 @@ macro_rules! outln {
 }
 
 mod alerts;
+mod custody;
 mod backup;
 mod cert;
 mod console;
@@ -116,6 +117,7 @@ Commands:
   cert next-key    make the next certificate key of a key rollover
   dns              the DNS records to publish (MX, MTA-STS, TLS-RPT, TLSA)
   alerts test      send one test alert mail through the configured relay
+  custody verify   check the chain of custody: hashes, anchors, every message accounted for
   console passwd   set the web console's administrator password
   status           listeners, certificate, mail waiting; exit 4 if something
                    needs attention (for cron and monitoring)
@@ -165,7 +167,7 @@ impl Context {
     /// directory's owner when run as root (see `identity`).
     pub fn open(&self) -> Result<(Config, Store), CliError> {
         let config = self.config()?;
-        crate::store::flush::set_policy(config.flush);
+        crate::gateway::apply_store_settings(&config);
         identity::become_data_owner(&config.data_dir)?;
         let store = Store::open(&config.data_dir)?;
         Ok((config, store))
@@ -183,7 +185,7 @@ impl Context {
             file.display(),
             config.data_dir.display()
         );
-        crate::store::flush::set_policy(config.flush);
+        crate::gateway::apply_store_settings(&config);
         identity::become_data_owner(&config.data_dir)?;
         let store = Store::open(&config.data_dir)?;
         Ok((config, store))
@@ -231,6 +233,7 @@ fn dispatch(args: Vec<String>) -> Result<(), CliError> {
         "cert" => cert::run(&context, rest),
         "dns" => dns::run(&context, rest),
         "alerts" => alerts::run(&context, rest),
+        "custody" => custody::run(&context, rest),
         "console" => console::run(&context, rest),
         "status" => status::run(&context, rest),
         "backup" => backup::run_backup(&context, rest),

@@ -24,8 +24,11 @@ use crate::store::flush::FlushPolicy;
 mod alerts;
 mod certificates;
 mod checks;
+mod custody;
+mod listeners;
 
 pub use alerts::{AlertsConfig, MetricsConfig, RelayTls, Smarthost};
+pub use custody::{CustodyConfig, TsaConfig};
 pub use certificates::{
     AcmeConfig, ChallengeChoice, LETS_ENCRYPT, LETS_ENCRYPT_STAGING, MtaStsConfig, StsMode,
 };
@@ -136,6 +139,8 @@ pub struct Config {
     pub alerts: Option<AlertsConfig>,
     /// The Prometheus exposition.
     pub metrics: MetricsConfig,
+    /// The chain of custody: the log and its RFC 3161 anchors.
+    pub custody: CustodyConfig,
 }
 
 impl Default for Config {
@@ -163,6 +168,7 @@ impl Default for Config {
             mta_sts: MtaStsConfig::default(),
             alerts: None,
             metrics: MetricsConfig::default(),
+            custody: CustodyConfig::default(),
         }
     }
 }
@@ -589,6 +595,7 @@ impl Config {
         config
             .check_acme()
             .and_then(|()| config.alerts.as_ref().map_or(Ok(()), AlertsConfig::check))
+            .and_then(|()| config.custody.check())
             .map_err(|(key, message)| error(key, message))?;
         Ok(config)
     }
@@ -624,65 +631,7 @@ impl Config {
         if let Some(alerts) = self.alerts.as_mut() {
             alerts.resolve_paths(base);
         }
-    }
-
-    /// Every listener of every service with its key, in a stable order.
-    pub fn all_listeners(&self) -> Vec<(String, SocketAddr)> {
-        let sections = [
-            ("smtp", self.smtp.listeners()),
-            ("pop3", self.pop3.clone()),
-            ("smtp_proxy", self.smtp_proxy.listeners()),
-            ("pop3_proxy", self.pop3_proxy.listeners()),
-        ];
-        let mut out = Vec::new();
-        for (name, l) in sections {
-            for (i, a) in l.listen.iter().enumerate() {
-                out.push((format!("{name}.listen[{i}]"), *a));
-            }
-            for (i, a) in l.listen_tls.iter().enumerate() {
-                out.push((format!("{name}.listen_tls[{i}]"), *a));
-            }
-        }
-        for (i, a) in self.console.listen.iter().enumerate() {
-            out.push((format!("console.listen[{i}]"), *a));
-        }
-        for (section, list) in [
-            ("mta_sts", &self.mta_sts.listen),
-            ("metrics", &self.metrics.listen),
-        ] {
-            for (i, a) in list.iter().enumerate() {
-                out.push((format!("{section}.listen[{i}]"), *a));
-            }
-        }
-        for (i, a) in self
-            .acme
-            .iter()
-            .flat_map(|a| a.http_listen.iter())
-            .enumerate()
-        {
-            out.push((format!("acme.http_listen[{i}]"), *a));
-        }
-        out
-    }
-
-    fn check_listeners_unique(&self, file: &Path) -> Result<(), ConfigError> {
-        let mut seen: HashMap<SocketAddr, String> = HashMap::new();
-        // Port 0 (any free port, for tests) never collides.
-        for (key, addr) in self
-            .all_listeners()
-            .into_iter()
-            .filter(|(_, a)| a.port() != 0)
-        {
-            if let Some(first) = seen.get(&addr) {
-                return Err(ConfigError {
-                    file: file.to_path_buf(),
-                    key,
-                    message: format!("{addr} is already used by {first}"),
-                });
-            }
-            seen.insert(addr, key);
-        }
-        Ok(())
+        self.custody.resolve_paths(base);
     }
 
     /// The effective configuration as pretty JSON, in the file's own key names.

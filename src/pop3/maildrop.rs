@@ -16,7 +16,7 @@ use crate::crypto::{self, KdfParams, KeyPair, Password};
 use crate::failure::Failure;
 use crate::store::mailbox::message_error;
 use crate::store::message::MessageReader;
-use crate::store::{Mailbox, MailboxId, MailboxLock, MessageName, Store, StoreError};
+use crate::store::{Mailbox, MailboxId, MailboxLock, MessageName, Store, StoreError, custody};
 
 /// Shared by every POP3 login.
 pub struct LoginContext {
@@ -132,9 +132,10 @@ impl Backend for StoreLogin {
         }
         let listing = maildrop.listing();
         info!(
-            "pop3 {}: {} logged in, {} message(s), {} bytes",
+            "pop3 {}: {} logged in (session {}), {} message(s), {} bytes",
             self.client,
             maildrop.mailbox.id(),
+            maildrop.session,
             listing.len(),
             listing.iter().map(|l| l.size).sum::<u64>()
         );
@@ -152,6 +153,10 @@ pub struct StoreMaildrop {
     pair: KeyPair,
     names: Vec<MessageName>,
     listing: Vec<Listing>,
+    /// Sent whole by RETR in this session.
+    retrieved: Vec<bool>,
+    /// This session's id in the custody log.
+    session: String,
     _lock: MailboxLock,
 }
 
@@ -186,8 +191,10 @@ impl StoreMaildrop {
         Ok(StoreMaildrop {
             mailbox,
             pair,
+            retrieved: vec![false; names.len()],
             names,
             listing,
+            session: crypto::random_hex(8),
             _lock: lock,
         })
     }
@@ -250,9 +257,12 @@ impl Maildrop for StoreMaildrop {
     }
 
     fn delete(&mut self, indexes: &[usize]) -> Result<(), Failure> {
-        let names: Vec<MessageName> = indexes.iter().map(|&i| self.names[i].clone()).collect();
+        let names: Vec<(MessageName, bool)> = indexes
+            .iter()
+            .map(|&i| (self.names[i].clone(), self.retrieved[i]))
+            .collect();
         self.mailbox
-            .remove_messages(&names)
+            .remove_messages(&names, &self.session)
             .map_err(Failure::from)?;
         if !names.is_empty() {
             info!(
@@ -262,6 +272,19 @@ impl Maildrop for StoreMaildrop {
             );
         }
         Ok(())
+    }
+
+    fn retrieved(&mut self, index: usize) {
+        self.retrieved[index] = true;
+        let entry = custody::Entry::new(custody::Event::Retrieved)
+            .message(self.mailbox.id().as_str(), &self.names[index].file_name());
+        let entry = custody::Entry {
+            session: Some(self.session.clone()),
+            ..entry
+        };
+        if let Err(e) = custody::append(self.mailbox.root(), entry) {
+            warn!("pop3 {}: {e}", self.mailbox.id());
+        }
     }
 }
 

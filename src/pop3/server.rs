@@ -62,6 +62,8 @@ pub trait Maildrop {
     fn open(&mut self, index: usize) -> Result<Box<dyn Read>, MessageError>;
     /// Removes these messages durably (the UPDATE state).
     fn delete(&mut self, indexes: &[usize]) -> Result<(), Failure>;
+    /// Message `index` was sent whole by RETR (for the custody log).
+    fn retrieved(&mut self, _index: usize) {}
 }
 
 /// Logs mailboxes in.
@@ -339,8 +341,10 @@ impl<B: Backend> Pop3Server<B> {
             Command::Uidl(None) => listing(maildrop, deleted, Listed::Uidls, out),
             Command::List(Some(n)) => listed(maildrop, deleted, n, Listed::Sizes, out),
             Command::Uidl(Some(n)) => listed(maildrop, deleted, n, Listed::Uidls, out),
-            Command::Retr(n) => return self.send_message(n, DotStuffer::whole(), out),
-            Command::Top(n, lines) => return self.send_message(n, DotStuffer::top(lines), out),
+            Command::Retr(n) => return self.send_message(n, DotStuffer::whole(), true, out),
+            Command::Top(n, lines) => {
+                return self.send_message(n, DotStuffer::top(lines), false, out);
+            }
             Command::Dele(n) => dele(deleted, n, out),
             Command::Rset => {
                 deleted.iter_mut().for_each(|d| *d = false);
@@ -357,7 +361,13 @@ impl<B: Backend> Pop3Server<B> {
     }
 
     /// RETR and TOP: checked to its end first, then streamed.
-    fn send_message(&mut self, n: u64, stuffer: DotStuffer, out: &mut Replies) -> Step {
+    fn send_message(
+        &mut self,
+        n: u64,
+        stuffer: DotStuffer,
+        whole: bool,
+        out: &mut Replies,
+    ) -> Step {
         let State::Transaction { maildrop, deleted } = &mut self.state else {
             return Step::Continue;
         };
@@ -373,6 +383,7 @@ impl<B: Backend> Pop3Server<B> {
                     reader,
                     stuffer,
                     buf: vec![0u8; 64 * 1024],
+                    retrieving: whole.then_some(i),
                 });
                 return Step::Stream;
             }
@@ -469,6 +480,8 @@ struct MessageStream {
     reader: Box<dyn Read>,
     stuffer: DotStuffer,
     buf: Vec<u8>,
+    /// For RETR: the message, told to the maildrop once sent whole.
+    retrieving: Option<usize>,
 }
 
 impl MessageStream {
@@ -514,6 +527,11 @@ impl<B: Backend> LineMachine for Pop3Server<B> {
             return Ok(false);
         };
         let more = sending.next_chunk(out);
+        if let (Ok(false), Some(i)) = (&more, sending.retrieving)
+            && let State::Transaction { maildrop, .. } = &mut self.state
+        {
+            maildrop.retrieved(i);
+        }
         if !matches!(more, Ok(true)) {
             self.sending = None;
         }

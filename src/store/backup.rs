@@ -19,7 +19,7 @@ use super::mailbox::{
     INFO_FILE, KEY_FILE, MESSAGES_DIR, POP3_INDEX_DIR, PUBLIC_ONLY_FILE, RETIRED_DIR,
     RETIRED_MESSAGES_DIR, TMP_DIR,
 };
-use super::{MAILBOXES_DIR, Mailbox, Store, StoreError, beneath, durable, io_error};
+use super::{MAILBOXES_DIR, Mailbox, Store, StoreError, beneath, custody, durable, io_error};
 
 /// What the data directory's `tls/` holds: the generated certificate.
 const TLS_DIR: &str = "tls";
@@ -122,6 +122,38 @@ fn copy_dir_files(from: &Path, to: &Path) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+/// Copies every node's custody chain (the active segment up to its last
+/// whole entry) and anchors, and leaves the marker from which the gateway
+/// restored from this snapshot writes a "restored" entry at its next start.
+fn copy_custody(root: &Path, partial: &Path, snapshot: &str) -> Result<(), StoreError> {
+    let to_root = partial.join(custody::DIR);
+    let mut heads = serde_json::Map::new();
+    for node in custody::nodes(root).map_err(io_error(root, "cannot list"))? {
+        let from = custody::chain_dir(root, &node);
+        let to = to_root.join(&node);
+        private_dir(&to)?;
+        for (_, path) in custody::segments(&from).map_err(io_error(&from, "cannot list"))? {
+            let mut bytes = fs::read(&path).map_err(io_error(&path, "cannot read"))?;
+            let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+            bytes.truncate(whole);
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            durable::replace_file(&to, &name, &bytes)
+                .map_err(io_error(&to.join(name.as_ref()), "cannot write"))?;
+        }
+        copy_dir_files(&from.join(custody::ANCHORS_DIR), &to.join(custody::ANCHORS_DIR))?;
+        let head = custody::head(&to).map_err(io_error(&to, "cannot read"))?;
+        heads.insert(node, head.map_or(0, |(seq, _)| seq).into());
+    }
+    private_dir(&to_root)?;
+    let marker = serde_json::json!({
+        "snapshot": snapshot,
+        "taken": crate::timestamp::rfc3339(SystemTime::now()),
+        "heads": heads,
+    });
+    durable::replace_file(&to_root, custody::RESTORED_MARKER, marker.to_string().as_bytes())
+        .map_err(io_error(&to_root.join(custody::RESTORED_MARKER), "cannot write"))
 }
 
 /// Copies one mailbox into `to`. Messages first, keys after: a message is
@@ -228,6 +260,8 @@ pub fn backup(store: &Store, dest: &Path, keep: usize) -> Result<BackupReport, S
         report.mailboxes += 1;
     }
     copy_dir_files(&store.root().join(TLS_DIR), &partial.join(TLS_DIR))?;
+    // Last, so that every message stored before it is in the snapshot.
+    copy_custody(store.root(), &partial, &name)?;
     if let Some(hash) = store.console_password_hash()? {
         let file = super::CONSOLE_PASSWORD_FILE;
         durable::replace_file(&partial, file, format!("{hash}\n").as_bytes())

@@ -38,7 +38,9 @@ use serde::{Deserialize, Serialize};
 
 use super::beneath::{self, Beneath};
 use super::mailbox::{self, INFO_FILE, MESSAGES_DIR, TMP_DIR};
-use super::{MAILBOXES_DIR, MailboxId, MessageName, Store, StoreError, durable, flush, io_error};
+use super::{
+    MAILBOXES_DIR, MailboxId, MessageName, Store, StoreError, custody, durable, flush, io_error,
+};
 use crate::crypto;
 use crate::timestamp;
 
@@ -64,6 +66,8 @@ pub struct MergeReport {
     pub refused: Vec<String>,
     /// The receipt written for `merge --release`, if anything was merged.
     pub receipt: Option<PathBuf>,
+    /// The receipt's id, chosen at the start (the custody entries name it).
+    pub receipt_id: String,
 }
 
 /// One message in a receipt.
@@ -201,7 +205,10 @@ pub fn merge(store: &Store, standby: &Path) -> Result<MergeReport, StoreError> {
         )));
     }
     let earlier = earlier_merges(store)?;
-    let mut report = MergeReport::default();
+    let mut report = MergeReport {
+        receipt_id: crypto::random_hex(16),
+        ..MergeReport::default()
+    };
     let mut receipt = Vec::new();
     let entries = mailboxes
         .entries()
@@ -218,7 +225,7 @@ pub fn merge(store: &Store, standby: &Path) -> Result<MergeReport, StoreError> {
         }
     }
     if !receipt.is_empty() {
-        report.receipt = Some(write_receipt(store, receipt)?);
+        report.receipt = Some(write_receipt(store, &report.receipt_id, receipt)?);
     }
     Ok(report)
 }
@@ -421,8 +428,16 @@ fn merge_file(
         report.merged_before += 1;
         digest
     } else {
-        let digest = copy_in(file, ours.dir(), name, per_file)?;
+        let (digest, size) = copy_in(file, ours.dir(), name, per_file)?;
         report.moved += 1;
+        // Before the merge's flush, which covers it with the copy.
+        let mut entry = custody::Entry::new(custody::Event::Stored).message(&id, name);
+        entry.source = Some("merge".into());
+        entry.size = Some(size);
+        entry.sha256 = Some(crypto::hex(&digest));
+        entry.detail = Some(format!("merged in, receipt {}", report.receipt_id));
+        custody::append(ours.root(), entry)
+            .map_err(io_error(&ours.root().join(custody::DIR), "cannot write"))?;
         crypto::hex(&digest)
     };
     Ok(Some(digest))
@@ -432,7 +447,12 @@ fn merge_file(
 /// `tmp/`, fsync, rename into `messages/` (the caller syncs the directory).
 /// `per_file`: fsync the copy itself (otherwise the caller's grouped flush
 /// covers it).
-fn copy_in(file: fs::File, dir: &Path, name: &str, per_file: bool) -> Result<[u8; 32], StoreError> {
+fn copy_in(
+    file: fs::File,
+    dir: &Path,
+    name: &str,
+    per_file: bool,
+) -> Result<([u8; 32], u64), StoreError> {
     let tmp = dir.join(TMP_DIR).join(name);
     let target = dir.join(MESSAGES_DIR).join(name);
     let out = durable::create_new_private_file(&tmp).map_err(io_error(&tmp, "cannot create"))?;
@@ -447,7 +467,7 @@ fn copy_in(file: fs::File, dir: &Path, name: &str, per_file: bool) -> Result<[u8
         if per_file {
             out.sync_all()?;
         }
-        Ok(digest)
+        Ok((digest, out.metadata()?.len()))
     })();
     let digest = match written {
         Ok(digest) => digest,
@@ -463,12 +483,16 @@ fn copy_in(file: fs::File, dir: &Path, name: &str, per_file: bool) -> Result<[u8
     Ok(digest)
 }
 
-fn write_receipt(store: &Store, messages: Vec<ReceiptEntry>) -> Result<PathBuf, StoreError> {
+fn write_receipt(
+    store: &Store,
+    id: &str,
+    messages: Vec<ReceiptEntry>,
+) -> Result<PathBuf, StoreError> {
     let dir = receipts_dir(store);
     durable::create_private_dir(&dir).map_err(io_error(&dir, "cannot create directory"))?;
     let receipt = Receipt {
         kind: RECEIPT_KIND.into(),
-        id: crypto::random_hex(16),
+        id: id.to_owned(),
         created: timestamp::rfc3339(SystemTime::now()),
         messages,
     };
@@ -523,13 +547,27 @@ pub fn release(store: &Store, receipt_path: &Path) -> Result<ReleaseReport, Stor
         .dir(MAILBOXES_DIR)
         .map_err(walk_error(&store.root().join(MAILBOXES_DIR), "cannot open"))?;
     let mut report = ReleaseReport::default();
+    let log = store.root().join(custody::DIR);
     for (id, files) in by_mailbox {
+        // Each file let go, here or by the merge itself through a mount of
+        // this directory ("gone"), leaves this node's chain as released.
+        let release_entry = |file: &str| {
+            let entry = custody::Entry::new(custody::Event::Released)
+                .message(id.as_str(), file)
+                .detail(format!("receipt {}", receipt.id));
+            custody::append(store.root(), entry)
+                .map(|_| ())
+                .map_err(io_error(&log, "cannot write"))
+        };
         let messages = match mailboxes
             .dir(id.as_str())
             .and_then(|dir| dir.dir(MESSAGES_DIR))
         {
             Ok(dir) => dir,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                for (name, _) in &files {
+                    release_entry(&name.file_name())?;
+                }
                 report.gone += files.len();
                 continue;
             }
@@ -544,6 +582,7 @@ pub fn release(store: &Store, receipt_path: &Path) -> Result<ReleaseReport, Stor
             let file = match messages.file(&file_name) {
                 Ok(file) => file,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    release_entry(&file_name)?;
                     report.gone += 1;
                     continue;
                 }
@@ -561,6 +600,7 @@ pub fn release(store: &Store, receipt_path: &Path) -> Result<ReleaseReport, Stor
                 ));
                 continue;
             }
+            release_entry(&file_name)?;
             messages
                 .remove(&file_name)
                 .map_err(io_error(&shown, "cannot remove"))?;
@@ -570,5 +610,6 @@ pub fn release(store: &Store, receipt_path: &Path) -> Result<ReleaseReport, Stor
             .sync()
             .map_err(io_error(messages.path(), "cannot sync"))?;
     }
+    custody::sync(store.root()).map_err(io_error(&log, "cannot sync"))?;
     Ok(report)
 }

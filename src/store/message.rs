@@ -36,6 +36,18 @@ pub enum Source {
     Cli,
 }
 
+impl Source {
+    /// Its name in the metadata and in the custody log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Smtp => "smtp",
+            Source::SmtpProxy => "smtp-proxy",
+            Source::Pop3Proxy => "pop3-proxy",
+            Source::Cli => "cli",
+        }
+    }
+}
+
 /// Record 1 of a message file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metadata {

@@ -11,6 +11,7 @@
 
 pub mod backup;
 pub mod beneath;
+pub mod custody;
 pub mod durable;
 pub mod flush;
 pub mod ids;
@@ -301,7 +302,10 @@ impl Store {
         if result.is_err() {
             let _ = fs::remove_dir_all(&staging);
         }
-        result
+        let mailbox = result?;
+        let detail = wrapped.is_none().then_some("a standby's copy: public key only");
+        mailbox.record_admin(&[(custody::Event::MailboxCreated, None, detail)])?;
+        Ok(mailbox)
     }
 
     /// Creates a mailbox from another gateway's `mailbox.json` (`mailbox
@@ -352,6 +356,29 @@ impl Store {
         if count > 0 && !how.messages_too {
             return Err(StoreError::NotEmpty(id.clone(), count));
         }
+        let names: Vec<String> = mailbox
+            .message_names()?
+            .iter()
+            .map(MessageName::file_name)
+            .chain(
+                mailbox
+                    .retired_messages()?
+                    .iter()
+                    .map(|(_, n)| n.file_name()),
+            )
+            .collect();
+        let mut entries: Vec<_> = names
+            .iter()
+            .map(|f| {
+                (
+                    custody::Event::Removed,
+                    Some(f.as_str()),
+                    Some("deleted with the mailbox"),
+                )
+            })
+            .collect();
+        entries.push((custody::Event::MailboxDeleted, None, None));
+        mailbox.record_admin(&entries)?;
         // Renamed first so that the mailbox disappears at once, whole.
         let doomed = self.mailboxes_dir().join(format!("{id}{DELETING}"));
         fs::rename(mailbox.dir(), &doomed).map_err(io_error(mailbox.dir(), "cannot delete"))?;

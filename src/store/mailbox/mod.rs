@@ -14,7 +14,7 @@ use super::ids::{MailboxId, MessageName};
 use super::message::{self, MessageReader, Metadata};
 use super::sealed::damage_of;
 use super::spool::Spool;
-use super::{StoreError, durable, flush, io_error};
+use super::{StoreError, custody, durable, flush, io_error};
 use crate::crypto::{self, KdfParams, KeyPair, Password, PublicKey, WrappedKey};
 use crate::timestamp;
 
@@ -59,6 +59,25 @@ pub(super) fn touch_marker(dir: &Path, name: &str) -> std::io::Result<()> {
         .open(&path)
         .and_then(|f| f.set_modified(now))
 }
+/// The data directory a mailbox directory (`<data_dir>/mailboxes/<id>`) is in.
+pub(super) fn data_root(mailbox_dir: &Path) -> &Path {
+    mailbox_dir
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(mailbox_dir)
+}
+
+/// The mailbox id a mailbox directory is named after.
+pub(super) fn mailbox_id_of(mailbox_dir: &Path) -> String {
+    mailbox_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// A custody entry of the administrator's: the event, the message file, a detail.
+pub type AdminEntry<'a> = (custody::Event, Option<&'a str>, Option<&'a str>);
+
 pub(super) const RETIRED_DIR: &str = "retired-keys";
 /// Present in a standby's copy of a mailbox (`import-public`): it has no
 /// secret key by design. Without it, a missing key file is damage.
@@ -83,6 +102,7 @@ const KEYS_LOCK: &str = "keys.lock";
 const MAX_SMALL_FILE: u64 = 64 * 1024;
 
 mod pending;
+mod removal;
 mod retired;
 
 pub use pending::{CommittedMessage, PendingMessage, Placed};
@@ -330,6 +350,20 @@ impl Mailbox {
         &self.dir
     }
 
+    /// The data directory it is in.
+    pub fn root(&self) -> &Path {
+        data_root(&self.dir)
+    }
+
+    /// Appends a custody entry about this mailbox (or, with `file`, one of
+    /// its messages).
+    pub fn record(&self, event: custody::Event, file: Option<&str>, detail: Option<&str>) -> io::Result<()> {
+        let mut entry = custody::Entry::new(event).mailbox(self.id().as_str());
+        entry.file = file.map(str::to_owned);
+        entry.detail = detail.map(str::to_owned);
+        custody::append(self.root(), entry).map(|_| ())
+    }
+
     /// Changes the name and/or description.
     pub fn update(
         &mut self,
@@ -354,7 +388,23 @@ impl Mailbox {
             status,
             ..self.info.clone()
         };
-        self.replace_info(info)
+        self.replace_info(info)?;
+        let event = match status {
+            Status::Active => custody::Event::MailboxResumed,
+            Status::Suspended => custody::Event::MailboxSuspended,
+        };
+        self.record_admin(&[(event, None, None)])
+    }
+
+    /// Appends the administrator's entries and flushes them (no delivery's
+    /// flush follows an administrator's command).
+    pub fn record_admin(&self, entries: &[AdminEntry<'_>]) -> Result<(), StoreError> {
+        let path = self.root().join(custody::DIR);
+        for (event, file, detail) in entries {
+            self.record(*event, *file, *detail)
+                .map_err(io_error(&path, "cannot write the custody log"))?;
+        }
+        custody::sync(self.root()).map_err(io_error(&path, "cannot sync"))
     }
 
     fn replace_info(&mut self, info: MailboxInfo) -> Result<(), StoreError> {
@@ -548,60 +598,6 @@ impl Mailbox {
         MessageReader::open(file, pair).map_err(|e| message_error(&path, e))
     }
 
-    /// Removes messages (a POP3 QUIT) and makes the removal durable: moved
-    /// aside into `removing/`, one flush (the file system's grouped flush,
-    /// or both directories' fsyncs where files are flushed one by one),
-    /// then unlinked. If the flush fails they go back: the messages stay,
-    /// and the caller says so.
-    pub fn remove_messages(&self, names: &[MessageName]) -> Result<(), StoreError> {
-        if names.is_empty() {
-            return Ok(());
-        }
-        let messages = self.dir.join(MESSAGES_DIR);
-        let aside = self.dir.join(REMOVING_DIR);
-        durable::create_private_dir(&aside).map_err(io_error(&aside, "cannot create"))?;
-        let durability = flush::begin(&messages).map_err(io_error(&messages, "cannot open"))?;
-        let mut moved = Vec::with_capacity(names.len());
-        for name in names {
-            let (from, to) = (self.message_path(name), aside.join(name.file_name()));
-            match fs::rename(&from, &to) {
-                Ok(()) => moved.push((from, to)),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    put_back(&moved);
-                    return Err(io_error(&from, "cannot remove")(e));
-                }
-            }
-        }
-        let synced = match durability {
-            flush::Durability::PerFile => {
-                durable::sync_dir(&messages).and_then(|()| durable::sync_dir(&aside))
-            }
-            flush::Durability::Grouped(ticket) => ticket.wait(),
-        };
-        if let Err(e) = synced {
-            put_back(&moved);
-            return Err(io_error(&messages, "cannot sync")(e));
-        }
-        for (_, to) in &moved {
-            let _ = fs::remove_file(to);
-        }
-        Ok(())
-    }
-
-    /// Removes what an interrupted QUIT left in `removing/`, unless a
-    /// session holds the mailbox (it may be that QUIT, still running).
-    pub fn finish_interrupted_removals(&self) -> Result<usize, StoreError> {
-        let aside = self.dir.join(REMOVING_DIR);
-        if !aside.is_dir() {
-            return Ok(0);
-        }
-        let Ok(_session) = self.try_lock() else {
-            return Ok(0);
-        };
-        durable::remove_unlocked_files(&aside).map_err(io_error(&aside, "cannot clean up"))
-    }
-
     fn index_entry(&self, parts: &[&str]) -> PathBuf {
         let hash = crypto::index_hash(&self.info.public_key, parts);
         self.dir.join(POP3_INDEX_DIR).join(crypto::hex(&hash))
@@ -641,12 +637,6 @@ impl Mailbox {
 }
 
 /// Moves messages taken out of `messages/` back where they were.
-fn put_back(moved: &[(PathBuf, PathBuf)]) {
-    for (from, to) in moved {
-        let _ = fs::rename(to, from);
-    }
-}
-
 /// Reads a `secret-key.json` (current or retired).
 fn read_key_file(path: &Path) -> Result<WrappedKey, StoreError> {
     let text =

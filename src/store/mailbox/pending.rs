@@ -4,6 +4,7 @@
 //! dropping it removes the file.
 
 use super::*;
+use crate::store::Source;
 
 impl Mailbox {
     /// Encrypts a received message from the spool into `tmp/` and fsyncs it;
@@ -30,6 +31,8 @@ impl Mailbox {
             file,
             durability,
             committed: false,
+            digests: None,
+            source: metadata.source,
         };
         durable::try_lock_exclusive(&pending.file)
             .map_err(io_error(&pending.tmp, "cannot lock"))?;
@@ -37,10 +40,18 @@ impl Mailbox {
             size: spool.size(),
             ..metadata.clone()
         };
-        let write = || -> io::Result<()> {
-            let out = BufWriter::with_capacity(128 * 1024, &pending.file);
-            let mut body = spool.reader()?;
-            message::write_message(out, &self.info.public_key, &metadata, &mut body)?.flush()?;
+        let mut pending = pending;
+        let write = |pending: &mut PendingMessage| -> io::Result<()> {
+            let sealed = Hashing::new(BufWriter::with_capacity(128 * 1024, &pending.file));
+            let mut body = Hashing::new(spool.reader()?);
+            let mut sealed =
+                message::write_message(sealed, &self.info.public_key, &metadata, &mut body)?;
+            sealed.inner.flush()?;
+            pending.digests = Some(Digests {
+                sealed: sealed.hash.finish(),
+                size: sealed.count,
+                message: body.hash.finish(),
+            });
             match pending.durability {
                 // fdatasync: a new file's length is part of what it flushes.
                 flush::Durability::PerFile => pending.file.sync_data(),
@@ -48,7 +59,8 @@ impl Mailbox {
                 flush::Durability::Grouped(_) => Ok(()),
             }
         };
-        write().map_err(io_error(&pending.tmp, "cannot write"))?;
+        write(&mut pending).map_err(io_error(&pending.tmp, "cannot write"))?;
+        pending.source = metadata.source;
         Ok(pending)
     }
 }
@@ -64,9 +76,76 @@ pub struct PendingMessage {
     file: File,
     durability: flush::Durability,
     committed: bool,
+    /// Filled in once written: what its custody entry says.
+    digests: Option<Digests>,
+    source: Source,
+}
+
+/// What the custody log says of a stored message.
+struct Digests {
+    /// SHA-256 of the message file.
+    sealed: [u8; 32],
+    /// Bytes of the message file.
+    size: u64,
+    /// SHA-256 of the message as POP3 serves it (the spool's bytes).
+    message: [u8; 32],
+}
+
+/// Hashes and counts what passes through, either way.
+struct Hashing<T> {
+    inner: T,
+    hash: crypto::Sha256,
+    count: u64,
+}
+
+impl<T> Hashing<T> {
+    fn new(inner: T) -> Hashing<T> {
+        Hashing {
+            inner,
+            hash: crypto::Sha256::default(),
+            count: 0,
+        }
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<R: io::Read> io::Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
 }
 
 impl PendingMessage {
+    /// Appends its "stored" entry to the custody log.
+    fn record_stored(&self) -> io::Result<()> {
+        let Some(d) = &self.digests else {
+            return Err(io::Error::other("the message was not written whole"));
+        };
+        let sealed = crypto::seal_to(&d.message, &self.sealed_to).map_err(io::Error::other)?;
+        let mut entry = custody::Entry::new(custody::Event::Stored)
+            .message(&mailbox_id_of(&self.mailbox_dir), &self.name.file_name());
+        entry.source = Some(self.source.as_str().to_owned());
+        entry.size = Some(d.size);
+        entry.sha256 = Some(crypto::hex(&d.sealed));
+        entry.sealed_message_sha256 = Some(crypto::base64_encode(&sealed));
+        custody::append(data_root(&self.mailbox_dir), entry).map(|_| ())
+    }
+
     /// The name it will have.
     pub fn name(&self) -> &MessageName {
         &self.name
@@ -132,6 +211,16 @@ impl PendingMessage {
         let dest = dir.join(self.name.file_name());
         fs::rename(&self.tmp, &dest).map_err(io_error(&self.tmp, "cannot move into messages/"))?;
         self.committed = true;
+        let committed = CommittedMessage {
+            path: dest,
+            name: self.name.clone(),
+        };
+        // Written before the flush below begins, so that it covers both:
+        // no acknowledged message without its entry.
+        if let Err(e) = self.record_stored() {
+            committed.revoke();
+            return Err(io_error(&self.mailbox_dir, "cannot write the custody log")(e));
+        }
         if let Err(e) = super::touch_marker(&self.mailbox_dir, super::DELIVERED_FILE) {
             log::debug!(
                 "{}: cannot record the delivery time: {e}",
@@ -140,10 +229,7 @@ impl PendingMessage {
         }
         let durability = std::mem::replace(&mut self.durability, flush::Durability::PerFile);
         Ok(Placed {
-            committed: CommittedMessage {
-                path: dest,
-                name: self.name.clone(),
-            },
+            committed,
             wait: match durability {
                 flush::Durability::PerFile => None,
                 flush::Durability::Grouped(ticket) => Some(ticket.in_place()),
@@ -217,6 +303,19 @@ impl CommittedMessage {
             && let Some(dir) = self.path.parent()
         {
             let _ = durable::sync_dir(dir);
+        }
+        // messages/ (or retired/<stamp>/messages/) of a mailbox directory.
+        let Some(mailbox_dir) = self.path.ancestors().find(|p| {
+            p.parent()
+                .and_then(Path::file_name)
+                .is_some_and(|n| n == super::super::MAILBOXES_DIR)
+        }) else {
+            return;
+        };
+        let entry = custody::Entry::new(custody::Event::Abandoned)
+            .message(&mailbox_id_of(mailbox_dir), &self.name.file_name());
+        if let Err(e) = custody::append(data_root(mailbox_dir), entry) {
+            warn!("{e}");
         }
     }
 }

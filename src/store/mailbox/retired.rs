@@ -53,6 +53,21 @@ impl Mailbox {
             fs::rename(messages.join(&file), aside_messages.join(&file))
                 .map_err(io_error(&messages.join(&file), "cannot move aside"))?;
         }
+        // Those files are no longer handed over by POP3: removed by the
+        // administrator, as far as custody goes.
+        let moved: Vec<String> = names.iter().map(MessageName::file_name).collect();
+        let mut entries: Vec<_> = moved
+            .iter()
+            .map(|f| {
+                (
+                    custody::Event::Removed,
+                    Some(f.as_str()),
+                    Some("moved aside by a password reset"),
+                )
+            })
+            .collect();
+        entries.push((custody::Event::MailboxReset, None, None));
+        self.record_admin(&entries)?;
         // Moved aside durably before the new key makes them unreadable.
         for dir in [
             &aside_messages,
@@ -133,7 +148,16 @@ impl Mailbox {
     /// Removes every message sealed to a retired key (the retired key files
     /// stay); returns how many went. The administrator's explicit purge.
     pub fn purge_retired(&self) -> Result<usize, StoreError> {
-        let count = self.retired_messages()?.len();
+        let retired = self.retired_messages()?;
+        let count = retired.len();
+        let names: Vec<String> = retired.iter().map(|(_, n)| n.file_name()).collect();
+        let entries: Vec<_> = names
+            .iter()
+            .map(|f| (custody::Event::Removed, Some(f.as_str()), Some("purged")))
+            .collect();
+        if !entries.is_empty() {
+            self.record_admin(&entries)?;
+        }
         let dir = self.dir.join(RETIRED_MESSAGES_DIR);
         match fs::remove_dir_all(&dir) {
             Ok(()) => {}

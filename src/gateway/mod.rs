@@ -40,6 +40,9 @@ use crate::console::metrics::MetricsService;
 use crate::store::reserve::DiskReserve;
 use crate::store::{self, Source, Store};
 
+mod lifecycle;
+use lifecycle::{drain, notify_systemd, reload};
+
 /// The services behind the listeners, with their bindings.
 struct Services {
     services: Vec<Service>,
@@ -519,12 +522,13 @@ fn start_renewer(config: &Config, shared: &Shared) -> Result<(), String> {
 /// signal; returns after the grace period. SIGHUP reloads the file.
 pub fn serve(config: Config, config_file: &Path) -> Result<(), String> {
     // Changes with a restart, like the data directory.
-    store::flush::set_policy(config.flush);
+    apply_store_settings(&config);
     let _serving = store::lock_for_serving(&config.data_dir, config.node.as_deref())
         .map_err(|e| e.to_string())?;
     let store = Store::open(&config.data_dir).map_err(|e| e.to_string())?;
     store.remove_leftovers().map_err(|e| e.to_string())?;
     store.check_writable().map_err(|e| e.to_string())?;
+    open_custody(&config)?;
     info!(
         "writes under {} are made durable {}",
         config.data_dir.display(),
@@ -576,6 +580,11 @@ pub fn serve(config: Config, config_file: &Path) -> Result<(), String> {
         Arc::clone(&shared.control.shutdown),
     )
     .map_err(|e| format!("cannot start the alerts: {e}"))?;
+    let anchorer = crate::custody::Anchorer::new(&config);
+    if let Some(a) = crate::custody::Anchorer::new(&config) {
+        a.spawn(Arc::clone(&shared.control.shutdown))
+            .map_err(|e| format!("cannot start the custody anchors: {e}"))?;
+    }
     let mut running = config;
     let signals = acceptor
         .run(&shared.control, || {
@@ -591,109 +600,30 @@ pub fn serve(config: Config, config_file: &Path) -> Result<(), String> {
         &shared.limits,
         Duration::from_secs(running.limits.shutdown_grace_secs),
     );
+    if let Some(anchorer) = anchorer {
+        anchorer.at_shutdown();
+    }
     Ok(())
 }
 
-/// Tells systemd (`Type=notify`, sd_notify(3)) about a state change; does
-/// nothing when not started by systemd (no `NOTIFY_SOCKET`).
-fn notify_systemd(state: &[NotifyState]) {
-    if let Err(e) = sd_notify::notify(state) {
-        warn!("cannot notify the service manager: {e}");
-    }
+/// How this process writes into the data directory: the flush policy and
+/// the custody log (this node's chain).
+pub fn apply_store_settings(config: &Config) {
+    crate::store::flush::set_policy(config.flush);
+    crate::store::custody::configure(
+        config.custody.log,
+        config.node.as_deref(),
+        config.custody.segment_bytes,
+    );
 }
 
-/// SIGHUP: reads `config_file` again and, if it is valid, rebuilds every
-/// service from it, the way `postfix reload` and `doveadm reload` behave.
-/// Sessions already open finish with the settings they started with. What
-/// cannot change without a restart (listeners, `data_dir`, `control_socket`, `flush`)
-/// is logged and keeps its running value. An invalid file changes nothing.
-fn reload(
-    config_file: &Path,
-    running: &mut Config,
-    store: &Store,
-    shared: &Shared,
-) -> Option<Vec<Service>> {
-    info!("SIGHUP: reloading {}", config_file.display());
-    let mut next = match Config::load(config_file) {
-        Ok(config) => config,
-        Err(e) => {
-            warn!("reload failed, keeping the running configuration: {e}");
-            return None;
-        }
-    };
-    for key in keep_restart_only(&mut next, running) {
-        warn!("{key} changed: it takes effect after a restart (systemctl restart sealpost)");
+/// This node's custody chain: a torn last entry cut back, a restore noted.
+fn open_custody(config: &Config) -> Result<(), String> {
+    store::custody::open_at_start(&config.data_dir).map_err(|e| format!("custody log: {e}"))?;
+    if let Some(detail) =
+        store::custody::note_restore(&config.data_dir).map_err(|e| format!("custody log: {e}"))?
+    {
+        warn!("custody: the data directory was {detail}: entries after it were rolled back");
     }
-    let services = match build(&next, store, shared) {
-        Ok(services) => services,
-        Err(e) => {
-            warn!("reload failed, keeping the running configuration: {e}");
-            return None;
-        }
-    };
-    shared.update(&next);
-    *shared.tls.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&services.tls));
-    cert::warn_if_expiring(&next);
-    *running = next;
-    info!("configuration reloaded");
-    Some(services.services)
-}
-
-/// Puts back into `next` the running values of what only a restart can
-/// change; returns the keys that differed.
-fn keep_restart_only(next: &mut Config, running: &Config) -> Vec<&'static str> {
-    let mut changed = Vec::new();
-    if next.all_listeners() != running.all_listeners() {
-        changed.push("a listen address");
-        next.smtp.listen = running.smtp.listen.clone();
-        next.smtp.listen_tls = running.smtp.listen_tls.clone();
-        next.pop3 = running.pop3.clone();
-        next.smtp_proxy.listen = running.smtp_proxy.listen.clone();
-        next.smtp_proxy.listen_tls = running.smtp_proxy.listen_tls.clone();
-        next.pop3_proxy.listen = running.pop3_proxy.listen.clone();
-        next.pop3_proxy.listen_tls = running.pop3_proxy.listen_tls.clone();
-        next.console.listen = running.console.listen.clone();
-    }
-    if next.data_dir != running.data_dir {
-        changed.push("data_dir");
-        next.data_dir = running.data_dir.clone();
-    }
-    if next.node != running.node {
-        changed.push("node");
-        next.node = running.node.clone();
-    }
-    if next.control_socket != running.control_socket {
-        changed.push("control_socket");
-        next.control_socket = running.control_socket.clone();
-    }
-    if next.flush != running.flush {
-        changed.push("flush");
-        next.flush = running.flush;
-    }
-    // The renewer and the web listeners are set up at start.
-    if next.acme != running.acme || next.mta_sts != running.mta_sts {
-        changed.push("acme or mta_sts");
-        next.acme = running.acme.clone();
-        next.mta_sts = running.mta_sts.clone();
-    }
-    changed
-}
-
-/// Gives open sessions the grace period to finish.
-fn drain(signals: StopAndReload, limits: &ConnectionLimits, grace: Duration) {
-    let open = limits.active();
-    if open > 0 {
-        info!(
-            "waiting up to {}s for {open} open session(s)",
-            grace.as_secs()
-        );
-    }
-    if signals.drain(limits, grace) {
-        info!("stopped");
-    } else {
-        warn!(
-            "{} session(s) still open after limits.shutdown_grace_secs; closing them (nothing they had not confirmed is kept)",
-            limits.active()
-        );
-    }
+    Ok(())
 }

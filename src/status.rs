@@ -50,6 +50,8 @@ pub struct Report {
     /// The alerts' state, when `alerts` is configured: the conditions
     /// mailed, the last mail sent, and whether the relay fails.
     pub alerts: Option<crate::alerts::State>,
+    /// This node's custody chain: the last anchor and the entries since.
+    pub custody: Option<crate::custody::ChainState>,
     /// Every mailbox.
     pub mailboxes: Vec<MailboxStatus>,
     /// The mail age threshold in force, seconds.
@@ -239,6 +241,10 @@ pub fn gather(config: &Config, store: &Store, max_pending_age: Duration, probe: 
     let acme = acme_status(config, &mut attention);
     let disk = disk_status(config, &mut attention);
     let alerts = alerts_status(config, &mut attention);
+    let custody = crate::custody::chain_state(config);
+    if let Some(e) = custody.as_ref().and_then(|c| c.tsa_error.as_ref()) {
+        attention.push(format!("the custody log cannot be anchored: {e}"));
+    }
     let mut mailboxes = Vec::new();
     match store.mailbox_ids() {
         Err(e) => attention.push(format!("the mailboxes cannot be listed: {e}")),
@@ -265,6 +271,7 @@ pub fn gather(config: &Config, store: &Store, max_pending_age: Duration, probe: 
         certificate_error: certificate.err(),
         acme,
         disk,
+        custody,
         alerts,
         mailboxes,
         max_pending_age_secs: max_pending_age.as_secs(),

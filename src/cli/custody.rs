@@ -9,7 +9,7 @@ use super::{CliError, Context, EXIT_FAILURE, context_with, parse_options};
 use crate::custody::verify::{self, PROBLEMS};
 use crate::store::MailboxId;
 
-const SUMMARY: &str = "verify [--tsa-ca FILE] [--anchors DIR] [--mailbox ID --password-file FILE --export DIR] [--json]\n\n\
+const SUMMARY: &str = "anchor | verify [--tsa-ca FILE] [--anchors DIR] [--mailbox ID --password-file FILE --export DIR] [--json]\n\n\
 Walks every node's custody chain in the data directory: every hash, every\n\
 link, every anchor against the TSA's certificate (custody.tsa.ca_file, or\n\
 --tsa-ca), and the outside copy of the anchors (custody.anchor_copy_dir, or\n\
@@ -18,7 +18,10 @@ file digest, retrieved and deleted, deleted without retrieval, released,\n\
 abandoned, removed by the administrator; anything else is missing without a\n\
 hand-over. With a mailbox's password and a directory of .eml files exported\n\
 from the archive, checks each retrieved message's plaintext digest.\n\n\
-Exit codes: 0 complete; 1 a problem found (each category counted below);\n\
+anchor: time-stamps this node's chain now (custody.tsa), as the gateway\n\
+does every custody.anchor_interval_secs and at shutdown; exit 1 if the TSA\n\
+fails.\n\n\
+verify exit codes: 0 complete; 1 a problem found (each category counted below);\n\
 2 usage; 3 the chain or a file cannot be read.";
 
 /// Runs `sealpost custody …`.
@@ -26,19 +29,42 @@ pub fn run(context: &Context, args: Vec<String>) -> Result<(), CliError> {
     let mut opts = Options::new();
     opts.optopt("", "tsa-ca", "the TSA's CA certificate(s), PEM", "FILE");
     opts.optopt("", "anchors", "the outside copy of the anchors", "DIR");
-    opts.optopt("", "mailbox", "the mailbox whose plaintext is checked", "ID");
+    opts.optopt(
+        "",
+        "mailbox",
+        "the mailbox whose plaintext is checked",
+        "ID",
+    );
     opts.optopt("", "password-file", "that mailbox's password", "FILE");
-    opts.optopt("", "export", "a directory of .eml files from the archive", "DIR");
+    opts.optopt(
+        "",
+        "export",
+        "a directory of .eml files from the archive",
+        "DIR",
+    );
     opts.optflag("", "json", "the counts and lines as JSON");
     let Some(m) = parse_options("custody", SUMMARY, &mut opts, &args)? else {
         return Ok(());
     };
-    if m.free.as_slice() != ["verify"] {
-        return Err(CliError::usage(
-            "custody takes a command: verify (see sealpost custody --help)",
-        ));
-    }
-    let (config, store) = context_with(context, &m).open()?;
+    let (config, store) = match m.free.as_slice() {
+        [c] if c == "verify" => context_with(context, &m).open()?,
+        [c] if c == "anchor" => {
+            let (config, _) = context_with(context, &m).open()?;
+            let anchorer = crate::custody::Anchorer::new(&config).ok_or_else(|| {
+                CliError::failed("no time-stamping authority is configured (custody.tsa)")
+            })?;
+            match anchorer.anchor_now().map_err(CliError::failed)? {
+                Some(seq) => outln!("Anchored entry {seq}."),
+                None => outln!("Nothing new to anchor."),
+            }
+            return Ok(());
+        }
+        _ => {
+            return Err(CliError::usage(
+                "custody takes a command: anchor or verify (see sealpost custody --help)",
+            ));
+        }
+    };
     let cannot = |e: String| CliError {
         code: super::EXIT_DAMAGED,
         message: e,
@@ -57,10 +83,16 @@ pub fn run(context: &Context, args: Vec<String>) -> Result<(), CliError> {
             .or(config.custody.anchor_copy_dir.clone()),
         plaintext: None,
     };
-    match (m.opt_str("mailbox"), m.opt_str("password-file"), m.opt_str("export")) {
+    match (
+        m.opt_str("mailbox"),
+        m.opt_str("password-file"),
+        m.opt_str("export"),
+    ) {
         (None, None, None) => {}
         (Some(id), Some(password), Some(export)) => {
-            let id: MailboxId = id.parse().map_err(|e| CliError::usage(format!("--mailbox: {e}")))?;
+            let id: MailboxId = id
+                .parse()
+                .map_err(|e| CliError::usage(format!("--mailbox: {e}")))?;
             let mailbox = store.mailbox(&id)?;
             let password = super::password_input::read_password_file(&password)?;
             let mut keys = vec![mailbox.unlock(&password)?];
@@ -89,13 +121,20 @@ pub fn run(context: &Context, args: Vec<String>) -> Result<(), CliError> {
             "counts": report.counts,
             "lines": report.lines,
         });
-        outln!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&json).unwrap_or_default()
+        );
     } else {
         for line in &report.lines {
             outln!("{line}");
         }
         for (category, count) in &report.counts {
-            let mark = if PROBLEMS.contains(category) && *count > 0 { "  <- problem" } else { "" };
+            let mark = if PROBLEMS.contains(category) && *count > 0 {
+                "  <- problem"
+            } else {
+                ""
+            };
             outln!("{category}: {count}{mark}");
         }
         outln!(

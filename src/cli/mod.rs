@@ -20,11 +20,11 @@ macro_rules! outln {
 }
 
 mod alerts;
-mod custody;
 mod backup;
 mod cert;
 mod console;
 mod crlf;
+mod custody;
 mod dns;
 mod dns_check;
 mod identity;
@@ -118,6 +118,7 @@ Commands:
   dns              the DNS records to publish (MX, MTA-STS, TLS-RPT, TLSA)
   alerts test      send one test alert mail through the configured relay
   custody verify   check the chain of custody: hashes, anchors, every message accounted for
+  custody anchor   time-stamp this node's custody chain now
   console passwd   set the web console's administrator password
   status           listeners, certificate, mail waiting; exit 4 if something
                    needs attention (for cron and monitoring)

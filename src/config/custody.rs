@@ -41,7 +41,7 @@ pub struct CustodyConfig {
     #[serde(deserialize_with = "boolean")]
     pub log: bool,
     /// A segment is closed when it reaches this size (and at midnight UTC).
-    #[serde(deserialize_with = "number::<_, 65536, 1073741824>")]
+    #[serde(deserialize_with = "number::<_, 4096, 1073741824>")]
     pub segment_bytes: u64,
     /// The time-stamping authority; `None`: no anchors.
     pub tsa: Option<TsaConfig>,

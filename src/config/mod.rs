@@ -28,11 +28,11 @@ mod custody;
 mod listeners;
 
 pub use alerts::{AlertsConfig, MetricsConfig, RelayTls, Smarthost};
-pub use custody::{CustodyConfig, TsaConfig};
 pub use certificates::{
     AcmeConfig, ChallengeChoice, LETS_ENCRYPT, LETS_ENCRYPT_STAGING, MtaStsConfig, StsMode,
 };
 use checks::*;
+pub use custody::{CustodyConfig, TsaConfig};
 
 /// The default configuration file name, looked up in the working directory.
 pub const DEFAULT_FILE: &str = "gateway.json";

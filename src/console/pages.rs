@@ -256,6 +256,19 @@ pub fn dashboard(report: &Report, notice: Option<&str>) -> Markup {
                 "; new mail is refused below " (crate::store::reserve::human(d.reserve_bytes)) "."
             }
         }
+        @if let Some(c) = &report.custody {
+            h2 { "Chain of custody" }
+            p.error[c.tsa_error.is_some()] {
+                (c.head) " entries; "
+                @match (c.anchored, &c.anchored_at) {
+                    (Some(seq), Some(at)) => { "last anchor at entry " (seq) " (" (at) ")" }
+                    (Some(seq), None) => { "last anchor at entry " (seq) }
+                    _ => "no anchor yet",
+                }
+                "; " (c.unanchored) " entries since."
+                @if let Some(e) = &c.tsa_error { " The time-stamping authority fails: " (e) }
+            }
+        }
         p { small { "Checked " (report.checked_at) ". Mail waiting longer than " (report.max_pending_age_secs / 3600) " h needs attention." } }
     }
 }

@@ -90,7 +90,10 @@ impl<'a> Reader<'a> {
                 return Err(bad());
             }
             let bytes = input.get(2..2 + n).ok_or_else(bad)?;
-            (bytes.iter().fold(0usize, |a, &b| (a << 8) | b as usize), 2 + n)
+            (
+                bytes.iter().fold(0usize, |a, &b| (a << 8) | b as usize),
+                2 + n,
+            )
         };
         let end = head.checked_add(len).ok_or_else(bad)?;
         let content = input.get(head..end).ok_or_else(bad)?;
@@ -290,7 +293,10 @@ fn check_signer(
         let Ok(cert) = webpki::EndEntityCert::try_from(der) else {
             continue;
         };
-        if cert.verify_signature(algorithm, &signed, signature).is_err() {
+        if cert
+            .verify_signature(algorithm, &signed, signature)
+            .is_err()
+        {
             last = "the signature does not verify with the token's certificate".into();
             continue;
         }
@@ -316,7 +322,10 @@ fn generalized_time(text: &str) -> Option<SystemTime> {
     let n = |r: std::ops::Range<usize>| digits.get(r)?.parse::<i16>().ok();
     let date = jiff::civil::date(n(0..4)?, n(4..6)? as i8, n(6..8)? as i8);
     let time = jiff::civil::time(n(8..10)? as i8, n(10..12)? as i8, n(12..14)? as i8, 0);
-    let ts = date.to_datetime(time).to_zoned(jiff::tz::TimeZone::UTC).ok()?;
+    let ts = date
+        .to_datetime(time)
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()?;
     SystemTime::try_from(ts.timestamp()).ok()
 }
 
@@ -340,7 +349,12 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for bad in [&b""[..], b"\x30", b"\x30\x84\xff\xff\xff\xff", b"\x30\x03\x02\x01"] {
+        for bad in [
+            &b""[..],
+            b"\x30",
+            b"\x30\x84\xff\xff\xff\xff",
+            b"\x30\x03\x02\x01",
+        ] {
             assert!(token_of_response(bad).is_err());
             assert!(check_token(bad, b"").is_err());
         }

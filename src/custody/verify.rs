@@ -146,7 +146,9 @@ fn walk(node: &str, dir: &Path, report: &mut Report) -> Result<Chain, String> {
             if !read.hash_ok {
                 report.add(
                     "altered entries",
-                    Some(format!("node {node}, entry {seq}: does not match its hash (edited)")),
+                    Some(format!(
+                        "node {node}, entry {seq}: does not match its hash (edited)"
+                    )),
                 );
             }
             if seq != expected {
@@ -176,7 +178,11 @@ fn walk(node: &str, dir: &Path, report: &mut Report) -> Result<Chain, String> {
 fn check_anchors(node: &str, dir: &Path, chain: &Chain, options: &Options, report: &mut Report) {
     let head = chain.keys().last().copied().unwrap_or(0);
     let here = anchors(&dir.join(custody::ANCHORS_DIR)).unwrap_or_default();
-    let last = here.iter().filter(|(s, _)| *s <= head).map(|(s, _)| *s).max();
+    let last = here
+        .iter()
+        .filter(|(s, _)| *s <= head)
+        .map(|(s, _)| *s)
+        .max();
     *report.counts.entry("unanchored entries").or_default() += head - last.unwrap_or(0);
     for (seq, path) in &here {
         check_anchor(node, *seq, path, chain, options, false, report);
@@ -221,7 +227,10 @@ fn check_anchor(
     let stamp = match stamp {
         Ok(stamp) => stamp,
         Err(e) => {
-            report.add("bad anchors", Some(format!("node {node}, {}: {e}", path.display())));
+            report.add(
+                "bad anchors",
+                Some(format!("node {node}, {}: {e}", path.display())),
+            );
             return true;
         }
     };
@@ -279,7 +288,9 @@ fn check_messages(
             report.add("events for messages stored before the log", None);
             continue;
         };
-        story.events.sort_by(|a, b| (&a.0, &a.1, a.2).cmp(&(&b.0, &b.1, b.2)));
+        story
+            .events
+            .sort_by(|a, b| (&a.0, &a.1, a.2).cmp(&(&b.0, &b.1, b.2)));
         let last = story
             .events
             .iter()
@@ -299,7 +310,9 @@ fn check_messages(
             _ => match find_file(root, mailbox, file) {
                 None => report.add(
                     "missing without a hand-over",
-                    Some(format!("{mailbox}/{file}: stored, never handed over, and gone")),
+                    Some(format!(
+                        "{mailbox}/{file}: stored, never handed over, and gone"
+                    )),
                 ),
                 Some(path) => {
                     let digest = fs::File::open(&path).and_then(crypto::sha256_of).ok();
@@ -324,21 +337,37 @@ fn check_messages(
         .filter(|(_, s)| s.stored.is_some())
         .map(|(k, _)| k)
         .collect();
-    for mailbox in fs::read_dir(root.join("mailboxes")).into_iter().flatten().flatten() {
+    for mailbox in fs::read_dir(root.join("mailboxes"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let id = mailbox.file_name().to_string_lossy().into_owned();
-        for file in fs::read_dir(mailbox.path().join("messages")).into_iter().flatten().flatten() {
+        for file in fs::read_dir(mailbox.path().join("messages"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let name = file.file_name().to_string_lossy().into_owned();
             if !known.contains(&(id.clone(), name.clone())) {
                 report.add(
                     "files not in the log",
-                    Some(format!("{id}/{name}: present, but no entry says it was stored")),
+                    Some(format!(
+                        "{id}/{name}: present, but no entry says it was stored"
+                    )),
                 );
             }
         }
     }
 }
 
-fn check_plaintext(mailbox: &str, file: &str, stored: &Entry, options: &Options, report: &mut Report) {
+fn check_plaintext(
+    mailbox: &str,
+    file: &str,
+    stored: &Entry,
+    options: &Options,
+    report: &mut Report,
+) {
     let Some((id, keys, export)) = &options.plaintext else {
         return;
     };
@@ -360,11 +389,15 @@ fn check_plaintext(mailbox: &str, file: &str, stored: &Entry, options: &Options,
         Some(d) if export.contains(&d) => report.add("plaintext verified", None),
         Some(_) => report.add(
             "plaintext not in the export",
-            Some(format!("{mailbox}/{file}: retrieved, but no exported message has its digest")),
+            Some(format!(
+                "{mailbox}/{file}: retrieved, but no exported message has its digest"
+            )),
         ),
         None => report.add(
             "plaintext mismatches",
-            Some(format!("{mailbox}/{file}: its sealed digest does not open with this mailbox's keys")),
+            Some(format!(
+                "{mailbox}/{file}: its sealed digest does not open with this mailbox's keys"
+            )),
         ),
     }
 }
@@ -392,6 +425,9 @@ mod tests {
     fn an_export_with_lf_line_ends_has_the_served_digest() {
         let served = b"Subject: a\r\n\r\nbody\r\n";
         assert_eq!(export_digest(served), crypto::sha256(served));
-        assert_eq!(export_digest(b"Subject: a\n\nbody\n"), crypto::sha256(served));
+        assert_eq!(
+            export_digest(b"Subject: a\n\nbody\n"),
+            crypto::sha256(served)
+        );
     }
 }

@@ -142,7 +142,10 @@ fn copy_custody(root: &Path, partial: &Path, snapshot: &str) -> Result<(), Store
             durable::replace_file(&to, &name, &bytes)
                 .map_err(io_error(&to.join(name.as_ref()), "cannot write"))?;
         }
-        copy_dir_files(&from.join(custody::ANCHORS_DIR), &to.join(custody::ANCHORS_DIR))?;
+        copy_dir_files(
+            &from.join(custody::ANCHORS_DIR),
+            &to.join(custody::ANCHORS_DIR),
+        )?;
         let head = custody::head(&to).map_err(io_error(&to, "cannot read"))?;
         heads.insert(node, head.map_or(0, |(seq, _)| seq).into());
     }
@@ -152,8 +155,15 @@ fn copy_custody(root: &Path, partial: &Path, snapshot: &str) -> Result<(), Store
         "taken": crate::timestamp::rfc3339(SystemTime::now()),
         "heads": heads,
     });
-    durable::replace_file(&to_root, custody::RESTORED_MARKER, marker.to_string().as_bytes())
-        .map_err(io_error(&to_root.join(custody::RESTORED_MARKER), "cannot write"))
+    durable::replace_file(
+        &to_root,
+        custody::RESTORED_MARKER,
+        marker.to_string().as_bytes(),
+    )
+    .map_err(io_error(
+        &to_root.join(custody::RESTORED_MARKER),
+        "cannot write",
+    ))
 }
 
 /// Copies one mailbox into `to`. Messages first, keys after: a message is

@@ -599,7 +599,10 @@ mod tests {
         }
         let lines = read_all(&dir);
         assert_eq!(lines.len(), 5);
-        assert!(segments(&dir).unwrap().len() > 1, "400-byte segments rotate");
+        assert!(
+            segments(&dir).unwrap().len() > 1,
+            "400-byte segments rotate"
+        );
         let mut prev = GENESIS.to_string();
         for (i, l) in lines.iter().enumerate() {
             assert!(l.hash_ok);
@@ -609,8 +612,12 @@ mod tests {
         }
         // A second writer (another process) continues the same chain.
         let mut other = Writer::open(&dir).unwrap();
-        other.append(Entry::new(Event::MailboxCreated), 400).unwrap();
-        writer.append(Entry::new(Event::MailboxCreated), 400).unwrap();
+        other
+            .append(Entry::new(Event::MailboxCreated), 400)
+            .unwrap();
+        writer
+            .append(Entry::new(Event::MailboxCreated), 400)
+            .unwrap();
         let lines = read_all(&dir);
         assert_eq!(lines.last().unwrap().entry.seq, 7);
         assert_eq!(lines[6].entry.prev, lines[5].hash);

@@ -303,7 +303,9 @@ impl Store {
             let _ = fs::remove_dir_all(&staging);
         }
         let mailbox = result?;
-        let detail = wrapped.is_none().then_some("a standby's copy: public key only");
+        let detail = wrapped
+            .is_none()
+            .then_some("a standby's copy: public key only");
         mailbox.record_admin(&[(custody::Event::MailboxCreated, None, detail)])?;
         Ok(mailbox)
     }

@@ -357,7 +357,12 @@ impl Mailbox {
 
     /// Appends a custody entry about this mailbox (or, with `file`, one of
     /// its messages).
-    pub fn record(&self, event: custody::Event, file: Option<&str>, detail: Option<&str>) -> io::Result<()> {
+    pub fn record(
+        &self,
+        event: custody::Event,
+        file: Option<&str>,
+        detail: Option<&str>,
+    ) -> io::Result<()> {
         let mut entry = custody::Entry::new(event).mailbox(self.id().as_str());
         entry.file = file.map(str::to_owned);
         entry.detail = detail.map(str::to_owned);

@@ -219,7 +219,9 @@ impl PendingMessage {
         // no acknowledged message without its entry.
         if let Err(e) = self.record_stored() {
             committed.revoke();
-            return Err(io_error(&self.mailbox_dir, "cannot write the custody log")(e));
+            return Err(io_error(&self.mailbox_dir, "cannot write the custody log")(
+                e,
+            ));
         }
         if let Err(e) = super::touch_marker(&self.mailbox_dir, super::DELIVERED_FILE) {
             log::debug!(

@@ -82,7 +82,6 @@ impl Mailbox {
         };
         durable::remove_unlocked_files(&aside).map_err(io_error(&aside, "cannot clean up"))
     }
-
 }
 
 /// Moves messages back from `removing/`.

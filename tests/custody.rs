@@ -381,3 +381,337 @@ fn chain_lines(data: &Path) -> Vec<String> {
         })
         .collect()
 }
+
+fn copy_data(sb: &Sandbox, name: &str) -> PathBuf {
+    let to = sb.dir.join(name);
+    let out = run_with_timeout(
+        Command::new("cp").arg("-a").arg(sb.data()).arg(&to),
+        b"",
+        TIMEOUT,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    to
+}
+
+/// The chain's segment files of a data directory, in order.
+fn segment_files(data: &Path) -> Vec<PathBuf> {
+    let mut s: Vec<PathBuf> = fs::read_dir(data.join("custody/default"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    s.sort();
+    s
+}
+
+/// Rewrites the chain of `data` as `edit` wants its lines.
+fn rewrite(data: &Path, edit: impl FnOnce(&mut Vec<String>)) {
+    let files = segment_files(data);
+    let mut lines: Vec<(PathBuf, String)> = files
+        .iter()
+        .flat_map(|p| {
+            fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(|l| (p.clone(), l.to_owned()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut text: Vec<String> = lines.iter().map(|(_, l)| l.clone()).collect();
+    edit(&mut text);
+    lines.truncate(text.len());
+    for f in &files {
+        fs::write(f, "").unwrap();
+    }
+    for ((file, _), line) in lines.iter().zip(text) {
+        let mut old = fs::read_to_string(file).unwrap();
+        old.push_str(&line);
+        old.push('\n');
+        fs::write(file, old).unwrap();
+    }
+}
+
+fn present_file(data: &Path, id: &str) -> PathBuf {
+    fs::read_dir(data.join("mailboxes").join(id).join("messages"))
+        .unwrap()
+        .next()
+        .expect("a message is present")
+        .unwrap()
+        .path()
+}
+
+/// Each kind of tampering, on a copy of one chain, reported exactly by
+/// both verifiers; a cut after the last anchor is the one thing that goes
+/// unnoticed, and the report said beforehand how many entries it exposed.
+#[test]
+fn tampering_is_reported_exactly() {
+    let sb0 = Sandbox::new("custody-tsa2", json!({}));
+    let tsa = Tsa::start(&sb0, "ok");
+    let sb = sandbox("custody-tamper", &tsa, json!({}));
+    let (id, password) = sb.create_mailbox("Journal");
+    let to = format!("{id}@localhost");
+    let gw = Gateway::start(&sb);
+    for i in 0..6 {
+        expect(&send(&gw, &to, &format!("first {i}")), "250");
+    }
+    retrieve(&sb, &gw, &id, &password, &sb.dir.join("export"));
+    anchor(&sb);
+    for i in 0..6 {
+        expect(&send(&gw, &to, &format!("second {i}")), "250");
+    }
+    assert!(gw.stop().success(), "anchors at shutdown");
+    for i in 0..3 {
+        deliver(&sb, &id, &format!("unanchored {i}"));
+    }
+    let (code, base) = verify(&sb, &sb.data(), &[]);
+    assert_eq!(code, 0, "{base:#}");
+    assert_eq!(count(&base, "present"), 9);
+    assert_eq!(count(&base, "unanchored entries"), 3);
+    assert!(
+        segment_files(&sb.data()).len() >= 3,
+        "4 KiB segments rotate"
+    );
+    let total = count(&base, "entries") as usize;
+
+    let case = |name: &str, tamper: &dyn Fn(&Path)| -> Value {
+        let data = copy_data(&sb, name);
+        tamper(&data);
+        let (code, report) = verify(&sb, &data, &[]);
+        println!("{name}: {}", report["lines"]);
+        (code == 1 || name == "cut-after-anchor")
+            .then_some(report)
+            .unwrap_or_else(|| panic!("{name}: exit {code}"))
+    };
+    let r = case("deleted-file", &|d| {
+        fs::remove_file(present_file(d, &id)).unwrap()
+    });
+    assert_eq!(count(&r, "missing without a hand-over"), 1);
+    assert_eq!(count(&r, "present"), 8);
+
+    let r = case("changed-byte", &|d| {
+        let f = present_file(d, &id);
+        let mut bytes = fs::read(&f).unwrap();
+        let n = bytes.len() - 5;
+        bytes[n] ^= 1;
+        fs::write(&f, bytes).unwrap();
+    });
+    assert_eq!(count(&r, "altered files"), 1);
+
+    let r = case("edited-entry", &|d| {
+        rewrite(d, |lines| {
+            lines[5] = lines[5].replacen("\"time\":\"2", "\"time\":\"1", 1)
+        });
+    });
+    assert_eq!(
+        (count(&r, "altered entries"), count(&r, "broken links")),
+        (1, 0)
+    );
+
+    let r = case("reordered", &|d| rewrite(d, |lines| lines.swap(6, 7)));
+    assert_eq!(count(&r, "out of order"), 1, "{r:#}");
+    assert_eq!(count(&r, "gaps") + count(&r, "altered entries"), 0);
+
+    let r = case("segment-removed", &|d| {
+        fs::remove_file(&segment_files(d)[1]).unwrap()
+    });
+    assert_eq!(count(&r, "gaps"), 1, "{r:#}");
+
+    let r = case("cut-before-anchor", &|d| {
+        rewrite(d, |lines| lines.truncate(total - 5))
+    });
+    assert_eq!(count(&r, "anchors beyond the chain"), 1, "{r:#}");
+
+    let r = case("cut-after-anchor", &|d| {
+        rewrite(d, |lines| lines.truncate(total - 3))
+    });
+    assert_eq!(r["complete"], true, "not detectable: {r:#}");
+    assert_eq!(count(&r, "unanchored entries"), 0);
+
+    let r = case("token-replaced", &|d| {
+        let anchors = d.join("custody/default/anchors");
+        let mut tokens: Vec<PathBuf> = fs::read_dir(&anchors)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        tokens.sort();
+        assert!(tokens.len() >= 2, "{tokens:?}");
+        fs::copy(&tokens[0], &tokens[1]).unwrap();
+    });
+    assert_eq!(count(&r, "bad anchors"), 1, "{r:#}");
+}
+
+/// A failed flush (the group commit's injected error) leaves an abandoned
+/// message, a password reset and a forced delete messages removed by the
+/// administrator: none is missing.
+#[test]
+fn abandoned_and_removed_messages_are_not_missing() {
+    let Some(shim) = support::slowflush_shim() else {
+        return;
+    };
+    let sb0 = Sandbox::new("custody-tsa3", json!({}));
+    let tsa = Tsa::start(&sb0, "ok");
+    let sb = sandbox("custody-states", &tsa, json!({}));
+    let (id, _) = sb.create_mailbox("Journal");
+    let (other, _) = sb.create_mailbox("Other");
+    let fail = sb.dir.join("fail-flushes");
+    let gw = Gateway::start_with(&sb, |c| {
+        c.env("LD_PRELOAD", &shim)
+            .env("SLOWFLUSH_MS", "1")
+            .env("SLOWFLUSH_LOCK", sb.dir.join("flush.lock"))
+            .env("SLOWFLUSH_FAIL", &fail);
+    });
+    expect(&send(&gw, &format!("{id}@localhost"), "kept"), "250");
+    fs::write(&fail, "").unwrap();
+    expect(&send(&gw, &format!("{id}@localhost"), "flush fails"), "451");
+    fs::remove_file(&fail).unwrap();
+    expect(
+        &send(&gw, &format!("{other}@localhost"), "to be deleted"),
+        "250",
+    );
+    assert!(gw.stop().success());
+    let out = sb.run(&["mailbox", "reset-password", &id, "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = sb.run(&["mailbox", "delete", &other, "--force", "--even-if-active"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (code, r) = verify(&sb, &sb.data(), &[]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(count(&r, "abandoned"), 1, "{r:#}");
+    assert_eq!(count(&r, "removed by the administrator"), 2, "{r:#}");
+    assert_eq!(count(&r, "missing without a hand-over"), 0);
+}
+
+/// Backup, more mail (anchored), the data directory wiped and restored:
+/// the next start writes a "restored" entry, both verifiers report the
+/// restore, and the outside copy of the tokens shows the anchors lost.
+#[test]
+fn a_restore_is_reported_with_the_anchors_it_lost() {
+    let sb0 = Sandbox::new("custody-tsa4", json!({}));
+    let tsa = Tsa::start(&sb0, "ok");
+    let sb = sandbox("custody-restore", &tsa, json!({}));
+    let (id, _) = sb.create_mailbox("Journal");
+    let to = format!("{id}@localhost");
+    let gw = Gateway::start(&sb);
+    for i in 0..3 {
+        expect(&send(&gw, &to, &format!("before {i}")), "250");
+    }
+    assert!(gw.stop().success());
+    let dest = sb.dir.join("backups");
+    let out = sb.run(&["backup", dest.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let gw = Gateway::start(&sb);
+    for i in 0..3 {
+        expect(&send(&gw, &to, &format!("after {i}")), "250");
+    }
+    assert!(gw.stop().success(), "anchored at shutdown");
+    let (code, r) = verify(&sb, &sb.data(), &[]);
+    assert_eq!((code, count(&r, "present")), (0, 6), "{r:#}");
+
+    fs::remove_dir_all(sb.data()).unwrap();
+    let out = run_with_timeout(
+        Command::new("cp")
+            .arg("-a")
+            .arg(dest.join("latest/"))
+            .arg(sb.data()),
+        b"",
+        TIMEOUT,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let gw = Gateway::start(&sb);
+    gw.wait_for_log("restored from snapshot", TIMEOUT);
+    drop(gw);
+    let (code, r) = verify(&sb, &sb.data(), &[]);
+    assert_eq!(code, 1, "{r:#}");
+    assert_eq!(count(&r, "restores"), 1, "{r:#}");
+    assert_eq!(count(&r, "present"), 3, "{r:#}");
+    assert!(count(&r, "anchors lost") >= 1, "{r:#}");
+    let lines = r["lines"].to_string();
+    assert!(lines.contains("restored from snapshot"), "{lines}");
+}
+
+/// Two nodes on one data directory: two chains, one verify, complete; a
+/// message stored through one node and retrieved through the other.
+#[test]
+fn two_nodes_keep_two_chains_and_one_verify_is_complete() {
+    let sb0 = Sandbox::new("custody-tsa5", json!({}));
+    let tsa = Tsa::start(&sb0, "ok");
+    let a = sandbox("custody-node-a", &tsa, json!({ "node": "a" }));
+    let b = sandbox(
+        "custody-node-b",
+        &tsa,
+        json!({ "node": "b", "data_dir": a.data(), "custody": { "anchor_copy_dir": a.dir.join("anchors-copy") } }),
+    );
+    // b's own view of the shared directory (its certificate is there).
+    std::os::unix::fs::symlink(a.data(), b.data()).unwrap();
+    let (id, password) = a.create_mailbox("Journal");
+    let to = format!("{id}@localhost");
+    let (ga, gb) = (Gateway::start(&a), Gateway::start(&b));
+    for i in 0..3 {
+        expect(&send(&ga, &to, &format!("via a {i}")), "250");
+        expect(&send(&gb, &to, &format!("via b {i}")), "250");
+    }
+    retrieve(&b, &gb, &id, &password, &b.dir.join("export"));
+    expect(&send(&ga, &to, "late"), "250");
+    assert!(ga.stop().success() && gb.stop().success());
+    let nodes: Vec<String> = fs::read_dir(a.data().join("custody"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert!(
+        nodes.contains(&"a".into()) && nodes.contains(&"b".into()),
+        "{nodes:?}"
+    );
+    let (code, r) = verify(&a, &a.data(), &[]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(count(&r, "retrieved and deleted"), 6, "{r:#}");
+    assert_eq!(count(&r, "present"), 1, "{r:#}");
+    assert!(
+        count(&r, "anchors verified") >= 2,
+        "each node anchored: {r:#}"
+    );
+}
+
+/// A TSA that answers garbage, a huge body, with a certificate the gateway
+/// does not trust, or a trickle: each a clear error naming the TSA, the
+/// anchor not kept, `status` says so (exit 4), and mail keeps flowing.
+#[test]
+fn a_hostile_tsa_is_reported_and_never_blocks_mail() {
+    let sb0 = Sandbox::new("custody-tsa6", json!({}));
+    for (mode, says) in [
+        ("garbage", "not valid DER"),
+        ("huge", "custody.tsa.url"),
+        ("wrongcert", "not trusted for time-stamping"),
+        ("trickle", "custody.tsa.url"),
+    ] {
+        let tsa = Tsa::start(&sb0, mode);
+        // The CA the gateway trusts is the real one, not the signer's.
+        let sb = sandbox(&format!("custody-hostile-{mode}"), &tsa, json!({}));
+        let (id, _) = sb.create_mailbox("Journal");
+        let gw = Gateway::start(&sb);
+        expect(&send(&gw, &format!("{id}@localhost"), "before"), "250");
+        let started = std::time::Instant::now();
+        let out = sb.run(&["custody", "anchor"]);
+        assert_eq!(out.status.code(), Some(1), "{mode}: {}", stdout(&out));
+        assert!(stderr(&out).contains(says), "{mode}: {}", stderr(&out));
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{mode}: bounded"
+        );
+        assert!(
+            !sb.data()
+                .join("custody/default/anchors")
+                .read_dir()
+                .unwrap()
+                .any(|_| true)
+        );
+        expect(&send(&gw, &format!("{id}@localhost"), "after"), "250");
+        let status = sb.run(&["status"]);
+        assert_eq!(status.status.code(), Some(4), "{mode}: {}", stdout(&status));
+        assert!(
+            stdout(&status).contains("cannot be anchored"),
+            "{}",
+            stdout(&status)
+        );
+        drop(gw);
+    }
+}

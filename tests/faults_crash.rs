@@ -137,6 +137,23 @@ fn kill_9_run(label: &str, shim: Option<&std::path::Path>, target: usize) {
         .collect();
     let lost: Vec<&String> = confirmed.difference(&stored).collect();
     assert!(lost.is_empty(), "confirmed but lost: {lost:?}");
+    // The chain of custody: whole after the kill (a torn last entry is cut
+    // back at the start), and every confirmed message has its entry.
+    let out = sb.run(&["custody", "verify", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", support::stderr(&out)));
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    let unlogged = report["lines"].to_string();
+    for (uidl, body, _) in &exported {
+        let text = String::from_utf8_lossy(body);
+        let confirmed_one = confirmed
+            .iter()
+            .any(|s| text.contains(&format!("Subject: {s}\r\n")));
+        assert!(
+            !confirmed_one || !unlogged.contains(uidl.as_str()),
+            "{uidl} was confirmed but has no stored entry"
+        );
+    }
     println!(
         "{} confirmed, {} stored (a message stored but not yet confirmed is retried by its sender)",
         confirmed.len(),

@@ -67,7 +67,13 @@ pub fn anchors(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     for item in list {
         let item = item?;
         let name = item.file_name().to_string_lossy().into_owned();
-        if let Some(seq) = name.strip_suffix(".tsr").and_then(|s| s.parse().ok()) {
+        // `<seq>.tsr` here, `<seq>-<micros>.tsr` in the outside copy, where
+        // a token is never overwritten (a restore reuses sequence numbers).
+        let seq = name
+            .strip_suffix(".tsr")
+            .and_then(|s| s.split('-').next())
+            .and_then(|s| s.parse().ok());
+        if let Some(seq) = seq {
             out.push((seq, item.path()));
         }
     }
@@ -206,6 +212,10 @@ impl Anchorer {
             .map_err(|e| format!("{}: {e}", anchors_dir.display()))?;
         if let Some(copy) = &self.config.custody.anchor_copy_dir {
             let to = copy.join(&self.node);
+            let name = format!(
+                "{seq:012}-{}.tsr",
+                timestamp::unix_micros(SystemTime::now())
+            );
             durable::create_private_dir(copy)
                 .and_then(|()| durable::create_private_dir(&to))
                 .and_then(|()| durable::replace_file(&to, &name, &response))

@@ -21,10 +21,11 @@ pub struct Report {
 }
 
 /// The categories that make the verdict "not complete" (exit 1).
-pub const PROBLEMS: [&str; 12] = [
+pub const PROBLEMS: [&str; 13] = [
     "altered entries",
     "broken links",
     "gaps",
+    "out of order",
     "unreadable lines",
     "bad anchors",
     "anchors beyond the chain",
@@ -113,23 +114,15 @@ pub fn verify(root: &Path, options: &Options) -> Result<Report, String> {
 /// A chain's entries with their hashes, by seq.
 type Chain = BTreeMap<u64, (Entry, String)>;
 
-/// Reads one chain: every line parsed, hashed and linked.
+/// Reads one chain: every line parsed and hashed; then, in seq order,
+/// every link checked and every run of missing entries counted as a gap.
+/// An entry whose seq is lower than one before it in the files is out of
+/// order (two entries swapped count once).
 fn walk(node: &str, dir: &Path, report: &mut Report) -> Result<Chain, String> {
-    let mut chain = BTreeMap::new();
-    let mut prev = GENESIS.to_string();
-    let mut expected = 1u64;
+    let mut chain = Chain::new();
+    let mut highest = 0u64;
     let segments = custody::segments(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    for (first, path) in segments {
-        if first != expected {
-            report.add(
-                "gaps",
-                Some(format!(
-                    "node {node}: entries {expected} to {} are missing (a segment removed?)",
-                    first.saturating_sub(1).max(expected)
-                )),
-            );
-            expected = first;
-        }
+    for (_, path) in segments {
         let text = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         for line in String::from_utf8_lossy(&text).lines() {
             let read = match custody::parse_line(line) {
@@ -151,26 +144,40 @@ fn walk(node: &str, dir: &Path, report: &mut Report) -> Result<Chain, String> {
                     )),
                 );
             }
-            if seq != expected {
+            if seq < highest {
                 report.add(
-                    "gaps",
+                    "out of order",
                     Some(format!(
-                        "node {node}: entry {seq} where {expected} was due (removed or reordered)"
-                    )),
-                );
-            } else if read.entry.prev != prev {
-                report.add(
-                    "broken links",
-                    Some(format!(
-                        "node {node}, entry {seq}: does not follow the entry before it"
+                        "node {node}: entry {seq} comes after entry {highest}"
                     )),
                 );
             }
-            prev = read.hash.clone();
-            expected = seq + 1;
-            chain.insert(seq, (read.entry, read.hash));
+            highest = highest.max(seq);
             *report.counts.entry("entries").or_default() += 1;
+            chain.insert(seq, (read.entry, read.hash));
         }
+    }
+    let mut prev: Option<(u64, &String)> = None;
+    for (seq, (entry, hash)) in &chain {
+        let (last_seq, last_hash) = prev.map_or((0, GENESIS), |(s, h)| (s, h.as_str()));
+        if *seq != last_seq + 1 {
+            report.add(
+                "gaps",
+                Some(format!(
+                    "node {node}: entries {} to {} are missing",
+                    last_seq + 1,
+                    seq - 1
+                )),
+            );
+        } else if entry.prev != last_hash {
+            report.add(
+                "broken links",
+                Some(format!(
+                    "node {node}, entry {seq}: does not follow the entry before it"
+                )),
+            );
+        }
+        prev = Some((*seq, hash));
     }
     Ok(chain)
 }
@@ -188,9 +195,9 @@ fn check_anchors(node: &str, dir: &Path, chain: &Chain, options: &Options, repor
         check_anchor(node, *seq, path, chain, options, false, report);
     }
     if let Some(copy) = &options.anchor_copy {
-        let kept: HashSet<u64> = here.iter().map(|(s, _)| *s).collect();
+        let kept: HashSet<Vec<u8>> = here.iter().filter_map(|(_, p)| fs::read(p).ok()).collect();
         for (seq, path) in anchors(&copy.join(node)).unwrap_or_default() {
-            if kept.contains(&seq) {
+            if fs::read(&path).is_ok_and(|t| kept.contains(&t)) {
                 continue;
             }
             if !check_anchor(node, seq, &path, chain, options, true, report) {
@@ -236,7 +243,7 @@ fn check_anchor(
     };
     match chain.get(&seq) {
         None => report.add(
-            "anchors beyond the chain",
+            if copy { "anchors lost" } else { "anchors beyond the chain" },
             Some(format!(
                 "node {node}: entry {seq} was anchored at {} but the chain ends at entry {head}: entries were cut",
                 stamp.gen_time

@@ -230,6 +230,25 @@ fn remove_messages(sb: &Sandbox, id: &str) {
     }
 }
 
+/// A gateway like the benchmarks' own with `custody.log` false, started
+/// with `adjust` (the card's environment), and its mailbox.
+fn without_custody_log(
+    label: &str,
+    adjust: impl FnOnce(&mut Command),
+) -> (Sandbox, Gateway, String) {
+    let sb = Sandbox::for_gateway(
+        label,
+        json!({
+            "smtp": { "require_tls": false },
+            "limits": { "max_connections": 512, "max_connections_per_ip": 256 },
+            "custody": { "log": false },
+        }),
+    );
+    let (id, _) = sb.create_mailbox("Bench");
+    let gw = Gateway::start_with(&sb, adjust);
+    (sb, gw, id)
+}
+
 #[test]
 fn smtp_ingest_against_smtp_sink_and_the_disk() {
     let Some(source) = peer("smtp-source", &["/usr/sbin/smtp-source"]) else {
@@ -279,6 +298,9 @@ fn smtp_ingest_against_smtp_sink_and_the_disk() {
     let (id, _) = sb.create_mailbox("Bench");
     let gw = Gateway::start(&sb);
     let port = gw.addr("smtp.listen[0]").port();
+    // The same gateway without the custody log: its cost, in the same run.
+    let (off_sb, off_gw, off_id) = without_custody_log("bench-ingest-nolog", |_| {});
+    let off_port = off_gw.addr("smtp.listen[0]").port();
     // smtp-sink takes a port number: another process may take it first.
     let (_sink, sink_port) = support::on_free_ports(1, |ports, _| {
         let log = sb.dir.join("smtp-sink.log");
@@ -306,8 +328,8 @@ fn smtp_ingest_against_smtp_sink_and_the_disk() {
     let to = format!("{id}@localhost");
     for (load, per_session) in &loads {
         let label = load.label(*per_session);
-        let (mut ours, mut ceiling, mut disk, mut maildir, mut tls) =
-            (vec![], vec![], vec![], vec![], vec![]);
+        let (mut ours, mut ceiling, mut disk, mut maildir, mut tls, mut off) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
         for _ in 0..runs() {
             let secs = smtp_source(&source, port, load, &to, *per_session);
             assert_eq!(
@@ -317,6 +339,11 @@ fn smtp_ingest_against_smtp_sink_and_the_disk() {
             );
             remove_messages(&sb, &id);
             ours.push(load.count as f64 / secs);
+            let off_to = format!("{off_id}@localhost");
+            let secs = smtp_source(&source, off_port, load, &off_to, *per_session);
+            assert_eq!(off_sb.message_files(&off_id).len(), load.count);
+            remove_messages(&off_sb, &off_id);
+            off.push(load.count as f64 / secs);
             let secs = smtp_source(&source, sink_port, load, &to, *per_session);
             ceiling.push(load.count as f64 / secs);
             maildir.push(postfix.ingest(&source, load, *per_session));
@@ -339,6 +366,19 @@ fn smtp_ingest_against_smtp_sink_and_the_disk() {
             }
         }
         let ours = report("smtp ingest", &label, "sealpost", "msg/s", &ours);
+        let off = report(
+            "smtp ingest",
+            &label,
+            "sealpost without the custody log",
+            "msg/s",
+            &off,
+        );
+        ratio(
+            "smtp ingest",
+            &label,
+            "sealpost with / without the custody log",
+            ours / off,
+        );
         let mb = ours * load.size as f64 / 1e6;
         report("smtp ingest", &label, "sealpost", "MB/s", &[mb]);
         let ceiling = report("smtp ingest", &label, "smtp-sink", "msg/s", &ceiling);
@@ -867,7 +907,13 @@ impl Card {
         let dir = sb.dir.join("card");
         fs::create_dir_all(&dir).unwrap();
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
-        for name in ["lock", "sealpost.log", "postfix.log", "limit.log"] {
+        for name in [
+            "lock",
+            "sealpost.log",
+            "postfix.log",
+            "limit.log",
+            "nolog.log",
+        ] {
             fs::write(dir.join(name), b"").unwrap();
             fs::set_permissions(dir.join(name), fs::Permissions::from_mode(0o666)).unwrap();
         }
@@ -967,6 +1013,10 @@ fn smtp_ingest_on_a_card_that_flushes_slowly() {
         c.envs(card.env("sealpost.log"));
     });
     let port = gw.addr("smtp.listen[0]").port();
+    let (off_sb, off_gw, off_id) = without_custody_log("bench-card-nolog", |c| {
+        c.envs(card.env("nolog.log"));
+    });
+    let off_port = off_gw.addr("smtp.listen[0]").port();
     // Postfix's daemons get the shim from the master (a restart, not a
     // reload, is what makes them start with it).
     let env: Vec<String> = card
@@ -988,6 +1038,7 @@ fn smtp_ingest_on_a_card_that_flushes_slowly() {
         (6, &[2])
     };
     card.flushes("sealpost.log");
+    card.flushes("nolog.log");
     card.flushes("postfix.log");
     for &n in sessions {
         let load = Load {
@@ -998,7 +1049,14 @@ fn smtp_ingest_on_a_card_that_flushes_slowly() {
         let label = format!("{} SD-card model", load.label(false));
         let (mut ours, mut maildir, mut limit, mut per_ours, mut per_postfix) =
             (vec![], vec![], vec![], vec![], vec![]);
+        let (mut off, mut per_off) = (vec![], vec![]);
         for _ in 0..runs() {
+            let off_to = format!("{off_id}@localhost");
+            let secs = smtp_source(&source, off_port, &load, &off_to, false);
+            assert_eq!(off_sb.message_files(&off_id).len(), load.count);
+            remove_messages(&off_sb, &off_id);
+            off.push(load.count as f64 / secs);
+            per_off.push(card.flushes("nolog.log") as f64 / load.count as f64);
             let secs = smtp_source(&source, port, &load, &to, false);
             assert_eq!(
                 sb.message_files(&id).len(),
@@ -1034,6 +1092,20 @@ fn smtp_ingest_on_a_card_that_flushes_slowly() {
             "postfix-flushes-per-message",
             "flushes",
             &per_postfix,
+        );
+        let off = report(group, &label, "sealpost-without-custody-log", "msg/s", &off);
+        report(
+            group,
+            &label,
+            "sealpost-without-custody-log-flushes-per-message",
+            "flushes",
+            &per_off,
+        );
+        ratio(
+            group,
+            &label,
+            "sealpost-with/without-custody-log",
+            ours / off,
         );
         ratio(group, &label, "sealpost/postfix-maildir", ours / maildir);
         ratio(group, &label, "sealpost/per-file-limit", ours / limit);

@@ -158,6 +158,12 @@ fn login_opens_a_strict_session_and_logout_ends_it() {
     let dashboard = client.get("/");
     assert_eq!(dashboard.status, 200);
     assert!(dashboard.body.contains("<h1>Dashboard</h1>"));
+    // The chain of custody's state, with no TSA configured here.
+    assert!(
+        dashboard.body.contains("Chain of custody") && dashboard.body.contains("no anchor yet"),
+        "{}",
+        dashboard.body
+    );
     let csp = dashboard.header("content-security-policy").unwrap();
     for rule in [
         "default-src 'none'",

@@ -269,6 +269,16 @@ fn a_normal_day_is_complete_for_both_verifiers() {
     assert!(anchor(&sb).contains("Anchored entry"));
     let export = sb.dir.join("export");
     retrieve(&sb, &gw, &id, &password, &export);
+    // fetchmail takes the next two; its copies, without the Received:
+    // header it adds, join the archive's export.
+    for i in 0..2 {
+        expect(&send(&gw, &to, &format!("for fetchmail {i}")), "250");
+    }
+    let fetched = fetchmail(&sb, &gw, &id, &password);
+    assert_eq!(fetched.len(), 2);
+    for (i, m) in fetched.iter().enumerate() {
+        fs::write(export.join(format!("fetchmail-{i}.eml")), m).unwrap();
+    }
     expect(&send(&gw, &to, "journal late"), "250");
     let status = sb.run(&["status"]);
     assert!(
@@ -278,27 +288,7 @@ fn a_normal_day_is_complete_for_both_verifiers() {
     );
     assert!(gw.stop().success());
 
-    // The standby's mail, merged in and released.
-    let standby = Sandbox::for_gateway("custody-standby", json!({}));
-    let public = sb.run(&["mailbox", "export-public", &id]).stdout;
-    assert!(
-        standby
-            .run_with_input(&["mailbox", "import-public", "-"], &public)
-            .status
-            .success()
-    );
-    deliver(&standby, &id, "on the standby");
-    let merged = sb.run(&["merge", standby.data().to_str().unwrap()]);
-    assert!(merged.status.success(), "{}", stderr(&merged));
-    let receipt = stdout(&merged)
-        .split_whitespace()
-        .find(|w| w.ends_with(".json"))
-        .expect("the receipt is named")
-        .to_string();
-    let released = standby.run(&["merge", "--release", &receipt]);
-    assert!(released.status.success(), "{}", stderr(&released));
-    let (code, report) = verify(&standby, &standby.data(), &[]);
-    assert_eq!((code, count(&report, "released")), (0, 1), "{report:#}");
+    merge_a_standby(&sb, &id);
 
     let (code, report) = verify(
         &sb,
@@ -326,6 +316,38 @@ fn a_normal_day_is_complete_for_both_verifiers() {
     );
     assert_eq!(count(&report, "unanchored entries"), 1, "the merge's entry");
 
+    tokens_verify_with_openssl(&sb, &tsa);
+}
+
+/// A standby takes a message for `id`; it is merged into `sb` and released
+/// on the standby, whose verify then says complete.
+fn merge_a_standby(sb: &Sandbox, id: &str) {
+    // The standby's mail, merged in and released.
+    let standby = Sandbox::for_gateway("custody-standby", json!({}));
+    let public = sb.run(&["mailbox", "export-public", id]).stdout;
+    assert!(
+        standby
+            .run_with_input(&["mailbox", "import-public", "-"], &public)
+            .status
+            .success()
+    );
+    deliver(&standby, id, "on the standby");
+    let merged = sb.run(&["merge", standby.data().to_str().unwrap()]);
+    assert!(merged.status.success(), "{}", stderr(&merged));
+    let receipt = stdout(&merged)
+        .split_whitespace()
+        .find(|w| w.ends_with(".json"))
+        .expect("the receipt is named")
+        .to_string();
+    let released = standby.run(&["merge", "--release", &receipt]);
+    assert!(released.status.success(), "{}", stderr(&released));
+    let (code, report) = verify(&standby, &standby.data(), &[]);
+    assert_eq!((code, count(&report, "released")), (0, 1), "{report:#}");
+}
+
+/// `openssl ts -verify`, on its own, accepts every token of `sb`'s chain
+/// for the hash of the entry it names.
+fn tokens_verify_with_openssl(sb: &Sandbox, tsa: &Tsa) {
     for token in fs::read_dir(sb.data().join("custody/default/anchors")).unwrap() {
         let token = token.unwrap().path();
         let seq: u64 = token
@@ -358,6 +380,71 @@ fn a_normal_day_is_complete_for_both_verifiers() {
             "{}",
             stderr(&out)
         );
+    }
+}
+
+/// fetchmail retrieves and deletes everything; the messages it delivered,
+/// without the Received: header it adds (LF line ends, as its MDA gets them).
+fn fetchmail(sb: &Sandbox, gw: &Gateway, id: &str, password: &str) -> Vec<Vec<u8>> {
+    use std::os::unix::fs::PermissionsExt;
+    let bin =
+        support::peer("fetchmail", &["fetchmail"]).expect("fetchmail (scripts/test installs it)");
+    let home = sb.dir.join("fetchmail");
+    let (mda, out_dir) = support::fetchmail_mda(&home);
+    let rc = home.join("fetchmailrc");
+    fs::write(
+        &rc,
+        format!(
+            "set no syslog\npoll 127.0.0.1 service {port} protocol pop3 auth password\n  \
+             user \"{id}\" password \"{password}\" ssl sslcertfile \"{cert}\" sslcertck sslcommonname localhost\n  \
+             no keep no rewrite mda \"{mda}\"\n",
+            port = gw.addr("pop3.listen_tls[0]").port(),
+            cert = gw.cert.display(),
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&rc, fs::Permissions::from_mode(0o600)).unwrap();
+    let out = run_with_timeout(
+        Command::new(bin)
+            .arg("-f")
+            .arg(&rc)
+            .args(["--nodetach", "--pidfile"])
+            .arg(home.join("fetchmail.pid"))
+            .env("FETCHMAILHOME", &home),
+        b"",
+        TIMEOUT,
+    );
+    assert!(
+        out.status.success(),
+        "fetchmail: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let mut files: Vec<PathBuf> = fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|p| without_first_field(&fs::read(p).unwrap()))
+        .collect()
+}
+
+/// A message without its first header field and that field's folded
+/// lines, whatever its line ends.
+fn without_first_field(m: &[u8]) -> Vec<u8> {
+    let mut from = 0;
+    loop {
+        let nl = from
+            + m[from..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .expect("a header line");
+        if !matches!(m.get(nl + 1), Some(b' ' | b'\t')) {
+            return m[nl + 1..].to_vec();
+        }
+        from = nl + 1;
     }
 }
 
@@ -440,14 +527,10 @@ fn present_file(data: &Path, id: &str) -> PathBuf {
         .path()
 }
 
-/// Each kind of tampering, on a copy of one chain, reported exactly by
-/// both verifiers; a cut after the last anchor is the one thing that goes
-/// unnoticed, and the report said beforehand how many entries it exposed.
-#[test]
-fn tampering_is_reported_exactly() {
-    let sb0 = Sandbox::new("custody-tsa2", json!({}));
-    let tsa = Tsa::start(&sb0, "ok");
-    let sb = sandbox("custody-tamper", &tsa, json!({}));
+/// The chain every tampering case starts from: mail retrieved, anchored on
+/// request and at shutdown, and three entries after the last anchor.
+fn tamper_base(tsa: &Tsa) -> (Sandbox, String, usize) {
+    let sb = sandbox("custody-tamper", tsa, json!({}));
     let (id, password) = sb.create_mailbox("Journal");
     let to = format!("{id}@localhost");
     let gw = Gateway::start(&sb);
@@ -472,15 +555,28 @@ fn tampering_is_reported_exactly() {
         "4 KiB segments rotate"
     );
     let total = count(&base, "entries") as usize;
+    (sb, id, total)
+}
+
+/// Each kind of tampering, on a copy of one chain, reported exactly by
+/// both verifiers; a cut after the last anchor is the one thing that goes
+/// unnoticed, and the report said beforehand how many entries it exposed.
+#[test]
+fn tampering_is_reported_exactly() {
+    let sb0 = Sandbox::new("custody-tsa2", json!({}));
+    let tsa = Tsa::start(&sb0, "ok");
+    let (sb, id, total) = tamper_base(&tsa);
 
     let case = |name: &str, tamper: &dyn Fn(&Path)| -> Value {
         let data = copy_data(&sb, name);
         tamper(&data);
         let (code, report) = verify(&sb, &data, &[]);
         println!("{name}: {}", report["lines"]);
-        (code == 1 || name == "cut-after-anchor")
-            .then_some(report)
-            .unwrap_or_else(|| panic!("{name}: exit {code}"))
+        assert!(
+            code == 1 || name == "cut-after-anchor",
+            "{name}: exit {code}"
+        );
+        report
     };
     let r = case("deleted-file", &|d| {
         fs::remove_file(present_file(d, &id)).unwrap()
@@ -714,4 +810,28 @@ fn a_hostile_tsa_is_reported_and_never_blocks_mail() {
         );
         drop(gw);
     }
+}
+
+/// A torn last entry (a crash in the middle of a write) is cut back to the
+/// last whole one at the next start, with a WARN line; the chain goes on
+/// and verifies.
+#[test]
+fn a_torn_last_entry_is_cut_back_at_start() {
+    let sb = Sandbox::for_gateway("custody-torn", json!({ "smtp": { "require_tls": false } }));
+    let (id, _) = sb.create_mailbox("Journal");
+    let to = format!("{id}@localhost");
+    let gw = Gateway::start(&sb);
+    expect(&send(&gw, &to, "before the crash"), "250");
+    assert!(gw.stop().success());
+    let last = segment_files(&sb.data()).pop().unwrap();
+    let mut bytes = fs::read(&last).unwrap();
+    bytes.extend_from_slice(b"{\"seq\":3,\"time\":\"2026-");
+    fs::write(&last, bytes).unwrap();
+    let gw = Gateway::start(&sb);
+    gw.wait_for_log("was torn", TIMEOUT);
+    assert!(gw.log().contains("WARN"), "{}", gw.log());
+    expect(&send(&gw, &to, "after the restart"), "250");
+    assert!(gw.stop().success());
+    let (code, r) = verify(&sb, &sb.data(), &[]);
+    assert_eq!((code, count(&r, "present")), (0, 2), "{r:#}");
 }

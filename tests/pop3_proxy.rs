@@ -243,6 +243,11 @@ fn poplib_through_the_proxy_gets_the_originals_and_each_is_archived() {
         );
         assert!(!meta["upstream"]["uidl"].as_str().unwrap().is_empty());
     }
+    let sources = s.sb.stored_sources();
+    assert_eq!(sources.len(), copies.len(), "the custody log");
+    assert!(sources.iter().all(|s| s == "pop3-proxy"), "{sources:?}");
+    let (code, report) = s.sb.custody_verify();
+    assert_eq!(code, 0, "{report:#}");
 }
 
 #[test]

@@ -145,6 +145,13 @@ fn smtplib_through_the_proxy_to_a_starttls_upstream_keeps_a_copy_with_the_bcc() 
         "Bcc kept"
     );
     assert_eq!(meta["tls"], "TLSv1.3");
+    assert_eq!(sb.stored_sources(), ["smtp-proxy"], "the custody log");
+    let (code, report) = sb.custody_verify();
+    assert_eq!(
+        (code, &report["counts"]["present"]),
+        (0, &json!(1)),
+        "{report:#}"
+    );
 }
 
 #[test]

@@ -48,27 +48,52 @@ pub fn run(context: &Context, args: Vec<String>) -> Result<(), CliError> {
     };
     let (config, store) = match m.free.as_slice() {
         [c] if c == "verify" => context_with(context, &m).open()?,
-        [c] if c == "anchor" => {
-            let (config, _) = context_with(context, &m).open()?;
-            let anchorer = crate::custody::Anchorer::new(&config).ok_or_else(|| {
-                CliError::failed("no time-stamping authority is configured (custody.tsa)")
-            })?;
-            match anchorer.anchor_now().map_err(CliError::failed)? {
-                Some(seq) => outln!("Anchored entry {seq}."),
-                None => outln!("Nothing new to anchor."),
-            }
-            return Ok(());
-        }
+        [c] if c == "anchor" => return anchor(&context_with(context, &m).open()?.0),
         _ => {
             return Err(CliError::usage(
                 "custody takes a command: anchor or verify (see sealpost custody --help)",
             ));
         }
     };
-    let cannot = |e: String| CliError {
+    let options = options(&config, &store, &m)?;
+    let report = verify::verify(&config.data_dir, &options).map_err(cannot)?;
+    print(&report, m.opt_present("json"));
+    match report.complete() {
+        true => Ok(()),
+        false => Err(CliError {
+            code: EXIT_FAILURE,
+            message: String::new(),
+        }),
+    }
+}
+
+/// A problem reading what verify needs: exit 3.
+fn cannot(e: String) -> CliError {
+    CliError {
         code: super::EXIT_DAMAGED,
         message: e,
-    };
+    }
+}
+
+/// `custody anchor`: this node's chain stamped now.
+fn anchor(config: &crate::config::Config) -> Result<(), CliError> {
+    let anchorer = crate::custody::Anchorer::new(config).ok_or_else(|| {
+        CliError::failed("no time-stamping authority is configured (custody.tsa)")
+    })?;
+    match anchorer.anchor_now().map_err(CliError::failed)? {
+        Some(seq) => outln!("Anchored entry {seq}."),
+        None => outln!("Nothing new to anchor."),
+    }
+    Ok(())
+}
+
+/// What verify checks besides the chains, from the options and the
+/// configuration.
+fn options(
+    config: &crate::config::Config,
+    store: &crate::store::Store,
+    m: &getopts::Matches,
+) -> Result<verify::Options, CliError> {
     let tsa_ca = m
         .opt_str("tsa-ca")
         .map(std::path::PathBuf::from)
@@ -114,8 +139,12 @@ pub fn run(context: &Context, args: Vec<String>) -> Result<(), CliError> {
             ));
         }
     }
-    let report = verify::verify(&config.data_dir, &options).map_err(cannot)?;
-    if m.opt_present("json") {
+    Ok(options)
+}
+
+/// The report, as text or JSON.
+fn print(report: &verify::Report, json: bool) {
+    if json {
         let json = serde_json::json!({
             "complete": report.complete(),
             "counts": report.counts,
@@ -145,12 +174,5 @@ pub fn run(context: &Context, args: Vec<String>) -> Result<(), CliError> {
                 "NOT complete: see the problems above"
             }
         );
-    }
-    match report.complete() {
-        true => Ok(()),
-        false => Err(CliError {
-            code: EXIT_FAILURE,
-            message: String::new(),
-        }),
     }
 }

@@ -107,18 +107,7 @@ fn print_text(report: &Report) {
         (None, Some(e)) => outln!("Certificate: {e}"),
         (None, None) => outln!("Certificate: none"),
     }
-    if let Some(c) = &report.custody {
-        outln!(
-            "Custody:     {} entries, {}, {} since",
-            c.head,
-            match (c.anchored, &c.anchored_at) {
-                (Some(seq), Some(at)) => format!("last anchor at entry {seq} ({at})"),
-                (Some(seq), None) => format!("last anchor at entry {seq}"),
-                _ => "no anchor yet".to_string(),
-            },
-            c.unanchored
-        );
-    }
+    print_custody(report);
     if let Some(d) = &report.disk {
         outln!(
             "Disk:        {} free of {}, reserve {}{}",
@@ -174,5 +163,21 @@ fn print_text(report: &Report) {
         for line in &report.attention {
             outln!("  - {line}");
         }
+    }
+}
+
+/// The custody line: entries, the last anchor, entries since.
+fn print_custody(report: &Report) {
+    if let Some(c) = &report.custody {
+        outln!(
+            "Custody:     {} entries, {}, {} since",
+            c.head,
+            match (c.anchored, &c.anchored_at) {
+                (Some(seq), Some(at)) => format!("last anchor at entry {seq} ({at})"),
+                (Some(seq), None) => format!("last anchor at entry {seq}"),
+                _ => "no anchor yet".to_string(),
+            },
+            c.unanchored
+        );
     }
 }

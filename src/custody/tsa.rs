@@ -326,7 +326,7 @@ fn generalized_time(text: &str) -> Option<SystemTime> {
         .to_datetime(time)
         .to_zoned(jiff::tz::TimeZone::UTC)
         .ok()?;
-    SystemTime::try_from(ts.timestamp()).ok()
+    Some(SystemTime::from(ts.timestamp()))
 }
 
 #[cfg(test)]

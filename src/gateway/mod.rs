@@ -580,11 +580,7 @@ pub fn serve(config: Config, config_file: &Path) -> Result<(), String> {
         Arc::clone(&shared.control.shutdown),
     )
     .map_err(|e| format!("cannot start the alerts: {e}"))?;
-    let anchorer = crate::custody::Anchorer::new(&config);
-    if let Some(a) = crate::custody::Anchorer::new(&config) {
-        a.spawn(Arc::clone(&shared.control.shutdown))
-            .map_err(|e| format!("cannot start the custody anchors: {e}"))?;
-    }
+    let anchorer = start_anchorer(&config, &shared)?;
     let mut running = config;
     let signals = acceptor
         .run(&shared.control, || {
@@ -615,6 +611,19 @@ pub fn apply_store_settings(config: &Config) {
         config.node.as_deref(),
         config.custody.segment_bytes,
     );
+}
+
+/// The custody anchors' thread, when a TSA is configured; the anchorer
+/// kept for the anchor at shutdown.
+fn start_anchorer(
+    config: &Config,
+    shared: &Shared,
+) -> Result<Option<crate::custody::Anchorer>, String> {
+    if let Some(a) = crate::custody::Anchorer::new(config) {
+        a.spawn(Arc::clone(&shared.control.shutdown))
+            .map_err(|e| format!("cannot start the custody anchors: {e}"))?;
+    }
+    Ok(crate::custody::Anchorer::new(config))
 }
 
 /// This node's custody chain: a torn last entry cut back, a restore noted.

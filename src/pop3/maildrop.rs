@@ -132,12 +132,12 @@ impl Backend for StoreLogin {
         }
         let listing = maildrop.listing();
         info!(
-            "pop3 {}: {} logged in (session {}), {} message(s), {} bytes",
+            "pop3 {}: {} logged in, {} message(s), {} bytes (custody session {})",
             self.client,
             maildrop.mailbox.id(),
-            maildrop.session,
             listing.len(),
-            listing.iter().map(|l| l.size).sum::<u64>()
+            listing.iter().map(|l| l.size).sum::<u64>(),
+            maildrop.session
         );
         Ok(maildrop)
     }

@@ -504,6 +504,26 @@ fn write_receipt(
     Ok(dir.join(name))
 }
 
+/// A receipt's messages by mailbox, each name checked.
+fn by_mailbox(
+    messages: Vec<ReceiptEntry>,
+    receipt_path: &Path,
+) -> Result<BTreeMap<MailboxId, Vec<(MessageName, String)>>, StoreError> {
+    let mut by_mailbox: BTreeMap<MailboxId, Vec<(MessageName, String)>> = BTreeMap::new();
+    for m in messages {
+        let id: MailboxId = m.mailbox.parse().map_err(|e| StoreError::Corrupt {
+            path: receipt_path.to_path_buf(),
+            reason: format!("mailbox {:?}: {e}", m.mailbox),
+        })?;
+        let name = MessageName::from_file_name(&m.file).ok_or_else(|| StoreError::Corrupt {
+            path: receipt_path.to_path_buf(),
+            reason: format!("{:?} is not a message file name", m.file),
+        })?;
+        by_mailbox.entry(id).or_default().push((name, m.sha256));
+    }
+    Ok(by_mailbox)
+}
+
 /// What `merge --release` did on the standby.
 #[derive(Debug, Default)]
 pub struct ReleaseReport {
@@ -530,18 +550,7 @@ pub fn release(store: &Store, receipt_path: &Path) -> Result<ReleaseReport, Stor
             store.root().display()
         )));
     }
-    let mut by_mailbox: BTreeMap<MailboxId, Vec<(MessageName, String)>> = BTreeMap::new();
-    for m in receipt.messages {
-        let id: MailboxId = m.mailbox.parse().map_err(|e| StoreError::Corrupt {
-            path: receipt_path.to_path_buf(),
-            reason: format!("mailbox {:?}: {e}", m.mailbox),
-        })?;
-        let name = MessageName::from_file_name(&m.file).ok_or_else(|| StoreError::Corrupt {
-            path: receipt_path.to_path_buf(),
-            reason: format!("{:?} is not a message file name", m.file),
-        })?;
-        by_mailbox.entry(id).or_default().push((name, m.sha256));
-    }
+    let by_mailbox = by_mailbox(receipt.messages, receipt_path)?;
     let root = Beneath::open(store.root()).map_err(io_error(store.root(), "cannot open"))?;
     let mailboxes = root
         .dir(MAILBOXES_DIR)

@@ -347,6 +347,32 @@ impl Sandbox {
     }
 }
 
+impl Sandbox {
+    /// `sealpost custody verify --json`: (exit code, report).
+    pub fn custody_verify(&self) -> (i32, serde_json::Value) {
+        let out = self.run(&["custody", "verify", "--json"]);
+        let report = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("custody verify: {e}: {}", stderr(&out)));
+        (out.status.code().unwrap_or(-1), report)
+    }
+
+    /// The `source` of every "stored" entry of every chain, in order.
+    pub fn stored_sources(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for path in walk(&self.data().join("custody")) {
+            if path.extension().is_some_and(|e| e == "log") {
+                for line in fs::read_to_string(&path).unwrap().lines() {
+                    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                    if v["event"] == "stored" {
+                        out.push(v["source"].as_str().unwrap_or("").to_owned());
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
 impl Drop for Sandbox {
     fn drop(&mut self) {
         if std::env::var_os("SEALPOST_KEEP_SANDBOX").is_none() {

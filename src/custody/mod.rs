@@ -58,27 +58,7 @@ struct TsaState {
 
 /// The anchors of a chain directory: (seq, path), oldest first.
 pub fn anchors(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
-    let mut out = Vec::new();
-    let list = match fs::read_dir(dir) {
-        Ok(list) => list,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e),
-    };
-    for item in list {
-        let item = item?;
-        let name = item.file_name().to_string_lossy().into_owned();
-        // `<seq>.tsr` here, `<seq>-<micros>.tsr` in the outside copy, where
-        // a token is never overwritten (a restore reuses sequence numbers).
-        let seq = name
-            .strip_suffix(".tsr")
-            .and_then(|s| s.split('-').next())
-            .and_then(|s| s.parse().ok());
-        if let Some(seq) = seq {
-            out.push((seq, item.path()));
-        }
-    }
-    out.sort();
-    Ok(out)
+    custody::numbered(dir, ".tsr")
 }
 
 /// This node's chain as `status` shows it; `None` when the log is off.

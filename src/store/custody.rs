@@ -333,6 +333,14 @@ pub fn note_restore(root: &Path) -> io::Result<Option<String>> {
 
 /// A chain's segment files, oldest first: (first seq, path).
 pub fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    numbered(dir, ".log")
+}
+
+/// The files of `dir` named `<seq>[-<anything>]<suffix>`, by seq: the
+/// segments (`<first seq>-<day>.log`) and the anchors (`<seq>.tsr`, and
+/// `<seq>-<micros>.tsr` in the outside copy, where a token is never
+/// overwritten because a restore reuses sequence numbers).
+pub fn numbered(dir: &Path, suffix: &str) -> io::Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();
     let list = match fs::read_dir(dir) {
         Ok(list) => list,
@@ -342,12 +350,12 @@ pub fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     for item in list {
         let item = item?;
         let name = item.file_name().to_string_lossy().into_owned();
-        if let Some(first) = name
-            .strip_suffix(".log")
-            .and_then(|n| n.split_once('-'))
-            .and_then(|(seq, _)| seq.parse::<u64>().ok())
+        if let Some(seq) = name
+            .strip_suffix(suffix)
+            .and_then(|n| n.split('-').next())
+            .and_then(|seq| seq.parse::<u64>().ok())
         {
-            out.push((first, item.path()));
+            out.push((seq, item.path()));
         }
     }
     out.sort();

@@ -603,6 +603,16 @@ fn tampering_is_reported_exactly() {
         (1, 0)
     );
 
+    let r = case("a-path-for-a-name", &|d| {
+        rewrite(d, |lines| {
+            let stored = lines.iter().position(|l| l.contains("\"stored\"")).unwrap();
+            let file = lines[stored].split("\"file\":\"").nth(1).unwrap();
+            let file = file.split('"').next().unwrap().to_owned();
+            lines[stored] = lines[stored].replace(&file, "../../../../etc/hostname");
+        })
+    });
+    assert_eq!(count(&r, "unreadable lines"), 1, "{r:#}");
+
     let r = case("reordered", &|d| rewrite(d, |lines| lines.swap(6, 7)));
     assert_eq!(count(&r, "out of order"), 1, "{r:#}");
     assert_eq!(count(&r, "gaps") + count(&r, "altered entries"), 0);

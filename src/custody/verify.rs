@@ -136,6 +136,15 @@ fn walk(node: &str, dir: &Path, report: &mut Report) -> Result<Chain, String> {
                 }
             };
             let seq = read.entry.seq;
+            // A name is a name: never a path into someone else's files.
+            let names = [&read.entry.mailbox, &read.entry.file];
+            if names.into_iter().flatten().any(|n| !plain_name(n)) {
+                report.add(
+                    "unreadable lines",
+                    Some(format!("node {node}, entry {seq}: a name that is a path")),
+                );
+                continue;
+            }
             if !read.hash_ok {
                 report.add(
                     "altered entries",
@@ -264,6 +273,11 @@ fn check_anchor(
         ),
     }
     true
+}
+
+/// Whether `name` is one file name (no `/`, not `.` or `..`, not empty).
+fn plain_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
 }
 
 /// Where a message file of a mailbox may be: `messages/`, or among those

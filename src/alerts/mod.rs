@@ -11,7 +11,10 @@
 //! correspondents' addresses, passwords or keys: only mailbox ids and
 //! names, counts, ages and the gateway's own state.
 
+mod mail;
 pub mod send;
+
+pub use mail::{Kind, compose};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -258,7 +261,7 @@ pub fn conditions(report: &Report, alerts: &AlertsConfig) -> Vec<Condition> {
             );
         }
     }
-    certificate_conditions(report, alerts, &mut add);
+    trust_conditions(report, alerts, &mut add);
     if let Some(d) = report
         .disk
         .as_ref()
@@ -282,7 +285,8 @@ pub fn conditions(report: &Report, alerts: &AlertsConfig) -> Vec<Condition> {
     out
 }
 
-fn certificate_conditions(
+/// What others must trust: the certificate, its renewal, the custody anchors.
+fn trust_conditions(
     report: &Report,
     alerts: &AlertsConfig,
     add: &mut impl FnMut(String, String, String),
@@ -301,6 +305,15 @@ fn certificate_conditions(
             ),
         );
     }
+    if let Some(error) = report.custody.as_ref().and_then(|c| c.tsa_error.as_ref()) {
+        add(
+            "custody".into(),
+            "the chain of custody cannot be anchored".into(),
+            format!(
+                "The time-stamping authority (custody.tsa) failed; mail still flows and is logged, but entries since the last anchor could be cut without detection until an anchor succeeds. The error:\n\n  {error}\n\nThe gateway retries by itself; sealpost custody anchor tries again now."
+            ),
+        );
+    }
     if let Some(error) = report.acme.as_ref().and_then(|a| a.last_error.as_ref()) {
         add(
             "acme".into(),
@@ -310,75 +323,6 @@ fn certificate_conditions(
             ),
         );
     }
-}
-
-/// What a mail says about its condition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// It started.
-    Started,
-    /// It still holds.
-    Reminder,
-    /// It cleared.
-    Cleared,
-    /// `sealpost alerts test`.
-    Test,
-}
-
-/// A random Message-ID local part.
-fn message_id(hostname: &str) -> String {
-    let mut random = [0u8; 12];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random);
-    let local: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    format!("<{local}.alert@{hostname}>")
-}
-
-/// The whole mail (CRLF lines): headers and a plain-text body.
-pub fn compose(
-    config: &Config,
-    alerts: &AlertsConfig,
-    kind: Kind,
-    title: &str,
-    body: &str,
-) -> (String, Vec<u8>) {
-    let host = &config.hostname;
-    let subject = match kind {
-        Kind::Started => format!("[Sealpost {host}] Attention: {title}"),
-        Kind::Reminder => format!("[Sealpost {host}] Still: {title}"),
-        Kind::Cleared => format!("[Sealpost {host}] Resolved: {title}"),
-        Kind::Test => format!("[Sealpost {host}] Test: alerts reach you"),
-    };
-    let lead = match kind {
-        Kind::Started => "Something on this gateway needs your attention.",
-        Kind::Reminder => "This still needs your attention.",
-        Kind::Cleared => "This no longer needs attention; nothing more to do.",
-        Kind::Test => {
-            "This is a test mail (sealpost alerts test): alerts from this gateway reach you."
-        }
-    };
-    let text = format!(
-        "{lead}\n\n{body}\n\n-- \nSealpost on {host}. sealpost status shows the whole state.\n"
-    );
-    let mut mail = String::new();
-    for (name, value) in [
-        ("From", format!("Sealpost <{}>", alerts.sender(host))),
-        ("To", alerts.to.join(", ")),
-        ("Subject", subject.clone()),
-        ("Date", timestamp::rfc5322(SystemTime::now())),
-        ("Message-ID", message_id(host)),
-        ("Auto-Submitted", "auto-generated".into()),
-        ("MIME-Version", "1.0".into()),
-        ("Content-Type", "text/plain; charset=utf-8".into()),
-        ("Content-Transfer-Encoding", "8bit".into()),
-    ] {
-        mail.push_str(&format!("{name}: {value}\r\n"));
-    }
-    mail.push_str("\r\n");
-    for line in text.lines() {
-        mail.push_str(line);
-        mail.push_str("\r\n");
-    }
-    (subject, mail.into_bytes())
 }
 
 /// Mails `kind` about one condition now; records the last mail sent, or
@@ -652,6 +596,38 @@ mod tests {
             "login [address] refused"
         );
         assert_eq!(redact("nothing to hide"), "nothing to hide");
+    }
+
+    #[test]
+    fn a_failing_time_stamping_authority_is_a_condition() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let store = Store::open(&config.data_dir).unwrap();
+        let probe = status::Probe::Serving(&[]);
+        let quiet = status::gather(&config, &store, Duration::from_secs(3600), probe);
+        let found = conditions(&quiet, &AlertsConfig::default());
+        assert!(!found.iter().any(|c| c.key == "custody"));
+        let chain = crate::store::custody::chain_dir(&config.data_dir, "default");
+        std::fs::create_dir_all(&chain).unwrap();
+        std::fs::write(
+            chain.join("tsa-state.json"),
+            r#"{"error":"custody.tsa.url tsa.example:80: connection refused"}"#,
+        )
+        .unwrap();
+        let report = status::gather(&config, &store, Duration::from_secs(3600), probe);
+        let found = conditions(&report, &AlertsConfig::default());
+        let custody = found
+            .iter()
+            .find(|c| c.key == "custody")
+            .expect("a condition");
+        assert!(
+            custody.body.contains("connection refused"),
+            "{}",
+            custody.body
+        );
     }
 
     #[test]

@@ -124,6 +124,13 @@ fn prometheus_scrapes_the_gateway_and_promtool_accepts_the_exposition() {
         sample(&body, "sealpost_disk_free_bytes ").unwrap() > 0.0,
         "{body}"
     );
+    let entries = sample(&body, "sealpost_custody_entries ").unwrap();
+    assert!(entries > 0.0, "the mailbox and its mail are logged: {body}");
+    assert_eq!(
+        sample(&body, "sealpost_custody_unanchored_entries "),
+        Some(entries),
+        "no TSA, no anchor"
+    );
     assert!(!body.contains("# EOF"), "the classic text format: {body}");
     let out = run_with_timeout(
         Command::new(&promtool).args(["check", "metrics"]),

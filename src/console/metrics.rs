@@ -342,6 +342,26 @@ fn reported(registry: &mut Registry, report: &status::Report) {
             d.reserve_bytes as f64,
         );
     }
+    if let Some(c) = &report.custody {
+        gauge(
+            registry,
+            "custody_entries",
+            "Entries in this node's chain of custody",
+            c.head as f64,
+        );
+        gauge(
+            registry,
+            "custody_unanchored_entries",
+            "Entries written since the last RFC 3161 anchor",
+            c.unanchored as f64,
+        );
+        gauge(
+            registry,
+            "custody_anchor_failing",
+            "1 while the time-stamping authority fails",
+            f64::from(u8::from(c.tsa_error.is_some())),
+        );
+    }
     if let Some(a) = &report.alerts {
         gauge(
             registry,

@@ -603,6 +603,33 @@ fn tampering_is_reported_exactly() {
         (1, 0)
     );
 
+    // Edited, then every later entry re-hashed and re-linked: the chain is
+    // consistent again, and only the anchors stamped since tell.
+    let r = case("rewritten-after-an-edit", &|d| {
+        rewrite(d, |lines| {
+            let mut prev: Option<String> = None;
+            for line in lines.iter_mut().skip(4) {
+                let (body, _) = line.rsplit_once(",\"hash\":\"").unwrap();
+                let mut body = body.replacen("\"time\":\"2", "\"time\":\"1", 1);
+                if let Some(p) = &prev {
+                    let at = body.find(",\"prev\":\"").unwrap() + ",\"prev\":\"".len();
+                    body.replace_range(at..at + 64, p);
+                }
+                let hash = sealpost::crypto::hex(&sealpost::crypto::sha256(
+                    format!("{body}}}").as_bytes(),
+                ));
+                *line = format!("{body},\"hash\":\"{hash}\"}}");
+                prev = Some(hash);
+            }
+        })
+    });
+    assert_eq!(
+        count(&r, "altered entries") + count(&r, "broken links"),
+        0,
+        "{r:#}"
+    );
+    assert!(count(&r, "bad anchors") >= 1, "{r:#}");
+
     let r = case("a-path-for-a-name", &|d| {
         rewrite(d, |lines| {
             let stored = lines.iter().position(|l| l.contains("\"stored\"")).unwrap();

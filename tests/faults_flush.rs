@@ -192,16 +192,24 @@ fn a_failed_flush_fails_every_message_whose_write_began_before_it_returned() {
     let to = format!("{}@localhost", s.id);
     // Warm up: the first delivery opens the file system's flusher.
     expect(&send(&s.gw, &to, "first").0, "250 ");
+    let renames = || {
+        entries(&s.log)
+            .iter()
+            .filter(|e| e.call == "rename")
+            .count()
+    };
+    let before = renames();
     fs::write(&s.fail, b"").unwrap();
     let gw = Arc::new(s.gw);
     let (a_gw, a_to) = (Arc::clone(&gw), to.clone());
     let a = std::thread::spawn(move || send(&a_gw, &a_to, "during-a"));
     // B's file is written while A's failing flush sleeps; the flush B then
-    // waits for succeeds, but B began before the failure returned.
-    std::thread::sleep(Duration::from_millis(150));
+    // waits for succeeds, but B began before the failure returned. The
+    // shim logs each rename into place as it happens.
+    support::wait_until("A's file is in place", || renames() > before);
     let (b_gw, b_to) = (Arc::clone(&gw), to.clone());
     let b = std::thread::spawn(move || send(&b_gw, &b_to, "during-b"));
-    std::thread::sleep(Duration::from_millis(150));
+    support::wait_until("B's file is in place", || renames() > before + 1);
     fs::remove_file(&s.fail).unwrap();
     for (name, t) in [("a", a), ("b", b)] {
         let (reply, _) = t.join().unwrap();
@@ -242,11 +250,17 @@ fn a_quit_whose_flush_fails_leaves_the_messages_in_place() {
     fs::remove_file(&s.fail).unwrap();
     assert!(quit.starts_with("-ERR [SYS/TEMP]"), "{quit}");
     assert_eq!(s.sb.message_files(&s.id).len(), 2, "both are still there");
+    // The custody log says so too: deleted, then the deletion undone.
+    let (code, r) = s.sb.custody_verify();
+    assert_eq!((code, &r["counts"]["present"]), (0, &json!(2)), "{r:#}");
     let mut c = login(&s.gw);
     expect(&c.pop3("STAT"), "+OK 2 ");
     expect(&c.pop3("DELE 1"), "+OK");
     expect(&c.pop3("QUIT"), "+OK");
     assert_eq!(s.sb.message_files(&s.id).len(), 1);
+    let (code, r) = s.sb.custody_verify();
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["counts"]["deleted without retrieval"], 1, "{r:#}");
 }
 
 /// A journal message for two mailboxes: both copies are put in place

@@ -135,9 +135,7 @@ impl Anchorer {
                         }
                         Err(_) => {
                             failures += 1;
-                            wait = FIRST_RETRY
-                                .saturating_mul(1 << (failures - 1).min(16))
-                                .min(interval);
+                            wait = retry_after(failures, interval);
                             self.note_retry(wait);
                         }
                     }
@@ -278,6 +276,14 @@ impl Anchorer {
     }
 }
 
+/// The wait after `failures` failures in a row: a minute, doubling, never
+/// longer than the interval.
+fn retry_after(failures: u32, interval: Duration) -> Duration {
+    FIRST_RETRY
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(interval)
+}
+
 /// 64 hex digits as 32 bytes.
 pub fn hex_bytes(hex: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
@@ -288,4 +294,24 @@ pub fn hex_bytes(hex: &str) -> Option<[u8; 32]> {
         *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_tsa_is_retried_after_a_minute_doubling_up_to_the_interval() {
+        let hour = Duration::from_secs(3600);
+        let waits: Vec<u64> = (1..=8).map(|n| retry_after(n, hour).as_secs()).collect();
+        assert_eq!(waits, [60, 120, 240, 480, 960, 1920, 3600, 3600]);
+        assert_eq!(retry_after(1000, hour), hour);
+    }
+
+    #[test]
+    fn hex_bytes_reads_exactly_64_hex_digits() {
+        assert_eq!(hex_bytes(&"ab".repeat(32)), Some([0xab; 32]));
+        assert_eq!(hex_bytes("ab"), None);
+        assert_eq!(hex_bytes(&"zz".repeat(32)), None);
+    }
 }

@@ -558,6 +558,31 @@ fn tamper_base(tsa: &Tsa) -> (Sandbox, String, usize) {
     (sb, id, total)
 }
 
+/// Edits entry `from` (its time) and re-hashes and re-links every entry
+/// from there on, as an attacker who knows the format would.
+fn edit_and_rehash(lines: &mut [String], from: usize) {
+    let mut prev: Option<String> = None;
+    for line in lines.iter_mut().skip(from) {
+        let (body, _) = line.rsplit_once(",\"hash\":\"").unwrap();
+        let mut body = body.replacen("\"time\":\"2", "\"time\":\"1", 1);
+        if let Some(p) = &prev {
+            let at = body.find(",\"prev\":\"").unwrap() + ",\"prev\":\"".len();
+            body.replace_range(at..at + 64, p);
+        }
+        let hash = sealpost::crypto::hex(&sealpost::crypto::sha256(format!("{body}}}").as_bytes()));
+        *line = format!("{body},\"hash\":\"{hash}\"}}");
+        prev = Some(hash);
+    }
+}
+
+/// The first stored entry's file name made a path out of the data directory.
+fn a_path_for_a_name(lines: &mut [String]) {
+    let stored = lines.iter().position(|l| l.contains("\"stored\"")).unwrap();
+    let file = lines[stored].split("\"file\":\"").nth(1).unwrap();
+    let file = file.split('"').next().unwrap().to_owned();
+    lines[stored] = lines[stored].replace(&file, "../../../../etc/hostname");
+}
+
 /// Each kind of tampering, on a copy of one chain, reported exactly by
 /// both verifiers; a cut after the last anchor is the one thing that goes
 /// unnoticed, and the report said beforehand how many entries it exposed.
@@ -606,22 +631,7 @@ fn tampering_is_reported_exactly() {
     // Edited, then every later entry re-hashed and re-linked: the chain is
     // consistent again, and only the anchors stamped since tell.
     let r = case("rewritten-after-an-edit", &|d| {
-        rewrite(d, |lines| {
-            let mut prev: Option<String> = None;
-            for line in lines.iter_mut().skip(4) {
-                let (body, _) = line.rsplit_once(",\"hash\":\"").unwrap();
-                let mut body = body.replacen("\"time\":\"2", "\"time\":\"1", 1);
-                if let Some(p) = &prev {
-                    let at = body.find(",\"prev\":\"").unwrap() + ",\"prev\":\"".len();
-                    body.replace_range(at..at + 64, p);
-                }
-                let hash = sealpost::crypto::hex(&sealpost::crypto::sha256(
-                    format!("{body}}}").as_bytes(),
-                ));
-                *line = format!("{body},\"hash\":\"{hash}\"}}");
-                prev = Some(hash);
-            }
-        })
+        rewrite(d, |lines| edit_and_rehash(lines, 4))
     });
     assert_eq!(
         count(&r, "altered entries") + count(&r, "broken links"),
@@ -631,12 +641,7 @@ fn tampering_is_reported_exactly() {
     assert!(count(&r, "bad anchors") >= 1, "{r:#}");
 
     let r = case("a-path-for-a-name", &|d| {
-        rewrite(d, |lines| {
-            let stored = lines.iter().position(|l| l.contains("\"stored\"")).unwrap();
-            let file = lines[stored].split("\"file\":\"").nth(1).unwrap();
-            let file = file.split('"').next().unwrap().to_owned();
-            lines[stored] = lines[stored].replace(&file, "../../../../etc/hostname");
-        })
+        rewrite(d, |l| a_path_for_a_name(l.as_mut_slice()))
     });
     assert_eq!(count(&r, "unreadable lines"), 1, "{r:#}");
 

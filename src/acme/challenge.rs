@@ -116,10 +116,6 @@ fn validation_certificate(name: &str, digest_hex: &str) -> Result<CertifiedKey, 
     Ok(CertifiedKey::new(vec![cert.der().clone()], signing))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl Publish for Challenges {
     fn publish(
         &self,
@@ -138,7 +134,7 @@ impl Publish for Challenges {
             }
             ChallengeKind::TlsAlpn01 if name_is_safe(name) => (
                 name.to_ascii_lowercase(),
-                hex(
+                crate::crypto::hex(
                     ring::digest::digest(&ring::digest::SHA256, key_authorization.as_bytes())
                         .as_ref(),
                 ),

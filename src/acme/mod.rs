@@ -127,17 +127,11 @@ pub struct State {
 
 /// The renewer's state (default when there is none yet).
 pub fn state(config: &Config) -> State {
-    std::fs::read(tls_dir(config).join(STATE_FILE))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
+    durable::read_json(&tls_dir(config).join(STATE_FILE))
 }
 
 fn save_state(config: &Config, state: &State) -> Result<(), String> {
-    let dir = tls_dir(config);
-    let bytes = serde_json::to_vec_pretty(state).map_err(|e| e.to_string())?;
-    durable::replace_file(&dir, STATE_FILE, &bytes)
-        .map_err(|e| format!("{}: {e}", dir.join(STATE_FILE).display()))
+    durable::write_json(&tls_dir(config), STATE_FILE, state)
 }
 
 /// Asks every node's renewer for an order at its next look (`sealpost cert

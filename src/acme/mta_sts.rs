@@ -35,10 +35,7 @@ pub fn policy(config: &Config) -> Option<String> {
 /// and is the same on every node.
 pub fn policy_id(policy: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, policy.as_bytes());
-    digest.as_ref()[..10]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::crypto::hex(&digest.as_ref()[..10])
 }
 
 #[cfg(test)]

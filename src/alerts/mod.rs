@@ -89,18 +89,11 @@ fn dir(config: &Config) -> PathBuf {
 
 /// The state (default when there is none yet).
 pub fn state(config: &Config) -> State {
-    std::fs::read(dir(config).join(STATE_FILE))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
+    durable::read_json(&dir(config).join(STATE_FILE))
 }
 
 fn save(config: &Config, state: &State) -> Result<(), String> {
-    let dir = dir(config);
-    durable::create_private_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let bytes = serde_json::to_vec_pretty(state).map_err(|e| e.to_string())?;
-    durable::replace_file(&dir, STATE_FILE, &bytes)
-        .map_err(|e| format!("{}: {e}", dir.join(STATE_FILE).display()))
+    durable::write_json(&dir(config), STATE_FILE, state)
 }
 
 fn now() -> i64 {

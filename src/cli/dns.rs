@@ -50,11 +50,7 @@ pub fn run(context: &Context, args: Vec<String>) -> Result<(), CliError> {
 /// SHA-256 of a DER SubjectPublicKeyInfo, as TLSA `3 1 1` writes it (RFC
 /// 6698 §2.1: selector 1 = the SPKI, matching type 1 = SHA-256).
 pub fn tlsa_digest(spki: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, spki)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::crypto::hex(ring::digest::digest(&ring::digest::SHA256, spki).as_ref())
 }
 
 fn fqdn(name: &str) -> String {

@@ -72,10 +72,7 @@ pub fn chain_state(config: &Config) -> Option<ChainState> {
     let anchored = anchors(&dir.join(custody::ANCHORS_DIR))
         .ok()
         .and_then(|a| a.last().map(|(s, _)| *s));
-    let state: TsaState = fs::read(dir.join(STATE_FILE))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
+    let state: TsaState = durable::read_json(&dir.join(STATE_FILE));
     Some(ChainState {
         head,
         anchored,
@@ -248,10 +245,7 @@ impl Anchorer {
     }
 
     fn state(&self) -> TsaState {
-        fs::read(self.dir.join(STATE_FILE))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+        durable::read_json(&self.dir.join(STATE_FILE))
     }
 
     fn note_retry(&self, wait: Duration) {
@@ -269,9 +263,8 @@ impl Anchorer {
         if state == self.state() {
             return;
         }
-        let json = serde_json::to_vec(&state).unwrap_or_default();
-        if let Err(e) = durable::replace_file(&self.dir, STATE_FILE, &json) {
-            warn!("custody: {}: {e}", self.dir.display());
+        if let Err(e) = durable::write_json(&self.dir, STATE_FILE, &state) {
+            warn!("custody: {e}");
         }
     }
 }

@@ -122,7 +122,7 @@ fn answers(message: &Message, kind: RecordType) -> Result<Vec<Answer>, String> {
         ResponseCode::NoError | ResponseCode::NXDomain => {}
         other => return Err(format!("the name server answered {other}")),
     }
-    let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
+    let hex = crate::crypto::hex;
     Ok(message
         .answers
         .iter()

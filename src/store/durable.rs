@@ -122,6 +122,25 @@ pub fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
+/// A small state file (JSON: the ACME renewer's, the alerts', the TSA's)
+/// read back; its default when it is absent or cannot be read.
+pub fn read_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> T {
+    fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Writes a small state file (JSON) whole and durably ([`replace_file`]),
+/// its directory created private first; the error names the file.
+pub fn write_json<T: serde::Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), String> {
+    let path = dir.join(name);
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| e.to_string())?;
+    create_private_dir(dir)
+        .and_then(|()| replace_file(dir, name, &bytes))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// Opens (creating, 0600) a file that exists to be locked.
 pub fn open_lock_file(path: &Path) -> io::Result<File> {
     OpenOptions::new()

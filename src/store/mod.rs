@@ -369,16 +369,7 @@ impl Store {
                     .map(|(_, n)| n.file_name()),
             )
             .collect();
-        let mut entries: Vec<_> = names
-            .iter()
-            .map(|f| {
-                (
-                    custody::Event::Removed,
-                    Some(f.as_str()),
-                    Some("deleted with the mailbox"),
-                )
-            })
-            .collect();
+        let mut entries = mailbox::removed_entries(&names, "deleted with the mailbox");
         entries.push((custody::Event::MailboxDeleted, None, None));
         mailbox.record_admin(&entries)?;
         // Renamed first so that the mailbox disappears at once, whole.

@@ -78,6 +78,14 @@ pub(super) fn mailbox_id_of(mailbox_dir: &Path) -> String {
 /// A custody entry of the administrator's: the event, the message file, a detail.
 pub type AdminEntry<'a> = (custody::Event, Option<&'a str>, Option<&'a str>);
 
+/// "removed" entries for these message files, saying how.
+pub fn removed_entries<'a>(files: &'a [String], how: &'a str) -> Vec<AdminEntry<'a>> {
+    files
+        .iter()
+        .map(|f| (custody::Event::Removed, Some(f.as_str()), Some(how)))
+        .collect()
+}
+
 pub(super) const RETIRED_DIR: &str = "retired-keys";
 /// Present in a standby's copy of a mailbox (`import-public`): it has no
 /// secret key by design. Without it, a missing key file is damage.

@@ -56,16 +56,7 @@ impl Mailbox {
         // Those files are no longer handed over by POP3: removed by the
         // administrator, as far as custody goes.
         let moved: Vec<String> = names.iter().map(MessageName::file_name).collect();
-        let mut entries: Vec<_> = moved
-            .iter()
-            .map(|f| {
-                (
-                    custody::Event::Removed,
-                    Some(f.as_str()),
-                    Some("moved aside by a password reset"),
-                )
-            })
-            .collect();
+        let mut entries = removed_entries(&moved, "moved aside by a password reset");
         entries.push((custody::Event::MailboxReset, None, None));
         self.record_admin(&entries)?;
         // Moved aside durably before the new key makes them unreadable.
@@ -151,10 +142,7 @@ impl Mailbox {
         let retired = self.retired_messages()?;
         let count = retired.len();
         let names: Vec<String> = retired.iter().map(|(_, n)| n.file_name()).collect();
-        let entries: Vec<_> = names
-            .iter()
-            .map(|f| (custody::Event::Removed, Some(f.as_str()), Some("purged")))
-            .collect();
+        let entries = removed_entries(&names, "purged");
         if !entries.is_empty() {
             self.record_admin(&entries)?;
         }

@@ -1,4 +1,5 @@
-//! `sealpost custody verify`: the chain of custody checked, by category.
+//! `sealpost custody verify`: the chain of custody checked, by category;
+//! `sealpost custody anchor`: this node's chain time-stamped now.
 
 use std::collections::HashSet;
 use std::fs;

@@ -22,7 +22,7 @@ impl Mailbox {
         let durability = flush::begin(&tmp_dir).map_err(io_error(&tmp_dir, "cannot open"))?;
         let file =
             durable::create_new_private_file(&tmp).map_err(io_error(&tmp, "cannot create"))?;
-        let pending = PendingMessage {
+        let mut pending = PendingMessage {
             tmp,
             mailbox_dir: self.dir.clone(),
             sealed_to: self.info.public_key.clone(),
@@ -40,7 +40,6 @@ impl Mailbox {
             size: spool.size(),
             ..metadata.clone()
         };
-        let mut pending = pending;
         let write = |pending: &mut PendingMessage| -> io::Result<()> {
             let sealed = Hashing::new(BufWriter::with_capacity(128 * 1024, &pending.file));
             let mut body = Hashing::new(spool.reader()?);
@@ -60,7 +59,6 @@ impl Mailbox {
             }
         };
         write(&mut pending).map_err(io_error(&pending.tmp, "cannot write"))?;
-        pending.source = metadata.source;
         Ok(pending)
     }
 }

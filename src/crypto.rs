@@ -465,6 +465,17 @@ pub fn open_sealed(sealed: &[u8], pair: &KeyPair) -> Result<Vec<u8>, CryptoError
     crypto_box::open_sealed_box(sealed, &pk, &pair.secret).map_err(|_| CryptoError::SealedKey)
 }
 
+/// The bytes of an even number of hex digits; `None` for anything else.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

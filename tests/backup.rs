@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use serde_json::json;
 use support::gateway::{Gateway, LineClient, expect};
-use support::{Sandbox, peer, python_with_nacl, repo, run, stderr, stdout};
+use support::{Sandbox, python_with_nacl, repo, run, stderr, stdout};
 
 /// A small message whose subject names it.
 fn message(subject: &str) -> Vec<u8> {
@@ -66,16 +66,7 @@ fn subjects(dir: &Path) -> BTreeMap<String, usize> {
 
 /// Retrieves and deletes every message over POP3 with TLS (Python's poplib).
 fn retrieve_all(sb: &Sandbox, gw: &Gateway, id: &str, password: &str, out: &Path) -> Output {
-    let python = peer("python3", &["python3"]).expect("python3");
-    run(Command::new(python)
-        .arg(repo().join("tests/python/pop3_fetch.py"))
-        .args(["ssl", "localhost"])
-        .arg(gw.addr("pop3.listen_tls[0]").port().to_string())
-        .arg(&gw.cert)
-        .arg(id)
-        .arg(sb.password_file(password))
-        .arg(out)
-        .arg("delete"))
+    support::poplib_fetch_all(sb, gw, id, password, out)
 }
 
 fn decrypt(python: &Path, password_files: &[PathBuf], mailbox: &Path, out: &Path) -> Output {

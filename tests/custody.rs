@@ -176,19 +176,7 @@ fn deliver(sb: &Sandbox, id: &str, subject: &str) {
 
 /// poplib retrieves and deletes everything into `out` (the archive's export).
 fn retrieve(sb: &Sandbox, gw: &Gateway, id: &str, password: &str, out: &Path) {
-    let o = run_with_timeout(
-        Command::new("python3")
-            .arg(repo().join("tests/python/pop3_fetch.py"))
-            .args(["ssl", "localhost"])
-            .arg(gw.addr("pop3.listen_tls[0]").port().to_string())
-            .arg(&gw.cert)
-            .arg(id)
-            .arg(sb.password_file(password))
-            .arg(out)
-            .arg("delete"),
-        b"",
-        TIMEOUT,
-    );
+    let o = support::poplib_fetch_all(sb, gw, id, password, out);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
 }
 
@@ -754,6 +742,25 @@ fn a_restore_is_reported_with_the_anchors_it_lost() {
     assert!(gw.stop().success(), "anchored at shutdown");
     let (code, r) = verify(&sb, &sb.data(), &[]);
     assert_eq!((code, count(&r, "present")), (0, 6), "{r:#}");
+    // A closed segment never changes: the next snapshot links it, as it
+    // links message files; the active one is a copy.
+    for i in 0..4 {
+        deliver(&sb, &id, &format!("rotates the segment {i}"));
+    }
+    let again = sb.dir.join("backups-twice");
+    for _ in 0..2 {
+        let out = sb.run(&["backup", again.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let segments = segment_files(&again.join("latest"));
+    assert!(segments.len() >= 2, "{segments:?}");
+    let links = |p: &Path| std::os::unix::fs::MetadataExt::nlink(&fs::metadata(p).unwrap());
+    assert_eq!(links(&segments[0]), 2, "the closed segment is shared");
+    assert_eq!(
+        links(segments.last().unwrap()),
+        1,
+        "the active one is copied"
+    );
 
     fs::remove_dir_all(sb.data()).unwrap();
     let out = run_with_timeout(
@@ -891,4 +898,41 @@ fn a_torn_last_entry_is_cut_back_at_start() {
     assert!(gw.stop().success());
     let (code, r) = verify(&sb, &sb.data(), &[]);
     assert_eq!((code, count(&r, "present")), (0, 2), "{r:#}");
+}
+
+/// Bad use of the custody commands: a clear message and the documented
+/// exit code, nothing written.
+#[test]
+fn custody_commands_refuse_bad_use_clearly() {
+    let sb = Sandbox::new("custody-cli", json!({}));
+    let out = sb.run(&["custody", "frobnicate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("anchor or verify"),
+        "{}",
+        stderr(&out)
+    );
+    let out = sb.run(&["custody", "verify", "--mailbox", "mbx-0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("go together"), "{}", stderr(&out));
+    let out = sb.run(&["custody", "anchor"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no time-stamping authority"),
+        "{}",
+        stderr(&out)
+    );
+    let missing = sb.dir.join("no-such-ca.pem");
+    let out = sb.run(&["custody", "verify", "--tsa-ca", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no-such-ca.pem"), "{}", stderr(&out));
+    // An empty data directory is complete: nothing was stored.
+    let out = sb.run(&["custody", "verify"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
 }

@@ -95,14 +95,9 @@ impl Challenges {
 /// RFC 8737 §3: a certificate for exactly `name`, with the critical
 /// acmeIdentifier extension holding the key authorization's SHA-256.
 fn validation_certificate(name: &str, digest_hex: &str) -> Result<CertifiedKey, String> {
-    let digest: Vec<u8> = (0..digest_hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(digest_hex.get(i..i + 2).unwrap_or("zz"), 16))
-        .collect::<Result<_, _>>()
-        .map_err(|_| "a bad digest".to_string())?;
-    if digest.len() != 32 {
-        return Err("a bad digest".into());
-    }
+    let digest = crate::crypto::unhex(digest_hex)
+        .filter(|d| d.len() == 32)
+        .ok_or("a bad digest")?;
     let mut params =
         rcgen::CertificateParams::new(vec![name.to_string()]).map_err(|e| e.to_string())?;
     params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(&digest)];

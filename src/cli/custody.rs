@@ -57,7 +57,7 @@ pub fn run(context: &Context, args: Vec<String>) -> Result<(), CliError> {
         }
     };
     let options = options(&config, &store, &m)?;
-    let report = verify::verify(&config.data_dir, &options).map_err(cannot)?;
+    let report = verify::verify(&store, &options).map_err(cannot)?;
     print(&report, m.opt_present("json"));
     match report.complete() {
         true => Ok(()),

@@ -289,3 +289,27 @@ fn acme_is_refused_with_reasons_an_administrator_can_act_on() {
     let e = error_of(r#"{"acme": {"agree_to_terms": true, "http_listen": ["127.0.0.1:8450"]}}"#);
     assert!(e.contains("already used by console.listen[0]"), "{e}");
 }
+
+#[test]
+fn custody_settings_are_checked_with_reasons() {
+    let c = parse(r#"{}"#).unwrap();
+    assert!(c.custody.log && c.custody.tsa.is_none());
+    assert_eq!(c.custody.segment_bytes, 16 * 1024 * 1024);
+    let e = error_of(r#"{"custody": {"tsa": {"url": "ftp://tsa.example/"}}}"#);
+    assert!(e.contains("custody.tsa.url"), "{e}");
+    let e = error_of(r#"{"custody": {"tsa": {"url": "http://tsa.example/"}}}"#);
+    assert!(e.contains("custody.tsa.ca_file") && e.contains("CA"), "{e}");
+    let e = error_of(
+        r#"{"custody": {"log": false, "tsa": {"url": "http://tsa.example/", "ca_file": "ca.pem"}}}"#,
+    );
+    assert!(e.contains("anchors need the log"), "{e}");
+    let e = error_of(r#"{"custody": {"segment_bytes": 100}}"#);
+    assert!(e.contains("custody.segment_bytes"), "{e}");
+    let e = error_of(r#"{"custody": {"anchor_interval_secs": 5}}"#);
+    assert!(e.contains("custody.anchor_interval_secs"), "{e}");
+    let ok = parse(
+        r#"{"custody": {"tsa": {"url": "http://tsa.example/", "ca_file": "ca.pem"}, "anchor_copy_dir": "copy"}}"#,
+    )
+    .unwrap();
+    assert!(ok.custody.anchor_copy_dir.unwrap().is_absolute());
+}

@@ -84,6 +84,7 @@ pub fn chain_state(config: &Config) -> Option<ChainState> {
 }
 
 /// The anchoring thread of one node.
+#[derive(Clone)]
 pub struct Anchorer {
     config: Config,
     tsa: TsaConfig,
@@ -154,17 +155,18 @@ impl Anchorer {
         match &result {
             Ok(Some(seq)) => {
                 info!("custody: entry {seq} of node {} anchored", self.node);
-                self.save_state(&TsaState {
-                    anchored_at: Some(timestamp::rfc3339(SystemTime::now())),
-                    ..TsaState::default()
+                let at = timestamp::rfc3339(SystemTime::now());
+                self.update_state(|s| {
+                    *s = TsaState {
+                        anchored_at: Some(at),
+                        ..TsaState::default()
+                    }
                 });
             }
             Ok(None) => {}
             Err(e) => {
                 warn!("custody: cannot anchor: {e}");
-                let mut state = self.state();
-                state.error = Some(e.clone());
-                self.save_state(&state);
+                self.update_state(|s| s.error = Some(e.clone()));
             }
         }
         result
@@ -244,26 +246,21 @@ impl Anchorer {
         Ok(response.body)
     }
 
-    fn state(&self) -> TsaState {
-        durable::read_json(&self.dir.join(STATE_FILE))
-    }
-
     fn note_retry(&self, wait: Duration) {
-        let mut state = self.state();
-        state.retry_at = Some(timestamp::rfc3339(SystemTime::now() + wait));
-        self.save_state(&state);
+        let at = timestamp::rfc3339(SystemTime::now() + wait);
+        self.update_state(|s| s.retry_at = Some(at));
     }
 
-    /// Written only when it changed: no write per look on an SD card.
-    fn save_state(&self, state: &TsaState) {
-        let mut state = state.clone();
-        if state.anchored_at.is_none() {
-            state.anchored_at = self.state().anchored_at;
-        }
-        if state == self.state() {
-            return;
-        }
-        if let Err(e) = durable::write_json(&self.dir, STATE_FILE, &state) {
+    /// Reads the state once, changes it, and writes it only if it changed:
+    /// no write per look on an SD card.
+    fn update_state(&self, change: impl FnOnce(&mut TsaState)) {
+        let path = self.dir.join(STATE_FILE);
+        let before: TsaState = durable::read_json(&path);
+        let mut after = before.clone();
+        change(&mut after);
+        if after != before
+            && let Err(e) = durable::write_json(&self.dir, STATE_FILE, &after)
+        {
             warn!("custody: {e}");
         }
     }
@@ -279,14 +276,7 @@ fn retry_after(failures: u32, interval: Duration) -> Duration {
 
 /// 64 hex digits as 32 bytes.
 pub fn hex_bytes(hex: &str) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    if hex.len() != 64 {
-        return None;
-    }
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
+    crate::crypto::unhex(hex)?.try_into().ok()
 }
 
 #[cfg(test)]

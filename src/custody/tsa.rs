@@ -318,14 +318,10 @@ fn check_signer(
 
 /// `YYYYMMDDhhmmss[.f]Z` as a time.
 fn generalized_time(text: &str) -> Option<SystemTime> {
-    let digits = text.get(..14)?;
-    let n = |r: std::ops::Range<usize>| digits.get(r)?.parse::<i16>().ok();
-    let date = jiff::civil::date(n(0..4)?, n(4..6)? as i8, n(6..8)? as i8);
-    let time = jiff::civil::time(n(8..10)? as i8, n(10..12)? as i8, n(12..14)? as i8, 0);
-    let ts = date
-        .to_datetime(time)
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .ok()?;
+    // Parsed, not built from numbers: a month 13 from a hostile token is
+    // an error, never a panic.
+    let civil = jiff::civil::DateTime::strptime("%Y%m%d%H%M%S", text.get(..14)?).ok()?;
+    let ts = civil.to_zoned(jiff::tz::TimeZone::UTC).ok()?;
     Some(SystemTime::from(ts.timestamp()))
 }
 
@@ -364,5 +360,13 @@ mod tests {
     fn generalized_time_reads_utc() {
         let t = generalized_time("20261207080910Z").unwrap();
         assert_eq!(crate::timestamp::rfc3339(t), "2026-12-07T08:09:10Z");
+        for bad in [
+            "20261307080910Z",
+            "20261200080910Z",
+            "2026120708",
+            "2026-12-07T08Z",
+        ] {
+            assert_eq!(generalized_time(bad), None, "{bad}");
+        }
     }
 }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use super::{anchors, hex_bytes, tsa};
 use crate::crypto::{self, KeyPair};
 use crate::store::custody::{self, Entry, Event, GENESIS};
+use crate::store::{MailboxId, MessageName, Store, beneath};
 
 /// What the checks found, by category.
 #[derive(Debug, Default)]
@@ -74,8 +75,9 @@ struct Story {
     retrieved: bool,
 }
 
-/// Runs every check on the data directory `root`.
-pub fn verify(root: &Path, options: &Options) -> Result<Report, String> {
+/// Runs every check on the data directory of `store`.
+pub fn verify(store: &Store, options: &Options) -> Result<Report, String> {
+    let root = store.root();
     let mut report = Report::default();
     let mut stories: HashMap<(String, String), Story> = HashMap::new();
     let nodes = custody::nodes(root).map_err(|e| format!("{}: {e}", root.display()))?;
@@ -107,7 +109,7 @@ pub fn verify(root: &Path, options: &Options) -> Result<Report, String> {
             }
         }
     }
-    check_messages(root, &mut stories, options, &mut report);
+    check_messages(store, &mut stories, options, &mut report);
     Ok(report)
 }
 
@@ -123,7 +125,10 @@ fn walk(node: &str, dir: &Path, report: &mut Report) -> Result<Chain, String> {
     let mut highest = 0u64;
     let segments = custody::segments(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     for (_, path) in segments {
-        let text = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut text = Vec::new();
+        crate::store::beneath::open_regular(&path)
+            .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut text))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         for line in String::from_utf8_lossy(&text).lines() {
             let read = match custody::parse_line(line) {
                 Ok(read) => read,
@@ -280,23 +285,39 @@ fn plain_name(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
 }
 
-/// Where a message file of a mailbox may be: `messages/`, or among those
-/// of a retired key.
-fn find_file(root: &Path, mailbox: &str, file: &str) -> Option<PathBuf> {
-    let dir = root.join("mailboxes").join(mailbox);
-    let current = dir.join("messages").join(file);
-    if current.is_file() {
+/// Where a stored message file is now: the mailbox's own `messages/`, or
+/// among the messages of a retired key (the store's lookups, so the
+/// layout is written once).
+fn find_file(store: &Store, mailbox: &str, file: &str) -> Option<PathBuf> {
+    let id: MailboxId = mailbox.parse().ok()?;
+    let name = MessageName::from_file_name(file)?;
+    let mailbox = store.mailbox(&id).ok()?;
+    let current = mailbox.message_path(&name);
+    if fs::symlink_metadata(&current).is_ok_and(|m| m.is_file()) {
         return Some(current);
     }
-    fs::read_dir(dir.join("retired"))
+    mailbox
+        .retired_messages()
         .ok()?
-        .filter_map(Result::ok)
-        .map(|e| e.path().join("messages").join(file))
-        .find(|p| p.is_file())
+        .into_iter()
+        .find(|(_, n)| *n == name)
+        .map(|(dir, n)| dir.join(n.file_name()))
+}
+
+/// Every message file in the mailboxes' `messages/`, as POP3 lists them.
+fn present_files(store: &Store) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for id in store.mailbox_ids().unwrap_or_default() {
+        let names = store.mailbox(&id).and_then(|m| m.message_names());
+        for name in names.unwrap_or_default() {
+            out.push((id.to_string(), name.file_name()));
+        }
+    }
+    out
 }
 
 fn check_messages(
-    root: &Path,
+    store: &Store,
     stories: &mut HashMap<(String, String), Story>,
     options: &Options,
     report: &mut Report,
@@ -328,7 +349,7 @@ fn check_messages(
             Some((Event::Released, _)) => report.add("released", None),
             Some((Event::Abandoned, _)) => report.add("abandoned", None),
             Some((Event::Removed, _)) => report.add("removed by the administrator", None),
-            _ => match find_file(root, mailbox, file) {
+            _ => match find_file(store, mailbox, file) {
                 None => report.add(
                     "missing without a hand-over",
                     Some(format!(
@@ -336,7 +357,9 @@ fn check_messages(
                     )),
                 ),
                 Some(path) => {
-                    let digest = fs::File::open(&path).and_then(crypto::sha256_of).ok();
+                    let digest = beneath::open_regular(&path)
+                        .and_then(crypto::sha256_of)
+                        .ok();
                     if digest.map(|d| crypto::hex(&d)) == stored.sha256 {
                         report.add("present", None);
                     } else {
@@ -358,26 +381,14 @@ fn check_messages(
         .filter(|(_, s)| s.stored.is_some())
         .map(|(k, _)| k)
         .collect();
-    for mailbox in fs::read_dir(root.join("mailboxes"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let id = mailbox.file_name().to_string_lossy().into_owned();
-        for file in fs::read_dir(mailbox.path().join("messages"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let name = file.file_name().to_string_lossy().into_owned();
-            if !known.contains(&(id.clone(), name.clone())) {
-                report.add(
-                    "files not in the log",
-                    Some(format!(
-                        "{id}/{name}: present, but no entry says it was stored"
-                    )),
-                );
-            }
+    for (id, name) in present_files(store) {
+        if !known.contains(&(id.clone(), name.clone())) {
+            report.add(
+                "files not in the log",
+                Some(format!(
+                    "{id}/{name}: present, but no entry says it was stored"
+                )),
+            );
         }
     }
 }

@@ -619,11 +619,13 @@ fn start_anchorer(
     config: &Config,
     shared: &Shared,
 ) -> Result<Option<crate::custody::Anchorer>, String> {
-    if let Some(a) = crate::custody::Anchorer::new(config) {
-        a.spawn(Arc::clone(&shared.control.shutdown))
+    let anchorer = crate::custody::Anchorer::new(config);
+    if let Some(a) = &anchorer {
+        a.clone()
+            .spawn(Arc::clone(&shared.control.shutdown))
             .map_err(|e| format!("cannot start the custody anchors: {e}"))?;
     }
-    Ok(crate::custody::Anchorer::new(config))
+    Ok(anchorer)
 }
 
 /// This node's custody chain: a torn last entry cut back, a restore noted.

@@ -124,23 +124,34 @@ fn copy_dir_files(from: &Path, to: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Copies every node's custody chain (the active segment up to its last
-/// whole entry) and anchors, and leaves the marker from which the gateway
-/// restored from this snapshot writes a "restored" entry at its next start.
-fn copy_custody(root: &Path, partial: &Path, snapshot: &str) -> Result<(), StoreError> {
+/// Copies every node's custody chain and anchors, and leaves the marker
+/// from which the gateway restored from this snapshot writes a "restored"
+/// entry at its next start. A closed segment never changes again: it is
+/// hard-linked from the previous snapshot when that holds it whole, as
+/// message files are; the active one is copied up to its last whole entry.
+/// Nothing is flushed here: the snapshot is flushed once, whole.
+fn copy_custody(
+    root: &Path,
+    partial: &Path,
+    previous: Option<&Path>,
+    snapshot: &str,
+) -> Result<(), StoreError> {
     let to_root = partial.join(custody::DIR);
     let mut heads = serde_json::Map::new();
     for node in custody::nodes(root).map_err(io_error(root, "cannot list"))? {
         let from = custody::chain_dir(root, &node);
         let to = to_root.join(&node);
         private_dir(&to)?;
-        for (_, path) in custody::segments(&from).map_err(io_error(&from, "cannot list"))? {
-            let mut bytes = fs::read(&path).map_err(io_error(&path, "cannot read"))?;
-            let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
-            bytes.truncate(whole);
-            let name = path.file_name().unwrap_or_default().to_string_lossy();
-            durable::replace_file(&to, &name, &bytes)
-                .map_err(io_error(&to.join(name.as_ref()), "cannot write"))?;
+        let old = previous.map(|p| p.join(custody::DIR).join(&node));
+        let segments = custody::segments(&from).map_err(io_error(&from, "cannot list"))?;
+        for (i, (_, path)) in segments.iter().enumerate() {
+            let name = path.file_name().unwrap_or_default();
+            if i + 1 < segments.len() {
+                let old = old.as_ref().map(|o| o.join(name));
+                copy_or_link(path, &to.join(name), old.as_deref())?;
+            } else {
+                copy_whole_entries(path, &to.join(name))?;
+            }
         }
         copy_dir_files(
             &from.join(custody::ANCHORS_DIR),
@@ -164,6 +175,19 @@ fn copy_custody(root: &Path, partial: &Path, snapshot: &str) -> Result<(), Store
         &to_root.join(custody::RESTORED_MARKER),
         "cannot write",
     ))
+}
+
+/// Copies the active segment `from` (a regular file, never a link) to `to`
+/// up to its last whole entry: an append in progress is left out.
+fn copy_whole_entries(from: &Path, to: &Path) -> Result<(), StoreError> {
+    let mut bytes = Vec::new();
+    beneath::open_regular(from)
+        .and_then(|mut f| io::Read::read_to_end(&mut f, &mut bytes))
+        .map_err(io_error(from, "cannot read"))?;
+    let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    durable::create_new_private_file(to)
+        .and_then(|mut f| io::Write::write_all(&mut f, &bytes[..whole]))
+        .map_err(io_error(to, "cannot write"))
 }
 
 /// Copies one mailbox into `to`. Messages first, keys after: a message is
@@ -271,7 +295,7 @@ pub fn backup(store: &Store, dest: &Path, keep: usize) -> Result<BackupReport, S
     }
     copy_dir_files(&store.root().join(TLS_DIR), &partial.join(TLS_DIR))?;
     // Last, so that every message stored before it is in the snapshot.
-    copy_custody(store.root(), &partial, &name)?;
+    copy_custody(store.root(), &partial, previous.as_deref(), &name)?;
     if let Some(hash) = store.console_password_hash()? {
         let file = super::CONSOLE_PASSWORD_FILE;
         durable::replace_file(&partial, file, format!("{hash}\n").as_bytes())

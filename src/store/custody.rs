@@ -404,7 +404,9 @@ pub fn head(dir: &Path) -> io::Result<Option<(u64, String)>> {
 
 /// The last 64 KiB of a file (entries are far shorter).
 fn read_tail(path: &Path) -> io::Result<Vec<u8>> {
-    let mut file = File::open(path)?;
+    // A regular file only: a FIFO or a link planted here is refused, never
+    // waited on or followed.
+    let mut file = super::beneath::open_regular(path)?;
     let len = file.metadata()?.len();
     let from = len.saturating_sub(64 * 1024);
     file.seek(SeekFrom::Start(from))?;
@@ -431,7 +433,10 @@ fn cut_torn_tail(path: &Path) -> io::Result<u64> {
             )));
         }
     };
-    let file = OpenOptions::new().write(true).open(path)?;
+    let file = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
     file.set_len(keep)?;
     file.sync_all()?;
     Ok(len - keep)
@@ -494,7 +499,10 @@ impl Writer {
         self.head = head;
         self.active = match segments.last() {
             Some((_, path)) => {
-                let file = OpenOptions::new().append(true).open(path)?;
+                let file = OpenOptions::new()
+                    .append(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(path)?;
                 let len = file.metadata()?.len();
                 let day = day_of(path);
                 Some(Active { file, len, day })
@@ -537,6 +545,7 @@ impl Writer {
                     .append(true)
                     .create_new(true)
                     .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
                     .open(&path)?;
                 if flush::flushed_per_file(&self.dir)? {
                     durable::sync_dir(&self.dir)?;

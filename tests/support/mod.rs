@@ -373,6 +373,27 @@ impl Sandbox {
     }
 }
 
+/// Python's poplib (`tests/python/pop3_fetch.py`) retrieves and deletes
+/// every message of `id` over implicit TLS into `out`, as an archiver does.
+pub fn poplib_fetch_all(
+    sb: &Sandbox,
+    gw: &gateway::Gateway,
+    id: &str,
+    password: &str,
+    out: &Path,
+) -> Output {
+    let python = peer("python3", &["python3"]).expect("python3");
+    run(Command::new(python)
+        .arg(repo().join("tests/python/pop3_fetch.py"))
+        .args(["ssl", "localhost"])
+        .arg(gw.addr("pop3.listen_tls[0]").port().to_string())
+        .arg(&gw.cert)
+        .arg(id)
+        .arg(sb.password_file(password))
+        .arg(out)
+        .arg("delete"))
+}
+
 impl Drop for Sandbox {
     fn drop(&mut self) {
         if std::env::var_os("SEALPOST_KEEP_SANDBOX").is_none() {
